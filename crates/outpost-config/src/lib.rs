@@ -1,0 +1,644 @@
+//! Outpost's configuration: the TOML schema (serde), parsing with field-path errors, and validation.
+//!
+//! One file configures a node: `[node]` (name, listeners, limits), `[store]` (RAM budget, policy) and
+//! one `[[tenant]]` table per customer (hostnames, origins, cache defaults, cache-key rules, per-path
+//! rules). Every error names the field path it is about, e.g. `tenant[0].origins[1]: ...`.
+
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+
+/// A configuration problem, always naming the offending field path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// Dotted field path, e.g. `tenant[0].origins[1]`.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A byte size written as an integer or a string with a K/M/G/T suffix (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parse `"512M"`, `"10G"`, `"4096"`, `"1.5G"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err("empty size".into());
+        }
+        let (num, mult) = match t.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => {
+                let m: u64 = match c.to_ascii_uppercase() {
+                    'B' => 1,
+                    'K' => 1 << 10,
+                    'M' => 1 << 20,
+                    'G' => 1 << 30,
+                    'T' => 1 << 40,
+                    _ => return Err(format!("unknown size suffix in {s:?} (use K, M, G or T)")),
+                };
+                (&t[..i], m)
+            }
+            _ => (t, 1),
+        };
+        let v: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid size {s:?} (examples: 4096, 512M, 10G)"))?;
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("invalid size {s:?}"));
+        }
+        let bytes = v * mult as f64;
+        if bytes > u64::MAX as f64 / 2.0 {
+            return Err(format!("size {s:?} is too large"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written as seconds (integer) or a string like `"250ms"`, `"10s"`, `"5m"`, `"1h"`, `"2d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Parse `"250ms"`, `"10s"`, `"5m"`, `"1h"`, `"2d"` or a bare number of seconds.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let v: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?} (examples: 250ms, 10s, 5m, 1h)"))?;
+        let secs = match unit.trim() {
+            "" | "s" => v,
+            "ms" => v / 1000.0,
+            "m" => v * 60.0,
+            "h" => v * 3600.0,
+            "d" => v * 86400.0,
+            u => return Err(format!("unknown duration unit {u:?} in {s:?}")),
+        };
+        if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
+            return Err(format!("invalid duration {s:?}"));
+        }
+        Ok(Dur(Duration::from_secs_f64(secs)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
+            Raw::S(s) => Dur::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Node identity, listeners and limits.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// Storage budget and policy.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Tenants served by this node.
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Name shown in `Cache-Status` (e.g. `edge1`).
+    pub name: String,
+    /// HTTP listen address.
+    pub listen: String,
+    /// Prometheus metrics listen address (empty disables).
+    pub metrics: String,
+    /// Write one JSON line per request to stdout.
+    pub access_log: bool,
+    /// Time a client has to send complete request headers (slowloris defence).
+    pub header_read_timeout: Dur,
+    /// Largest request header block accepted; bigger → 431.
+    pub max_header_bytes: ByteSize,
+    /// Idle keep-alive connection timeout.
+    pub idle_timeout: Dur,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "outpost".into(),
+            listen: "127.0.0.1:8080".into(),
+            metrics: "127.0.0.1:9100".into(),
+            access_log: false,
+            header_read_timeout: Dur(Duration::from_secs(10)),
+            max_header_bytes: ByteSize(32 * 1024),
+            idle_timeout: Dur(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// RAM tier budget.
+    pub ram_bytes: ByteSize,
+    /// Admission/eviction policy: `w-tinylfu` (default), `s3-fifo`, `lru`.
+    pub policy: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            ram_bytes: ByteSize(512 << 20),
+            policy: "w-tinylfu".into(),
+        }
+    }
+}
+
+/// `[[tenant]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Tenant name (cache namespace and metrics label).
+    pub name: String,
+    /// Hostnames answered for this tenant (lower-case, no port). `*` matches any host.
+    pub hostnames: Vec<String>,
+    /// Origin base URLs (`http://host:port`), tried in order on connection failure.
+    pub origins: Vec<String>,
+    /// Cache defaults.
+    #[serde(default)]
+    pub cache: CacheDefaults,
+    /// Cache-key rules.
+    #[serde(default)]
+    pub cache_key: CacheKeyConfig,
+    /// Per-path rules (first matching prefix wins).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[tenant.cache]`: defaults applied where the origin says nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheDefaults {
+    /// TTL for 404/410/… when the origin gives no freshness (negative caching). 0 disables.
+    pub negative_ttl: Dur,
+    /// Serve stale this long when the origin fails, even without `stale-if-error` (tenant grace).
+    pub grace: Dur,
+    /// ± percentage applied to computed TTLs so expiries do not align. 0 disables.
+    pub ttl_jitter_percent: u8,
+    /// Most variants kept per URL for Vary responses.
+    pub max_variants: usize,
+    /// Upper bound on heuristic freshness (10% of Last-Modified age).
+    pub heuristic_cap: Dur,
+    /// Origin connect timeout.
+    pub connect_timeout: Dur,
+    /// Time allowed for the origin to start answering.
+    pub origin_timeout: Dur,
+    /// Largest object stored; bigger ones are streamed through uncached.
+    pub max_object_bytes: ByteSize,
+}
+
+impl Default for CacheDefaults {
+    fn default() -> Self {
+        Self {
+            negative_ttl: Dur(Duration::from_secs(10)),
+            grace: Dur(Duration::ZERO),
+            ttl_jitter_percent: 0,
+            max_variants: 16,
+            heuristic_cap: Dur(Duration::from_secs(86400)),
+            connect_timeout: Dur(Duration::from_secs(3)),
+            origin_timeout: Dur(Duration::from_secs(30)),
+            max_object_bytes: ByteSize(64 << 20),
+        }
+    }
+}
+
+/// `[tenant.cache_key]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheKeyConfig {
+    /// If non-empty, only these query parameters are kept in the key (and forwarded).
+    pub query_allow: Vec<String>,
+    /// Extra query parameters to drop (names; a trailing `*` matches a prefix).
+    pub query_deny: Vec<String>,
+    /// Keep the default tracking parameters (utm_*, fbclid, gclid, …) instead of dropping them.
+    pub keep_tracking_params: bool,
+}
+
+/// `[[tenant.rule]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Path prefix this rule applies to (e.g. `/api/`).
+    pub path_prefix: String,
+    /// Never cache, always forward.
+    #[serde(default)]
+    pub bypass: bool,
+    /// Override the origin's TTL for cacheable responses.
+    #[serde(default)]
+    pub ttl: Option<Dur>,
+    /// Cookie policy: `ignore` (default; Cookie is not forwarded, not keyed), `bypass` (requests
+    /// carrying one of `bypass_cookies` bypass the cache), `bucket` (key on `bucket_cookie`'s value
+    /// among `bucket_values`, anything else maps to `other`).
+    #[serde(default)]
+    pub cookie: CookiePolicyKind,
+    /// Cookies whose presence makes the request bypass the cache (`cookie = "bypass"`).
+    #[serde(default)]
+    pub bypass_cookies: Vec<String>,
+    /// Cookie whose value selects a bucket (`cookie = "bucket"`).
+    #[serde(default)]
+    pub bucket_cookie: Option<String>,
+    /// Allowed bucket values.
+    #[serde(default)]
+    pub bucket_values: Vec<String>,
+}
+
+/// Cookie handling per rule.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CookiePolicyKind {
+    /// Strip Cookie before forwarding; not part of the key.
+    #[default]
+    Ignore,
+    /// Bypass the cache when a named cookie is present (forward it).
+    Bypass,
+    /// Key on a cookie's bucket.
+    Bucket,
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "node {} on {} with {} tenant(s)",
+            self.node.name,
+            self.node.listen,
+            self.tenants.len()
+        )
+    }
+}
+
+impl Config {
+    /// Parse and validate a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.message().to_string();
+            let at = inner
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError::new(
+                if path.is_empty() || path == "." {
+                    "config".to_string()
+                } else {
+                    path.replace(".tenant[", "tenant[").replace("tenant[", "tenant[")
+                },
+                format!("{msg}{at}"),
+            )
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read, parse and validate a file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    /// Semantic checks serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.name.is_empty()
+            || !self
+                .node
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::new(
+                "node.name",
+                "must be non-empty and use only letters, digits, '-', '_' and '.'",
+            ));
+        }
+        check_addr("node.listen", &self.node.listen)?;
+        if !self.node.metrics.is_empty() {
+            check_addr("node.metrics", &self.node.metrics)?;
+        }
+        if self.node.max_header_bytes.0 < 1024 {
+            return Err(ConfigError::new("node.max_header_bytes", "must be at least 1K"));
+        }
+        if self.store.ram_bytes.0 < (1 << 20) {
+            return Err(ConfigError::new("store.ram_bytes", "must be at least 1M"));
+        }
+        if !["w-tinylfu", "s3-fifo", "lru"].contains(&self.store.policy.as_str()) {
+            return Err(ConfigError::new(
+                "store.policy",
+                format!("unknown policy {:?} (w-tinylfu, s3-fifo, lru)", self.store.policy),
+            ));
+        }
+        if self.tenants.is_empty() {
+            return Err(ConfigError::new("tenant", "at least one [[tenant]] is required"));
+        }
+        let mut seen_hosts: Vec<(&str, usize)> = Vec::new();
+        let mut seen_names: Vec<&str> = Vec::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let p = format!("tenant[{i}]");
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
+                return Err(ConfigError::new(
+                    format!("{p}.name"),
+                    "must be non-empty letters, digits, '-' or '_'",
+                ));
+            }
+            if seen_names.contains(&t.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{p}.name"),
+                    format!("duplicate tenant name {:?}", t.name),
+                ));
+            }
+            seen_names.push(&t.name);
+            if t.hostnames.is_empty() {
+                return Err(ConfigError::new(format!("{p}.hostnames"), "at least one hostname"));
+            }
+            for (j, h) in t.hostnames.iter().enumerate() {
+                let hp = format!("{p}.hostnames[{j}]");
+                let valid = h == "*"
+                    || (!h.is_empty()
+                        && h.len() <= 253
+                        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+                if !valid {
+                    return Err(ConfigError::new(hp, format!("invalid hostname {h:?}")));
+                }
+                let lower = h.as_str();
+                if let Some((_, other)) = seen_hosts.iter().find(|(x, _)| x.eq_ignore_ascii_case(lower)) {
+                    return Err(ConfigError::new(
+                        hp,
+                        format!("hostname {h:?} already belongs to tenant[{other}]"),
+                    ));
+                }
+                seen_hosts.push((lower, i));
+            }
+            if t.origins.is_empty() {
+                return Err(ConfigError::new(format!("{p}.origins"), "at least one origin URL"));
+            }
+            for (j, o) in t.origins.iter().enumerate() {
+                parse_origin(o).map_err(|m| ConfigError::new(format!("{p}.origins[{j}]"), m))?;
+            }
+            if t.cache.ttl_jitter_percent > 50 {
+                return Err(ConfigError::new(
+                    format!("{p}.cache.ttl_jitter_percent"),
+                    "must be between 0 and 50",
+                ));
+            }
+            if t.cache.max_variants == 0 {
+                return Err(ConfigError::new(format!("{p}.cache.max_variants"), "must be at least 1"));
+            }
+            for (j, r) in t.rules.iter().enumerate() {
+                let rp = format!("{p}.rule[{j}]");
+                if !r.path_prefix.starts_with('/') {
+                    return Err(ConfigError::new(format!("{rp}.path_prefix"), "must start with '/'"));
+                }
+                if r.cookie == CookiePolicyKind::Bucket
+                    && (r.bucket_cookie.is_none() || r.bucket_values.is_empty())
+                {
+                    return Err(ConfigError::new(
+                        format!("{rp}.bucket_cookie"),
+                        "cookie = \"bucket\" needs bucket_cookie and bucket_values",
+                    ));
+                }
+                if r.cookie == CookiePolicyKind::Bypass && r.bypass_cookies.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("{rp}.bypass_cookies"),
+                        "cookie = \"bypass\" needs at least one cookie name",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The config `outpost node --listen ADDR --origin URL` builds: one tenant answering every Host.
+    pub fn single_origin(listen: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg = Config {
+            node: NodeConfig {
+                listen: listen.to_string(),
+                ..NodeConfig::default()
+            },
+            store: StoreConfig::default(),
+            tenants: vec![TenantConfig {
+                name: "default".into(),
+                hostnames: vec!["*".into()],
+                origins: vec![origin.to_string()],
+                cache: CacheDefaults::default(),
+                cache_key: CacheKeyConfig::default(),
+                rules: Vec::new(),
+            }],
+        };
+        cfg.validate().map_err(|e| {
+            if e.path == "tenant[0].origins[0]" {
+                ConfigError::new("--origin", e.message)
+            } else if e.path == "node.listen" {
+                ConfigError::new("--listen", e.message)
+            } else {
+                e
+            }
+        })?;
+        Ok(cfg)
+    }
+}
+
+/// A parsed origin base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginUrl {
+    /// `host:port` to connect to.
+    pub authority: String,
+    /// Host name (no port) for the Host header when the tenant rewrites it.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// Parse `http://host[:port][/]`. Only plain HTTP origins for now.
+pub fn parse_origin(s: &str) -> Result<OriginUrl, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("origin {s:?} must start with http:// (https origins are not supported yet)"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains('/') || rest.contains('@') || rest.contains('?') {
+        return Err(format!("origin {s:?} must be http://host[:port] with no path"));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port: u16 = p
+                .parse()
+                .map_err(|_| format!("origin {s:?} has an invalid port"))?;
+            (h.to_string(), port)
+        }
+        _ => (rest.to_string(), 80),
+    };
+    if host.is_empty() {
+        return Err(format!("origin {s:?} has no host"));
+    }
+    Ok(OriginUrl {
+        authority: format!("{host}:{port}"),
+        host,
+        port,
+    })
+}
+
+fn check_addr(path: &str, s: &str) -> Result<(), ConfigError> {
+    s.parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| ConfigError::new(path, format!("{s:?} is not an IP:port address")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "edge1"
+listen = "127.0.0.1:8080"
+
+[store]
+ram_bytes = "256M"
+
+[[tenant]]
+name = "shop"
+hostnames = ["shop.example", "www.shop.example"]
+origins = ["http://127.0.0.1:9000", "http://127.0.0.1:9001/"]
+[tenant.cache]
+negative_ttl = "30s"
+grace = "1h"
+[tenant.cache_key]
+query_allow = ["page", "q"]
+[[tenant.rule]]
+path_prefix = "/account/"
+bypass = true
+"#;
+
+    #[test]
+    fn parses_good_config() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.node.name, "edge1");
+        assert_eq!(c.store.ram_bytes.0, 256 << 20);
+        assert_eq!(c.tenants[0].origins.len(), 2);
+        assert_eq!(c.tenants[0].cache.grace.0, Duration::from_secs(3600));
+        assert_eq!(c.tenants[0].rules[0].path_prefix, "/account/");
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let bad = GOOD.replace("negative_ttl", "negative_tll");
+        let e = Config::from_toml(&bad).unwrap_err();
+        assert_eq!(e.path, "tenant[0].cache.negative_tll", "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_size_names_its_path() {
+        let bad = GOOD.replace("\"256M\"", "\"lots\"");
+        let e = Config::from_toml(&bad).unwrap_err();
+        assert_eq!(e.path, "store.ram_bytes", "{e}");
+    }
+
+    #[test]
+    fn bad_origin_names_its_index() {
+        let bad = GOOD.replace("http://127.0.0.1:9001/", "ftp://x");
+        let e = Config::from_toml(&bad).unwrap_err();
+        assert_eq!(e.path, "tenant[0].origins[1]", "{e}");
+    }
+
+    #[test]
+    fn duplicate_hostname_rejected() {
+        let bad = format!(
+            "{GOOD}\n[[tenant]]\nname = \"b\"\nhostnames = [\"SHOP.example\"]\norigins = [\"http://127.0.0.1:1\"]\n"
+        );
+        let e = Config::from_toml(&bad).unwrap_err();
+        assert_eq!(e.path, "tenant[1].hostnames[0]", "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(ByteSize::parse("10G").unwrap().0, 10 << 30);
+        assert_eq!(ByteSize::parse("1.5K").unwrap().0, 1536);
+        assert_eq!(ByteSize::parse("42").unwrap().0, 42);
+        assert!(ByteSize::parse("x").is_err());
+        assert!(ByteSize::parse("-1M").is_err());
+        assert_eq!(Dur::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(Dur::parse("5m").unwrap().0, Duration::from_secs(300));
+        assert!(Dur::parse("5y").is_err());
+    }
+
+    #[test]
+    fn single_origin_errors_name_the_flag() {
+        let e = Config::single_origin("127.0.0.1:8080", "nope").unwrap_err();
+        assert_eq!(e.path, "--origin");
+        assert!(Config::single_origin("127.0.0.1:8080", "http://127.0.0.1:8000").is_ok());
+        let e = Config::single_origin("localhost", "http://127.0.0.1:8000").unwrap_err();
+        assert_eq!(e.path, "--listen");
+    }
+
+    #[test]
+    fn origin_parsing() {
+        let o = parse_origin("http://127.0.0.1:8000").unwrap();
+        assert_eq!(o.authority, "127.0.0.1:8000");
+        let o = parse_origin("http://origin.test").unwrap();
+        assert_eq!(o.port, 80);
+        assert!(parse_origin("http://a/b").is_err());
+        assert!(parse_origin("http://a:99999").is_err());
+    }
+}
