@@ -200,6 +200,16 @@ impl<K: Hash + Eq + Clone, H> FillLeader<K, H> {
         self.fill.bump();
     }
 
+    /// A follower handle on this very fill (the leader's own client reads the body through it, so
+    /// the fill goes on into the cache even if that client goes away).
+    pub fn follower(&self) -> FillFollower<H> {
+        FillFollower {
+            fill: self.fill.clone(),
+            rx: self.fill.version.subscribe(),
+            next: 0,
+        }
+    }
+
     /// How many followers joined so far.
     pub fn followers(&self) -> usize {
         self.fill.lock().followers

@@ -1,0 +1,436 @@
+//! Policy unit tests, invariant properties and synthetic hit-ratio comparisons.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+/// Structural self-checks, per policy type.
+trait Checked: EvictionPolicy {
+    fn check_all(&self);
+}
+impl Checked for Lru {
+    fn check_all(&self) {
+        self.check();
+    }
+}
+impl Checked for S3Fifo {
+    fn check_all(&self) {
+        self.check();
+    }
+}
+impl Checked for WTinyLfu {
+    fn check_all(&self) {
+        self.check();
+    }
+}
+
+#[test]
+fn policy_kind_names_round_trip() {
+    for kind in PolicyKind::ALL {
+        assert_eq!(kind.as_str().parse::<PolicyKind>().unwrap(), kind);
+        assert_eq!(kind.build(100).kind(), kind);
+    }
+    assert_eq!(PolicyKind::default(), PolicyKind::WTinyLfu);
+    assert!("arc".parse::<PolicyKind>().is_err());
+}
+
+#[test]
+fn lru_evicts_least_recently_used() {
+    let mut lru = Lru::new(3);
+    for h in 1..=3 {
+        assert!(lru.on_insert(h, 1).admitted);
+    }
+    lru.on_hit(1);
+    assert_eq!(lru.order(), vec![1, 3, 2]);
+    let out = lru.on_insert(4, 1);
+    assert_eq!(
+        out,
+        InsertOutcome {
+            admitted: true,
+            evicted: vec![2]
+        }
+    );
+    assert_eq!(lru.order(), vec![4, 1, 3]);
+    // A heavy insert evicts from the tail until it fits.
+    let out = lru.on_insert(5, 2);
+    assert_eq!(out.evicted, vec![3, 1]);
+    assert_eq!(lru.order(), vec![5, 4]);
+    assert_eq!(lru.bytes(), 3);
+    // Bigger than everything: refused, nothing evicted.
+    assert!(!lru.on_insert(6, 4).admitted);
+    assert_eq!(lru.order(), vec![5, 4]);
+    lru.check();
+}
+
+#[test]
+fn lru_update_changes_weight_and_keeps_key() {
+    let mut lru = Lru::new(10);
+    lru.on_insert(1, 3);
+    lru.on_insert(2, 3);
+    lru.on_insert(3, 3);
+    let out = lru.on_insert(1, 7);
+    assert!(out.admitted);
+    assert_eq!(out.evicted, vec![2]);
+    assert_eq!(lru.order(), vec![1, 3]);
+    assert_eq!(lru.bytes(), 10);
+    assert!(lru.on_remove(1));
+    assert!(!lru.on_remove(1));
+    assert_eq!(lru.bytes(), 3);
+    lru.check();
+}
+
+#[test]
+fn s3fifo_filters_one_hit_wonders_and_promotes_from_ghost() {
+    // Budget 10: small FIFO 1, main 9.
+    let mut s3 = S3Fifo::new(10);
+    for h in 1..=10 {
+        assert!(s3.on_insert(h, 1).admitted);
+    }
+    s3.on_hit(2);
+    // Cache full: the small FIFO's tail (1, never hit) goes to the ghost; 2 (hit) moves to main.
+    let out = s3.on_insert(11, 1);
+    assert!(out.admitted);
+    assert_eq!(out.evicted, vec![1]);
+    let (small, main, ghost) = s3.queues();
+    assert_eq!(ghost, vec![1]);
+    assert!(main.is_empty() && small.len() == 10);
+    let out = s3.on_insert(12, 1);
+    assert_eq!(
+        out.evicted,
+        vec![3],
+        "2 was accessed, so it is kept and moved to main"
+    );
+    let (_, main, ghost) = s3.queues();
+    assert_eq!(main, vec![2]);
+    assert_eq!(ghost, vec![3, 1]);
+    // 1 comes back while in the ghost: it goes straight to main.
+    let out = s3.on_insert(1, 1);
+    assert!(out.admitted);
+    let (small, main, ghost) = s3.queues();
+    assert_eq!(main, vec![1, 2]);
+    assert_eq!(
+        ghost,
+        vec![4, 3],
+        "the insert pushed small's tail (4) to the ghost"
+    );
+    assert!(!small.contains(&1));
+    assert!(s3.contains(1) && !s3.contains(3));
+    s3.check();
+}
+
+#[test]
+fn s3fifo_main_reinserts_accessed_objects() {
+    let mut s3 = S3Fifo::new(10);
+    for h in 1..=19 {
+        s3.on_insert(h, 1); // 1..=9 pass through small into the ghost
+    }
+    for h in 1..=9 {
+        assert!(s3.on_insert(h, 1).admitted); // back from the ghost: into main
+    }
+    let (_, main, _) = s3.queues();
+    assert_eq!(main, (1..=9).rev().collect::<Vec<_>>());
+    s3.on_hit(1); // the oldest in main, but accessed
+    for h in 200..=203 {
+        // Accessed while in small, so each is promoted to main when small overflows, which
+        // makes main evict.
+        s3.on_insert(h, 1);
+        s3.on_hit(h);
+    }
+    assert!(s3.contains(1), "accessed main object is reinserted");
+    assert!(
+        !s3.contains(2) && !s3.contains(3),
+        "unaccessed main objects are evicted"
+    );
+    s3.check();
+}
+
+#[test]
+fn s3fifo_large_object_needs_a_second_request() {
+    let mut s3 = S3Fifo::new(100); // small FIFO 10
+    let out = s3.on_insert(1, 30);
+    assert!(
+        !out.admitted,
+        "bigger than the small FIFO: remembered in the ghost only"
+    );
+    assert!(
+        s3.on_insert(1, 30).admitted,
+        "second request: straight to main"
+    );
+    s3.check();
+}
+
+#[test]
+fn wtinylfu_admits_by_frequency() {
+    // 100 units: window 1, main 99.
+    let mut w = WTinyLfu::new(100);
+    for h in 0..100 {
+        w.on_insert(h, 1);
+    }
+    assert_eq!(w.len(), 100);
+    // A brand-new key passes the window, then loses against the main victim: rejected.
+    let before: HashSet<u64> = (0..100).filter(|h| w.contains(*h)).collect();
+    w.on_insert(1000, 1);
+    w.on_insert(1001, 1); // pushes 1000 out of the window: contest
+    assert!(!w.contains(1000), "one-hit candidate rejected");
+    assert!(w.contains(1001), "the newest key sits in the window");
+    assert_eq!(before.iter().filter(|h| w.contains(**h)).count(), 99);
+    // A key requested often enough beats the victim.
+    for _ in 0..5 {
+        w.on_insert(2000, 1);
+        w.on_remove(2000); // simulate rejected-then-requested-again without residency
+    }
+    w.on_insert(2000, 1);
+    w.on_insert(2001, 1);
+    assert!(
+        w.contains(2000),
+        "frequent candidate admitted; {:?}",
+        w.segments()
+    );
+    w.check();
+}
+
+#[test]
+fn wtinylfu_promotes_on_hit_and_demotes_overflow() {
+    let mut w = WTinyLfu::new(100);
+    for h in 0..100 {
+        w.on_insert(h, 1);
+    }
+    let (_, probation, protected) = w.segments();
+    assert!(protected.is_empty());
+    let h = probation[probation.len() - 1];
+    w.on_hit(h);
+    let (_, _, protected) = w.segments();
+    assert_eq!(protected, vec![h]);
+    // Fill protected past its 80% share: the LRU ones drop back to probation.
+    for h in 0..100 {
+        w.on_hit(h);
+    }
+    let (_, _, protected) = w.segments();
+    assert!(protected.len() <= 79);
+    w.check();
+}
+
+/// Runs `trace` through `policy` in get-then-fill style; returns the hit ratio.
+fn replay(policy: &mut dyn EvictionPolicy, trace: &[(u64, u64)]) -> f64 {
+    let mut hits = 0u64;
+    for &(h, weight) in trace {
+        if policy.contains(h) {
+            policy.on_hit(h);
+            hits += 1;
+        } else {
+            policy.on_insert(h, weight);
+        }
+        assert!(policy.bytes() <= policy.capacity());
+    }
+    hits as f64 / trace.len() as f64
+}
+
+#[test]
+fn wtinylfu_hot_set_survives_a_scan_that_flushes_lru() {
+    let capacity = 100;
+    let hot: Vec<u64> = (0..50).collect();
+    let mut trace = Vec::new();
+    for _ in 0..20 {
+        trace.extend(hot.iter().map(|&h| (h, 1)));
+    }
+    // One pass over 1,000 cold keys (10x the cache).
+    trace.extend((10_000..11_000).map(|h| (h, 1)));
+    for kind in PolicyKind::ALL {
+        let mut policy = kind.build(capacity);
+        replay(policy.as_mut(), &trace);
+        let survivors = hot.iter().filter(|h| policy.contains(**h)).count();
+        eprintln!("{kind}: {survivors}/50 hot keys survive the scan");
+        match kind {
+            PolicyKind::Lru => assert_eq!(survivors, 0, "LRU is flushed by the scan"),
+            _ => assert!(survivors >= 45, "{kind} kept only {survivors}/50"),
+        }
+    }
+}
+
+/// Zipf(s) sampler over ranks `0..n` by inverse CDF.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut acc = 0.0;
+        for rank in 1..=n {
+            acc += 1.0 / (rank as f64).powf(s);
+            cdf.push(acc);
+        }
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Self { cdf }
+    }
+
+    fn sample(&self, rng: &mut StdRng) -> u64 {
+        let u: f64 = rng.gen();
+        self.cdf.partition_point(|&c| c < u) as u64
+    }
+}
+
+/// Zipf(0.8) over 20,000 keys, 200,000 requests; in the middle third every other request is
+/// part of a one-pass scan over 30,000 never-repeated keys.
+fn zipf_with_scan_trace(weighted: bool) -> (Vec<(u64, u64)>, usize) {
+    let keys = 20_000usize;
+    let zipf = Zipf::new(keys, 0.8);
+    let mut rng = StdRng::seed_from_u64(0x5eed_0f00_u64);
+    // Per-key sizes for the weighted variant: 1..=64 units, skewed small.
+    let sizes: Vec<u64> = (0..keys + 100_000)
+        .map(|_| {
+            if weighted {
+                1 + (rng.gen::<f64>().powi(3) * 63.0) as u64
+            } else {
+                1
+            }
+        })
+        .collect();
+    let mut trace = Vec::with_capacity(200_000);
+    let mut scan = 0u64;
+    let mut unique = HashSet::new();
+    for i in 0..200_000 {
+        let rank = if (66_000..132_000).contains(&i) && i % 2 == 0 {
+            scan += 1;
+            keys as u64 + scan
+        } else {
+            zipf.sample(&mut rng)
+        };
+        unique.insert(rank);
+        // Spread ranks over the hash space like real key hashes.
+        trace.push((crate::hashing::mix64(rank), sizes[rank as usize]));
+    }
+    (trace, unique.len())
+}
+
+#[test]
+fn wtinylfu_beats_lru_on_zipf_with_scan() {
+    let (trace, unique) = zipf_with_scan_trace(false);
+    let capacity = (unique / 100) as u64;
+    let mut ratios = Vec::new();
+    for kind in PolicyKind::ALL {
+        let mut policy = kind.build(capacity);
+        let ratio = replay(policy.as_mut(), &trace);
+        eprintln!(
+            "unit weights, {unique} unique keys, capacity {capacity}: {kind} hit ratio {ratio:.4}"
+        );
+        ratios.push((kind, ratio));
+    }
+    let ratio = |k: PolicyKind| {
+        ratios
+            .iter()
+            .find(|(kind, _)| *kind == k)
+            .map(|(_, r)| *r)
+            .unwrap()
+    };
+    let (tinylfu, s3, lru) = (
+        ratio(PolicyKind::WTinyLfu),
+        ratio(PolicyKind::S3Fifo),
+        ratio(PolicyKind::Lru),
+    );
+    assert!(
+        tinylfu > lru + 0.05,
+        "w-tinylfu {tinylfu:.4} vs lru {lru:.4}"
+    );
+    assert!(s3 > lru, "s3-fifo {s3:.4} vs lru {lru:.4}");
+}
+
+#[test]
+fn wtinylfu_beats_lru_on_weighted_zipf_with_scan() {
+    let (trace, unique) = zipf_with_scan_trace(true);
+    let mean_weight = trace.iter().map(|(_, w)| *w).sum::<u64>() / trace.len() as u64;
+    let capacity = unique as u64 * mean_weight / 100;
+    let mut results = Vec::new();
+    for kind in PolicyKind::ALL {
+        let mut policy = kind.build(capacity);
+        let ratio = replay(policy.as_mut(), &trace);
+        eprintln!("weighted, capacity {capacity} units: {kind} hit ratio {ratio:.4}");
+        results.push(ratio);
+    }
+    assert!(results[0] > results[2] + 0.03, "{results:?}");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Hit(u64),
+    Insert(u64, u64),
+    Remove(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u64..48).prop_map(Op::Hit),
+        5 => (0u64..48, 1u64..40).prop_map(|(h, w)| Op::Insert(h, w)),
+        1 => (0u64..48).prop_map(Op::Remove),
+    ]
+}
+
+/// Drives `policy` with `ops`, mirroring residency in a model set.
+fn check_against_model<P: Checked>(mut policy: P, ops: &[Op]) {
+    let mut resident: HashSet<u64> = HashSet::new();
+    for op in ops {
+        match *op {
+            Op::Hit(h) => policy.on_hit(h),
+            Op::Insert(h, w) => {
+                let was_resident = resident.contains(&h);
+                let out = policy.on_insert(h, w);
+                if was_resident && w <= policy.capacity() {
+                    assert!(out.admitted, "an update is always admitted");
+                }
+                assert!(!out.evicted.contains(&h), "{op:?}: {out:?}");
+                for e in &out.evicted {
+                    assert!(resident.remove(e), "evicted a non-resident key {e}");
+                }
+                if out.admitted {
+                    resident.insert(h);
+                } else {
+                    resident.remove(&h);
+                }
+            }
+            Op::Remove(h) => {
+                assert_eq!(policy.on_remove(h), resident.remove(&h));
+            }
+        }
+        policy.check_all();
+        assert!(policy.bytes() <= policy.capacity());
+        assert_eq!(policy.len(), resident.len());
+        for h in 0..48 {
+            assert_eq!(
+                policy.contains(h),
+                resident.contains(&h),
+                "key {h} after {op:?}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn lru_keeps_invariants(capacity in 1u64..200, ops in proptest::collection::vec(op(), 1..300)) {
+        check_against_model(Lru::new(capacity), &ops);
+    }
+
+    #[test]
+    fn s3fifo_keeps_invariants(capacity in 1u64..200, ops in proptest::collection::vec(op(), 1..300)) {
+        check_against_model(S3Fifo::new(capacity), &ops);
+    }
+
+    #[test]
+    fn wtinylfu_keeps_invariants(capacity in 1u64..200, ops in proptest::collection::vec(op(), 1..300)) {
+        check_against_model(WTinyLfu::new(capacity), &ops);
+    }
+
+    #[test]
+    fn wtinylfu_wide_window_keeps_invariants(capacity in 1u64..200, window in 0u64..=100, protected in 0u64..=100, ops in proptest::collection::vec(op(), 1..300)) {
+        check_against_model(WTinyLfu::with_shape(capacity, window, protected), &ops);
+    }
+}

@@ -1,0 +1,84 @@
+//! The [`Store`] trait every storage tier implements, its insert outcome ([`Admission`]) and its
+//! counters ([`StoreStats`]).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::{CacheKey, StoredObject};
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Stored.
+    Admitted,
+    /// Not stored: the admission policy judged it less valuable than what it would displace.
+    Rejected,
+    /// Not stored: larger than the store accepts for one object.
+    TooLarge,
+}
+
+impl Admission {
+    /// Stable name for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Admission::Admitted => "admitted",
+            Admission::Rejected => "rejected",
+            Admission::TooLarge => "too_large",
+        }
+    }
+
+    /// Whether the object is now stored.
+    pub fn is_admitted(&self) -> bool {
+        matches!(self, Admission::Admitted)
+    }
+}
+
+impl std::fmt::Display for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters of a store. Gauges (`objects`, `bytes`, `capacity_bytes`) are current values; the
+/// rest count events since creation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Objects stored.
+    pub objects: u64,
+    /// Bytes charged (see [`StoredObject::weight`]; the store adds the key text).
+    pub bytes: u64,
+    /// The byte budget.
+    pub capacity_bytes: u64,
+    /// `get` calls that returned an object.
+    pub hits: u64,
+    /// `get` calls that returned nothing (absent or expired).
+    pub misses: u64,
+    /// Objects stored by `insert` (new keys and replacements).
+    pub inserts: u64,
+    /// Inserts the admission policy refused.
+    pub rejected: u64,
+    /// Inserts refused as too large (not counted in `rejected`).
+    pub too_large: u64,
+    /// Objects dropped to make room (including one displaced by a hash-colliding key).
+    pub evictions: u64,
+    /// Objects dropped because `keep_until` had passed.
+    pub expired: u64,
+}
+
+/// A storage tier: a map from [`CacheKey`] to [`StoredObject`] with a byte budget.
+pub trait Store: Send + Sync + 'static {
+    /// Returns the object if present and `now < keep_until` (expired ones are removed and
+    /// counted). Records the access for the policy.
+    fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<StoredObject>>;
+    /// Insert/replace. Replacement of an existing key is always admitted (it's an update). New
+    /// keys go through the admission policy.
+    fn insert(&self, key: CacheKey, obj: Arc<StoredObject>, now: SystemTime) -> Admission;
+    /// Removes one object; returns whether it was there.
+    fn remove(&self, key: &CacheKey) -> bool;
+    /// Remove every object carrying this surrogate-key tag; returns how many.
+    fn remove_tag(&self, tag: &str) -> usize;
+    /// Remove every object whose key text starts with prefix; returns how many.
+    fn remove_prefix(&self, prefix: &str) -> usize;
+    /// Current counters.
+    fn stats(&self) -> StoreStats;
+}
