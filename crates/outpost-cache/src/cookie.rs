@@ -77,7 +77,10 @@ mod tests {
     #[test]
     fn policies() {
         let h = hm("a=1; session=xyz; ab=b");
-        assert_eq!(decide(&CookiePolicy::Ignore, &h), CookieDecision::Key(String::new()));
+        assert_eq!(
+            decide(&CookiePolicy::Ignore, &h),
+            CookieDecision::Key(String::new())
+        );
         assert_eq!(
             decide(&CookiePolicy::BypassIf(vec!["session".into()]), &h),
             CookieDecision::Bypass("session".into())
@@ -86,9 +89,18 @@ mod tests {
             decide(&CookiePolicy::BypassIf(vec!["login".into()]), &h),
             CookieDecision::Key(String::new())
         );
-        let b = CookiePolicy::Bucket { cookie: "ab".into(), values: vec!["a".into(), "b".into()] };
+        let b = CookiePolicy::Bucket {
+            cookie: "ab".into(),
+            values: vec!["a".into(), "b".into()],
+        };
         assert_eq!(decide(&b, &h), CookieDecision::Key("ab=b".into()));
-        assert_eq!(decide(&b, &hm("ab=zzz")), CookieDecision::Key("ab=other".into()));
-        assert_eq!(decide(&b, &HeaderMap::new()), CookieDecision::Key("ab=other".into()));
+        assert_eq!(
+            decide(&b, &hm("ab=zzz")),
+            CookieDecision::Key("ab=other".into())
+        );
+        assert_eq!(
+            decide(&b, &HeaderMap::new()),
+            CookieDecision::Key("ab=other".into())
+        );
     }
 }

@@ -110,13 +110,17 @@ pub fn evaluate_hit(
     let staleness = age.saturating_sub(lifetime);
 
     // §4.2.4 / §5.2.2.2 / §5.2.2.8 / §5.2.2.10: never serve stale without validation.
-    let no_stale = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
+    let no_stale = cc.forbids_stale();
     let sie_window = cc
         .stale_if_error
         .map(Duration::from_secs)
         .unwrap_or(Duration::ZERO)
         .max(policy.grace)
-        .max(req.stale_if_error.map(Duration::from_secs).unwrap_or(Duration::ZERO));
+        .max(
+            req.stale_if_error
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::ZERO),
+        );
     let stale_on_error_ok = !no_stale && !req.no_store && staleness <= sie_window;
 
     let eval = |action| HitEval {
@@ -127,8 +131,7 @@ pub fn evaluate_hit(
     };
 
     // Unqualified response no-cache: always validate (§5.2.2.4). Request no-cache likewise (§5.2.1.4).
-    let response_no_cache = matches!(&cc.no_cache, Some(f) if f.is_empty());
-    if response_no_cache || req.no_cache {
+    if cc.requires_revalidation() || req.no_cache {
         return eval(HitAction::Revalidate);
     }
     if let Some(max_age) = req.max_age {
@@ -192,7 +195,13 @@ pub fn plan_store(
     let storable = check_storable(method, req_headers, status, resp_headers, &cc, source);
     let mut negative = false;
     let lifetime = match storable {
-        Ok(()) => match freshness_lifetime(status, resp_headers, &cc, response_time, policy.heuristic_cap) {
+        Ok(()) => match freshness_lifetime(
+            status,
+            resp_headers,
+            &cc,
+            response_time,
+            policy.heuristic_cap,
+        ) {
             Lifetime::Explicit(d) => d,
             Lifetime::Heuristic(d) => {
                 if is_negative(status) && d.is_zero() && !policy.negative_ttl.is_zero() {
@@ -223,8 +232,8 @@ pub fn plan_store(
     };
     let lifetime = apply_jitter(lifetime, policy.jitter_percent, jitter);
     let initial_age = corrected_initial_age(resp_headers, request_time, response_time);
-    let has_validator =
-        resp_headers.contains_key(http::header::ETAG) || resp_headers.contains_key(http::header::LAST_MODIFIED);
+    let has_validator = resp_headers.contains_key(http::header::ETAG)
+        || resp_headers.contains_key(http::header::LAST_MODIFIED);
     let stale_window = Duration::from_secs(
         cc.stale_while_revalidate
             .unwrap_or(0)
@@ -314,13 +323,19 @@ mod tests {
         let r = h(&[("cache-control", "max-age=10"), ("date", &date(t0()))]);
         assert_eq!(eval(&r, &HeaderMap::new(), 5).action, HitAction::Serve);
         assert_eq!(eval(&r, &HeaderMap::new(), 5).ttl, 5);
-        assert_eq!(eval(&r, &HeaderMap::new(), 11).action, HitAction::Revalidate);
+        assert_eq!(
+            eval(&r, &HeaderMap::new(), 11).action,
+            HitAction::Revalidate
+        );
     }
 
     #[test]
     fn swr_and_sie_windows() {
         let r = h(&[
-            ("cache-control", "max-age=5, stale-while-revalidate=30, stale-if-error=60"),
+            (
+                "cache-control",
+                "max-age=5, stale-while-revalidate=30, stale-if-error=60",
+            ),
             ("date", &date(t0())),
         ]);
         let e = eval(&r, &HeaderMap::new(), 20);
@@ -335,7 +350,10 @@ mod tests {
     #[test]
     fn must_revalidate_forbids_stale() {
         let r = h(&[
-            ("cache-control", "max-age=5, must-revalidate, stale-if-error=60"),
+            (
+                "cache-control",
+                "max-age=5, must-revalidate, stale-if-error=60",
+            ),
             ("date", &date(t0())),
         ]);
         let e = eval(&r, &h(&[("cache-control", "max-stale")]), 10);
@@ -346,17 +364,39 @@ mod tests {
     #[test]
     fn request_directives() {
         let r = h(&[("cache-control", "max-age=100"), ("date", &date(t0()))]);
-        assert_eq!(eval(&r, &h(&[("cache-control", "max-age=5")]), 10).action, HitAction::Revalidate);
-        assert_eq!(eval(&r, &h(&[("cache-control", "no-cache")]), 1).action, HitAction::Revalidate);
-        assert_eq!(eval(&r, &h(&[("pragma", "no-cache")]), 1).action, HitAction::Revalidate);
-        assert_eq!(eval(&r, &h(&[("cache-control", "min-fresh=95")]), 10).action, HitAction::Revalidate);
-        assert_eq!(eval(&r, &h(&[("cache-control", "max-stale=50")]), 120).action, HitAction::ServeStale);
-        assert_eq!(eval(&r, &h(&[("cache-control", "max-stale=10")]), 120).action, HitAction::Revalidate);
+        assert_eq!(
+            eval(&r, &h(&[("cache-control", "max-age=5")]), 10).action,
+            HitAction::Revalidate
+        );
+        assert_eq!(
+            eval(&r, &h(&[("cache-control", "no-cache")]), 1).action,
+            HitAction::Revalidate
+        );
+        assert_eq!(
+            eval(&r, &h(&[("pragma", "no-cache")]), 1).action,
+            HitAction::Revalidate
+        );
+        assert_eq!(
+            eval(&r, &h(&[("cache-control", "min-fresh=95")]), 10).action,
+            HitAction::Revalidate
+        );
+        assert_eq!(
+            eval(&r, &h(&[("cache-control", "max-stale=50")]), 120).action,
+            HitAction::ServeStale
+        );
+        assert_eq!(
+            eval(&r, &h(&[("cache-control", "max-stale=10")]), 120).action,
+            HitAction::Revalidate
+        );
     }
 
     #[test]
     fn no_cache_response_always_revalidates() {
-        let r = h(&[("cache-control", "no-cache"), ("etag", "\"a\""), ("date", &date(t0()))]);
+        let r = h(&[
+            ("cache-control", "no-cache"),
+            ("etag", "\"a\""),
+            ("date", &date(t0())),
+        ]);
         let p = plan(&r, 200).unwrap();
         assert!(p.keep_until > t0());
         assert_eq!(eval(&r, &HeaderMap::new(), 0).action, HitAction::Revalidate);
@@ -391,8 +431,14 @@ mod tests {
 
     #[test]
     fn not_storable_reasons() {
-        assert_eq!(plan(&h(&[("cache-control", "no-store")]), 200), Err(NotStorable::NoStore));
-        assert_eq!(plan(&h(&[("cache-control", "private, max-age=9")]), 200), Err(NotStorable::Private));
+        assert_eq!(
+            plan(&h(&[("cache-control", "no-store")]), 200),
+            Err(NotStorable::NoStore)
+        );
+        assert_eq!(
+            plan(&h(&[("cache-control", "private, max-age=9")]), 200),
+            Err(NotStorable::Private)
+        );
     }
 
     #[test]
@@ -406,7 +452,11 @@ mod tests {
 
     #[test]
     fn age_header_counts() {
-        let r = h(&[("cache-control", "max-age=10"), ("age", "8"), ("date", &date(t0()))]);
+        let r = h(&[
+            ("cache-control", "max-age=10"),
+            ("age", "8"),
+            ("date", &date(t0())),
+        ]);
         let e = eval(&r, &HeaderMap::new(), 1);
         assert_eq!(e.age, Duration::from_secs(9));
         assert_eq!(e.action, HitAction::Serve);

@@ -12,9 +12,27 @@ use std::fmt;
 
 /// Query parameters dropped by default: analytics click ids that never change a response.
 pub const TRACKING_PARAMS: &[&str] = &[
-    "utm_*", "fbclid", "gclid", "gclsrc", "dclid", "gbraid", "wbraid", "msclkid", "mc_cid",
-    "mc_eid", "yclid", "igshid", "_ga", "_gl", "_hsenc", "_hsmi", "mkt_tok", "ttclid", "twclid",
-    "li_fat_id", "srsltid",
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "gclsrc",
+    "dclid",
+    "gbraid",
+    "wbraid",
+    "msclkid",
+    "mc_cid",
+    "mc_eid",
+    "yclid",
+    "igshid",
+    "_ga",
+    "_gl",
+    "_hsenc",
+    "_hsmi",
+    "mkt_tok",
+    "ttclid",
+    "twclid",
+    "li_fat_id",
+    "srsltid",
 ];
 
 /// Query-parameter rules for a tenant.
@@ -95,7 +113,11 @@ impl fmt::Display for CanonicalUrl {
 }
 
 /// Canonicalise `host` (from the Host header, may carry a port) and an origin-form request target.
-pub fn canonicalize(host: &str, target: &str, rules: &QueryRules) -> Result<CanonicalUrl, KeyError> {
+pub fn canonicalize(
+    host: &str,
+    target: &str,
+    rules: &QueryRules,
+) -> Result<CanonicalUrl, KeyError> {
     let host = canonical_host(host)?;
     if !target.starts_with('/') {
         return Err(KeyError::NotOriginForm);
@@ -139,7 +161,9 @@ pub fn canonical_host(raw: &str) -> Result<String, KeyError> {
     match port {
         None | Some("") | Some("80") => {}
         Some(p) => {
-            let n: u16 = p.parse().map_err(|_| KeyError::InvalidHost(raw.to_string()))?;
+            let n: u16 = p
+                .parse()
+                .map_err(|_| KeyError::InvalidHost(raw.to_string()))?;
             out.push(':');
             out.push_str(&n.to_string());
         }
@@ -162,7 +186,18 @@ fn is_allowed_raw(b: u8, ctx: PctContext) -> bool {
     is_unreserved(b)
         || matches!(
             b,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@'
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
         )
         || (ctx == PctContext::Path && b == b'/')
         || (ctx == PctContext::Query && matches!(b, b'/' | b'?'))

@@ -5,5 +5,7 @@ pub mod cookie;
 pub mod decide;
 pub mod key;
 
-pub use decide::{evaluate_hit, plan_store, HitAction, HitEval, StorePlan, StoredTiming, TenantPolicy};
+pub use decide::{
+    evaluate_hit, plan_store, HitAction, HitEval, StorePlan, StoredTiming, TenantPolicy,
+};
 pub use key::{canonicalize, CanonicalUrl, KeyError, QueryRules};

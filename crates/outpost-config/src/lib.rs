@@ -337,7 +337,8 @@ impl Config {
                 if path.is_empty() || path == "." {
                     "config".to_string()
                 } else {
-                    path.replace(".tenant[", "tenant[").replace("tenant[", "tenant[")
+                    path.replace(".tenant[", "tenant[")
+                        .replace("tenant[", "tenant[")
                 },
                 format!("{msg}{at}"),
             )
@@ -348,8 +349,9 @@ impl Config {
 
     /// Read, parse and validate a file.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
         Self::from_toml(&text)
     }
 
@@ -372,7 +374,10 @@ impl Config {
             check_addr("node.metrics", &self.node.metrics)?;
         }
         if self.node.max_header_bytes.0 < 1024 {
-            return Err(ConfigError::new("node.max_header_bytes", "must be at least 1K"));
+            return Err(ConfigError::new(
+                "node.max_header_bytes",
+                "must be at least 1K",
+            ));
         }
         if self.store.ram_bytes.0 < (1 << 20) {
             return Err(ConfigError::new("store.ram_bytes", "must be at least 1M"));
@@ -380,11 +385,17 @@ impl Config {
         if !["w-tinylfu", "s3-fifo", "lru"].contains(&self.store.policy.as_str()) {
             return Err(ConfigError::new(
                 "store.policy",
-                format!("unknown policy {:?} (w-tinylfu, s3-fifo, lru)", self.store.policy),
+                format!(
+                    "unknown policy {:?} (w-tinylfu, s3-fifo, lru)",
+                    self.store.policy
+                ),
             ));
         }
         if self.tenants.is_empty() {
-            return Err(ConfigError::new("tenant", "at least one [[tenant]] is required"));
+            return Err(ConfigError::new(
+                "tenant",
+                "at least one [[tenant]] is required",
+            ));
         }
         let mut seen_hosts: Vec<(&str, usize)> = Vec::new();
         let mut seen_names: Vec<&str> = Vec::new();
@@ -409,19 +420,26 @@ impl Config {
             }
             seen_names.push(&t.name);
             if t.hostnames.is_empty() {
-                return Err(ConfigError::new(format!("{p}.hostnames"), "at least one hostname"));
+                return Err(ConfigError::new(
+                    format!("{p}.hostnames"),
+                    "at least one hostname",
+                ));
             }
             for (j, h) in t.hostnames.iter().enumerate() {
                 let hp = format!("{p}.hostnames[{j}]");
                 let valid = h == "*"
                     || (!h.is_empty()
                         && h.len() <= 253
-                        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+                        && h.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
                 if !valid {
                     return Err(ConfigError::new(hp, format!("invalid hostname {h:?}")));
                 }
                 let lower = h.as_str();
-                if let Some((_, other)) = seen_hosts.iter().find(|(x, _)| x.eq_ignore_ascii_case(lower)) {
+                if let Some((_, other)) = seen_hosts
+                    .iter()
+                    .find(|(x, _)| x.eq_ignore_ascii_case(lower))
+                {
                     return Err(ConfigError::new(
                         hp,
                         format!("hostname {h:?} already belongs to tenant[{other}]"),
@@ -430,7 +448,10 @@ impl Config {
                 seen_hosts.push((lower, i));
             }
             if t.origins.is_empty() {
-                return Err(ConfigError::new(format!("{p}.origins"), "at least one origin URL"));
+                return Err(ConfigError::new(
+                    format!("{p}.origins"),
+                    "at least one origin URL",
+                ));
             }
             for (j, o) in t.origins.iter().enumerate() {
                 parse_origin(o).map_err(|m| ConfigError::new(format!("{p}.origins[{j}]"), m))?;
@@ -442,12 +463,18 @@ impl Config {
                 ));
             }
             if t.cache.max_variants == 0 {
-                return Err(ConfigError::new(format!("{p}.cache.max_variants"), "must be at least 1"));
+                return Err(ConfigError::new(
+                    format!("{p}.cache.max_variants"),
+                    "must be at least 1",
+                ));
             }
             for (j, r) in t.rules.iter().enumerate() {
                 let rp = format!("{p}.rule[{j}]");
                 if !r.path_prefix.starts_with('/') {
-                    return Err(ConfigError::new(format!("{rp}.path_prefix"), "must start with '/'"));
+                    return Err(ConfigError::new(
+                        format!("{rp}.path_prefix"),
+                        "must start with '/'",
+                    ));
                 }
                 if r.cookie == CookiePolicyKind::Bucket
                     && (r.bucket_cookie.is_none() || r.bucket_values.is_empty())
@@ -511,12 +538,14 @@ pub struct OriginUrl {
 
 /// Parse `http://host[:port][/]`. Only plain HTTP origins for now.
 pub fn parse_origin(s: &str) -> Result<OriginUrl, String> {
-    let rest = s
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("origin {s:?} must start with http:// (https origins are not supported yet)"))?;
+    let rest = s.strip_prefix("http://").ok_or_else(|| {
+        format!("origin {s:?} must start with http:// (https origins are not supported yet)")
+    })?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest.contains('/') || rest.contains('@') || rest.contains('?') {
-        return Err(format!("origin {s:?} must be http://host[:port] with no path"));
+        return Err(format!(
+            "origin {s:?} must be http://host[:port] with no path"
+        ));
     }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {

@@ -123,11 +123,7 @@ impl<K: Hash + Eq + Clone, H> FillRegistry<K, H> {
             let fill = fill.clone();
             fill.lock().followers += 1;
             let rx = fill.version.subscribe();
-            return Joined::Follower(FillFollower {
-                fill,
-                rx,
-                next: 0,
-            });
+            return Joined::Follower(FillFollower { fill, rx, next: 0 });
         }
         let (tx, _rx) = watch::channel(0u64);
         let fill = Arc::new(Fill {
@@ -401,7 +397,10 @@ mod tests {
         l.set_head(Arc::new(200));
         l.push(Bytes::from_static(b"part"));
         l.fail("origin reset");
-        assert_eq!(f.head().await.unwrap_err(), FillError::LeaderFailed("origin reset".into()));
+        assert_eq!(
+            f.head().await.unwrap_err(),
+            FillError::LeaderFailed("origin reset".into())
+        );
     }
 
     #[tokio::test]

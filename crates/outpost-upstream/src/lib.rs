@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
-use http_body_util::combinators::BoxBody;
 use http_body::Body as _;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -23,7 +23,9 @@ pub type ReqBody = BoxBody<Bytes, BoxError>;
 
 /// An empty request body.
 pub fn empty_body() -> ReqBody {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// The class of an upstream failure.
@@ -175,9 +177,10 @@ impl OriginPool {
                     let err = classify(&e, &origin.authority);
                     let retryable = e.is_connect() && !had_body;
                     if e.is_connect() {
-                        origin
-                            .down_until_ms
-                            .store(self.now_ms() + DOWN_FOR.as_millis() as u64, Ordering::Relaxed);
+                        origin.down_until_ms.store(
+                            self.now_ms() + DOWN_FOR.as_millis() as u64,
+                            Ordering::Relaxed,
+                        );
                     }
                     tracing::debug!(origin = %origin.authority, error = %err, "upstream request failed");
                     if !retryable {
@@ -292,7 +295,10 @@ mod tests {
         assert_eq!(e.kind.status(), 502);
 
         let pool = OriginPool::new(vec![dead.to_string(), live_addr.to_string()], t);
-        let r = pool.send(&Method::GET, "/", &HeaderMap::new(), None).await.unwrap();
+        let r = pool
+            .send(&Method::GET, "/", &HeaderMap::new(), None)
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         // The dead origin is now marked down and skipped first.
         assert_eq!(pool.order()[0], 1);
@@ -315,7 +321,10 @@ mod tests {
                 first_byte: Duration::from_millis(200),
             },
         );
-        let e = pool.send(&Method::GET, "/", &HeaderMap::new(), None).await.unwrap_err();
+        let e = pool
+            .send(&Method::GET, "/", &HeaderMap::new(), None)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, UpstreamErrorKind::Timeout);
         assert_eq!(e.kind.status(), 504);
     }

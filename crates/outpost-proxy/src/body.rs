@@ -1,0 +1,124 @@
+//! Response body types: whole bytes (hits), an origin body passed through (pass), and a follower
+//! of an in-flight fill with optional byte-range slicing (misses and collapsed requests).
+
+use crate::driver::FillHead;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use outpost_fill::{FillError, FillFollower};
+use outpost_upstream::BoxError;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Every response body the node sends.
+pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body.
+pub fn full(b: Bytes) -> RespBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An origin body streamed through.
+pub fn stream_incoming(b: Incoming) -> RespBody {
+    b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+}
+
+type Next = (FillFollower<FillHead>, Option<Result<Bytes, FillError>>);
+
+/// Streams a fill's chunks to one client, skipping `skip` bytes and sending at most `take`.
+pub struct FollowerBody {
+    follower: Option<FillFollower<FillHead>>,
+    pending: Option<Pin<Box<dyn Future<Output = Next> + Send>>>,
+    skip: u64,
+    take: Option<u64>,
+    done: bool,
+}
+
+impl FollowerBody {
+    /// A body reading `f` from byte `skip`, `take` bytes (all when `None`).
+    pub fn new(f: FillFollower<FillHead>, skip: u64, take: Option<u64>) -> Self {
+        Self {
+            follower: Some(f),
+            pending: None,
+            skip,
+            take,
+            done: false,
+        }
+    }
+}
+
+impl Body for FollowerBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.done || self.take == Some(0) {
+                return Poll::Ready(None);
+            }
+            if self.pending.is_none() {
+                let Some(mut f) = self.follower.take() else {
+                    return Poll::Ready(None);
+                };
+                self.pending = Some(Box::pin(async move {
+                    let r = f.next_chunk().await;
+                    (f, r)
+                }));
+            }
+            let Some(fut) = self.pending.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let (f, r) = match fut.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(x) => x,
+            };
+            self.pending = None;
+            self.follower = Some(f);
+            match r {
+                None => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Some(Ok(mut chunk)) => {
+                    let len = chunk.len() as u64;
+                    if self.skip >= len {
+                        self.skip -= len;
+                        continue;
+                    }
+                    if self.skip > 0 {
+                        chunk = chunk.slice(self.skip as usize..);
+                        self.skip = 0;
+                    }
+                    if let Some(t) = self.take {
+                        if chunk.len() as u64 > t {
+                            chunk.truncate(t as usize);
+                        }
+                        self.take = Some(t - chunk.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.take == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.take {
+            Some(t) => SizeHint::with_exact(t),
+            None => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,1345 @@
+//! One request through an edge, top to bottom: framing checks, tenant by Host, cache key, lookup,
+//! serve / serve stale / revalidate / coalesced fill / pass, and the response a client sees
+//! (`Age`, `Cache-Status`, conditional 304, Range 206, HEAD). Every caching *decision* is made by
+//! the pure crates (`outpost_http`, `outpost_cache`); this file performs the I/O they ask for.
+
+use crate::body::{full, stream_incoming, FollowerBody, RespBody};
+use crate::metrics::Outcome;
+use crate::tenant::Tenant;
+use crate::Node;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use outpost_cache::cookie::{self, CookieDecision};
+use outpost_cache::{
+    canonicalize, evaluate_hit, plan_store, CanonicalUrl, HitAction, HitEval, StoredTiming,
+    TenantPolicy,
+};
+use outpost_fill::{FillError, FillFollower, FillLeader, Joined};
+use outpost_http::cache_control::{effective_response_cc, strip_targeted, RequestCacheControl};
+use outpost_http::cache_status::{CacheStatus, Fwd};
+use outpost_http::conditional::{
+    add_validators, client_not_modified, has_origin_preconditions, merge_304, not_modified_headers,
+    validator_selects,
+};
+use outpost_http::freshness::current_age;
+use outpost_http::headers::{invalidation_targets, strip_before_store, strip_hop_by_hop};
+use outpost_http::range::{self, RangeDecision};
+use outpost_http::storability::NotStorable;
+use outpost_http::vary::{self, Vary};
+use outpost_store::{CacheKey, ObjectMeta, StoredObject};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tracing::Instrument;
+
+/// How long a URL whose response was uncacheable skips coalescing (hit-for-pass).
+const HIT_FOR_PASS: Duration = Duration::from_secs(10);
+/// Separates a primary key from its variance key in the store.
+const VARIANT_SEP: &str = "#vary:";
+
+/// What a fill publishes to its followers: everything needed to answer from it.
+pub struct FillHead {
+    status: StatusCode,
+    headers: HeaderMap,
+    timing: StoredTiming,
+    /// Vary fields and the leader's variance key, when the response varies.
+    vary: Option<(Arc<[HeaderName]>, String)>,
+    content_length: Option<u64>,
+}
+
+/// Facts about one request gathered for metrics and the access log.
+pub struct RequestLog {
+    /// Tenant index, once known.
+    pub tenant: Option<usize>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Canonical URL, once known.
+    pub url: String,
+    /// Cache-Status value sent.
+    pub cache_status: String,
+}
+
+/// Handle one request and account for it.
+pub async fn handle(
+    node: Arc<Node>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ambiguous_framing: bool,
+) -> Response<RespBody> {
+    let started = Instant::now();
+    let id = node.next_request_id();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let host = host_of(&req).unwrap_or("").to_string();
+    let mut log = RequestLog {
+        tenant: None,
+        outcome: Outcome::Rejected,
+        url: String::new(),
+        cache_status: String::new(),
+    };
+    let span = tracing::debug_span!("request", id, %method, %path);
+    let resp = serve(&node, req, peer, ambiguous_framing, &mut log)
+        .instrument(span)
+        .await;
+    let micros = started.elapsed().as_micros() as u64;
+    let status = resp.status().as_u16();
+    let bytes = if method == Method::HEAD {
+        0
+    } else {
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    node.metrics
+        .record(log.tenant, log.outcome, status, bytes, micros);
+    if node.access_log {
+        let line = serde_json::json!({
+            "ts": httpdate::fmt_http_date(SystemTime::now()),
+            "id": id,
+            "node": node.name,
+            "client": peer.ip().to_string(),
+            "method": method.as_str(),
+            "host": host,
+            "path": path,
+            "url": log.url,
+            "status": status,
+            "outcome": log.outcome.as_str(),
+            "cache_status": log.cache_status,
+            "bytes": bytes,
+            "duration_ms": micros as f64 / 1000.0,
+            "tenant": log.tenant.and_then(|i| node.tenants.all().get(i)).map(|t| t.name.as_str()),
+        });
+        node.write_access_log(&line.to_string());
+    }
+    resp
+}
+
+fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })
+}
+
+async fn serve(
+    node: &Arc<Node>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ambiguous_framing: bool,
+    log: &mut RequestLog,
+) -> Response<RespBody> {
+    // 1. Framing: a request with both Content-Length and Transfer-Encoding is how requests get
+    //    smuggled between hops (RFC 9112 §6.1): refuse it and close the connection.
+    //    hyper drops the Content-Length of such a request, so the connection's scanner (conn.rs) tells.
+    let has_te = req.headers().contains_key(header::TRANSFER_ENCODING);
+    if has_te && (ambiguous_framing || req.headers().contains_key(header::CONTENT_LENGTH)) {
+        return simple(
+            node,
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "both Content-Length and Transfer-Encoding",
+            log,
+            true,
+        );
+    }
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return simple(
+            node,
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "more than one Host header",
+            log,
+            true,
+        );
+    }
+    // 2. Tenant by Host: unknown hosts never touch the cache.
+    let Some(raw_host) = host_of(&req) else {
+        return simple(
+            node,
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "missing Host header",
+            log,
+            true,
+        );
+    };
+    let host = match outpost_cache::key::canonical_host(raw_host) {
+        Ok(h) => h,
+        Err(e) => {
+            return simple(
+                node,
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                &e.to_string(),
+                log,
+                true,
+            )
+        }
+    };
+    let Some(tenant) = node.tenants.find(&host).cloned() else {
+        let msg = format!("no tenant is configured for host {host}");
+        return simple(
+            node,
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown-host",
+            &msg,
+            log,
+            false,
+        );
+    };
+    log.tenant = Some(tenant.index);
+    // 3. Cache key.
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = match canonicalize(&host, target, &tenant.query) {
+        Ok(u) => u,
+        Err(e) => {
+            return simple(
+                node,
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                &e.to_string(),
+                log,
+                true,
+            )
+        }
+    };
+    log.url = url.to_string();
+    let rule = tenant.rule_for(&url.path).clone();
+    let method = req.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        return forward_unsafe(node, &tenant, req, &url, peer, log).await;
+    }
+    let extra = match cookie::decide(&rule.cookie, req.headers()) {
+        CookieDecision::Key(extra) => extra,
+        CookieDecision::Bypass(name) => {
+            return pass(
+                node,
+                &tenant,
+                req,
+                &url,
+                peer,
+                log,
+                Fwd::Bypass,
+                Some(format!("cookie {name}")),
+                false,
+            )
+            .await;
+        }
+    };
+    if rule.bypass {
+        return pass(
+            node,
+            &tenant,
+            req,
+            &url,
+            peer,
+            log,
+            Fwd::Bypass,
+            Some("rule".into()),
+            false,
+        )
+        .await;
+    }
+    if has_origin_preconditions(req.headers()) {
+        // If-Match / If-Unmodified-Since are the origin's to evaluate (RFC 9110 §13.2.1).
+        return pass(
+            node,
+            &tenant,
+            req,
+            &url,
+            peer,
+            log,
+            Fwd::Request,
+            Some("precondition".into()),
+            false,
+        )
+        .await;
+    }
+    let mut policy = tenant.policy.clone();
+    policy.ttl_override = rule.ttl;
+    let strip_cookie = extra.is_empty();
+    let (parts, _unkeyed_body) = req.into_parts();
+    let req_cc = RequestCacheControl::from_headers(&parts.headers);
+    let primary = CacheKey::new(url.key_text(&tenant.name, &extra));
+    let ctx = Ctx {
+        node: node.clone(),
+        tenant: tenant.clone(),
+        method,
+        headers: parts.headers,
+        url,
+        primary,
+        policy,
+        peer,
+        strip_cookie,
+    };
+    ctx.cached(req_cc, log).await
+}
+
+/// Everything a cacheable GET/HEAD needs after routing.
+struct Ctx {
+    node: Arc<Node>,
+    tenant: Arc<Tenant>,
+    method: Method,
+    headers: HeaderMap,
+    url: CanonicalUrl,
+    primary: CacheKey,
+    policy: TenantPolicy,
+    peer: SocketAddr,
+    strip_cookie: bool,
+}
+
+impl Ctx {
+    fn status(&self) -> CacheStatus {
+        CacheStatus::fwd(&self.node.name, Fwd::UriMiss)
+    }
+
+    /// The key to look up: the primary key, or its variant key when a Vary marker is stored.
+    fn resolve_key(&self, now: SystemTime) -> (CacheKey, Fwd) {
+        match self.node.store.get(&self.primary, now) {
+            Some(obj) => match &obj.meta.vary {
+                Some(fields) => (
+                    variant_key(&self.primary, &vary::variance_key(fields, &self.headers)),
+                    Fwd::VaryMiss,
+                ),
+                None => (self.primary.clone(), Fwd::UriMiss),
+            },
+            None => (self.primary.clone(), Fwd::UriMiss),
+        }
+    }
+
+    async fn cached(self, req_cc: RequestCacheControl, log: &mut RequestLog) -> Response<RespBody> {
+        let node = self.node.clone();
+        for _attempt in 0..3 {
+            let now = SystemTime::now();
+            let (key, miss_kind) = self.resolve_key(now);
+            let mut stale = None;
+            if let Some(obj) = node.store.get(&key, now) {
+                if obj.meta.vary.is_none() {
+                    let eval =
+                        evaluate_hit(&obj.headers, &timing(&obj.meta), &req_cc, &self.policy, now);
+                    match eval.action {
+                        HitAction::Serve | HitAction::ServeStale => {
+                            let outcome = if eval.action == HitAction::Serve {
+                                Outcome::Hit
+                            } else {
+                                Outcome::HitStale
+                            };
+                            let mut cs = CacheStatus::hit(&node.name);
+                            cs.ttl = Some(eval.ttl);
+                            return self.respond_stored(&obj, eval.age, cs, outcome, log);
+                        }
+                        HitAction::ServeStaleAndRefresh => {
+                            self.spawn_refresh(key.clone(), obj.clone());
+                            let mut cs = CacheStatus::hit(&node.name);
+                            cs.ttl = Some(eval.ttl);
+                            cs.detail = Some("stale-while-revalidate".into());
+                            return self.respond_stored(&obj, eval.age, cs, Outcome::HitStale, log);
+                        }
+                        HitAction::Revalidate => stale = Some((obj, eval)),
+                    }
+                }
+            }
+            if req_cc.only_if_cached {
+                return simple(
+                    &node,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "only-if-cached",
+                    "not in cache",
+                    log,
+                    false,
+                );
+            }
+            match node.fills.join(&key, Instant::now()) {
+                Joined::Leader(leader) => {
+                    let kind = if stale.is_some() {
+                        Fwd::Stale
+                    } else {
+                        miss_kind
+                    };
+                    return self.lead(key, leader, stale, kind, log).await;
+                }
+                Joined::Follower(f) => {
+                    node.metrics.collapsed();
+                    match self.follow(f, log).await {
+                        Ok(resp) => return resp,
+                        Err(FillError::Released) => break,
+                        Err(FillError::LeaderFailed(reason)) if reason == "leader dropped" => {
+                            continue
+                        }
+                        Err(FillError::LeaderFailed(reason)) => {
+                            if let Some((obj, eval)) = stale.filter(|(_, e)| e.stale_on_error_ok) {
+                                return self.serve_stale_on_error(&obj, &eval, &reason, log);
+                            }
+                            return simple(
+                                &node,
+                                StatusCode::BAD_GATEWAY,
+                                "origin-error",
+                                &reason,
+                                log,
+                                false,
+                            );
+                        }
+                    }
+                }
+                Joined::Pass => break,
+            }
+        }
+        self.pass_uncached(Fwd::UriMiss, Some("uncacheable".into()), log)
+            .await
+    }
+
+    /// Follow another request's fill.
+    async fn follow(
+        &self,
+        mut f: FillFollower<FillHead>,
+        log: &mut RequestLog,
+    ) -> Result<Response<RespBody>, FillError> {
+        let head = f.head().await?;
+        if let Some((fields, variance)) = &head.vary {
+            if &vary::variance_key(fields, &self.headers) != variance {
+                return Err(FillError::Released);
+            }
+        }
+        let mut cs = self.status();
+        cs.fwd_status = Some(head.status.as_u16());
+        cs.collapsed = true;
+        Ok(self.respond_streaming(&head, f, cs, Outcome::Collapsed, log))
+    }
+
+    /// Lead a fill (or revalidation) for `key`.
+    async fn lead(
+        &self,
+        key: CacheKey,
+        leader: FillLeader<CacheKey, FillHead>,
+        stale: Option<(Arc<StoredObject>, HitEval)>,
+        fwd: Fwd,
+        log: &mut RequestLog,
+    ) -> Response<RespBody> {
+        let node = &self.node;
+        let mut up = self.upstream_headers();
+        if let Some((obj, _)) = &stale {
+            add_validators(&obj.headers, &mut up);
+            node.metrics.revalidation();
+        }
+        let request_time = SystemTime::now();
+        let result = self
+            .tenant
+            .pool
+            .send(&Method::GET, &self.url.path_and_query(), &up, None)
+            .await;
+        node.metrics
+            .origin_fetch(self.tenant.index, result.is_err());
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                leader.fail(e.kind.as_str());
+                if let Some((obj, eval)) = stale.filter(|(_, e)| e.stale_on_error_ok) {
+                    return self.serve_stale_on_error(&obj, &eval, e.kind.as_str(), log);
+                }
+                log.outcome = Outcome::Error;
+                return error_response(node, e.kind.status(), e.kind.as_str(), &e.to_string(), log);
+            }
+        };
+        let response_time = SystemTime::now();
+        let status = resp.status();
+        // RFC 5861 §4: stale-if-error covers 500, 502, 503 and 504 from the origin too.
+        if matches!(status.as_u16(), 500 | 502 | 503 | 504) {
+            if let Some((obj, eval)) = stale.as_ref().filter(|(_, e)| e.stale_on_error_ok) {
+                leader.fail("origin error status");
+                return self.serve_stale_on_error(
+                    obj,
+                    eval,
+                    &format!("origin-status-{}", status.as_u16()),
+                    log,
+                );
+            }
+        }
+        if status == StatusCode::NOT_MODIFIED {
+            if let Some((obj, _)) = &stale {
+                if validator_selects(&obj.headers, resp.headers()) {
+                    return self.revalidated(
+                        key,
+                        leader,
+                        obj,
+                        resp.headers(),
+                        request_time,
+                        response_time,
+                        log,
+                    );
+                }
+            }
+        }
+        let (rparts, rbody) = resp.into_parts();
+        let jitter = jitter_sample(&self.primary);
+        let plan = plan_store(
+            &Method::GET,
+            &self.headers,
+            status,
+            &rparts.headers,
+            &self.policy,
+            request_time,
+            response_time,
+            jitter,
+        );
+        let too_big =
+            content_length(&rparts.headers).is_some_and(|l| l > self.tenant.max_object_bytes);
+        let vary = vary::parse(&rparts.headers);
+        let plan = match (plan, too_big, &vary) {
+            (_, _, Vary::Star) => Err("vary-star".to_string()),
+            (_, true, _) => Err("too-large".to_string()),
+            (Err(reason), _, _) => {
+                if is_per_url(reason) {
+                    node.fills
+                        .mark_pass(key.clone(), Instant::now() + HIT_FOR_PASS);
+                }
+                Err(reason.as_str().to_string())
+            }
+            (Ok(p), false, _) => Ok(p),
+        };
+        let plan = match plan {
+            Ok(p) => p,
+            Err(reason) => {
+                leader.release();
+                if stale.is_some() {
+                    // The stored copy is superseded by a response we may not keep.
+                    invalidate(node, &self.primary);
+                }
+                let mut cs = CacheStatus::fwd(&node.name, fwd);
+                cs.fwd_status = Some(status.as_u16());
+                cs.detail = Some(reason);
+                log.outcome = Outcome::Pass;
+                let mut parts = rparts;
+                client_headers(&mut parts.headers);
+                return finish_response(status, parts.headers, stream_incoming(rbody), cs, log);
+            }
+        };
+        let mut headers = rparts.headers;
+        let (rcc, _) = effective_response_cc(&headers);
+        strip_before_store(&mut headers, &rcc);
+        if !headers.contains_key(header::DATE) {
+            headers.insert(header::DATE, date_value(response_time));
+        }
+        let vary_fields = match vary {
+            Vary::Fields(f) if !f.is_empty() => {
+                let fields: Arc<[HeaderName]> = f.into();
+                let variance = vary::variance_key(&fields, &self.headers);
+                Some((fields, variance))
+            }
+            _ => None,
+        };
+        let head = Arc::new(FillHead {
+            status,
+            content_length: content_length(&headers),
+            headers,
+            timing: plan.timing,
+            vary: vary_fields,
+        });
+        leader.set_head(head.clone());
+        let follower = leader.follower();
+        tokio::spawn(fill_task(
+            node.clone(),
+            self.tenant.clone(),
+            self.primary.clone(),
+            key,
+            leader,
+            rbody,
+            head.clone(),
+            plan.keep_until,
+        ));
+        let mut cs = CacheStatus::fwd(&node.name, fwd);
+        cs.fwd_status = Some(status.as_u16());
+        cs.stored = true;
+        self.respond_streaming(&head, follower, cs, Outcome::Miss, log)
+    }
+
+    /// A 304 validated the stored object: merge, store, publish, serve (RFC 9111 §4.3.4).
+    #[allow(clippy::too_many_arguments)]
+    fn revalidated(
+        &self,
+        key: CacheKey,
+        leader: FillLeader<CacheKey, FillHead>,
+        obj: &StoredObject,
+        not_modified: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        log: &mut RequestLog,
+    ) -> Response<RespBody> {
+        let node = &self.node;
+        let mut headers = obj.headers.clone();
+        merge_304(&mut headers, not_modified);
+        if !not_modified.contains_key(header::DATE) {
+            headers.insert(header::DATE, date_value(response_time));
+        }
+        let jitter = jitter_sample(&self.primary);
+        let mut cs = CacheStatus::fwd(&node.name, Fwd::Stale);
+        cs.fwd_status = Some(304);
+        let plan = plan_store(
+            &Method::GET,
+            &self.headers,
+            obj.status,
+            &headers,
+            &self.policy,
+            request_time,
+            response_time,
+            jitter,
+        );
+        let (timing, keep_until) = match &plan {
+            Ok(p) => (p.timing, p.keep_until),
+            Err(_) => (
+                StoredTiming {
+                    request_time,
+                    response_time,
+                    initial_age: Duration::ZERO,
+                    lifetime: Duration::ZERO,
+                },
+                response_time,
+            ),
+        };
+        let fresh = Arc::new(StoredObject {
+            status: obj.status,
+            headers,
+            body: obj.body.clone(),
+            meta: ObjectMeta {
+                request_time: timing.request_time,
+                response_time: timing.response_time,
+                initial_age: timing.initial_age,
+                lifetime: timing.lifetime,
+                keep_until,
+                tags: tags_of(&obj.headers),
+                vary: None,
+            },
+        });
+        if plan.is_ok() {
+            node.store.insert(key, fresh.clone(), response_time);
+            cs.stored = true;
+            leader.set_head(Arc::new(FillHead {
+                status: fresh.status,
+                headers: fresh.headers.clone(),
+                timing,
+                vary: None,
+                content_length: Some(fresh.body.len() as u64),
+            }));
+            leader.push(fresh.body.clone());
+            leader.finish();
+        } else {
+            node.store.remove(&key);
+            leader.release();
+        }
+        let age = current_age(timing.initial_age, timing.response_time, SystemTime::now());
+        self.respond_stored(&fresh, age, cs, Outcome::Revalidated, log)
+    }
+
+    fn serve_stale_on_error(
+        &self,
+        obj: &StoredObject,
+        eval: &HitEval,
+        reason: &str,
+        log: &mut RequestLog,
+    ) -> Response<RespBody> {
+        let mut cs = CacheStatus::hit(&self.node.name);
+        cs.ttl = Some(eval.ttl);
+        cs.detail = Some(format!("stale-if-error {reason}"));
+        let age = current_age(eval.age, SystemTime::now(), SystemTime::now());
+        self.respond_stored(obj, age, cs, Outcome::StaleOnError, log)
+    }
+
+    /// Refresh a stale object in the background (stale-while-revalidate), once per key.
+    fn spawn_refresh(&self, key: CacheKey, obj: Arc<StoredObject>) {
+        let Joined::Leader(leader) = self.node.fills.join(&key, Instant::now()) else {
+            return;
+        };
+        let ctx = Ctx {
+            node: self.node.clone(),
+            tenant: self.tenant.clone(),
+            method: Method::GET,
+            headers: self.headers.clone(),
+            url: self.url.clone(),
+            primary: self.primary.clone(),
+            policy: self.policy.clone(),
+            peer: self.peer,
+            strip_cookie: self.strip_cookie,
+        };
+        let eval = HitEval {
+            action: HitAction::Revalidate,
+            age: Duration::ZERO,
+            ttl: 0,
+            stale_on_error_ok: false,
+        };
+        tokio::spawn(
+            async move {
+                let mut log = RequestLog {
+                    tenant: Some(ctx.tenant.index),
+                    outcome: Outcome::Miss,
+                    url: String::new(),
+                    cache_status: String::new(),
+                };
+                let resp = ctx
+                    .lead(key, leader, Some((obj, eval)), Fwd::Stale, &mut log)
+                    .await;
+                // Drain the body so a streaming fill completes.
+                let _ = resp.into_body().collect().await;
+            }
+            .instrument(tracing::debug_span!("background-revalidation")),
+        );
+    }
+
+    /// Forward without caching or coalescing (uncacheable URL, released follower).
+    async fn pass_uncached(
+        &self,
+        fwd: Fwd,
+        detail: Option<String>,
+        log: &mut RequestLog,
+    ) -> Response<RespBody> {
+        let up = self.upstream_headers();
+        let node = &self.node;
+        let result = self
+            .tenant
+            .pool
+            .send(&self.method, &self.url.path_and_query(), &up, None)
+            .await;
+        node.metrics
+            .origin_fetch(self.tenant.index, result.is_err());
+        let mut cs = CacheStatus::fwd(&node.name, fwd);
+        cs.detail = detail;
+        match result {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                cs.fwd_status = Some(parts.status.as_u16());
+                client_headers(&mut parts.headers);
+                log.outcome = Outcome::Pass;
+                finish_response(parts.status, parts.headers, stream_incoming(body), cs, log)
+            }
+            Err(e) => {
+                log.outcome = Outcome::Error;
+                error_response(node, e.kind.status(), e.kind.as_str(), &e.to_string(), log)
+            }
+        }
+    }
+
+    /// Headers for a cache fill: hop-by-hop removed, client conditionals and Range removed (we fetch
+    /// the whole object), and unkeyed inputs that can change a response stripped (reference 003 §16).
+    fn upstream_headers(&self) -> HeaderMap {
+        let mut h = self.headers.clone();
+        strip_hop_by_hop(&mut h);
+        for name in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+            header::RANGE,
+            header::CACHE_CONTROL,
+            header::PRAGMA,
+        ] {
+            h.remove(name);
+        }
+        strip_unkeyed(&mut h);
+        // The key holds the normalised Accept-Encoding / Accept-Language buckets, so the origin must
+        // see the bucket too, or a stored variant could differ from what its key promises.
+        if let Some(ae) = vary::normalised_accept_encoding(&self.headers) {
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(ae));
+        }
+        if let Some(al) = vary::normalised_accept_language(&self.headers).filter(|a| !a.is_empty())
+        {
+            if let Ok(v) = HeaderValue::from_str(&al) {
+                h.insert(header::ACCEPT_LANGUAGE, v);
+            }
+        }
+        h.insert(
+            "surrogate-capability",
+            HeaderValue::from_static("outpost=\"Surrogate/1.0\""),
+        );
+        if self.strip_cookie {
+            h.remove(header::COOKIE);
+        }
+        add_forwarding(&mut h, &self.node.name, self.peer);
+        h
+    }
+
+    fn respond_stored(
+        &self,
+        obj: &StoredObject,
+        age: Duration,
+        cs: CacheStatus,
+        outcome: Outcome,
+        log: &mut RequestLog,
+    ) -> Response<RespBody> {
+        log.outcome = outcome;
+        let len = obj.body.len() as u64;
+        let (status, headers, plan) = self.shape(obj.status, &obj.headers, Some(len), age);
+        let body = match plan {
+            BodyPlan::None => full(Bytes::new()),
+            BodyPlan::All => full(obj.body.clone()),
+            BodyPlan::Range(start, end) => full(obj.body.slice(start as usize..=end as usize)),
+        };
+        finish_response(status, headers, body, cs, log)
+    }
+
+    fn respond_streaming(
+        &self,
+        head: &FillHead,
+        f: FillFollower<FillHead>,
+        cs: CacheStatus,
+        outcome: Outcome,
+        log: &mut RequestLog,
+    ) -> Response<RespBody> {
+        log.outcome = outcome;
+        let age = current_age(
+            head.timing.initial_age,
+            head.timing.response_time,
+            SystemTime::now(),
+        );
+        let (status, headers, plan) =
+            self.shape(head.status, &head.headers, head.content_length, age);
+        let body = match plan {
+            BodyPlan::None => full(Bytes::new()),
+            BodyPlan::All => FollowerBody::new(f, 0, None).boxed_unsync(),
+            BodyPlan::Range(start, end) => {
+                FollowerBody::new(f, start, Some(end - start + 1)).boxed_unsync()
+            }
+        };
+        finish_response(status, headers, body, cs, log)
+    }
+
+    /// Client-facing status, headers and body plan for a stored or filling response: conditional
+    /// 304 (RFC 9110 §13), Range 206/416 (§14), HEAD, `Age` (RFC 9111 §5.1).
+    fn shape(
+        &self,
+        status: StatusCode,
+        stored: &HeaderMap,
+        len: Option<u64>,
+        age: Duration,
+    ) -> (StatusCode, HeaderMap, BodyPlan) {
+        let age_value = HeaderValue::from(age.as_secs());
+        if client_not_modified(&self.method, &self.headers, status, stored) {
+            let mut h = not_modified_headers(stored);
+            h.insert(header::AGE, age_value);
+            client_headers(&mut h);
+            return (StatusCode::NOT_MODIFIED, h, BodyPlan::None);
+        }
+        let mut h = stored.clone();
+        client_headers(&mut h);
+        h.insert(header::AGE, age_value);
+        let head_only = self.method == Method::HEAD;
+        let Some(len) = len else {
+            return (
+                status,
+                h,
+                if head_only {
+                    BodyPlan::None
+                } else {
+                    BodyPlan::All
+                },
+            );
+        };
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        if status == StatusCode::OK {
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            match range::evaluate(&self.method, &self.headers, stored, len) {
+                RangeDecision::Full => {}
+                RangeDecision::Partial {
+                    start,
+                    end_inclusive,
+                } => {
+                    h.insert(
+                        header::CONTENT_RANGE,
+                        range::content_range(start, end_inclusive, len),
+                    );
+                    h.insert(
+                        header::CONTENT_LENGTH,
+                        HeaderValue::from(end_inclusive - start + 1),
+                    );
+                    let plan = if head_only {
+                        BodyPlan::None
+                    } else {
+                        BodyPlan::Range(start, end_inclusive)
+                    };
+                    return (StatusCode::PARTIAL_CONTENT, h, plan);
+                }
+                RangeDecision::Unsatisfiable => {
+                    let mut h2 = HeaderMap::new();
+                    h2.insert(header::CONTENT_RANGE, range::unsatisfied_content_range(len));
+                    h2.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+                    if let Some(d) = stored.get(header::DATE) {
+                        h2.insert(header::DATE, d.clone());
+                    }
+                    return (StatusCode::RANGE_NOT_SATISFIABLE, h2, BodyPlan::None);
+                }
+            }
+        }
+        (
+            status,
+            h,
+            if head_only {
+                BodyPlan::None
+            } else {
+                BodyPlan::All
+            },
+        )
+    }
+}
+
+enum BodyPlan {
+    None,
+    All,
+    Range(u64, u64),
+}
+
+/// Read the origin body into the fill (followers stream it as it arrives) and store it at the end.
+#[allow(clippy::too_many_arguments)]
+async fn fill_task(
+    node: Arc<Node>,
+    tenant: Arc<Tenant>,
+    primary: CacheKey,
+    key: CacheKey,
+    leader: FillLeader<CacheKey, FillHead>,
+    mut body: Incoming,
+    head: Arc<FillHead>,
+    keep_until: SystemTime,
+) {
+    let limit = tenant.max_object_bytes;
+    let idle = Duration::from_secs(30);
+    let mut buf =
+        BytesMut::with_capacity(head.content_length.unwrap_or(16 * 1024).min(limit) as usize);
+    let mut keep = true;
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    node.metrics.origin_bytes(tenant.index, data.len() as u64);
+                    if keep {
+                        if (buf.len() + data.len()) as u64 > limit {
+                            keep = false;
+                            buf = BytesMut::new();
+                        } else {
+                            buf.extend_from_slice(&data);
+                        }
+                    }
+                    leader.push(data);
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "origin body failed mid-fill");
+                leader.fail("origin body error");
+                return;
+            }
+            Err(_) => {
+                leader.fail("origin body idle timeout");
+                return;
+            }
+        }
+    }
+    if let Some(expected) = head.content_length {
+        if keep && buf.len() as u64 != expected {
+            leader.fail("origin body shorter than Content-Length");
+            return;
+        }
+    }
+    if keep {
+        let body = buf.freeze();
+        let obj = Arc::new(StoredObject {
+            status: head.status,
+            headers: head.headers.clone(),
+            body,
+            meta: ObjectMeta {
+                request_time: head.timing.request_time,
+                response_time: head.timing.response_time,
+                initial_age: head.timing.initial_age,
+                lifetime: head.timing.lifetime,
+                keep_until,
+                tags: tags_of(&head.headers),
+                vary: None,
+            },
+        });
+        let now = SystemTime::now();
+        match &head.vary {
+            None => {
+                if key == primary {
+                    if let Some(old) = node.store.get(&primary, now) {
+                        if old.meta.vary.is_some() {
+                            invalidate(&node, &primary);
+                        }
+                    }
+                }
+                node.store.insert(key, obj, now);
+            }
+            Some((fields, variance)) => {
+                store_variant(
+                    &node, &tenant, &primary, fields, variance, obj, keep_until, now,
+                );
+            }
+        }
+    }
+    leader.finish();
+}
+
+/// Store one variant under its variance key and record it in the primary key's Vary marker, which
+/// lists the variants it knows (newest last) so a per-URL cap can evict the oldest.
+#[allow(clippy::too_many_arguments)]
+fn store_variant(
+    node: &Node,
+    tenant: &Tenant,
+    primary: &CacheKey,
+    fields: &Arc<[HeaderName]>,
+    variance: &str,
+    obj: Arc<StoredObject>,
+    keep_until: SystemTime,
+    now: SystemTime,
+) {
+    let mut list: Vec<String> = Vec::new();
+    let mut marker_keep = keep_until;
+    if let Some(old) = node.store.get(primary, now) {
+        match &old.meta.vary {
+            Some(old_fields) if old_fields[..] == fields[..] => {
+                list = String::from_utf8_lossy(&old.body)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                marker_keep = marker_keep.max(old.meta.keep_until);
+            }
+            _ => invalidate(node, primary),
+        }
+    }
+    list.retain(|v| v != variance);
+    list.push(variance.to_string());
+    while list.len() > tenant.max_variants {
+        let oldest = list.remove(0);
+        node.store.remove(&variant_key(primary, &oldest));
+    }
+    let marker = Arc::new(StoredObject {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: Bytes::from(list.join("\n")),
+        meta: ObjectMeta {
+            request_time: now,
+            response_time: now,
+            initial_age: Duration::ZERO,
+            lifetime: Duration::ZERO,
+            keep_until: marker_keep,
+            tags: Vec::new(),
+            vary: Some(fields.clone()),
+        },
+    });
+    node.store.insert(primary.clone(), marker, now);
+    node.store.insert(variant_key(primary, variance), obj, now);
+}
+
+/// Remove a primary key and, when it is a Vary marker, every variant it lists.
+pub(crate) fn invalidate(node: &Node, primary: &CacheKey) {
+    let far = SystemTime::UNIX_EPOCH;
+    if let Some(old) = node.store.get(primary, far) {
+        if old.meta.vary.is_some() {
+            for v in String::from_utf8_lossy(&old.body).lines() {
+                node.store.remove(&variant_key(primary, v));
+            }
+        }
+    }
+    node.store.remove(primary);
+    node.fills.clear_pass(primary);
+}
+
+fn variant_key(primary: &CacheKey, variance: &str) -> CacheKey {
+    CacheKey::new(format!("{}{VARIANT_SEP}{variance}", primary.text()))
+}
+
+/// Non-GET/HEAD: forward with its body; on success invalidate what RFC 9111 §4.4 says.
+async fn forward_unsafe(
+    node: &Arc<Node>,
+    tenant: &Arc<Tenant>,
+    req: Request<Incoming>,
+    url: &CanonicalUrl,
+    peer: SocketAddr,
+    log: &mut RequestLog,
+) -> Response<RespBody> {
+    let method = req.method().clone();
+    let resp = pass(node, tenant, req, url, peer, log, Fwd::Method, None, true).await;
+    let status = resp.status();
+    if !method.is_safe() && (status.is_success() || status.is_redirection()) {
+        for target in invalidation_targets(&method, status, &url.absolute(), resp.headers()) {
+            let Some(rest) = target.strip_prefix("http://") else {
+                continue;
+            };
+            let (host, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            if let Ok(u) = canonicalize(host, path, &tenant.query) {
+                if u.host == url.host {
+                    invalidate(node, &CacheKey::new(u.key_text(&tenant.name, "")));
+                }
+            }
+        }
+    }
+    resp
+}
+
+/// Forward a request as is (with its body), without touching the cache.
+#[allow(clippy::too_many_arguments)]
+async fn pass(
+    node: &Arc<Node>,
+    tenant: &Arc<Tenant>,
+    req: Request<Incoming>,
+    url: &CanonicalUrl,
+    peer: SocketAddr,
+    log: &mut RequestLog,
+    fwd: Fwd,
+    detail: Option<String>,
+    with_body: bool,
+) -> Response<RespBody> {
+    let (parts, body) = req.into_parts();
+    let mut h = parts.headers;
+    strip_hop_by_hop(&mut h);
+    add_forwarding(&mut h, &node.name, peer);
+    let body = if with_body {
+        Some(
+            body.map_err(|e| Box::new(e) as outpost_upstream::BoxError)
+                .boxed(),
+        )
+    } else {
+        None
+    };
+    let result = tenant
+        .pool
+        .send(&parts.method, &url.path_and_query(), &h, body)
+        .await;
+    node.metrics.origin_fetch(tenant.index, result.is_err());
+    let mut cs = CacheStatus::fwd(&node.name, fwd);
+    cs.detail = detail;
+    match result {
+        Ok(resp) => {
+            let (mut rp, rbody) = resp.into_parts();
+            cs.fwd_status = Some(rp.status.as_u16());
+            client_headers(&mut rp.headers);
+            log.outcome = Outcome::Pass;
+            finish_response(rp.status, rp.headers, stream_incoming(rbody), cs, log)
+        }
+        Err(e) => {
+            log.outcome = Outcome::Error;
+            error_response(node, e.kind.status(), e.kind.as_str(), &e.to_string(), log)
+        }
+    }
+}
+
+/// Reasons that hold for every request of a URL (so later requests skip coalescing), as opposed to
+/// reasons tied to one request (its Authorization or no-store).
+fn is_per_url(r: NotStorable) -> bool {
+    !matches!(
+        r,
+        NotStorable::Authorization | NotStorable::RequestNoStore | NotStorable::Method
+    )
+}
+
+/// Headers that must not reach a client: hop-by-hop, targeted cache control (RFC 9213), surrogate keys.
+fn client_headers(h: &mut HeaderMap) {
+    strip_hop_by_hop(h);
+    strip_targeted(h);
+    h.remove("surrogate-key");
+    h.remove("cache-tag");
+}
+
+/// Request headers an origin may reflect into a response but the key does not account for.
+fn strip_unkeyed(h: &mut HeaderMap) {
+    for name in [
+        "x-forwarded-host",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-proto",
+        "x-host",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "forwarded",
+    ] {
+        h.remove(name);
+    }
+}
+
+fn add_forwarding(h: &mut HeaderMap, node: &str, peer: SocketAddr) {
+    if let Ok(v) = HeaderValue::from_str(&format!("1.1 {node}")) {
+        h.append(header::VIA, v);
+    }
+    let ip = peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+}
+
+fn finish_response(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: RespBody,
+    cs: CacheStatus,
+    log: &mut RequestLog,
+) -> Response<RespBody> {
+    let entry = cs.to_string();
+    // RFC 9211 §2: each cache appends its member; the last one is closest to the client.
+    let value = match headers.get("cache-status").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {entry}"),
+        _ => entry,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert("cache-status", v);
+    }
+    log.cache_status = value;
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// A short plain-text error naming its cause.
+fn error_response(
+    node: &Node,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    log: &mut RequestLog,
+) -> Response<RespBody> {
+    let mut cs = CacheStatus::fwd(&node.name, Fwd::Miss);
+    cs.detail = Some(code.to_string());
+    let body = Bytes::from(format!("{} {code}: {message}\n", status.as_u16()));
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    finish_response(status, h, full(body), cs, log)
+}
+
+fn simple(
+    node: &Node,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    log: &mut RequestLog,
+    close: bool,
+) -> Response<RespBody> {
+    if status.is_client_error() {
+        log.outcome = Outcome::Rejected;
+    } else {
+        log.outcome = Outcome::Error;
+    }
+    let mut resp = error_response(node, status, code, message, log);
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn timing(m: &ObjectMeta) -> StoredTiming {
+    StoredTiming {
+        request_time: m.request_time,
+        response_time: m.response_time,
+        initial_age: m.initial_age,
+        lifetime: m.lifetime,
+    }
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn date_value(t: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(t))
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+/// `Surrogate-Key` (space-separated) and `Cache-Tag` (comma-separated) values.
+fn tags_of(h: &HeaderMap) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for v in h
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        tags.extend(v.split_ascii_whitespace().map(str::to_string));
+    }
+    for v in h
+        .get_all("cache-tag")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        tags.extend(
+            v.split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        );
+    }
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+/// A uniform sample in [-1, 1] for TTL jitter, from the key and the clock (no RNG dependency).
+fn jitter_sample(key: &CacheKey) -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0) as u64;
+    let mut x = key.hash64() ^ nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    (x as f64 / u64::MAX as f64) * 2.0 - 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn tags_parse_both_conventions() {
+        let mut h = HeaderMap::new();
+        h.insert("surrogate-key", HeaderValue::from_static("page  home"));
+        h.insert("cache-tag", HeaderValue::from_static("a, b,,home"));
+        assert_eq!(tags_of(&h), vec!["a", "b", "home", "page"]);
+    }
+
+    #[test]
+    fn jitter_in_range() {
+        let k = CacheKey::new("t|h/x|");
+        for _ in 0..100 {
+            let j = jitter_sample(&k);
+            assert!((-1.0..=1.0).contains(&j));
+        }
+    }
+
+    #[test]
+    fn unkeyed_headers_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.com"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_unkeyed(&mut h);
+        assert!(!h.contains_key("x-forwarded-host"));
+        assert!(h.contains_key("accept"));
+    }
+}

@@ -1,0 +1,202 @@
+//! The edge/shield node: listeners, the per-connection HTTP/1.1 server with its limits (header read
+//! timeout, header size), the request driver ([`driver`]), metrics and access logs.
+//!
+//! [`start`] binds the listeners of a validated [`Config`] and serves until the runtime stops;
+//! it returns the bound addresses so tests can use port 0.
+
+pub mod body;
+pub mod conn;
+pub mod driver;
+pub mod metrics;
+pub mod tenant;
+
+use crate::metrics::Metrics;
+use crate::tenant::Tenants;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use outpost_config::Config;
+use outpost_fill::FillRegistry;
+use outpost_store::{CacheKey, MemoryStore, PolicyKind, Store};
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Shared state of a running node.
+pub struct Node {
+    /// Name in `Cache-Status` and metrics.
+    pub name: String,
+    /// Tenants by host.
+    pub tenants: Tenants,
+    /// The object store.
+    pub store: Arc<dyn Store>,
+    /// In-flight fills.
+    pub fills: FillRegistry<CacheKey, driver::FillHead>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Whether to write JSON access log lines to stdout.
+    pub access_log: bool,
+    next_id: AtomicU64,
+    log_out: Mutex<std::io::Stdout>,
+}
+
+impl Node {
+    /// Build a node from a validated config.
+    pub fn new(cfg: &Config) -> Self {
+        let policy: PolicyKind = cfg.store.policy.parse().unwrap_or_default();
+        let cap = cfg.store.ram_bytes.0;
+        // Shards of ~128 MiB (power of two, 1..=64): objects up to 1/8 of a shard are storable, so
+        // the default 512 MiB keeps 16 MiB objects, and 2-4 shards are plenty for a few cores.
+        let shards = ((cap / (128 << 20)).clamp(1, 64) as usize)
+            .next_power_of_two()
+            .min(64);
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::with_shards(cap, policy, shards));
+        let tenants = Tenants::from_config(cfg);
+        let names: Vec<String> = tenants.all().iter().map(|t| t.name.clone()).collect();
+        Node {
+            name: cfg.node.name.clone(),
+            metrics: Metrics::new(&names),
+            tenants,
+            store,
+            fills: FillRegistry::new(),
+            access_log: cfg.node.access_log,
+            next_id: AtomicU64::new(1),
+            log_out: Mutex::new(std::io::stdout()),
+        }
+    }
+
+    /// A fresh request id.
+    pub fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Write one access-log line.
+    pub fn write_access_log(&self, line: &str) {
+        let mut out = self.log_out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{line}");
+    }
+
+    /// Metrics text.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .render(&self.name, &self.store.stats(), self.fills.in_flight())
+    }
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// Shared state.
+    pub node: Arc<Node>,
+    /// HTTP listener address.
+    pub addr: SocketAddr,
+    /// Metrics listener address, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Bind and serve a node (spawned on the current runtime).
+pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
+    let node = Arc::new(Node::new(cfg));
+    let listener = TcpListener::bind(&cfg.node.listen).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", cfg.node.listen),
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let metrics_addr = if cfg.node.metrics.is_empty() {
+        None
+    } else {
+        let ml = TcpListener::bind(&cfg.node.metrics).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", cfg.node.metrics),
+            )
+        })?;
+        let a = ml.local_addr()?;
+        tokio::spawn(serve_metrics(ml, node.clone()));
+        Some(a)
+    };
+    let limits = Limits {
+        header_read_timeout: cfg.node.header_read_timeout.0,
+        max_header_bytes: cfg.node.max_header_bytes.0 as usize,
+    };
+    tokio::spawn(accept_loop(listener, node.clone(), limits));
+    Ok(RunningNode {
+        node,
+        addr,
+        metrics_addr,
+    })
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+async fn accept_loop(listener: TcpListener, node: Arc<Node>, limits: Limits) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        tokio::spawn(async move {
+            let ambiguous = Arc::new(AtomicBool::new(false));
+            let stream = conn::SniffStream::new(stream, ambiguous.clone());
+            let svc = service_fn(move |req| {
+                let node = node.clone();
+                let flagged = ambiguous.load(Ordering::Relaxed);
+                async move { Ok::<_, Infallible>(driver::handle(node, req, peer, flagged).await) }
+            });
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .keep_alive(true);
+            if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
+                tracing::debug!(error = %e, %peer, "connection ended with error");
+            }
+        });
+    }
+}
+
+async fn serve_metrics(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let node = node.clone();
+                async move {
+                    let (status, ctype, text) = match req.uri().path() {
+                        "/metrics" => (200, "text/plain; version=0.0.4", node.render_metrics()),
+                        "/healthz" => (200, "text/plain", "ok\n".to_string()),
+                        _ => (404, "text/plain", "not found: try /metrics\n".to_string()),
+                    };
+                    let mut resp = hyper::Response::new(body::full(bytes::Bytes::from(text)));
+                    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static(ctype),
+                    );
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,356 @@
+//! Node metrics: lock-free counters indexed by tenant, cache outcome and status class, a latency
+//! histogram, origin fetch counts, and store gauges, rendered in the Prometheus text format.
+
+use outpost_store::StoreStats;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// How a request was answered, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fresh hit.
+    Hit,
+    /// Stale hit (max-stale or stale-while-revalidate).
+    HitStale,
+    /// Stale copy served because the origin failed.
+    StaleOnError,
+    /// Revalidated with the origin (304) and served from cache.
+    Revalidated,
+    /// Fetched from the origin and stored.
+    Miss,
+    /// Joined another request's fill.
+    Collapsed,
+    /// Forwarded without caching (uncacheable, bypass rule, method).
+    Pass,
+    /// The node generated an error (origin failure, only-if-cached miss).
+    Error,
+    /// Rejected before any cache work (bad request, unknown host).
+    Rejected,
+}
+
+impl Outcome {
+    /// All outcomes, in index order.
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Hit,
+        Outcome::HitStale,
+        Outcome::StaleOnError,
+        Outcome::Revalidated,
+        Outcome::Miss,
+        Outcome::Collapsed,
+        Outcome::Pass,
+        Outcome::Error,
+        Outcome::Rejected,
+    ];
+
+    /// Label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::HitStale => "hit-stale",
+            Outcome::StaleOnError => "stale-on-error",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Miss => "miss",
+            Outcome::Collapsed => "collapsed",
+            Outcome::Pass => "pass",
+            Outcome::Error => "error",
+            Outcome::Rejected => "rejected",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+const LATENCY_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+struct TenantCounters {
+    name: String,
+    requests: Vec<AtomicU64>,
+    bytes_out: AtomicU64,
+    origin_fetches: AtomicU64,
+    origin_errors: AtomicU64,
+    origin_bytes_in: AtomicU64,
+}
+
+impl TenantCounters {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            requests: (0..Outcome::ALL.len() * CLASSES.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            bytes_out: AtomicU64::new(0),
+            origin_fetches: AtomicU64::new(0),
+            origin_errors: AtomicU64::new(0),
+            origin_bytes_in: AtomicU64::new(0),
+        }
+    }
+}
+
+/// All counters of a node. Tenant index `n` (one past the last tenant) counts unknown hosts.
+pub struct Metrics {
+    tenants: Vec<TenantCounters>,
+    latency: Vec<AtomicU64>,
+    latency_sum_us: AtomicU64,
+    latency_count: AtomicU64,
+    collapsed_waiters: AtomicU64,
+    revalidations: AtomicU64,
+}
+
+impl Metrics {
+    /// Counters for these tenant names (plus one slot for requests matching no tenant).
+    pub fn new(tenant_names: &[String]) -> Self {
+        let mut tenants: Vec<TenantCounters> = tenant_names
+            .iter()
+            .map(|n| TenantCounters::new(n))
+            .collect();
+        tenants.push(TenantCounters::new("_none"));
+        Self {
+            tenants,
+            latency: (0..=LATENCY_BUCKETS_US.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            latency_sum_us: AtomicU64::new(0),
+            latency_count: AtomicU64::new(0),
+            collapsed_waiters: AtomicU64::new(0),
+            revalidations: AtomicU64::new(0),
+        }
+    }
+
+    fn tenant(&self, idx: Option<usize>) -> &TenantCounters {
+        let last = self.tenants.len() - 1;
+        let i = idx.unwrap_or(last).min(last);
+        &self.tenants[i]
+    }
+
+    /// Count one finished request.
+    pub fn record(
+        &self,
+        tenant: Option<usize>,
+        outcome: Outcome,
+        status: u16,
+        bytes_out: u64,
+        micros: u64,
+    ) {
+        let t = self.tenant(tenant);
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        t.requests[outcome.index() * CLASSES.len() + class].fetch_add(1, Relaxed);
+        t.bytes_out.fetch_add(bytes_out, Relaxed);
+        let b = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&le| micros <= le)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency[b].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(micros, Relaxed);
+        self.latency_count.fetch_add(1, Relaxed);
+    }
+
+    /// Count an origin fetch (and whether it failed).
+    pub fn origin_fetch(&self, tenant: usize, failed: bool) {
+        let t = self.tenant(Some(tenant));
+        t.origin_fetches.fetch_add(1, Relaxed);
+        if failed {
+            t.origin_errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Count body bytes received from an origin.
+    pub fn origin_bytes(&self, tenant: usize, n: u64) {
+        self.tenant(Some(tenant))
+            .origin_bytes_in
+            .fetch_add(n, Relaxed);
+    }
+
+    /// Count a request that waited on another's fill.
+    pub fn collapsed(&self) {
+        self.collapsed_waiters.fetch_add(1, Relaxed);
+    }
+
+    /// Count a background or foreground revalidation.
+    pub fn revalidation(&self) {
+        self.revalidations.fetch_add(1, Relaxed);
+    }
+
+    /// Render everything in the Prometheus text exposition format.
+    pub fn render(&self, node: &str, store: &StoreStats, fills_in_flight: usize) -> String {
+        let mut s = String::with_capacity(8192);
+        let _ = writeln!(s, "# HELP outpost_requests_total Requests answered, by tenant, cache outcome and status class.");
+        let _ = writeln!(s, "# TYPE outpost_requests_total counter");
+        for t in &self.tenants {
+            for o in Outcome::ALL {
+                for (ci, c) in CLASSES.iter().enumerate() {
+                    let v = t.requests[o.index() * CLASSES.len() + ci].load(Relaxed);
+                    if v > 0 {
+                        let _ = writeln!(
+                            s,
+                            "outpost_requests_total{{node=\"{node}\",tenant=\"{}\",outcome=\"{}\",status=\"{c}\"}} {v}",
+                            t.name,
+                            o.as_str()
+                        );
+                    }
+                }
+            }
+        }
+        let per_tenant: [(&str, &str, fn(&TenantCounters) -> u64); 4] = [
+            (
+                "outpost_response_bytes_total",
+                "Body bytes sent to clients.",
+                |t| t.bytes_out.load(Relaxed),
+            ),
+            (
+                "outpost_origin_fetches_total",
+                "Requests sent to origins.",
+                |t| t.origin_fetches.load(Relaxed),
+            ),
+            (
+                "outpost_origin_errors_total",
+                "Origin requests that failed (refused, timeout, protocol).",
+                |t| t.origin_errors.load(Relaxed),
+            ),
+            (
+                "outpost_origin_bytes_total",
+                "Body bytes received from origins.",
+                |t| t.origin_bytes_in.load(Relaxed),
+            ),
+        ];
+        for (name, help, get) in per_tenant {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            for t in &self.tenants {
+                let _ = writeln!(
+                    s,
+                    "{name}{{node=\"{node}\",tenant=\"{}\"}} {}",
+                    t.name,
+                    get(t)
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP outpost_request_duration_seconds Time from request head to response head."
+        );
+        let _ = writeln!(s, "# TYPE outpost_request_duration_seconds histogram");
+        let mut cum = 0;
+        for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
+            cum += self.latency[i].load(Relaxed);
+            let _ = writeln!(
+                s,
+                "outpost_request_duration_seconds_bucket{{node=\"{node}\",le=\"{}\"}} {cum}",
+                *le as f64 / 1e6
+            );
+        }
+        cum += self.latency[LATENCY_BUCKETS_US.len()].load(Relaxed);
+        let _ = writeln!(
+            s,
+            "outpost_request_duration_seconds_bucket{{node=\"{node}\",le=\"+Inf\"}} {cum}"
+        );
+        let _ = writeln!(
+            s,
+            "outpost_request_duration_seconds_sum{{node=\"{node}\"}} {}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "outpost_request_duration_seconds_count{{node=\"{node}\"}} {}",
+            self.latency_count.load(Relaxed)
+        );
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "outpost_collapsed_waiters_total",
+                "Requests that joined another request's origin fetch.",
+                self.collapsed_waiters.load(Relaxed),
+            ),
+            (
+                "outpost_revalidations_total",
+                "Conditional revalidations sent to origins.",
+                self.revalidations.load(Relaxed),
+            ),
+            (
+                "outpost_store_evictions_total",
+                "Objects evicted by the admission/eviction policy.",
+                store.evictions,
+            ),
+            (
+                "outpost_store_rejected_total",
+                "Objects refused by the admission policy.",
+                store.rejected,
+            ),
+            (
+                "outpost_store_hits_total",
+                "Store lookups that found an object.",
+                store.hits,
+            ),
+            (
+                "outpost_store_misses_total",
+                "Store lookups that found nothing.",
+                store.misses,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {v}"
+            );
+        }
+        let gauges: [(&str, &str, u64); 4] = [
+            (
+                "outpost_store_bytes",
+                "Bytes held by the store.",
+                store.bytes,
+            ),
+            (
+                "outpost_store_capacity_bytes",
+                "Store byte budget.",
+                store.capacity_bytes,
+            ),
+            (
+                "outpost_store_objects",
+                "Objects held by the store.",
+                store.objects,
+            ),
+            (
+                "outpost_fills_in_flight",
+                "Origin fills in progress.",
+                fills_in_flight as u64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {v}"
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn renders_counts() {
+        let m = Metrics::new(&["shop".to_string()]);
+        m.record(Some(0), Outcome::Hit, 200, 10, 50);
+        m.record(Some(0), Outcome::Hit, 200, 10, 50);
+        m.record(None, Outcome::Rejected, 421, 0, 5);
+        let text = m.render("edge1", &StoreStats::default(), 0);
+        assert!(text.contains(
+            "outpost_requests_total{node=\"edge1\",tenant=\"shop\",outcome=\"hit\",status=\"2xx\"} 2"
+        ));
+        assert!(text.contains("tenant=\"_none\",outcome=\"rejected\",status=\"4xx\"} 1"));
+        assert!(text.contains("outpost_request_duration_seconds_count{node=\"edge1\"} 3"));
+    }
+}

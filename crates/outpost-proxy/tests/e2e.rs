@@ -1,0 +1,433 @@
+//! End-to-end tests: a real node on 127.0.0.1 in front of a counting test origin, driven by a raw
+//! HTTP/1.1 client. Assertions are on what a client sees and on what the origin saw.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use outpost_config::{Config, Dur, TenantConfig};
+use outpost_testkit::{http_get, http_request, raw_request, RouteSpec, TestOrigin};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+async fn node_for(origin: &TestOrigin) -> SocketAddr {
+    let mut cfg = Config::single_origin("127.0.0.1:0", &origin.url()).unwrap();
+    cfg.node.metrics = String::new();
+    cfg.node.name = "edge1".into();
+    cfg.node.header_read_timeout = Dur(Duration::from_millis(800));
+    cfg.tenants[0].cache.origin_timeout = Dur(Duration::from_millis(1500));
+    outpost_proxy::start(&cfg).await.unwrap().addr
+}
+
+async fn get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> outpost_testkit::SimpleResponse {
+    http_get(addr, "site.test", path, headers).await.unwrap()
+}
+
+fn cs(r: &outpost_testkit::SimpleResponse) -> String {
+    r.header("cache-status").unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miss_then_hit_with_cache_status_and_age() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/a", RouteSpec::ok("hello", "max-age=60"));
+    let edge = node_for(&origin).await;
+    let r1 = get(edge, "/a", &[]).await;
+    assert_eq!(r1.status, 200);
+    assert_eq!(r1.body, b"hello");
+    assert!(
+        cs(&r1).contains("edge1; fwd=uri-miss; fwd-status=200; stored"),
+        "{}",
+        cs(&r1)
+    );
+    let r2 = get(edge, "/a", &[]).await;
+    assert_eq!(r2.body, b"hello");
+    assert!(cs(&r2).starts_with("edge1; hit"), "{}", cs(&r2));
+    assert!(r2.header("age").is_some());
+    assert_eq!(origin.hits("/a"), 1);
+    // Equivalent URLs share the key; tracking params are not forwarded.
+    let r3 = get(edge, "/./a?utm_source=x", &[]).await;
+    assert!(cs(&r3).contains("hit"), "{}", cs(&r3));
+    assert_eq!(origin.hits("/a"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_cold_requests_make_one_origin_request() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/cold",
+        RouteSpec::ok(&"x".repeat(50_000), "max-age=60")
+            .delay(Duration::from_millis(300))
+            .trickle(5_000, Duration::from_millis(20)),
+    );
+    let edge = node_for(&origin).await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        tasks.push(tokio::spawn(async move { get(edge, "/cold", &[]).await }));
+    }
+    let mut collapsed = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 50_000);
+        if cs(&r).contains("collapsed") {
+            collapsed += 1;
+        }
+    }
+    assert_eq!(origin.hits("/cold"), 1, "exactly one origin request");
+    assert!(
+        collapsed >= 150,
+        "most requests collapsed onto the fill, got {collapsed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_stream_a_slow_fill_before_it_completes() {
+    let origin = TestOrigin::start().await.unwrap();
+    // 20 chunks x 100 ms = ~2 s for the whole body.
+    origin.route(
+        "/slow",
+        RouteSpec::ok(&"y".repeat(20_000), "max-age=60").trickle(1_000, Duration::from_millis(100)),
+    );
+    let edge = node_for(&origin).await;
+    let leader = tokio::spawn(async move { get(edge, "/slow", &[]).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // A raw follower sees its first body bytes long before the fill ends.
+    let started = std::time::Instant::now();
+    let first = raw_request(
+        edge,
+        b"GET /slow HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        Duration::from_millis(700),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("yyyy"),
+        "body bytes arrive while the fill is in progress"
+    );
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_eq!(leader.await.unwrap().body.len(), 20_000);
+    assert_eq!(origin.hits("/slow"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_serves_stale_then_refreshes_once() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/swr",
+        RouteSpec::ok("", "max-age=1, stale-while-revalidate=30"),
+    );
+    let edge = node_for(&origin).await;
+    let r = get(edge, "/swr", &[]).await;
+    assert_eq!(r.text(), "1");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Stale: served at once from cache, one background refresh.
+    let mut stale_seen = 0;
+    for _ in 0..5 {
+        let r = get(edge, "/swr", &[]).await;
+        assert_eq!(r.status, 200);
+        if r.text() == "1" {
+            stale_seen += 1;
+            assert!(cs(&r).contains("stale-while-revalidate"), "{}", cs(&r));
+        }
+    }
+    assert!(stale_seen >= 1);
+    for _ in 0..50 {
+        if origin.hits("/swr") == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.hits("/swr"), 2, "exactly one background refresh");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = get(edge, "/swr", &[]).await;
+    assert_eq!(r.text(), "2", "the refreshed copy is served");
+    assert!(cs(&r).contains("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_with_origin_stopped() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/sie",
+        RouteSpec::ok("precious", "max-age=1, stale-if-error=60"),
+    );
+    origin.route("/nosie", RouteSpec::ok("fragile", "max-age=1"));
+    let edge = node_for(&origin).await;
+    assert_eq!(get(edge, "/sie", &[]).await.body, b"precious");
+    assert_eq!(get(edge, "/nosie", &[]).await.body, b"fragile");
+    origin.stop().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(edge, "/sie", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"precious");
+    assert!(cs(&r).contains("stale-if-error"), "{}", cs(&r));
+    let r = get(edge, "/nosie", &[]).await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("origin-refused"), "{}", r.text());
+    // Origin back: the next request refreshes.
+    origin.restart().await.unwrap();
+    let r = get(edge, "/nosie", &[]).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_variants_are_kept_apart() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/v",
+        RouteSpec::ok("", "max-age=60")
+            .header("vary", "Accept-Language")
+            .echo_vary(),
+    );
+    let edge = node_for(&origin).await;
+    let en = get(edge, "/v", &[("accept-language", "en-US,en;q=0.9")]).await;
+    let fr = get(edge, "/v", &[("accept-language", "fr")]).await;
+    assert_ne!(en.body, fr.body);
+    let en2 = get(edge, "/v", &[("accept-language", "en-GB")]).await;
+    assert_eq!(en2.body, en.body, "en-GB normalises to the en variant");
+    assert!(cs(&en2).contains("hit"), "{}", cs(&en2));
+    let fr2 = get(edge, "/v", &[("accept-language", "fr")]).await;
+    assert_eq!(fr2.body, fr.body);
+    assert_eq!(origin.hits("/v"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_requests_are_served_from_the_cached_object() {
+    let origin = TestOrigin::start().await.unwrap();
+    let body: String = (0..1000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    origin.route("/r", RouteSpec::ok(&body, "max-age=60"));
+    let edge = node_for(&origin).await;
+    let r = get(edge, "/r", &[("range", "bytes=0-9")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &body.as_bytes()[0..10]);
+    assert_eq!(r.header("content-range"), Some("bytes 0-9/1000"));
+    let r = get(edge, "/r", &[("range", "bytes=990-")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &body.as_bytes()[990..]);
+    let r = get(edge, "/r", &[("range", "bytes=5000-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(origin.hits("/r"), 1, "one whole-object fetch");
+    assert!(origin
+        .requests()
+        .iter()
+        .all(|q| !q.headers.contains_key("range")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_and_head_from_cache() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/c", RouteSpec::ok("body", "max-age=60").etag("\"v1\""));
+    let edge = node_for(&origin).await;
+    get(edge, "/c", &[]).await;
+    let r = get(edge, "/c", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let r = http_request(edge, "HEAD", "site.test", "/c", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("4"));
+    assert_eq!(origin.hits("/c"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revalidation_with_304_refreshes_without_body() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/e", RouteSpec::ok("etagged", "max-age=1").etag("\"e1\""));
+    let edge = node_for(&origin).await;
+    get(edge, "/e", &[]).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(edge, "/e", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"etagged");
+    assert!(cs(&r).contains("fwd=stale; fwd-status=304"), "{}", cs(&r));
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].headers.get("if-none-match").unwrap(), "\"e1\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncacheable_responses_pass_and_do_not_block() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/ns",
+        RouteSpec::ok("", "no-store").header("set-cookie", "s=1"),
+    );
+    let edge = node_for(&origin).await;
+    let r1 = get(edge, "/ns", &[]).await;
+    let r2 = get(edge, "/ns", &[]).await;
+    assert_eq!(r1.text(), "1");
+    assert_eq!(r2.text(), "2");
+    assert!(
+        cs(&r2).contains("detail=no-store") || cs(&r2).contains("uncacheable"),
+        "{}",
+        cs(&r2)
+    );
+    assert_eq!(r1.header("set-cookie"), Some("s=1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/item", RouteSpec::ok("", "max-age=600"));
+    let edge = node_for(&origin).await;
+    assert_eq!(get(edge, "/item", &[]).await.text(), "1");
+    assert_eq!(get(edge, "/item", &[]).await.text(), "1");
+    let p = http_request(edge, "POST", "site.test", "/item", &[], b"x=1")
+        .await
+        .unwrap();
+    assert_eq!(p.status, 200);
+    assert_eq!(
+        get(edge, "/item", &[]).await.text(),
+        "3",
+        "POST invalidated the stored copy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_responses_are_cached_with_the_tenant_default() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/missing", RouteSpec::ok("", "").status(404));
+    let edge = node_for(&origin).await;
+    assert_eq!(get(edge, "/missing", &[]).await.status, 404);
+    let r = get(edge, "/missing", &[]).await;
+    assert_eq!(r.status, 404);
+    assert!(cs(&r).contains("hit"), "{}", cs(&r));
+    assert_eq!(origin.hits("/missing"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let origin = TestOrigin::start().await.unwrap();
+    let edge = node_for(&origin).await;
+    // Smuggling: both framings.
+    let r = raw_request(
+        edge,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    // Garbage.
+    let r = raw_request(edge, b"NOT HTTP AT ALL\r\n\r\n", Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    // Oversized headers.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "z".repeat(64 * 1024)
+    );
+    let r = raw_request(edge, big.as_bytes(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&r).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    assert_eq!(origin.total_hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_closed() {
+    let origin = TestOrigin::start().await.unwrap();
+    let edge = node_for(&origin).await;
+    let started = std::time::Instant::now();
+    // Headers never finish: the node must hang up after its header read timeout (800 ms here).
+    let r = raw_request(
+        edge,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(4), "closed after {elapsed:?}");
+    let text = String::from_utf8_lossy(&r);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_failures_are_502_and_504() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/hang",
+        RouteSpec::ok("late", "max-age=60").delay(Duration::from_secs(5)),
+    );
+    let edge = node_for(&origin).await;
+    let r = get(edge, "/hang", &[]).await;
+    assert_eq!(r.status, 504);
+    assert!(r.text().contains("origin-timeout"), "{}", r.text());
+    origin.stop().await;
+    let r = get(edge, "/x", &[]).await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("origin-refused"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_in_tenant_mode_is_421() {
+    let origin = TestOrigin::start().await.unwrap();
+    let mut cfg = Config::single_origin("127.0.0.1:0", &origin.url()).unwrap();
+    cfg.node.metrics = "127.0.0.1:0".into();
+    cfg.tenants = vec![TenantConfig {
+        name: "shop".into(),
+        hostnames: vec!["shop.test".into()],
+        ..cfg.tenants.remove(0)
+    }];
+    let running = outpost_proxy::start(&cfg).await.unwrap();
+    let r = http_get(running.addr, "evil.test", "/", &[]).await.unwrap();
+    assert_eq!(r.status, 421);
+    let r = http_get(running.addr, "SHOP.test:80", "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.total_hits(), 1);
+    let m = http_get(running.metrics_addr.unwrap(), "x", "/metrics", &[])
+        .await
+        .unwrap();
+    let text = m.text();
+    assert!(
+        text.contains("outcome=\"rejected\",status=\"4xx\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tenant=\"shop\",outcome=\"miss\",status=\"2xx\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("outpost_store_objects"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoning_headers_are_not_forwarded_on_fills() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/p", RouteSpec::ok("page", "max-age=60"));
+    let edge = node_for(&origin).await;
+    get(
+        edge,
+        "/p",
+        &[("x-forwarded-host", "evil.com"), ("cookie", "session=1")],
+    )
+    .await;
+    let seen = origin.requests();
+    assert!(!seen[0].headers.contains_key("x-forwarded-host"));
+    assert!(!seen[0].headers.contains_key("cookie"));
+}

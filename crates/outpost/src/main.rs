@@ -1,0 +1,386 @@
+//! The `outpost` binary: `up` (a local CDN in front of a demo origin, zero config), `node` (an edge
+//! from flags or a TOML file), and `explain` (what key and decision a node would use for a URL).
+
+use clap::{Parser, Subcommand};
+use outpost_cache::cookie::{self, CookieDecision};
+use outpost_config::{ByteSize, Config, TenantConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Parser)]
+#[command(name = "outpost", version, about = "Outpost: an HTTP caching CDN node")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a complete local CDN: an edge on 127.0.0.1:8080 in front of a built-in demo origin.
+    Up {
+        /// Put the edge in front of this origin (http://host:port) instead of the demo origin.
+        #[arg(long)]
+        origin: Option<String>,
+        /// Edge listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Metrics listen address.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        metrics: String,
+        /// Demo origin listen address.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        demo_listen: String,
+        /// RAM cache budget (e.g. 512M, 2G).
+        #[arg(long, default_value = "512M")]
+        ram_bytes: String,
+        /// Write one JSON access-log line per request to stdout.
+        #[arg(long)]
+        access_log: bool,
+    },
+    /// Run an edge node from flags (`--listen ADDR --origin URL`, every Host goes to that origin)
+    /// or from a TOML file (`--config FILE`).
+    Node {
+        /// TOML config file (tenants, origins, rules). Flags below override its node settings.
+        #[arg(long, conflicts_with = "origin")]
+        config: Option<PathBuf>,
+        /// Single-tenant mode: forward every Host to this origin.
+        #[arg(long)]
+        origin: Option<String>,
+        /// Listen address.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Metrics listen address ("" disables).
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Node name shown in Cache-Status.
+        #[arg(long)]
+        name: Option<String>,
+        /// RAM cache budget (e.g. 512M, 2G).
+        #[arg(long)]
+        ram_bytes: Option<String>,
+        /// Write one JSON access-log line per request to stdout.
+        #[arg(long)]
+        access_log: bool,
+    },
+    /// Print the canonical cache key of a URL and the decision a node would take for it.
+    Explain {
+        /// The URL, e.g. http://demo.localhost:8080/assets/app.js?utm_source=x
+        url: String,
+        /// Request headers, `-H 'Name: value'` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Config file to explain against (default: the `outpost up` demo config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also ask a running node (HEAD with `Cache-Control: only-if-cached`, never reaching the
+        /// origin) whether it holds the object.
+        #[arg(long)]
+        probe: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("outpost: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Up {
+                origin,
+                listen,
+                metrics,
+                demo_listen,
+                ram_bytes,
+                access_log,
+            } => up(origin, listen, metrics, demo_listen, ram_bytes, access_log).await,
+            Cmd::Node {
+                config,
+                origin,
+                listen,
+                metrics,
+                name,
+                ram_bytes,
+                access_log,
+            } => node(config, origin, listen, metrics, name, ram_bytes, access_log).await,
+            Cmd::Explain {
+                url,
+                headers,
+                config,
+                probe,
+            } => explain(&url, &headers, config, probe).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("outpost: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The `outpost up` configuration: one tenant `demo` for demo.localhost (and localhost).
+fn demo_config(origin: &str, listen: &str, metrics: &str, ram: &str) -> Result<Config, String> {
+    let mut cfg = Config::single_origin(listen, origin).map_err(|e| e.to_string())?;
+    cfg.node.name = "edge".into();
+    cfg.node.metrics = metrics.to_string();
+    cfg.store.ram_bytes = ByteSize::parse(ram).map_err(|e| format!("--ram-bytes: {e}"))?;
+    cfg.tenants = vec![TenantConfig {
+        name: "demo".into(),
+        hostnames: vec![
+            "demo.localhost".into(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ],
+        ..cfg.tenants.remove(0)
+    }];
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+async fn up(
+    origin: Option<String>,
+    listen: String,
+    metrics: String,
+    demo_listen: String,
+    ram: String,
+    access_log: bool,
+) -> Result<(), String> {
+    let origin_url = match &origin {
+        Some(o) => o.clone(),
+        None => {
+            let l = tokio::net::TcpListener::bind(&demo_listen)
+                .await
+                .map_err(|e| format!("--demo-listen {demo_listen}: {e}"))?;
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                if let Err(e) = outpost_demo::serve(l).await {
+                    tracing::error!(error = %e, "demo origin stopped");
+                }
+            });
+            format!("http://{addr}")
+        }
+    };
+    let mut cfg = demo_config(&origin_url, &listen, &metrics, &ram)?;
+    cfg.node.access_log = access_log;
+    let running = outpost_proxy::start(&cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = running.addr.port();
+    let base = format!("http://demo.localhost:{port}");
+    eprintln!("Outpost is up.");
+    eprintln!(
+        "  edge     {}  (tenant \"demo\": demo.localhost, localhost)",
+        running.addr
+    );
+    eprintln!(
+        "  origin   {origin_url}{}",
+        if origin.is_some() {
+            ""
+        } else {
+            "  (built-in demo origin)"
+        }
+    );
+    if let Some(m) = running.metrics_addr {
+        eprintln!("  metrics  http://{m}/metrics");
+    }
+    eprintln!();
+    eprintln!("Try:");
+    eprintln!("  curl -i {base}/                  # run it twice: Cache-Status turns into a hit");
+    if origin.is_none() {
+        for (path, what) in outpost_demo::routes().iter().skip(1) {
+            eprintln!("  curl -i {base}{path:<26} # {what}");
+        }
+    }
+    eprintln!("  outpost explain '{base}/?utm_source=x&b=2&a=1'");
+    eprintln!();
+    eprintln!("Ctrl-C to stop.");
+    wait_for_shutdown().await;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn node(
+    config: Option<PathBuf>,
+    origin: Option<String>,
+    listen: Option<String>,
+    metrics: Option<String>,
+    name: Option<String>,
+    ram: Option<String>,
+    access_log: bool,
+) -> Result<(), String> {
+    let mut cfg = match (&config, &origin) {
+        (Some(path), _) => Config::from_file(path).map_err(|e| e.to_string())?,
+        (None, Some(o)) => {
+            let l = listen.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
+            let mut c = Config::single_origin(&l, o).map_err(|e| e.to_string())?;
+            c.node.metrics = String::new();
+            c
+        }
+        (None, None) => return Err("node needs --origin URL or --config FILE".into()),
+    };
+    if let Some(l) = listen {
+        cfg.node.listen = l;
+    }
+    if let Some(m) = metrics {
+        cfg.node.metrics = m;
+    }
+    if let Some(n) = name {
+        cfg.node.name = n;
+    }
+    if let Some(r) = ram {
+        cfg.store.ram_bytes = ByteSize::parse(&r).map_err(|e| format!("--ram-bytes: {e}"))?;
+    }
+    cfg.node.access_log |= access_log;
+    cfg.validate().map_err(|e| e.to_string())?;
+    let running = outpost_proxy::start(&cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        listen = %running.addr,
+        metrics = ?running.metrics_addr,
+        tenants = cfg.tenants.len(),
+        node = %cfg.node.name,
+        "outpost node serving"
+    );
+    wait_for_shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn explain(
+    url: &str,
+    headers: &[String],
+    config: Option<PathBuf>,
+    probe: Option<String>,
+) -> Result<(), String> {
+    let cfg = match config {
+        Some(p) => Config::from_file(&p).map_err(|e| e.to_string())?,
+        None => demo_config("http://127.0.0.1:8000", "127.0.0.1:8080", "", "512M")?,
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("url {url:?} must start with http://"))?;
+    let (authority, target) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut hm = http::HeaderMap::new();
+    for h in headers {
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("-H {h:?}: expected 'Name: value'"))?;
+        let name: http::HeaderName = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("-H {h:?}: bad header name"))?;
+        let value: http::HeaderValue = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("-H {h:?}: bad header value"))?;
+        hm.append(name, value);
+    }
+    let tenants = outpost_proxy::tenant::Tenants::from_config(&cfg);
+    let host = outpost_cache::key::canonical_host(authority).map_err(|e| e.to_string())?;
+    println!("url            {url}");
+    let Some(tenant) = tenants.find(&host) else {
+        println!("tenant         none: the node answers 421 Misdirected Request (no cache lookup)");
+        return Ok(());
+    };
+    let canon =
+        outpost_cache::canonicalize(&host, target, &tenant.query).map_err(|e| e.to_string())?;
+    println!("tenant         {}", tenant.name);
+    println!("canonical url  {canon}");
+    println!("forwarded as   GET {}", canon.path_and_query());
+    let rule = tenant.rule_for(&canon.path);
+    if !rule.path_prefix.is_empty() {
+        println!("rule           path_prefix {}", rule.path_prefix);
+    }
+    let decision = if rule.bypass {
+        "bypass (rule): forwarded to the origin, never cached".to_string()
+    } else {
+        match cookie::decide(&rule.cookie, &hm) {
+            CookieDecision::Bypass(c) => format!("bypass: cookie {c} is present"),
+            CookieDecision::Key(extra) => {
+                let key = canon.key_text(&tenant.name, &extra);
+                println!("cache key      {key}");
+                if hm.contains_key(http::header::COOKIE) && extra.is_empty() {
+                    println!(
+                        "cookies        ignored (not keyed, not forwarded on cacheable requests)"
+                    );
+                }
+                let rcc = outpost_http::cache_control::RequestCacheControl::from_headers(&hm);
+                if rcc.no_store {
+                    "cacheable lookup; the response will not be stored (request no-store)".into()
+                } else if rcc.no_cache {
+                    "cacheable lookup; a stored copy is revalidated first (request no-cache)".into()
+                } else {
+                    "cacheable: lookup, then fill from the origin on a miss (coalesced); storing follows the response's Cache-Control".into()
+                }
+            }
+        }
+    };
+    println!("decision       {decision}");
+    if let Some(addr) = probe {
+        let sa: SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("--probe {addr:?}: expected IP:port"))?;
+        let req = format!(
+            "HEAD {target} HTTP/1.1\r\nHost: {authority}\r\nCache-Control: only-if-cached\r\nConnection: close\r\n\r\n"
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut s = tokio::net::TcpStream::connect(sa).await?;
+            s.write_all(req.as_bytes()).await?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await
+        .map_err(|_| format!("--probe {addr}: timed out"))?
+        .map_err(|e| format!("--probe {addr}: {e}"))?;
+        let text = String::from_utf8_lossy(&answer);
+        let status = text.lines().next().unwrap_or("");
+        println!("probe          {status}");
+        for line in text.lines().skip(1) {
+            let l = line.to_ascii_lowercase();
+            if l.starts_with("cache-status:") || l.starts_with("age:") {
+                println!("               {line}");
+            }
+        }
+        if status.contains(" 504") {
+            println!("               not cached on that node (only-if-cached miss)");
+        }
+    }
+    Ok(())
+}

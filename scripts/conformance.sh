@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Runs the public HTTP caching test suite (npm `http-cache-tests@0.4.5`, cache-tests.fyi) against
+# an Outpost edge and checks the pass counts against scripts/conformance-floor.json.
+#
+#   scripts/conformance.sh                  # outpost node in front of the suite's origin
+#   scripts/conformance.sh --update-floor   # same, then raise the floor to the current counts
+#   scripts/conformance.sh --id TEST_ID     # one test, with request/response dumps (no floor)
+#   CONFORMANCE_TARGET=nginx scripts/conformance.sh     # a peer instead: nginx | varnish | direct
+#   scripts/conformance.sh --target-cmd 'CMD'           # any proxy: CMD must listen on
+#        127.0.0.1:$LISTEN_PORT and forward to 127.0.0.1:$ORIGIN_PORT ($WORK is a scratch dir)
+#
+# Env: OUTPOST_BIN (default target/release/outpost), CONFORMANCE_TIMEOUT (client seconds, 900).
+# Output: .scratch/conformance/results.json (raw suite output: id -> true | [error, message]),
+# summary.json, and logs of every process. Exit 1 when a count is below the floor (outpost only).
+#
+# How the suite works: its origin (server/server.mjs) takes a per-test config by `PUT /config/UUID`,
+# answers `/test/UUID` as configured and reports what it saw at `GET /state/UUID`; the client
+# (cli.mjs) sends all three to the base URL, i.e. through the proxy. So the proxy must forward PUT
+# and uncacheable GETs, and must forward any Host (the client sends Host: 127.0.0.1:EDGE_PORT).
+# The base URL is given without a trailing slash (the client appends "/test/...").
+#
+# Known 0.4.5 harness limit: the four required `stale-close-*` tests score a correct 502 (origin
+# closed the connection, stored response may not be served stale) as a failure, because they
+# look for the origin's Server-Request-Count header on the response. See summarize.mjs.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+# shellcheck source=SCRIPTDIR/lib/common.sh
+. "$HERE/lib/common.sh"
+
+HCT_VERSION=0.4.5
+TARGET="${CONFORMANCE_TARGET:-outpost}"
+TARGET_CMD=""
+UPDATE_FLOOR=0
+TEST_ID=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --update-floor) UPDATE_FLOOR=1 ;;
+    --target-cmd) TARGET_CMD="${2:?--target-cmd needs a command}"; TARGET=custom; shift ;;
+    --target) TARGET="${2:?--target needs a name}"; shift ;;
+    --id) TEST_ID="${2:?--id needs a test id}"; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+  shift
+done
+
+OUTPOST_BIN="${OUTPOST_BIN:-$REPO/target/release/outpost}"
+CLIENT_TIMEOUT="${CONFORMANCE_TIMEOUT:-900}"
+FLOOR="$REPO/scripts/conformance-floor.json"
+OUT="$SCRATCH/conformance"
+HCT_ROOT="$SCRATCH/hct"
+HCT="$HCT_ROOT/node_modules/http-cache-tests"
+WORK="$OUT/work-$TARGET"
+mkdir -p "$OUT"
+rm -rf "$WORK"; mkdir -p "$WORK"
+
+trap cleanup_all EXIT
+trap 'exit 130' INT TERM
+
+# --- dependencies -------------------------------------------------------------
+ensure_cmds node:nodejs npm:npm curl:curl
+case "$TARGET" in
+  nginx) ensure_cmds nginx:nginx-light ;;
+  varnish) ensure_cmds varnishd:varnish ;;
+  outpost) [ -x "$OUTPOST_BIN" ] || die "no outpost binary at $OUTPOST_BIN (build it, or set OUTPOST_BIN / CONFORMANCE_TARGET)" ;;
+  direct|custom) ;;
+  *) die "unknown CONFORMANCE_TARGET $TARGET (outpost | nginx | varnish | direct, or --target-cmd)" ;;
+esac
+
+installed_version() { node -e 'try{console.log(require(process.argv[1]).version)}catch(e){}' "$HCT/package.json" 2>/dev/null; }
+if [ "$(installed_version)" != "$HCT_VERSION" ]; then
+  log "installing http-cache-tests@$HCT_VERSION into $HCT_ROOT"
+  mkdir -p "$HCT_ROOT"
+  [ -f "$HCT_ROOT/package.json" ] || echo '{"name":"outpost-hct-scratch","private":true}' >"$HCT_ROOT/package.json"
+  (cd "$HCT_ROOT" && timeout 300 npm install --no-audit --no-fund --loglevel=error "http-cache-tests@$HCT_VERSION" >&2) \
+    || die "npm install http-cache-tests@$HCT_VERSION failed"
+  [ "$(installed_version)" = "$HCT_VERSION" ] || die "http-cache-tests $HCT_VERSION not found after install"
+fi
+
+# --- origin: the suite's own server, on loopback ------------------------------
+ORIGIN_PORT=$(free_port)
+(
+  cd "$HCT" || exit 1
+  export npm_config_protocol=http npm_config_port="$ORIGIN_PORT" npm_config_pidfile="$WORK/origin.pid"
+  exec setsid node --no-warnings --require "$HERE/conformance/listen-loopback.cjs" server/server.mjs
+) >"$OUT/origin.log" 2>&1 </dev/null &
+ORIGIN_PID=$!; PIDS+=("$ORIGIN_PID")
+log "origin: http-cache-tests server pid $ORIGIN_PID on 127.0.0.1:$ORIGIN_PORT"
+wait_port "$ORIGIN_PORT" "$ORIGIN_PID" origin 30 || { tail -n 20 "$OUT/origin.log" >&2; exit 2; }
+
+# --- the cache under test ------------------------------------------------------
+LISTEN_PORT=$(free_port)
+TARGET_LOG="$OUT/target-$TARGET.log"
+case "$TARGET" in
+  outpost)
+    spawn outpost "$TARGET_LOG" "$OUTPOST_BIN" node --listen "127.0.0.1:$LISTEN_PORT" \
+      --origin "http://127.0.0.1:$ORIGIN_PORT" --name conformance
+    ;;
+  nginx)
+    # Close to the suite's own docker/nginx config (proxy_cache + proxy_cache_revalidate).
+    mkdir -p "$WORK/cache" "$WORK/tmp" "$WORK/logs"
+    cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log $WORK/logs/access.log;
+    client_body_temp_path $WORK/tmp/body;
+    proxy_temp_path $WORK/tmp/proxy;
+    fastcgi_temp_path $WORK/tmp/fastcgi;
+    uwsgi_temp_path $WORK/tmp/uwsgi;
+    scgi_temp_path $WORK/tmp/scgi;
+    proxy_cache_path $WORK/cache levels=1:2 keys_zone=hct:8m max_size=1000m inactive=600m;
+    server {
+        listen 127.0.0.1:$LISTEN_PORT;
+        location / {
+            proxy_pass http://127.0.0.1:$ORIGIN_PORT;
+            proxy_cache hct;
+            proxy_cache_revalidate on;
+        }
+    }
+}
+EOF
+    spawn nginx "$TARGET_LOG" nginx -p "$WORK" -e "$WORK/logs/error.log" -c "$WORK/nginx.conf" -g 'daemon off;'
+    ;;
+  varnish)
+    spawn varnish "$TARGET_LOG" varnishd -F -j none -n "$WORK/varnish" -T none \
+      -a "127.0.0.1:$LISTEN_PORT" -b "127.0.0.1:$ORIGIN_PORT" -s malloc,256M
+    ;;
+  direct)
+    LISTEN_PORT="$ORIGIN_PORT"   # no cache at all: a baseline of what an origin alone scores
+    SPAWNED_PID="$ORIGIN_PID"
+    ;;
+  custom)
+    export LISTEN_PORT ORIGIN_PORT WORK
+    spawn custom "$TARGET_LOG" bash -c "$TARGET_CMD"
+    ;;
+esac
+TARGET_PID="$SPAWNED_PID"
+wait_port "$LISTEN_PORT" "$TARGET_PID" "$TARGET" 30 || { tail -n 20 "$TARGET_LOG" >&2; exit 2; }
+BASE="http://127.0.0.1:$LISTEN_PORT"
+log "target $TARGET on $BASE (origin 127.0.0.1:$ORIGIN_PORT)"
+
+# Smoke: PUT must reach the origin through the proxy, or every test is a setup failure.
+smoke=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+  --data '[{"id":"smoke"}]' "$BASE/config/smoke-$$-$RANDOM") || true
+[ "$smoke" = 201 ] || log "warning: PUT /config through $TARGET answered '$smoke', not 201; expect setup failures"
+
+# --- the client -------------------------------------------------------------------
+run_client() {
+  (cd "$HCT" && npm_config_base="$BASE" npm_config_id="$1" npm_package_config_id="" \
+    timeout "$CLIENT_TIMEOUT" node --no-warnings cli.mjs)
+}
+if [ -n "$TEST_ID" ]; then
+  run_client "$TEST_ID"
+  exit $?
+fi
+
+log "running http-cache-tests $HCT_VERSION client against $BASE (up to ${CLIENT_TIMEOUT}s)"
+start=$(date +%s)
+run_client "" >"$OUT/results.raw" 2>"$OUT/client.log"
+rc=$?
+log "client finished in $(( $(date +%s) - start ))s (exit $rc)"
+# The client prints the JSON object last; keep from the first line that is exactly "{".
+sed -n '/^{$/,$p' "$OUT/results.raw" >"$OUT/results.json"
+if ! node -e 'JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"))' "$OUT/results.json" 2>/dev/null; then
+  tail -n 20 "$OUT/client.log" "$OUT/results.raw" >&2
+  die "client produced no JSON results (exit $rc)"
+fi
+[ "$TARGET" = outpost ] || cp "$OUT/results.json" "$OUT/results-$TARGET.json"
+
+echo "http-cache-tests $HCT_VERSION against $TARGET ($BASE)"
+flags=()
+if [ "$TARGET" = outpost ]; then
+  flags+=(--check-floor)
+  [ "$UPDATE_FLOOR" -eq 1 ] && flags+=(--update-floor)
+else
+  [ "$UPDATE_FLOOR" -eq 1 ] && log "--update-floor ignored: the floor tracks outpost, not $TARGET"
+  echo "(floor not checked: target is $TARGET, the floor tracks outpost)"
+fi
+node "$HERE/conformance/summarize.mjs" "$HCT" "$OUT/results.json" "$FLOOR" "${flags[@]}"
