@@ -240,15 +240,13 @@ pub fn plan_store(
             .max(cc.stale_if_error.unwrap_or(0)),
     )
     .max(policy.grace);
-    let keep_extra = if has_validator {
-        stale_window.max(policy.keep_for_revalidation)
-    } else {
-        stale_window
-    };
-    if lifetime.is_zero() && keep_extra.is_zero() {
+    if lifetime.is_zero() && stale_window.is_zero() && !has_validator {
         // Already stale and nothing to revalidate with: storing it would only waste space.
         return Err(NotStorable::NoFreshness);
     }
+    // Stale objects stay (the byte budget still evicts them) so they can be revalidated with a
+    // conditional request, served to `max-stale` requests, or served on origin errors.
+    let keep_extra = stale_window.max(policy.keep_for_revalidation);
     let remaining = lifetime.saturating_sub(initial_age);
     let keep_until = response_time
         .checked_add(remaining.saturating_add(keep_extra))

@@ -337,8 +337,7 @@ impl Config {
                 if path.is_empty() || path == "." {
                     "config".to_string()
                 } else {
-                    path.replace(".tenant[", "tenant[")
-                        .replace("tenant[", "tenant[")
+                    path
                 },
                 format!("{msg}{at}"),
             )

@@ -62,6 +62,9 @@ impl Outcome {
     }
 }
 
+/// Name, help text and reader of one per-tenant counter.
+type CounterDef = (&'static str, &'static str, fn(&TenantCounters) -> u64);
+
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 const LATENCY_BUCKETS_US: [u64; 14] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
@@ -203,7 +206,7 @@ impl Metrics {
                 }
             }
         }
-        let per_tenant: [(&str, &str, fn(&TenantCounters) -> u64); 4] = [
+        let per_tenant: [CounterDef; 4] = [
             (
                 "outpost_response_bytes_total",
                 "Body bytes sent to clients.",
