@@ -31,19 +31,37 @@ pub struct FramingScanner {
 impl FramingScanner {
     /// Feed bytes; returns true once any header block carried both framing fields.
     pub fn feed(&mut self, bytes: &[u8]) -> bool {
-        for &b in bytes {
-            if b == b'\n' {
-                self.end_line();
-                continue;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.push(&rest[..i]);
+                    self.end_line();
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    self.push(rest);
+                    break;
+                }
             }
-            if self.head.len() < KEEP {
-                self.head.push(b.to_ascii_lowercase());
-            }
-            self.tail.rotate_left(1);
-            self.tail[8] = b;
-            self.len += 1;
         }
         self.ambiguous
+    }
+
+    /// Add part of a line: the first [`KEEP`] bytes (lower-cased) and the last 9 are remembered.
+    fn push(&mut self, seg: &[u8]) {
+        if self.head.len() < KEEP {
+            let n = (KEEP - self.head.len()).min(seg.len());
+            self.head
+                .extend(seg[..n].iter().map(|b| b.to_ascii_lowercase()));
+        }
+        if seg.len() >= 9 {
+            self.tail.copy_from_slice(&seg[seg.len() - 9..]);
+        } else if !seg.is_empty() {
+            self.tail.rotate_left(seg.len());
+            self.tail[9 - seg.len()..].copy_from_slice(seg);
+        }
+        self.len += seg.len();
     }
 
     fn end_line(&mut self) {

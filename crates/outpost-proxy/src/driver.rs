@@ -58,8 +58,10 @@ pub struct RequestLog {
     pub outcome: Outcome,
     /// Canonical URL, once known.
     pub url: String,
-    /// Cache-Status value sent.
+    /// Cache-Status value sent (kept only when `detailed`).
     pub cache_status: String,
+    /// Whether the access log wants the string fields.
+    pub detailed: bool,
 }
 
 /// Handle one request and account for it.
@@ -72,13 +74,20 @@ pub async fn handle(
     let started = Instant::now();
     let id = node.next_request_id();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let host = host_of(&req).unwrap_or("").to_string();
+    let (path, host) = if node.access_log {
+        (
+            req.uri().path().to_string(),
+            host_of(&req).unwrap_or("").to_string(),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let mut log = RequestLog {
         tenant: None,
         outcome: Outcome::Rejected,
         url: String::new(),
         cache_status: String::new(),
+        detailed: node.access_log,
     };
     let span = tracing::debug_span!("request", id, %method, %path);
     let resp = serve(&node, req, peer, ambiguous_framing, &mut log)
@@ -213,8 +222,10 @@ async fn serve(
             )
         }
     };
-    log.url = url.to_string();
-    let rule = tenant.rule_for(&url.path).clone();
+    if node.access_log {
+        log.url = url.to_string();
+    }
+    let rule = tenant.rule_for(&url.path);
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD {
         return forward_unsafe(node, &tenant, req, &url, peer, log).await;
@@ -303,17 +314,20 @@ impl Ctx {
         CacheStatus::fwd(&self.node.name, Fwd::UriMiss)
     }
 
-    /// The key to look up: the primary key, or its variant key when a Vary marker is stored.
-    fn resolve_key(&self, now: SystemTime) -> (CacheKey, Fwd) {
+    /// The key to look up and what the store holds for it: the primary key's object, or, when a
+    /// Vary marker is stored there, the variant key for this request's variance and its object.
+    fn resolve_key(&self, now: SystemTime) -> (CacheKey, Fwd, Option<Arc<StoredObject>>) {
         match self.node.store.get(&self.primary, now) {
             Some(obj) => match &obj.meta.vary {
-                Some(fields) => (
-                    variant_key(&self.primary, &vary::variance_key(fields, &self.headers)),
-                    Fwd::VaryMiss,
-                ),
-                None => (self.primary.clone(), Fwd::UriMiss),
+                Some(fields) => {
+                    let key =
+                        variant_key(&self.primary, &vary::variance_key(fields, &self.headers));
+                    let found = self.node.store.get(&key, now);
+                    (key, Fwd::VaryMiss, found)
+                }
+                None => (self.primary.clone(), Fwd::UriMiss, Some(obj)),
             },
-            None => (self.primary.clone(), Fwd::UriMiss),
+            None => (self.primary.clone(), Fwd::UriMiss, None),
         }
     }
 
@@ -321,9 +335,9 @@ impl Ctx {
         let node = self.node.clone();
         for _attempt in 0..3 {
             let now = SystemTime::now();
-            let (key, miss_kind) = self.resolve_key(now);
+            let (key, miss_kind, found) = self.resolve_key(now);
             let mut stale = None;
-            if let Some(obj) = node.store.get(&key, now) {
+            if let Some(obj) = found {
                 if obj.meta.vary.is_none() {
                     let eval =
                         evaluate_hit(&obj.headers, &timing(&obj.meta), &req_cc, &self.policy, now);
@@ -698,6 +712,7 @@ impl Ctx {
                     outcome: Outcome::Miss,
                     url: String::new(),
                     cache_status: String::new(),
+                    detailed: false,
                 };
                 let resp = ctx
                     .lead(key, leader, Some((obj, eval)), Fwd::Stale, &mut log)
@@ -843,8 +858,7 @@ impl Ctx {
             client_headers(&mut h);
             return (StatusCode::NOT_MODIFIED, h, BodyPlan::None);
         }
-        let mut h = stored.clone();
-        client_headers(&mut h);
+        let mut h = client_copy(stored);
         h.insert(header::AGE, age_value);
         let head_only = self.method == Method::HEAD;
         let Some(len) = len else {
@@ -1156,12 +1170,35 @@ fn is_per_url(r: NotStorable) -> bool {
     )
 }
 
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+static SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+static CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+
 /// Headers that must not reach a client: hop-by-hop, targeted cache control (RFC 9213), surrogate keys.
 fn client_headers(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
     strip_targeted(h);
-    h.remove("surrogate-key");
-    h.remove("cache-tag");
+    h.remove(&SURROGATE_KEY);
+    h.remove(&CACHE_TAG);
+}
+
+/// The client-facing copy of *stored* headers (already free of hop-by-hop fields): one pass that
+/// leaves out targeted cache control and surrogate keys.
+fn client_copy(stored: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(stored.len() + 4);
+    for (name, value) in stored {
+        if name == SURROGATE_KEY
+            || name == CACHE_TAG
+            || name == CDN_CACHE_CONTROL
+            || name == SURROGATE_CONTROL
+        {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
+    }
+    h
 }
 
 /// Request headers an origin may reflect into a response but the key does not account for.
@@ -1206,14 +1243,16 @@ fn finish_response(
 ) -> Response<RespBody> {
     let entry = cs.to_string();
     // RFC 9211 §2: each cache appends its member; the last one is closest to the client.
-    let value = match headers.get("cache-status").and_then(|v| v.to_str().ok()) {
+    let value = match headers.get(&CACHE_STATUS).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {entry}"),
         _ => entry,
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert("cache-status", v);
+        headers.insert(CACHE_STATUS.clone(), v);
     }
-    log.cache_status = value;
+    if log.detailed {
+        log.cache_status = value;
+    }
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
