@@ -68,8 +68,8 @@ for t in "${targets[@]}"; do
     failed+=("$t")
     summary+=("$t: CRASH (exit $rc) after ${runs:-?} runs")
     log "$t found a crash:"
-    grep -E "panicked at|^==[0-9]+==ERROR|SUMMARY:|Test unit written to" "$logdir/$t.log" | head -n 8 >&2
-    grep -A3 "panicked at" "$logdir/$t.log" | head -n 6 >&2
+    grep -m1 -A3 "panicked at" "$logdir/$t.log" >&2
+    grep -E "^==[0-9]+==ERROR|^SUMMARY:|Test unit written to" "$logdir/$t.log" | head -n 4 >&2
   else
     summary+=("$t: ok, ${runs:-?} runs, ${eps:-?} exec/s")
   fi

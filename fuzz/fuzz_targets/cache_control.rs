@@ -15,14 +15,17 @@
 use http::header::{HeaderName, CACHE_CONTROL, PRAGMA};
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use outpost_http::cache_control::{
-    effective_response_cc, CDN_CACHE_CONTROL, SURROGATE_CONTROL,
+use outpost_http::cache_control::{effective_response_cc, CDN_CACHE_CONTROL, SURROGATE_CONTROL};
+use outpost_http::{
+    CcSource, MaxStale, RequestCacheControl, ResponseCacheControl, DELTA_SECONDS_MAX,
 };
-use outpost_http::{CcSource, MaxStale, RequestCacheControl, ResponseCacheControl, DELTA_SECONDS_MAX};
 
 fn check_delta(what: &str, v: Option<u64>) {
     if let Some(v) = v {
-        assert!(v <= DELTA_SECONDS_MAX, "{what} = {v} exceeds DELTA_SECONDS_MAX");
+        assert!(
+            v <= DELTA_SECONDS_MAX,
+            "{what} = {v} exceeds DELTA_SECONDS_MAX"
+        );
     }
 }
 
@@ -38,7 +41,9 @@ fn check_field_list(what: &str, list: &Option<Vec<String>>) {
             "{what} list not lower-case: {list:?}"
         );
         assert!(
-            !name.bytes().any(|b| b == b',' || b == b' ' || b == b'"' || b.is_ascii_control()),
+            !name
+                .bytes()
+                .any(|b| b == b',' || b == b' ' || b == b'"' || b.is_ascii_control()),
             "{what} list member is not a token: {list:?}"
         );
     }
@@ -53,13 +58,19 @@ fn check_response(cc: &ResponseCacheControl) {
     check_field_list("no_cache", &cc.no_cache);
     let fields = cc.unstorable_fields();
     for w in fields.windows(2) {
-        assert!(w[0] < w[1], "unstorable_fields not sorted/deduped: {fields:?}");
+        assert!(
+            w[0] < w[1],
+            "unstorable_fields not sorted/deduped: {fields:?}"
+        );
     }
     if cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() {
         assert!(cc.forbids_stale(), "forbids_stale false for {cc:?}");
     }
     if cc.requires_revalidation() {
-        assert!(cc.forbids_stale(), "unqualified no-cache must forbid stale: {cc:?}");
+        assert!(
+            cc.forbids_stale(),
+            "unqualified no-cache must forbid stale: {cc:?}"
+        );
     }
 }
 
@@ -89,15 +100,27 @@ fuzz_target!(|data: &[u8]| {
 
     // Response and request directives, parsed twice.
     let resp = ResponseCacheControl::parse(&vals);
-    assert_eq!(resp, ResponseCacheControl::parse(&vals), "response parse not deterministic");
+    assert_eq!(
+        resp,
+        ResponseCacheControl::parse(&vals),
+        "response parse not deterministic"
+    );
     check_response(&resp);
     let req = RequestCacheControl::parse(&vals);
-    assert_eq!(req, RequestCacheControl::parse(&vals), "request parse not deterministic");
+    assert_eq!(
+        req,
+        RequestCacheControl::parse(&vals),
+        "request parse not deterministic"
+    );
     check_request(&req);
 
     // Multiple field lines ≡ one comma-joined line (RFC 9110 §5.3). Only when no line but the last
     // contains '"': an unterminated quoted string legitimately swallows the joining comma.
-    if vals.len() >= 2 && vals[..vals.len() - 1].iter().all(|v| !v.as_bytes().contains(&b'"')) {
+    if vals.len() >= 2
+        && vals[..vals.len() - 1]
+            .iter()
+            .all(|v| !v.as_bytes().contains(&b'"'))
+    {
         let mut joined = Vec::new();
         for (i, v) in vals.iter().enumerate() {
             if i > 0 {
@@ -106,8 +129,16 @@ fuzz_target!(|data: &[u8]| {
             joined.extend_from_slice(v.as_bytes());
         }
         if let Ok(j) = HeaderValue::from_bytes(&joined) {
-            assert_eq!(resp, ResponseCacheControl::parse([&j]), "multi-line != joined (response)");
-            assert_eq!(req, RequestCacheControl::parse([&j]), "multi-line != joined (request)");
+            assert_eq!(
+                resp,
+                ResponseCacheControl::parse([&j]),
+                "multi-line != joined (response)"
+            );
+            assert_eq!(
+                req,
+                RequestCacheControl::parse([&j]),
+                "multi-line != joined (request)"
+            );
         }
     }
 
@@ -115,7 +146,11 @@ fuzz_target!(|data: &[u8]| {
     if !vals.is_empty() {
         let mut h = map_with(&CACHE_CONTROL, &vals);
         h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-        assert_eq!(RequestCacheControl::from_headers(&h), req, "from_headers != parse");
+        assert_eq!(
+            RequestCacheControl::from_headers(&h),
+            req,
+            "from_headers != parse"
+        );
     }
 
     // effective_response_cc, field by field.
@@ -135,7 +170,11 @@ fuzz_target!(|data: &[u8]| {
 
     let cdn_only = map_with(&CDN_CACHE_CONTROL, &vals);
     let (cdn_cc, cdn_src) = effective_response_cc(&cdn_only);
-    assert_eq!(effective_response_cc(&cdn_only), (cdn_cc.clone(), cdn_src), "not deterministic");
+    assert_eq!(
+        effective_response_cc(&cdn_only),
+        (cdn_cc.clone(), cdn_src),
+        "not deterministic"
+    );
     check_response(&cdn_cc);
     match cdn_src {
         CcSource::CdnCacheControl => {}
@@ -154,7 +193,8 @@ fuzz_target!(|data: &[u8]| {
 
     // All three fields carry the fuzzed lines (rotated, so each gets a different mix).
     let n = vals.len();
-    let rot = |k: usize| -> Vec<HeaderValue> { (0..n).map(|i| vals[(i + k) % n].clone()).collect() };
+    let rot =
+        |k: usize| -> Vec<HeaderValue> { (0..n).map(|i| vals[(i + k) % n].clone()).collect() };
     let (v_cc, v_cdn, v_sc) = (rot(0), rot(1), rot(2));
     let mut all = map_with(&CACHE_CONTROL, &v_cc);
     for v in &v_cdn {
@@ -175,6 +215,15 @@ fuzz_target!(|data: &[u8]| {
     } else {
         cc_alone
     };
-    assert_eq!(got, expected, "precedence CDN > Surrogate > Cache-Control violated");
-    assert!(got.1.is_targeted() == matches!(got.1, CcSource::CdnCacheControl | CcSource::SurrogateControl));
+    assert_eq!(
+        got, expected,
+        "precedence CDN > Surrogate > Cache-Control violated"
+    );
+    assert!(
+        got.1.is_targeted()
+            == matches!(
+                got.1,
+                CcSource::CdnCacheControl | CcSource::SurrogateControl
+            )
+    );
 });

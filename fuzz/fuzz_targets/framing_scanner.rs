@@ -23,17 +23,31 @@ fuzz_target!(|data: &[u8]| {
     let r_first = split.feed(&bytes[..k]);
     let r_split = split.feed(&bytes[k..]);
     assert_eq!(r_split, r_whole, "split at {k} changed the answer");
-    assert!(!r_first || r_split, "flag cleared after being raised (split at {k})");
-    assert_eq!(format!("{split:?}"), format!("{whole:?}"), "split at {k} changed the state");
+    assert!(
+        !r_first || r_split,
+        "flag cleared after being raised (split at {k})"
+    );
+    assert_eq!(
+        format!("{split:?}"),
+        format!("{whole:?}"),
+        "split at {k} changed the state"
+    );
 
     let mut bytewise = FramingScanner::default();
     let mut r_bytewise = bytewise.feed(&[]);
     assert!(!r_bytewise, "empty feed raised the flag");
     for b in bytes {
         let r = bytewise.feed(std::slice::from_ref(b));
-        assert!(!r_bytewise || r, "flag cleared after being raised (bytewise)");
+        assert!(
+            !r_bytewise || r,
+            "flag cleared after being raised (bytewise)"
+        );
         r_bytewise = r;
     }
     assert_eq!(r_bytewise, r_whole, "bytewise feed changed the answer");
-    assert_eq!(format!("{bytewise:?}"), format!("{whole:?}"), "bytewise feed changed the state");
+    assert_eq!(
+        format!("{bytewise:?}"),
+        format!("{whole:?}"),
+        "bytewise feed changed the state"
+    );
 });

@@ -16,7 +16,11 @@ use libfuzzer_sys::fuzz_target;
 use outpost_http::range::{evaluate, parse_range_header, ByteRangeSpec, RangeDecision};
 
 fn check_specs(specs: &[ByteRangeSpec], len: u64) {
-    assert!(!specs.is_empty() && specs.len() <= 100, "spec count {}", specs.len());
+    assert!(
+        !specs.is_empty() && specs.len() <= 100,
+        "spec count {}",
+        specs.len()
+    );
     for s in specs {
         if let ByteRangeSpec::FromTo { first, last } = *s {
             assert!(first <= last, "FromTo with first > last: {s:?}");
@@ -82,20 +86,37 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let d = evaluate(&Method::GET, &req, &stored, len);
-    assert_eq!(d, evaluate(&Method::GET, &req, &stored, len), "evaluate not deterministic");
-    if let RangeDecision::Partial { start, end_inclusive } = d {
+    assert_eq!(
+        d,
+        evaluate(&Method::GET, &req, &stored, len),
+        "evaluate not deterministic"
+    );
+    if let RangeDecision::Partial {
+        start,
+        end_inclusive,
+    } = d
+    {
         assert!(
             start <= end_inclusive && end_inclusive < len,
             "Partial {{ start: {start}, end_inclusive: {end_inclusive} }} for len {len}"
         );
     }
-    assert_eq!(evaluate(&Method::HEAD, &req, &stored, len), RangeDecision::Full);
-    assert_eq!(evaluate(&Method::GET, &req, &stored, 0), RangeDecision::Full);
+    assert_eq!(
+        evaluate(&Method::HEAD, &req, &stored, len),
+        RangeDecision::Full
+    );
+    assert_eq!(
+        evaluate(&Method::GET, &req, &stored, 0),
+        RangeDecision::Full
+    );
 
     // Two Range field lines are not a single range: Full.
     let mut twice = req.clone();
     twice.append(RANGE, range_v.clone());
-    assert_eq!(evaluate(&Method::GET, &twice, &stored, len), RangeDecision::Full);
+    assert_eq!(
+        evaluate(&Method::GET, &twice, &stored, len),
+        RangeDecision::Full
+    );
 
     // Without If-Range, evaluate is exactly parse + resolve (RFC 9110 §14.2).
     if !req.contains_key(IF_RANGE) && len > 0 {
@@ -103,7 +124,10 @@ fuzz_target!(|data: &[u8]| {
             None => RangeDecision::Full,
             Some(specs) => match specs.as_slice() {
                 [one] => match one.resolve(len) {
-                    Some((start, end_inclusive)) => RangeDecision::Partial { start, end_inclusive },
+                    Some((start, end_inclusive)) => RangeDecision::Partial {
+                        start,
+                        end_inclusive,
+                    },
                     None => RangeDecision::Unsatisfiable,
                 },
                 many if many.iter().all(|s| s.resolve(len).is_none()) => {
@@ -112,6 +136,9 @@ fuzz_target!(|data: &[u8]| {
                 _ => RangeDecision::Full,
             },
         };
-        assert_eq!(d, expected, "evaluate disagrees with parse_range_header + resolve");
+        assert_eq!(
+            d, expected,
+            "evaluate disagrees with parse_range_header + resolve"
+        );
     }
 });

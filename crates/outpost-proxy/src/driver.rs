@@ -4,10 +4,11 @@
 //! the pure crates (`outpost_http`, `outpost_cache`); this file performs the I/O they ask for.
 
 use crate::body::{full, stream_incoming, FollowerBody, RespBody};
+use crate::fill::{Filling, FillingBody};
 use crate::metrics::Outcome;
 use crate::tenant::Tenant;
 use crate::Node;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -37,6 +38,8 @@ use tracing::Instrument;
 
 /// How long a URL whose response was uncacheable skips coalescing (hit-for-pass).
 const HIT_FOR_PASS: Duration = Duration::from_secs(10);
+/// Largest body the leader's own client reads straight from the origin (see `Ctx::lead`).
+const INLINE_FILL_MAX: u64 = 256 * 1024;
 /// Separates a primary key from its variance key in the store.
 const VARIANT_SEP: &str = "#vary:";
 
@@ -48,6 +51,29 @@ pub struct FillHead {
     /// Vary fields and the leader's variance key, when the response varies.
     vary: Option<(Arc<[HeaderName]>, String)>,
     content_length: Option<u64>,
+}
+
+impl FillHead {
+    /// Response status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+    /// Headers in stored form.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    /// Timing for freshness and age.
+    pub fn timing(&self) -> &StoredTiming {
+        &self.timing
+    }
+    /// Vary fields and the leader's variance key.
+    pub fn vary(&self) -> Option<&(Arc<[HeaderName]>, String)> {
+        self.vary.as_ref()
+    }
+    /// Declared body length.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
 }
 
 /// Facts about one request gathered for metrics and the access log.
@@ -566,30 +592,53 @@ impl Ctx {
             vary: vary_fields,
         });
         leader.set_head(head.clone());
-        let follower = leader.follower();
-        tokio::spawn(fill_task(
+        let filling = Filling::new(
             node.clone(),
             self.tenant.clone(),
             self.primary.clone(),
             key,
             leader,
-            rbody,
             head.clone(),
             plan.keep_until,
-        ));
+        );
         let mut cs = CacheStatus::fwd(&node.name, fwd);
         cs.fwd_status = Some(status.as_u16());
         cs.stored = true;
+        log.outcome = Outcome::Miss;
         // The client that caused the fill sees what the origin sent (fields a qualified
         // no-cache/private keeps out of the store included); followers see the stored form.
-        let own = FillHead {
-            status: head.status,
-            headers: leader_headers,
-            timing: head.timing,
-            vary: None,
-            content_length: head.content_length,
+        let age = current_age(
+            head.timing.initial_age,
+            head.timing.response_time,
+            SystemTime::now(),
+        );
+        let (status, headers, plan) =
+            self.shape(head.status, &leader_headers, head.content_length, age);
+        let body = match plan {
+            // Small bodies (hyper buffers them whole, so a slow client cannot hold back the
+            // followers): this client's body *is* the fill, with no task between origin and
+            // client; if the client leaves early, the rest of the fill continues in a task.
+            BodyPlan::All if head.content_length.is_some_and(|l| l <= INLINE_FILL_MAX) => {
+                FillingBody::new(rbody, filling).boxed_unsync()
+            }
+            // Large or unknown-length bodies fill in their own task at origin speed; this client
+            // follows like any other.
+            BodyPlan::All => {
+                let follower = filling.follower();
+                tokio::spawn(filling.drain(rbody));
+                FollowerBody::new(follower, 0, None).boxed_unsync()
+            }
+            BodyPlan::None => {
+                tokio::spawn(filling.drain(rbody));
+                full(Bytes::new())
+            }
+            BodyPlan::Range(start, end) => {
+                let follower = filling.follower();
+                tokio::spawn(filling.drain(rbody));
+                FollowerBody::new(follower, start, Some(end - start + 1)).boxed_unsync()
+            }
         };
-        self.respond_streaming(&own, follower, cs, Outcome::Miss, log)
+        finish_response(status, headers, body, cs, log)
     }
 
     /// A 304 validated the stored object: merge, store, publish, serve (RFC 9111 §4.3.4).
@@ -925,99 +974,10 @@ enum BodyPlan {
     Range(u64, u64),
 }
 
-/// Read the origin body into the fill (followers stream it as it arrives) and store it at the end.
-#[allow(clippy::too_many_arguments)]
-async fn fill_task(
-    node: Arc<Node>,
-    tenant: Arc<Tenant>,
-    primary: CacheKey,
-    key: CacheKey,
-    leader: FillLeader<CacheKey, FillHead>,
-    mut body: Incoming,
-    head: Arc<FillHead>,
-    keep_until: SystemTime,
-) {
-    let limit = tenant.max_object_bytes;
-    let idle = Duration::from_secs(30);
-    let mut buf =
-        BytesMut::with_capacity(head.content_length.unwrap_or(16 * 1024).min(limit) as usize);
-    let mut keep = true;
-    loop {
-        match tokio::time::timeout(idle, body.frame()).await {
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    node.metrics.origin_bytes(tenant.index, data.len() as u64);
-                    if keep {
-                        if (buf.len() + data.len()) as u64 > limit {
-                            keep = false;
-                            buf = BytesMut::new();
-                        } else {
-                            buf.extend_from_slice(&data);
-                        }
-                    }
-                    leader.push(data);
-                }
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                tracing::debug!(error = %e, "origin body failed mid-fill");
-                leader.fail("origin body error");
-                return;
-            }
-            Err(_) => {
-                leader.fail("origin body idle timeout");
-                return;
-            }
-        }
-    }
-    if let Some(expected) = head.content_length {
-        if keep && buf.len() as u64 != expected {
-            leader.fail("origin body shorter than Content-Length");
-            return;
-        }
-    }
-    if keep {
-        let body = buf.freeze();
-        let obj = Arc::new(StoredObject {
-            status: head.status,
-            headers: head.headers.clone(),
-            body,
-            meta: ObjectMeta {
-                request_time: head.timing.request_time,
-                response_time: head.timing.response_time,
-                initial_age: head.timing.initial_age,
-                lifetime: head.timing.lifetime,
-                keep_until,
-                tags: tags_of(&head.headers),
-                vary: None,
-            },
-        });
-        let now = SystemTime::now();
-        match &head.vary {
-            None => {
-                if key == primary {
-                    if let Some(old) = node.store.get(&primary, now) {
-                        if old.meta.vary.is_some() {
-                            invalidate(&node, &primary);
-                        }
-                    }
-                }
-                node.store.insert(key, obj, now);
-            }
-            Some((fields, variance)) => {
-                store_variant(
-                    &node, &tenant, &primary, fields, variance, obj, keep_until, now,
-                );
-            }
-        }
-    }
-    leader.finish();
-}
-
 /// Store one variant under its variance key and record it in the primary key's Vary marker, which
 /// lists the variants it knows (newest last) so a per-URL cap can evict the oldest.
 #[allow(clippy::too_many_arguments)]
-fn store_variant(
+pub(crate) fn store_variant(
     node: &Node,
     tenant: &Tenant,
     primary: &CacheKey,
@@ -1079,7 +1039,7 @@ pub(crate) fn invalidate(node: &Node, primary: &CacheKey) {
     node.fills.clear_pass(primary);
 }
 
-fn variant_key(primary: &CacheKey, variance: &str) -> CacheKey {
+pub(crate) fn variant_key(primary: &CacheKey, variance: &str) -> CacheKey {
     CacheKey::new(format!("{}{VARIANT_SEP}{variance}", primary.text()))
 }
 
@@ -1328,7 +1288,7 @@ fn date_value(t: SystemTime) -> HeaderValue {
 }
 
 /// `Surrogate-Key` (space-separated) and `Cache-Tag` (comma-separated) values.
-fn tags_of(h: &HeaderMap) -> Vec<String> {
+pub(crate) fn tags_of(h: &HeaderMap) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for v in h
         .get_all("surrogate-key")

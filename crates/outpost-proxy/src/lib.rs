@@ -7,6 +7,7 @@
 pub mod body;
 pub mod conn;
 pub mod driver;
+pub mod fill;
 pub mod metrics;
 pub mod tenant;
 

@@ -82,7 +82,11 @@ async fn two_hundred_concurrent_cold_requests_make_one_origin_request() {
     }
     assert_eq!(origin.hits("/cold"), 1, "exactly one origin request");
     assert_eq!(stored, 1, "one leader");
-    assert_eq!(collapsed + hits, 199, "everyone else joined the fill or hit its result");
+    assert_eq!(
+        collapsed + hits,
+        199,
+        "everyone else joined the fill or hit its result"
+    );
     assert!(collapsed > 0, "requests during the fill were collapsed");
 }
 
@@ -434,4 +438,30 @@ async fn poisoning_headers_are_not_forwarded_on_fills() {
     let seen = origin.requests();
     assert!(!seen[0].headers.contains_key("x-forwarded-host"));
     assert!(!seen[0].headers.contains_key("cookie"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_completes_after_its_client_leaves() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/leave",
+        RouteSpec::ok(&"z".repeat(10_000), "max-age=60")
+            .header("content-length", "10000")
+            .trickle(1_000, Duration::from_millis(50)),
+    );
+    let edge = node_for(&origin).await;
+    // The leader's client hangs up after ~100 ms, mid-body.
+    let partial = raw_request(
+        edge,
+        b"GET /leave HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
+    assert!(partial.len() < 10_000);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = get(edge, "/leave", &[]).await;
+    assert_eq!(r.body.len(), 10_000);
+    assert!(cs(&r).contains("hit"), "{}", cs(&r));
+    assert_eq!(origin.hits("/leave"), 1);
 }

@@ -1,0 +1,254 @@
+//! The leader's side of a cache fill: [`Filling`] takes each origin body chunk, hands it to the
+//! followers, keeps a copy for the store (up to the tenant's object limit) and stores the object
+//! when the body is complete. [`FillingBody`] is the leader's own client body: it reads the origin
+//! body directly (no task between origin and client) and, if the client goes away early, hands the
+//! rest of the fill to a background task so followers and the store still get the whole object.
+
+use crate::driver::{invalidate, store_variant, tags_of, FillHead};
+use crate::tenant::Tenant;
+use crate::Node;
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use outpost_fill::{FillFollower, FillLeader};
+use outpost_store::{CacheKey, ObjectMeta, StoredObject};
+use outpost_upstream::BoxError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+/// Longest pause between two origin body chunks before the fill is abandoned.
+const BODY_IDLE: Duration = Duration::from_secs(30);
+
+/// One fill in progress, owned by its leader.
+pub struct Filling {
+    node: Arc<Node>,
+    tenant: Arc<Tenant>,
+    primary: CacheKey,
+    key: CacheKey,
+    leader: FillLeader<CacheKey, FillHead>,
+    head: Arc<FillHead>,
+    keep_until: SystemTime,
+    buf: BytesMut,
+    keep: bool,
+}
+
+impl Filling {
+    /// Start filling `key` (whose response head is already published).
+    pub fn new(
+        node: Arc<Node>,
+        tenant: Arc<Tenant>,
+        primary: CacheKey,
+        key: CacheKey,
+        leader: FillLeader<CacheKey, FillHead>,
+        head: Arc<FillHead>,
+        keep_until: SystemTime,
+    ) -> Self {
+        let limit = tenant.max_object_bytes;
+        let cap = head.content_length().unwrap_or(16 * 1024).min(limit) as usize;
+        Self {
+            node,
+            tenant,
+            primary,
+            key,
+            leader,
+            head,
+            keep_until,
+            buf: BytesMut::with_capacity(cap),
+            keep: true,
+        }
+    }
+
+    /// A follower handle on this fill.
+    pub fn follower(&self) -> FillFollower<FillHead> {
+        self.leader.follower()
+    }
+
+    fn on_data(&mut self, data: &Bytes) {
+        self.node
+            .metrics
+            .origin_bytes(self.tenant.index, data.len() as u64);
+        if self.keep {
+            if (self.buf.len() + data.len()) as u64 > self.tenant.max_object_bytes {
+                self.keep = false;
+                self.buf = BytesMut::new();
+            } else {
+                self.buf.extend_from_slice(data);
+            }
+        }
+        self.leader.push(data.clone());
+    }
+
+    fn fail(self, reason: &str) {
+        tracing::debug!(key = %self.key, reason, "fill failed");
+        self.leader.fail(reason);
+    }
+
+    /// The origin body ended cleanly: store the object (if kept) and end the fill.
+    fn complete(self) {
+        if let Some(expected) = self.head.content_length() {
+            if self.keep && self.buf.len() as u64 != expected {
+                self.leader.fail("origin body shorter than Content-Length");
+                return;
+            }
+        }
+        if self.keep {
+            let head = &self.head;
+            let obj = Arc::new(StoredObject {
+                status: head.status(),
+                headers: head.headers().clone(),
+                body: self.buf.freeze(),
+                meta: ObjectMeta {
+                    request_time: head.timing().request_time,
+                    response_time: head.timing().response_time,
+                    initial_age: head.timing().initial_age,
+                    lifetime: head.timing().lifetime,
+                    keep_until: self.keep_until,
+                    tags: tags_of(head.headers()),
+                    vary: None,
+                },
+            });
+            let now = SystemTime::now();
+            let node = &self.node;
+            match head.vary() {
+                None => {
+                    if self.key == self.primary {
+                        if let Some(old) = node.store.get(&self.primary, now) {
+                            if old.meta.vary.is_some() {
+                                invalidate(node, &self.primary);
+                            }
+                        }
+                    }
+                    node.store.insert(self.key.clone(), obj, now);
+                }
+                Some((fields, variance)) => {
+                    store_variant(
+                        node,
+                        &self.tenant,
+                        &self.primary,
+                        fields,
+                        variance,
+                        obj,
+                        self.keep_until,
+                        now,
+                    );
+                }
+            }
+        }
+        self.leader.finish();
+    }
+
+    /// Read the rest of `body` into the fill (for when no client is reading it).
+    pub async fn drain(mut self, mut body: Incoming) {
+        loop {
+            match tokio::time::timeout(BODY_IDLE, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.on_data(data);
+                    }
+                }
+                Ok(None) => return self.complete(),
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "origin body failed mid-fill");
+                    return self.fail("origin body error");
+                }
+                Err(_) => return self.fail("origin body idle timeout"),
+            }
+        }
+    }
+}
+
+/// The leader's client body: the origin body, teed into the fill.
+pub struct FillingBody {
+    body: Option<Incoming>,
+    filling: Option<Filling>,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl FillingBody {
+    /// Tee `body` into `filling`.
+    pub fn new(body: Incoming, filling: Filling) -> Self {
+        Self {
+            body: Some(body),
+            filling: Some(filling),
+            idle: Box::pin(tokio::time::sleep(BODY_IDLE)),
+        }
+    }
+}
+
+impl Body for FillingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(f)) = (frame.data_ref(), this.filling.as_mut()) {
+                    f.on_data(data);
+                }
+                this.idle
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + BODY_IDLE);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.body = None;
+                if let Some(f) = this.filling.take() {
+                    f.fail("origin body error");
+                }
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.body = None;
+                if let Some(f) = this.filling.take() {
+                    f.complete();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.idle.as_mut().poll(cx).is_ready() {
+                    this.body = None;
+                    if let Some(f) = this.filling.take() {
+                        f.fail("origin body idle timeout");
+                    }
+                    return Poll::Ready(Some(Err("origin body idle timeout".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_else(|| http_body::SizeHint::with_exact(0))
+    }
+}
+
+impl Drop for FillingBody {
+    fn drop(&mut self) {
+        if let (Some(body), Some(filling)) = (self.body.take(), self.filling.take()) {
+            // The client left before the end: finish the fill for followers and the store.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(filling.drain(body));
+            } else {
+                filling.fail("client went away");
+            }
+        }
+    }
+}
