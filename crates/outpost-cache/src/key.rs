@@ -134,38 +134,65 @@ pub fn canonicalize(
     Ok(CanonicalUrl { host, path, query })
 }
 
-/// Lower-case the host, drop `:80` and a trailing dot, and check its characters.
+/// Lower-case the host, drop `:80` and a trailing dot, and check its characters: a registered
+/// name (letters, digits, `-`, `_`, non-empty dot-separated labels) or a bracketed IPv6 literal,
+/// then an optional port of 1-5 digits (normalised, so `:080` is `:80` and is dropped).
 pub fn canonical_host(raw: &str) -> Result<String, KeyError> {
-    let raw = raw.trim();
-    let (name, port) = if raw.starts_with('[') {
-        match raw.find(']') {
-            Some(i) => (&raw[..=i], raw[i + 1..].strip_prefix(':')),
-            None => return Err(KeyError::InvalidHost(raw.to_string())),
+    let bad = || KeyError::InvalidHost(raw.to_string());
+    let raw_t = raw.trim();
+    let (name, port) = if raw_t.starts_with('[') {
+        let i = raw_t.find(']').ok_or_else(bad)?;
+        let rest = &raw_t[i + 1..];
+        let port = match rest {
+            "" => None,
+            r => Some(r.strip_prefix(':').ok_or_else(bad)?),
+        };
+        let inner = &raw_t[1..i];
+        let ok = !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !ok {
+            return Err(bad());
         }
+        (&raw_t[..=i], port)
     } else {
-        match raw.rsplit_once(':') {
+        match raw_t.rsplit_once(':') {
             Some((h, p)) => (h, Some(p)),
-            None => (raw, None),
+            None => (raw_t, None),
         }
     };
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let valid_name = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-    if !valid_name {
-        return Err(KeyError::InvalidHost(raw.to_string()));
-    }
+    let is_v6 = name.starts_with('[');
+    let name = if is_v6 {
+        name
+    } else {
+        let n = name.strip_suffix('.').unwrap_or(name);
+        let ok = !n.is_empty()
+            && n.len() <= 253
+            && n.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !ok {
+            return Err(bad());
+        }
+        n
+    };
     let mut out = name.to_ascii_lowercase();
     match port {
-        None | Some("") | Some("80") => {}
+        None | Some("") => {}
         Some(p) => {
-            let n: u16 = p
-                .parse()
-                .map_err(|_| KeyError::InvalidHost(raw.to_string()))?;
-            out.push(':');
-            out.push_str(&n.to_string());
+            if p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let n: u16 = p.parse().map_err(|_| bad())?;
+            if n != 80 {
+                out.push(':');
+                out.push_str(&n.to_string());
+            }
         }
     }
     Ok(out)
@@ -399,6 +426,16 @@ mod tests {
         assert!(canonical_host("a:99999").is_err());
         assert!(canonical_host("evil.com/x").is_err());
         assert_eq!(canonical_host("[::1]:8080").unwrap(), "[::1]:8080");
+        // Found by the canonical_url fuzz target: each must be idempotent or rejected.
+        assert_eq!(canonical_host("a:080").unwrap(), "a");
+        assert_eq!(canonical_host("[::1]:0080").unwrap(), "[::1]");
+        assert!(canonical_host("[::1]:+080").is_err());
+        assert!(canonical_host("a..").is_err());
+        assert!(canonical_host("a:b:80").is_err());
+        assert!(canonical_host(":[:").is_err());
+        assert!(canonical_host("1::").is_err());
+        assert!(canonical_host("y::1]:80").is_err());
+        assert!(canonical_host("[zz]").is_err());
     }
 
     #[test]
@@ -442,6 +479,13 @@ mod tests {
         #[test]
         fn never_panics(host in "\\PC{0,20}", target in "/\\PC{0,40}") {
             let _ = canonicalize(&host, &target, &QueryRules::default());
+        }
+
+        #[test]
+        fn host_idempotent(host in "[a-zA-Z0-9.:\\[\\]+_-]{0,16}") {
+            if let Ok(once) = canonical_host(&host) {
+                prop_assert_eq!(canonical_host(&once), Ok(once.clone()));
+            }
         }
     }
 }

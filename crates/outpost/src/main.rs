@@ -10,6 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// mimalloc instead of glibc malloc: the hit path allocates a few small buffers per request and
+/// glibc's malloc/free showed up as ~7% of node CPU under load (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "outpost", version, about = "Outpost: an HTTP caching CDN node")]
 struct Cli {
