@@ -94,6 +94,33 @@ pub struct HitEval {
     pub stale_on_error_ok: bool,
 }
 
+/// The response directives that decide reuse of a stored response, parsed once (at store time)
+/// from its effective cache-control field (RFC 9213 targeted field first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReuseFacts {
+    /// `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`: never serve it stale.
+    pub no_stale: bool,
+    /// Unqualified `no-cache`: validate before every reuse.
+    pub always_revalidate: bool,
+    /// `stale-while-revalidate` seconds.
+    pub stale_while_revalidate: Option<u64>,
+    /// `stale-if-error` seconds.
+    pub stale_if_error: Option<u64>,
+}
+
+impl ReuseFacts {
+    /// Parse the facts from stored response headers.
+    pub fn from_headers(stored: &HeaderMap) -> Self {
+        let (cc, _src) = effective_response_cc(stored);
+        ReuseFacts {
+            no_stale: cc.forbids_stale(),
+            always_revalidate: cc.requires_revalidation(),
+            stale_while_revalidate: cc.stale_while_revalidate,
+            stale_if_error: cc.stale_if_error,
+        }
+    }
+}
+
 /// Decide how a stored response may satisfy a request (RFC 9111 §4, §4.2.4, §5.2; RFC 5861).
 pub fn evaluate_hit(
     stored: &HeaderMap,
@@ -102,7 +129,17 @@ pub fn evaluate_hit(
     policy: &TenantPolicy,
     now: SystemTime,
 ) -> HitEval {
-    let (cc, _src) = effective_response_cc(stored);
+    evaluate_reuse(&ReuseFacts::from_headers(stored), timing, req, policy, now)
+}
+
+/// [`evaluate_hit`] with the response directives already parsed.
+pub fn evaluate_reuse(
+    facts: &ReuseFacts,
+    timing: &StoredTiming,
+    req: &RequestCacheControl,
+    policy: &TenantPolicy,
+    now: SystemTime,
+) -> HitEval {
     let age = current_age(timing.initial_age, timing.response_time, now);
     let lifetime = timing.lifetime;
     let ttl = lifetime.as_secs() as i64 - age.as_secs() as i64;
@@ -110,8 +147,8 @@ pub fn evaluate_hit(
     let staleness = age.saturating_sub(lifetime);
 
     // §4.2.4 / §5.2.2.2 / §5.2.2.8 / §5.2.2.10: never serve stale without validation.
-    let no_stale = cc.forbids_stale();
-    let sie_window = cc
+    let no_stale = facts.no_stale;
+    let sie_window = facts
         .stale_if_error
         .map(Duration::from_secs)
         .unwrap_or(Duration::ZERO)
@@ -131,7 +168,7 @@ pub fn evaluate_hit(
     };
 
     // Unqualified response no-cache: always validate (§5.2.2.4). Request no-cache likewise (§5.2.1.4).
-    if cc.requires_revalidation() || req.no_cache {
+    if facts.always_revalidate || req.no_cache {
         return eval(HitAction::Revalidate);
     }
     if let Some(max_age) = req.max_age {
@@ -157,7 +194,7 @@ pub fn evaluate_hit(
         }
         _ => {}
     }
-    if let Some(swr) = cc.stale_while_revalidate {
+    if let Some(swr) = facts.stale_while_revalidate {
         if staleness <= Duration::from_secs(swr) {
             return eval(HitAction::ServeStaleAndRefresh);
         }

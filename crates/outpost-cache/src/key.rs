@@ -127,7 +127,8 @@ pub fn canonicalize(
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let path = remove_dot_segments(&normalize_pct(raw_path, PctContext::Path));
+    let normalized = normalize_pct(raw_path, PctContext::Path);
+    let path = remove_dot_segments(&normalized);
     let query = raw_query
         .map(|q| canonical_query(q, rules))
         .unwrap_or_default();
@@ -250,6 +251,10 @@ fn push_pct(out: &mut String, b: u8) {
 /// RFC 3986 §6.2.2.1/§6.2.2.2: upper-case percent-encodings, decode unreserved, encode the rest.
 fn normalize_pct(s: &str, ctx: PctContext) -> String {
     let b = s.as_bytes();
+    // Fast path: nothing encoded and nothing to encode (most request targets).
+    if b.iter().all(|&c| c != b'%' && is_allowed_raw(c, ctx)) {
+        return s.to_string();
+    }
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     while i < b.len() {
@@ -285,6 +290,10 @@ fn normalize_pct(s: &str, ctx: PctContext) -> String {
 
 /// RFC 3986 §5.2.4 remove_dot_segments (input already percent-normalised, so "%2E" became ".").
 fn remove_dot_segments(path: &str) -> String {
+    // Fast path: no dot segment and no empty segment to collapse.
+    if path.starts_with('/') && !path.contains("//") && !path.contains("/.") {
+        return path.to_string();
+    }
     let mut out: Vec<&str> = Vec::new();
     let trailing_slash = path.ends_with('/')
         || path.ends_with("/.")

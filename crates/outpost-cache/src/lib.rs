@@ -6,6 +6,7 @@ pub mod decide;
 pub mod key;
 
 pub use decide::{
-    evaluate_hit, plan_store, HitAction, HitEval, StorePlan, StoredTiming, TenantPolicy,
+    evaluate_hit, evaluate_reuse, plan_store, HitAction, HitEval, ReuseFacts, StorePlan,
+    StoredTiming, TenantPolicy,
 };
 pub use key::{canonicalize, CanonicalUrl, KeyError, QueryRules};

@@ -15,8 +15,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outpost_cache::cookie::{self, CookieDecision};
 use outpost_cache::{
-    canonicalize, evaluate_hit, plan_store, CanonicalUrl, HitAction, HitEval, StoredTiming,
-    TenantPolicy,
+    canonicalize, evaluate_reuse, plan_store, CanonicalUrl, HitAction, HitEval, ReuseFacts,
+    StoredTiming, TenantPolicy,
 };
 use outpost_fill::{FillError, FillFollower, FillLeader, Joined};
 use outpost_http::cache_control::{effective_response_cc, strip_targeted, RequestCacheControl};
@@ -30,7 +30,7 @@ use outpost_http::headers::{invalidation_targets, strip_before_store, strip_hop_
 use outpost_http::range::{self, RangeDecision};
 use outpost_http::storability::NotStorable;
 use outpost_http::vary::{self, Vary};
-use outpost_store::{CacheKey, ObjectMeta, StoredObject};
+use outpost_store::{CacheKey, Derived, ObjectMeta, StoredObject};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -115,10 +115,16 @@ pub async fn handle(
         cache_status: String::new(),
         detailed: node.access_log,
     };
-    let span = tracing::debug_span!("request", id, %method, %path);
-    let resp = serve(&node, req, peer, ambiguous_framing, &mut log)
-        .instrument(span)
-        .await;
+    // The span costs ~1% of a hit even when disabled, so it exists only when debug logging is on.
+    let resp = if tracing::enabled!(tracing::Level::DEBUG) {
+        let target = req.uri().path().to_string();
+        let span = tracing::debug_span!("request", id, %method, path = %target);
+        serve(&node, req, peer, ambiguous_framing, &mut log)
+            .instrument(span)
+            .await
+    } else {
+        serve(&node, req, peer, ambiguous_framing, &mut log).await
+    };
     let micros = started.elapsed().as_micros() as u64;
     let status = resp.status().as_u16();
     let bytes = if method == Method::HEAD {
@@ -365,8 +371,12 @@ impl Ctx {
             let mut stale = None;
             if let Some(obj) = found {
                 if obj.meta.vary.is_none() {
+                    let facts = match hit_template(&obj) {
+                        Some(t) => t.reuse,
+                        None => ReuseFacts::from_headers(&obj.headers),
+                    };
                     let eval =
-                        evaluate_hit(&obj.headers, &timing(&obj.meta), &req_cc, &self.policy, now);
+                        evaluate_reuse(&facts, &timing(&obj.meta), &req_cc, &self.policy, now);
                     match eval.action {
                         HitAction::Serve | HitAction::ServeStale => {
                             let outcome = if eval.action == HitAction::Serve {
@@ -684,6 +694,7 @@ impl Ctx {
                 response_time,
             ),
         };
+        let derived = Some(derive_hit(obj.status, &headers, obj.body.len()));
         let fresh = Arc::new(StoredObject {
             status: obj.status,
             headers,
@@ -696,6 +707,7 @@ impl Ctx {
                 keep_until,
                 tags: tags_of(&obj.headers),
                 vary: None,
+                derived,
             },
         });
         if plan.is_ok() {
@@ -855,6 +867,18 @@ impl Ctx {
         log: &mut RequestLog,
     ) -> Response<RespBody> {
         log.outcome = outcome;
+        // Fast path, most hits: a plain GET of a stored 200 gets the precomputed headers.
+        if let Some(t) = hit_template(obj) {
+            let plain = self.method == Method::GET
+                && !self.headers.contains_key(header::RANGE)
+                && !self.headers.contains_key(header::IF_NONE_MATCH)
+                && !self.headers.contains_key(header::IF_MODIFIED_SINCE);
+            if plain {
+                let mut headers = t.headers.clone();
+                headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+                return finish_response(obj.status, headers, full(obj.body.clone()), cs, log);
+            }
+        }
         let len = obj.body.len() as u64;
         let (status, headers, plan) = self.shape(obj.status, &obj.headers, Some(len), age);
         let body = match plan {
@@ -1019,6 +1043,7 @@ pub(crate) fn store_variant(
             keep_until: marker_keep,
             tags: Vec::new(),
             vary: Some(fields.clone()),
+            derived: None,
         },
     });
     node.store.insert(primary.clone(), marker, now);
@@ -1142,6 +1167,33 @@ fn client_headers(h: &mut HeaderMap) {
     strip_targeted(h);
     h.remove(&SURROGATE_KEY);
     h.remove(&CACHE_TAG);
+}
+
+/// What a hit needs from a stored object, derived once when it is stored: the parsed reuse
+/// directives and the headers a plain GET of it gets (client copy, Content-Length, Accept-Ranges).
+pub struct HitTemplate {
+    reuse: ReuseFacts,
+    headers: HeaderMap,
+}
+
+/// Build the derived hit data for an object about to be stored.
+pub(crate) fn derive_hit(status: StatusCode, stored: &HeaderMap, body_len: usize) -> Derived {
+    let mut headers = client_copy(stored);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    if status == StatusCode::OK {
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    Derived(Arc::new(HitTemplate {
+        reuse: ReuseFacts::from_headers(stored),
+        headers,
+    }))
+}
+
+fn hit_template(obj: &StoredObject) -> Option<&HitTemplate> {
+    obj.meta
+        .derived
+        .as_ref()
+        .and_then(|d| d.get::<HitTemplate>())
 }
 
 /// The client-facing copy of *stored* headers (already free of hop-by-hop fields): one pass that

@@ -4,7 +4,7 @@
 //! body directly (no task between origin and client) and, if the client goes away early, hands the
 //! rest of the fill to a background task so followers and the store still get the whole object.
 
-use crate::driver::{invalidate, store_variant, tags_of, FillHead};
+use crate::driver::{derive_hit, invalidate, store_variant, tags_of, FillHead};
 use crate::tenant::Tenant;
 use crate::Node;
 use bytes::{Bytes, BytesMut};
@@ -97,10 +97,12 @@ impl Filling {
         }
         if self.keep {
             let head = &self.head;
+            let body = self.buf.freeze();
+            let derived = Some(derive_hit(head.status(), head.headers(), body.len()));
             let obj = Arc::new(StoredObject {
                 status: head.status(),
                 headers: head.headers().clone(),
-                body: self.buf.freeze(),
+                body,
                 meta: ObjectMeta {
                     request_time: head.timing().request_time,
                     response_time: head.timing().response_time,
@@ -109,6 +111,7 @@ impl Filling {
                     keep_until: self.keep_until,
                     tags: tags_of(head.headers()),
                     vary: None,
+                    derived,
                 },
             });
             let now = SystemTime::now();

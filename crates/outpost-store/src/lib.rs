@@ -14,7 +14,8 @@ pub use memory::{
     default_shard_count, MemoryStore, MAX_OBJECT_SHARE, MAX_SHARDS, TARGET_SHARD_BYTES,
 };
 pub use object::{
-    ObjectMeta, StoredObject, HEADER_OVERHEAD_BYTES, OBJECT_OVERHEAD_BYTES, TAG_OVERHEAD_BYTES,
+    Derived, ObjectMeta, StoredObject, HEADER_OVERHEAD_BYTES, OBJECT_OVERHEAD_BYTES,
+    TAG_OVERHEAD_BYTES,
 };
 pub use policy::{EvictionPolicy, InsertOutcome, PolicyKind, UnknownPolicy};
 pub use store::{Admission, Store, StoreStats};

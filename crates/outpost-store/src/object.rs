@@ -44,6 +44,26 @@ pub struct ObjectMeta {
     /// For a primary-key "vary marker" entry: the request header names the response varies on
     /// (caller-defined semantics).
     pub vary: Option<Arc<[http::HeaderName]>>,
+    /// Data the caller derived from this object to answer hits quickly (e.g. parsed directives,
+    /// client-facing headers). In memory only: never persisted, rebuilt by the caller when absent.
+    pub derived: Option<Derived>,
+}
+
+/// Opaque, caller-defined derived data attached to an object (see [`ObjectMeta::derived`]).
+#[derive(Clone)]
+pub struct Derived(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl Derived {
+    /// The data, if it is of type `T`.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived(..)")
+    }
 }
 
 impl StoredObject {
@@ -97,6 +117,7 @@ mod tests {
                 keep_until: SystemTime::UNIX_EPOCH,
                 tags: vec!["abc".into()],
                 vary: None,
+                derived: None,
             },
         };
         let expected = 5

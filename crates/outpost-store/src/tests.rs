@@ -27,6 +27,7 @@ fn object(body: &[u8], tags: &[&str], keep_until: SystemTime) -> Arc<StoredObjec
             keep_until,
             tags: tags.iter().map(|s| s.to_string()).collect(),
             vary: None,
+            derived: None,
         },
     })
 }
