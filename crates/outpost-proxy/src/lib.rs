@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::tenant::Tenants;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use outpost_config::Config;
 use outpost_fill::FillRegistry;
 use outpost_store::{CacheKey, MemoryStore, PolicyKind, Store};
@@ -122,10 +122,11 @@ pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
         Some(a)
     };
     let limits = Limits {
-        header_read_timeout: cfg.node.header_read_timeout.0,
         max_header_bytes: cfg.node.max_header_bytes.0 as usize,
     };
-    tokio::spawn(accept_loop(listener, node.clone(), limits));
+    let dog = conn::Watchdog::new(cfg.node.header_read_timeout.0, cfg.node.idle_timeout.0);
+    tokio::spawn(dog.clone().run());
+    tokio::spawn(accept_loop(listener, node.clone(), limits, dog));
     Ok(RunningNode {
         node,
         addr,
@@ -135,11 +136,24 @@ pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
 
 #[derive(Clone, Copy)]
 struct Limits {
-    header_read_timeout: Duration,
     max_header_bytes: usize,
 }
 
-async fn accept_loop(listener: TcpListener, node: Arc<Node>, limits: Limits) {
+/// A duplicate handle of the socket for the watchdog to shut down, and the stream to serve.
+fn split_closer(
+    stream: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std_stream = stream.into_std()?;
+    let closer = std_stream.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std_stream)?, closer))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    node: Arc<Node>,
+    limits: Limits,
+    dog: Arc<conn::Watchdog>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -150,19 +164,26 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>, limits: Limits) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let (stream, closer) = match split_closer(stream) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up a connection");
+                continue;
+            }
+        };
+        let watch = dog.watch(closer);
         let node = node.clone();
         tokio::spawn(async move {
             let ambiguous = Arc::new(AtomicBool::new(false));
-            let stream = conn::SniffStream::new(stream, ambiguous.clone());
+            let stream = conn::SniffStream::new(stream, ambiguous.clone(), Some(watch));
             let svc = service_fn(move |req| {
                 let node = node.clone();
                 let flagged = ambiguous.load(Ordering::Relaxed);
                 async move { Ok::<_, Infallible>(driver::handle(node, req, peer, flagged).await) }
             });
+            // Header and idle timeouts are enforced by the watchdog (conn.rs), not hyper's timer.
             let mut b = http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes.max(8192))
+            b.max_buf_size(limits.max_header_bytes.max(8192))
                 .keep_alive(true);
             if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!(error = %e, %peer, "connection ended with error");

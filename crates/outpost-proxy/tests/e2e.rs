@@ -465,3 +465,32 @@ async fn a_fill_completes_after_its_client_leaves() {
     assert!(cs(&r).contains("hit"), "{}", cs(&r));
     assert_eq!(origin.hits("/leave"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_headers_do_not_extend_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = TestOrigin::start().await.unwrap();
+    let edge = node_for(&origin).await;
+    let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let started = std::time::Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    // One header byte every 100 ms: always "active", never complete.
+    let mut closed_after = None;
+    for _ in 0..40 {
+        if s.write_all(b"x").await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let after = closed_after.expect("the node must close a connection whose head never completes");
+    assert!(after < Duration::from_millis(2500), "closed after {after:?} (header timeout 800 ms)");
+    assert_eq!(origin.total_hits(), 0);
+}

@@ -1,0 +1,438 @@
+//! Seeded synthetic trace generator.
+//!
+//! A trace mixes three kinds of request:
+//!
+//! - **Zipf** requests over a catalogue of `keys` objects (ids `0..keys`, id 0 the most popular),
+//!   drawn with probability ∝ 1/rank^α by rejection-inversion sampling (Hörmann & Derflinger,
+//!   1996), which is exact and needs no table;
+//! - **one-hit wonders**: a fraction of requests for fresh ids that are never requested again,
+//!   spread uniformly through the trace;
+//! - **scan bursts**: a fraction of requests arriving in bursts of `scan_burst` consecutive
+//!   requests, each for a fresh id requested only once (a crawler or a cache-warming sweep over
+//!   cold objects). Bursts start at random positions; over the trace the scan share converges on
+//!   `scan_fraction`.
+//!
+//! Fresh ids (one-hit and scan) count up from `keys`. Each id's size is a pure function of the id
+//! and the seed ([`SizeProfile`]), so an object has one size for the whole trace. Timestamps are
+//! `request index / rate` in whole seconds.
+
+use std::str::FromStr;
+
+use crate::error::SimError;
+use crate::rng::{mix64, Rng};
+use crate::trace::{Request, Trace};
+
+/// Object size distributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SizeProfile {
+    /// Every object is 1 byte (object and byte hit ratios coincide).
+    Unit,
+    /// Web assets: log-normal, median 12 KiB, σ = 1.2, clamped to 200 B ..= 2 MiB.
+    #[default]
+    Small,
+    /// Video segments: 4 s at a bitrate ladder of 0.4/1.2/2.5/4.5/8 Mbit/s (200 KB – 4 MB), ±10%.
+    Video,
+    /// 85% of objects small assets, 15% video segments.
+    Mixed,
+}
+
+impl SizeProfile {
+    /// The CLI name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SizeProfile::Unit => "unit",
+            SizeProfile::Small => "small",
+            SizeProfile::Video => "video",
+            SizeProfile::Mixed => "mixed",
+        }
+    }
+
+    /// The size of object `key` under generator seed `seed`.
+    pub fn size_of(&self, key: u64, seed: u64) -> u64 {
+        let h = mix64(key ^ mix64(seed ^ 0x5123_5eed_0b1e_c751));
+        match self {
+            SizeProfile::Unit => 1,
+            SizeProfile::Small => small_asset(h),
+            SizeProfile::Video => video_segment(h),
+            SizeProfile::Mixed => {
+                if h % 100 < 85 {
+                    small_asset(mix64(h))
+                } else {
+                    video_segment(mix64(h))
+                }
+            }
+        }
+    }
+}
+
+impl FromStr for SizeProfile {
+    type Err = SimError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "unit" | "one" | "1" => Ok(SizeProfile::Unit),
+            "small" => Ok(SizeProfile::Small),
+            "video" => Ok(SizeProfile::Video),
+            "mixed" => Ok(SizeProfile::Mixed),
+            other => Err(SimError::invalid(
+                "size profile",
+                format!("{other:?} (expected unit, small, video or mixed)"),
+            )),
+        }
+    }
+}
+
+/// Two uniforms in (0, 1) from one hash.
+fn uniforms(h: u64) -> (f64, f64) {
+    let a = ((h >> 32) as f64 + 0.5) / 4_294_967_296.0;
+    let b = ((h & 0xffff_ffff) as f64 + 0.5) / 4_294_967_296.0;
+    (a, b)
+}
+
+fn small_asset(h: u64) -> u64 {
+    let (u1, u2) = uniforms(h);
+    // Box–Muller: a standard normal from two uniforms.
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    let size = (12.0 * 1024.0) * (1.2 * z).exp();
+    size.clamp(200.0, 2.0 * 1024.0 * 1024.0) as u64
+}
+
+fn video_segment(h: u64) -> u64 {
+    const LADDER_KBPS: [f64; 5] = [400.0, 1200.0, 2500.0, 4500.0, 8000.0];
+    const SEGMENT_SECONDS: f64 = 4.0;
+    let (u1, u2) = uniforms(h);
+    let rung = ((u1 * LADDER_KBPS.len() as f64) as usize).min(LADDER_KBPS.len() - 1);
+    let bytes = LADDER_KBPS[rung] * 1000.0 / 8.0 * SEGMENT_SECONDS;
+    (bytes * (0.9 + 0.2 * u2)) as u64
+}
+
+/// Generator settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenConfig {
+    /// Zipf exponent α (> 0).
+    pub zipf: f64,
+    /// Catalogue size for the Zipf part.
+    pub keys: u64,
+    /// Requests to generate.
+    pub requests: u64,
+    /// Share of requests in scan bursts (0 ≤ x < 1).
+    pub scan_fraction: f64,
+    /// Requests per scan burst.
+    pub scan_burst: u64,
+    /// Share of requests for one-hit wonders (0 ≤ x; with the scan share < 1).
+    pub one_hit_fraction: f64,
+    /// Object sizes.
+    pub sizes: SizeProfile,
+    /// Seed: the same config and seed give the same trace.
+    pub seed: u64,
+    /// Requests per second of trace time (for the `time` column).
+    pub rate: f64,
+}
+
+impl Default for GenConfig {
+    fn default() -> Self {
+        Self {
+            zipf: 0.8,
+            keys: 100_000,
+            requests: 1_000_000,
+            scan_fraction: 0.0,
+            scan_burst: 1_000,
+            one_hit_fraction: 0.0,
+            sizes: SizeProfile::Small,
+            seed: 1,
+            rate: 1_000.0,
+        }
+    }
+}
+
+impl GenConfig {
+    /// Checks the ranges of every field.
+    pub fn validate(&self) -> Result<(), SimError> {
+        if !(self.zipf.is_finite() && self.zipf > 0.0) {
+            return Err(SimError::invalid("--zipf", "α must be a positive number"));
+        }
+        if self.keys == 0 {
+            return Err(SimError::invalid("--keys", "at least one key"));
+        }
+        for (what, v) in [
+            ("--scan-fraction", self.scan_fraction),
+            ("--one-hit", self.one_hit_fraction),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(SimError::invalid(what, format!("{v} is not in [0, 1)")));
+            }
+        }
+        if self.scan_fraction + self.one_hit_fraction >= 1.0 {
+            return Err(SimError::invalid(
+                "--scan-fraction/--one-hit",
+                "scan and one-hit shares must leave room for Zipf requests (sum < 1)",
+            ));
+        }
+        if self.scan_burst == 0 {
+            return Err(SimError::invalid("--scan-burst", "at least 1"));
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(SimError::invalid("--rate", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Zipf sampler over ranks `1..=n` by rejection-inversion (no table, exact distribution).
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    n: f64,
+    s: f64,
+    h_integral_x1: f64,
+    h_integral_n: f64,
+    threshold: f64,
+}
+
+impl Zipf {
+    /// Ranks `1..=n` (`n ≥ 1`) with exponent `s > 0`.
+    pub fn new(n: u64, s: f64) -> Self {
+        let n = n.max(1) as f64;
+        let mut z = Self {
+            n,
+            s,
+            h_integral_x1: 0.0,
+            h_integral_n: 0.0,
+            threshold: 0.0,
+        };
+        z.h_integral_x1 = z.h_integral(1.5) - 1.0;
+        z.h_integral_n = z.h_integral(n + 0.5);
+        z.threshold = 2.0 - z.h_integral_inverse(z.h_integral(2.5) - z.h(2.0));
+        z
+    }
+
+    /// A rank in `1..=n`.
+    pub fn sample(&self, rng: &mut Rng) -> u64 {
+        loop {
+            let u = self.h_integral_n + rng.next_f64() * (self.h_integral_x1 - self.h_integral_n);
+            let x = self.h_integral_inverse(u);
+            let k = (x + 0.5).floor().clamp(1.0, self.n);
+            if k - x <= self.threshold || u >= self.h_integral(k + 0.5) - self.h(k) {
+                return k as u64;
+            }
+        }
+    }
+
+    fn h(&self, x: f64) -> f64 {
+        (-self.s * x.ln()).exp()
+    }
+
+    fn h_integral(&self, x: f64) -> f64 {
+        let log_x = x.ln();
+        helper2((1.0 - self.s) * log_x) * log_x
+    }
+
+    fn h_integral_inverse(&self, x: f64) -> f64 {
+        let t = (x * (1.0 - self.s)).max(-1.0);
+        (helper1(t) * x).exp()
+    }
+}
+
+/// `ln(1 + x) / x`, continuous at 0.
+fn helper1(x: f64) -> f64 {
+    if x.abs() > 1e-8 {
+        x.ln_1p() / x
+    } else {
+        1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
+    }
+}
+
+/// `(e^x − 1) / x`, continuous at 0.
+fn helper2(x: f64) -> f64 {
+    if x.abs() > 1e-8 {
+        x.exp_m1() / x
+    } else {
+        1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + 0.25 * x))
+    }
+}
+
+/// Generates a trace.
+pub fn generate(cfg: &GenConfig) -> Result<Trace, SimError> {
+    cfg.validate()?;
+    let mut rng = Rng::new(cfg.seed);
+    let zipf = Zipf::new(cfg.keys, cfg.zipf);
+    let burst = cfg.scan_burst as f64;
+    let f = cfg.scan_fraction;
+    // A burst starts at a non-burst position with probability p; runs of other requests are then
+    // geometric with mean (1 − p)/p, so the scan share is B / (B + (1 − p)/p) = f.
+    let p_burst = if f > 0.0 { f / (burst * (1.0 - f) + f) } else { 0.0 };
+    // Among non-scan requests, this share are one-hit wonders.
+    let p_one_hit = cfg.one_hit_fraction / (1.0 - f);
+    let capacity = usize::try_from(cfg.requests).unwrap_or(0);
+    let mut requests = Vec::with_capacity(capacity);
+    let mut fresh = cfg.keys;
+    let mut burst_left = 0u64;
+    for i in 0..cfg.requests {
+        if burst_left == 0 && p_burst > 0.0 && rng.next_f64() < p_burst {
+            burst_left = cfg.scan_burst;
+        }
+        let key = if burst_left > 0 {
+            burst_left -= 1;
+            fresh += 1;
+            fresh - 1
+        } else if p_one_hit > 0.0 && rng.next_f64() < p_one_hit {
+            fresh += 1;
+            fresh - 1
+        } else {
+            zipf.sample(&mut rng) - 1
+        };
+        let time = (i as f64 / cfg.rate) as u64;
+        requests.push(Request {
+            time,
+            key,
+            size: cfg.sizes.size_of(key, cfg.seed),
+        });
+    }
+    Ok(Trace::new(requests))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn small_cfg(seed: u64) -> GenConfig {
+        GenConfig {
+            keys: 2_000,
+            requests: 50_000,
+            scan_fraction: 0.2,
+            scan_burst: 200,
+            one_hit_fraction: 0.1,
+            sizes: SizeProfile::Mixed,
+            seed,
+            ..GenConfig::default()
+        }
+    }
+
+    #[test]
+    fn generator_is_deterministic_by_seed() {
+        let a = generate(&small_cfg(1)).unwrap();
+        let b = generate(&small_cfg(1)).unwrap();
+        let c = generate(&small_cfg(2)).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.len(), 50_000);
+    }
+
+    #[test]
+    fn shares_of_scan_one_hit_and_zipf_match_the_config() {
+        let cfg = GenConfig {
+            requests: 400_000,
+            ..small_cfg(3)
+        };
+        let t = generate(&cfg).unwrap();
+        let mut counts: HashMap<u64, u64> = HashMap::new();
+        for r in &t.requests {
+            *counts.entry(r.key).or_default() += 1;
+        }
+        let fresh = t.requests.iter().filter(|r| r.key >= cfg.keys).count() as f64;
+        let share = fresh / t.len() as f64;
+        assert!((share - 0.3).abs() < 0.02, "fresh share {share}");
+        // Fresh ids are requested exactly once.
+        assert!(counts
+            .iter()
+            .filter(|(k, _)| **k >= cfg.keys)
+            .all(|(_, c)| *c == 1));
+        // Scan bursts: runs of consecutive fresh ids at least a burst long make up ~20%.
+        let mut in_runs = 0usize;
+        let mut run = 1usize;
+        for w in t.requests.windows(2) {
+            if w[0].key >= cfg.keys && w[1].key == w[0].key + 1 {
+                run += 1;
+            } else {
+                if run >= cfg.scan_burst as usize {
+                    in_runs += run;
+                }
+                run = 1;
+            }
+        }
+        let scan_share = in_runs as f64 / t.len() as f64;
+        assert!((scan_share - 0.2).abs() < 0.03, "scan share {scan_share}");
+        // The same object always has the same size.
+        let mut sizes: HashMap<u64, u64> = HashMap::new();
+        for r in &t.requests {
+            assert_eq!(*sizes.entry(r.key).or_insert(r.size), r.size);
+        }
+    }
+
+    #[test]
+    fn zipf_sampler_matches_the_distribution() {
+        for &s in &[0.6, 0.8, 1.0, 1.2] {
+            let n = 50u64;
+            let z = Zipf::new(n, s);
+            let mut rng = Rng::new(9);
+            let draws = 200_000;
+            let mut counts = vec![0u64; n as usize + 1];
+            for _ in 0..draws {
+                let k = z.sample(&mut rng);
+                assert!((1..=n).contains(&k));
+                counts[k as usize] += 1;
+            }
+            let norm: f64 = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).sum();
+            for k in [1u64, 2, 5, 20, 50] {
+                let expected = draws as f64 / (k as f64).powf(s) / norm;
+                let got = counts[k as usize] as f64;
+                let tolerance = 5.0 * expected.sqrt() + 1.0;
+                assert!(
+                    (got - expected).abs() < tolerance,
+                    "s {s} rank {k}: got {got} expected {expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn size_profiles_stay_in_their_ranges() {
+        for key in 0..10_000u64 {
+            assert_eq!(SizeProfile::Unit.size_of(key, 1), 1);
+            let s = SizeProfile::Small.size_of(key, 1);
+            assert!((200..=2 * 1024 * 1024).contains(&s), "{s}");
+            let v = SizeProfile::Video.size_of(key, 1);
+            assert!((180_000..=4_400_000).contains(&v), "{v}");
+        }
+        let mut small: Vec<u64> = (0..10_001u64)
+            .map(|k| SizeProfile::Small.size_of(k, 1))
+            .collect();
+        small.sort_unstable();
+        let median = small[5_000];
+        assert!((10_000..15_000).contains(&median), "median {median}");
+        let video_share = (0..10_000u64)
+            .filter(|&k| SizeProfile::Mixed.size_of(k, 1) >= 180_000)
+            .count();
+        // 15% video plus the few small assets clamped above 180 kB.
+        assert!((1_400..2_100).contains(&video_share), "{video_share}");
+        assert_eq!("video".parse::<SizeProfile>().unwrap(), SizeProfile::Video);
+        assert!("huge".parse::<SizeProfile>().is_err());
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        let bad = [
+            GenConfig {
+                zipf: 0.0,
+                ..GenConfig::default()
+            },
+            GenConfig {
+                keys: 0,
+                ..GenConfig::default()
+            },
+            GenConfig {
+                scan_fraction: 0.6,
+                one_hit_fraction: 0.5,
+                ..GenConfig::default()
+            },
+            GenConfig {
+                scan_burst: 0,
+                ..GenConfig::default()
+            },
+        ];
+        for cfg in bad {
+            assert!(generate(&cfg).is_err(), "{cfg:?}");
+        }
+    }
+}
