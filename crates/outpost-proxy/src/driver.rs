@@ -803,19 +803,7 @@ impl Ctx {
             .origin_fetch(self.tenant.index, result.is_err());
         let mut cs = CacheStatus::fwd(&node.name, fwd);
         cs.detail = detail;
-        match result {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                cs.fwd_status = Some(parts.status.as_u16());
-                client_headers(&mut parts.headers);
-                log.outcome = Outcome::Pass;
-                finish_response(parts.status, parts.headers, stream_incoming(body), cs, log)
-            }
-            Err(e) => {
-                log.outcome = Outcome::Error;
-                error_response(node, e.kind.status(), e.kind.as_str(), &e.to_string(), log)
-            }
-        }
+        relay(node, result, cs, log)
     }
 
     /// Headers for a cache fill: hop-by-hop removed, client conditionals and Range removed (we fetch
@@ -1131,6 +1119,17 @@ async fn pass(
     node.metrics.origin_fetch(tenant.index, result.is_err());
     let mut cs = CacheStatus::fwd(&node.name, fwd);
     cs.detail = detail;
+    relay(node, result, cs, log)
+}
+
+/// The client's answer to a forwarded, uncached request: the origin's response streamed through,
+/// or an error naming the cause.
+fn relay(
+    node: &Node,
+    result: Result<Response<Incoming>, outpost_upstream::UpstreamError>,
+    mut cs: CacheStatus,
+    log: &mut RequestLog,
+) -> Response<RespBody> {
     match result {
         Ok(resp) => {
             let (mut rp, rbody) = resp.into_parts();

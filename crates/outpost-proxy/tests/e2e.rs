@@ -491,6 +491,45 @@ async fn trickled_headers_do_not_extend_the_header_deadline() {
         }
     }
     let after = closed_after.expect("the node must close a connection whose head never completes");
-    assert!(after < Duration::from_millis(2500), "closed after {after:?} (header timeout 800 ms)");
+    assert!(
+        after < Duration::from_millis(2500),
+        "closed after {after:?} (header timeout 800 ms)"
+    );
     assert_eq!(origin.total_hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_per_url_are_capped() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/lang",
+        RouteSpec::ok("", "max-age=60")
+            .header("vary", "Accept-Language")
+            .echo_vary(),
+    );
+    let mut cfg = Config::single_origin("127.0.0.1:0", &origin.url()).unwrap();
+    cfg.node.metrics = String::new();
+    cfg.tenants[0].cache.max_variants = 2;
+    let edge = outpost_proxy::start(&cfg).await.unwrap().addr;
+    for lang in ["en", "fr", "de"] {
+        get(edge, "/lang", &[("accept-language", lang)]).await;
+    }
+    assert_eq!(origin.hits("/lang"), 3);
+    // de and fr are kept; en (the oldest) was evicted by the cap.
+    let fr = get(edge, "/lang", &[("accept-language", "fr")]).await;
+    assert!(cs(&fr).contains("hit"), "{}", cs(&fr));
+    let en = get(edge, "/lang", &[("accept-language", "en")]).await;
+    assert!(cs(&en).contains("vary-miss"), "{}", cs(&en));
+    assert_eq!(origin.hits("/lang"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_star_is_never_stored() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/star", RouteSpec::ok("", "max-age=60").header("vary", "*"));
+    let edge = node_for(&origin).await;
+    get(edge, "/star", &[]).await;
+    let r = get(edge, "/star", &[]).await;
+    assert!(cs(&r).contains("vary-star"), "{}", cs(&r));
+    assert_eq!(origin.hits("/star"), 2);
 }
