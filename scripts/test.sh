@@ -14,7 +14,7 @@ echo "== build"
 cargo build --workspace --locked
 
 echo "== conformance: http-cache-tests against outpost node"
-OUTPOST_BIN="$PWD/target/debug/outpost" bash scripts/conformance.sh
+OUTPOST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/outpost" bash scripts/conformance.sh
 
 echo "== cargo test"
 cargo test --workspace --locked
