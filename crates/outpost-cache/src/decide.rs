@@ -5,7 +5,7 @@
 use http::{HeaderMap, Method, StatusCode};
 use outpost_http::cache_control::{effective_response_cc, CcSource, MaxStale, RequestCacheControl};
 use outpost_http::freshness::{corrected_initial_age, current_age, freshness_lifetime, Lifetime};
-use outpost_http::storability::{check_storable, NotStorable};
+use outpost_http::storability::{check_storable_with, NotStorable, SetCookiePolicy};
 use std::time::{Duration, SystemTime};
 
 /// Tenant (and rule) defaults that shape decisions where the origin is silent.
@@ -23,6 +23,8 @@ pub struct TenantPolicy {
     pub ttl_override: Option<Duration>,
     /// How long a stale object with validators is kept for conditional revalidation.
     pub keep_for_revalidation: Duration,
+    /// Whether responses carrying `Set-Cookie` may be stored.
+    pub set_cookie: SetCookiePolicy,
 }
 
 impl Default for TenantPolicy {
@@ -34,6 +36,7 @@ impl Default for TenantPolicy {
             heuristic_cap: Duration::from_secs(86400),
             ttl_override: None,
             keep_for_revalidation: Duration::from_secs(3600),
+            set_cookie: SetCookiePolicy::Store,
         }
     }
 }
@@ -229,7 +232,15 @@ pub fn plan_store(
     jitter: f64,
 ) -> Result<StorePlan, NotStorable> {
     let (cc, source) = effective_response_cc(resp_headers);
-    let storable = check_storable(method, req_headers, status, resp_headers, &cc, source);
+    let storable = check_storable_with(
+        method,
+        req_headers,
+        status,
+        resp_headers,
+        &cc,
+        source,
+        policy.set_cookie,
+    );
     let mut negative = false;
     let lifetime = match storable {
         Ok(()) => match freshness_lifetime(
@@ -474,6 +485,47 @@ mod tests {
             plan(&h(&[("cache-control", "private, max-age=9")]), 200),
             Err(NotStorable::Private)
         );
+    }
+
+    #[test]
+    fn set_cookie_policy() {
+        let r = h(&[
+            ("cache-control", "max-age=60"),
+            ("set-cookie", "s=1"),
+            ("date", &date(t0())),
+        ]);
+        assert!(plan(&r, 200).is_ok(), "RFC 9111 default stores it");
+        let strict = TenantPolicy {
+            set_cookie: SetCookiePolicy::RequireExplicitShared,
+            ..TenantPolicy::default()
+        };
+        let p = plan_store(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &r,
+            &strict,
+            t0(),
+            t0(),
+            0.0,
+        );
+        assert_eq!(p, Err(NotStorable::SetCookie));
+        let r2 = h(&[
+            ("cache-control", "public, max-age=60"),
+            ("set-cookie", "s=1"),
+            ("date", &date(t0())),
+        ]);
+        let p = plan_store(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &r2,
+            &strict,
+            t0(),
+            t0(),
+            0.0,
+        );
+        assert!(p.is_ok());
     }
 
     #[test]

@@ -184,6 +184,12 @@ pub struct StoreConfig {
     pub ram_bytes: ByteSize,
     /// Admission/eviction policy: `w-tinylfu` (default), `s3-fifo`, `lru`.
     pub policy: String,
+    /// Directory of the SSD tier's segment files; empty = RAM only.
+    pub dir: String,
+    /// SSD tier budget (used when `dir` is set).
+    pub disk_bytes: ByteSize,
+    /// Size of one SSD segment file.
+    pub segment_bytes: ByteSize,
 }
 
 impl Default for StoreConfig {
@@ -191,6 +197,9 @@ impl Default for StoreConfig {
         Self {
             ram_bytes: ByteSize(512 << 20),
             policy: "w-tinylfu".into(),
+            dir: String::new(),
+            disk_bytes: ByteSize(10 << 30),
+            segment_bytes: ByteSize(256 << 20),
         }
     }
 }
@@ -236,6 +245,22 @@ pub struct CacheDefaults {
     pub origin_timeout: Dur,
     /// Largest object stored; bigger ones are streamed through uncached.
     pub max_object_bytes: ByteSize,
+    /// Responses with `Set-Cookie`: `store` (RFC 9111), `explicit` (only with `public`,
+    /// `s-maxage` or a targeted field such as CDN-Cache-Control) or `never`.
+    pub set_cookie: SetCookieMode,
+}
+
+/// How responses carrying `Set-Cookie` are treated.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetCookieMode {
+    /// Stored when otherwise storable (RFC 9111).
+    #[default]
+    Store,
+    /// Stored only when explicitly shared-cacheable.
+    Explicit,
+    /// Never stored.
+    Never,
 }
 
 impl Default for CacheDefaults {
@@ -249,6 +274,7 @@ impl Default for CacheDefaults {
             connect_timeout: Dur(Duration::from_secs(3)),
             origin_timeout: Dur(Duration::from_secs(30)),
             max_object_bytes: ByteSize(64 << 20),
+            set_cookie: SetCookieMode::Store,
         }
     }
 }
@@ -380,6 +406,20 @@ impl Config {
         }
         if self.store.ram_bytes.0 < (1 << 20) {
             return Err(ConfigError::new("store.ram_bytes", "must be at least 1M"));
+        }
+        if !self.store.dir.is_empty() {
+            if self.store.segment_bytes.0 < (1 << 20) {
+                return Err(ConfigError::new(
+                    "store.segment_bytes",
+                    "must be at least 1M",
+                ));
+            }
+            if self.store.disk_bytes.0 < 2 * self.store.segment_bytes.0 {
+                return Err(ConfigError::new(
+                    "store.disk_bytes",
+                    "must hold at least two segments (store.segment_bytes)",
+                ));
+            }
         }
         if !["w-tinylfu", "s3-fifo", "lru"].contains(&self.store.policy.as_str()) {
             return Err(ConfigError::new(

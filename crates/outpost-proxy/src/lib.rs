@@ -100,6 +100,12 @@ pub struct RunningNode {
 
 /// Bind and serve a node (spawned on the current runtime).
 pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
+    if !cfg.store.dir.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "store.dir: the SSD tier is not wired into the node yet (RAM only for now)",
+        ));
+    }
     let node = Arc::new(Node::new(cfg));
     let listener = TcpListener::bind(&cfg.node.listen).await.map_err(|e| {
         std::io::Error::new(

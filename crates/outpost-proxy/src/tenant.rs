@@ -3,7 +3,8 @@
 
 use outpost_cache::cookie::CookiePolicy;
 use outpost_cache::{QueryRules, TenantPolicy};
-use outpost_config::{Config, CookiePolicyKind, TenantConfig};
+use outpost_config::{Config, CookiePolicyKind, SetCookieMode, TenantConfig};
+use outpost_http::SetCookiePolicy;
 use outpost_upstream::{OriginPool, Timeouts};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,6 +101,11 @@ impl Tenant {
                 heuristic_cap: t.cache.heuristic_cap.0,
                 ttl_override: None,
                 keep_for_revalidation: Duration::from_secs(3600),
+                set_cookie: match t.cache.set_cookie {
+                    SetCookieMode::Store => SetCookiePolicy::Store,
+                    SetCookieMode::Explicit => SetCookiePolicy::RequireExplicitShared,
+                    SetCookieMode::Never => SetCookiePolicy::Never,
+                },
             },
             query: QueryRules {
                 allow: t.cache_key.query_allow.clone(),

@@ -66,6 +66,12 @@ enum Cmd {
         /// RAM cache budget (e.g. 512M, 2G).
         #[arg(long)]
         ram_bytes: Option<String>,
+        /// SSD tier directory (segment files); objects survive restarts.
+        #[arg(long)]
+        store_dir: Option<String>,
+        /// SSD tier budget (e.g. 10G).
+        #[arg(long)]
+        disk_bytes: Option<String>,
         /// Write one JSON access-log line per request to stdout.
         #[arg(long)]
         access_log: bool,
@@ -122,8 +128,17 @@ fn main() -> ExitCode {
                 metrics,
                 name,
                 ram_bytes,
+                store_dir,
+                disk_bytes,
                 access_log,
-            } => node(config, origin, listen, metrics, name, ram_bytes, access_log).await,
+            } => {
+                let store = StoreFlags {
+                    ram: ram_bytes,
+                    dir: store_dir,
+                    disk: disk_bytes,
+                };
+                node(config, origin, listen, metrics, name, store, access_log).await
+            }
             Cmd::Explain {
                 url,
                 headers,
@@ -221,14 +236,20 @@ async fn up(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Storage flags of `outpost node`.
+struct StoreFlags {
+    ram: Option<String>,
+    dir: Option<String>,
+    disk: Option<String>,
+}
+
 async fn node(
     config: Option<PathBuf>,
     origin: Option<String>,
     listen: Option<String>,
     metrics: Option<String>,
     name: Option<String>,
-    ram: Option<String>,
+    store: StoreFlags,
     access_log: bool,
 ) -> Result<(), String> {
     let mut cfg = match (&config, &origin) {
@@ -250,8 +271,14 @@ async fn node(
     if let Some(n) = name {
         cfg.node.name = n;
     }
-    if let Some(r) = ram {
+    if let Some(r) = store.ram {
         cfg.store.ram_bytes = ByteSize::parse(&r).map_err(|e| format!("--ram-bytes: {e}"))?;
+    }
+    if let Some(d) = store.dir {
+        cfg.store.dir = d;
+    }
+    if let Some(d) = store.disk {
+        cfg.store.disk_bytes = ByteSize::parse(&d).map_err(|e| format!("--disk-bytes: {e}"))?;
     }
     cfg.node.access_log |= access_log;
     cfg.validate().map_err(|e| e.to_string())?;
