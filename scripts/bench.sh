@@ -7,7 +7,9 @@
 #   BENCH_CONTENDERS="nginx varnish" scripts/bench.sh  # without the outpost binary
 #
 # Env:
-#   BENCH_CONTENDERS  space-separated, from: outpost nginx varnish bare-hyper static
+#   BENCH_CONTENDERS  space-separated, from: outpost nginx varnish bare-hyper static outpost-ssd
+#                     varnish-file (outpost-ssd: --store-dir with a 1 MiB RAM tier, so hits come
+#                     from the SSD segments; varnish-file: Varnish with -s file storage)
 #                     (default "outpost nginx varnish bare-hyper"; static = the origin nginx
 #                     itself: 1 worker, unbuffered access log, so a floor, not a tuned static server)
 #   BENCH_CASES       from: 1k 100k 1m random (default all four)
@@ -73,8 +75,9 @@ for c in "${CONTENDERS[@]}"; do
   case "$c" in
     outpost) [ -x "$OUTPOST_BIN" ] || die "no outpost binary at $OUTPOST_BIN (build it, set OUTPOST_BIN, or BENCH_CONTENDERS without outpost)" ;;
     bare-hyper) [ -x "$BARE_HYPER_BIN" ] || die "no bare_hyper at $BARE_HYPER_BIN (cargo build --release --example bare_hyper -p outpost-testkit, or drop bare-hyper from BENCH_CONTENDERS)" ;;
-    nginx|varnish|static) ;;
-    *) die "unknown contender $c (outpost nginx varnish bare-hyper static)" ;;
+    outpost-ssd) [ -x "$OUTPOST_BIN" ] || die "no outpost binary at $OUTPOST_BIN" ;;
+    nginx|varnish|varnish-file|static) ;;
+    *) die "unknown contender $c (outpost nginx varnish bare-hyper static outpost-ssd varnish-file)" ;;
   esac
 done
 for c in "${CASES[@]}"; do
@@ -82,7 +85,7 @@ for c in "${CASES[@]}"; do
 done
 
 needs=(nginx:nginx-light wrk:wrk curl:curl)
-for c in "${CONTENDERS[@]}"; do [ "$c" = varnish ] && needs+=(varnishd:varnish); done
+for c in "${CONTENDERS[@]}"; do case "$c" in varnish|varnish-file) needs+=(varnishd:varnish) ;; esac; done
 ensure_cmds "${needs[@]}"
 
 log "making content in $WWW (1 KiB, 100 KiB, 1 MiB, $BENCH_KEYS keys)"
@@ -112,6 +115,15 @@ for c in "${CONTENDERS[@]}"; do
       write_varnish_vcl "$w/bench.vcl" "$ORIGIN_PORT"
       spawn varnish "$w/stderr.log" varnishd -F -j none -n "$w/varnish" -T none \
         -a "127.0.0.1:$p" -f "$w/bench.vcl" -s malloc,1G ;;
+    outpost-ssd)
+      rm -rf "$w/store"
+      spawn outpost-ssd "$w/stderr.log" "$OUTPOST_BIN" node --listen "127.0.0.1:$p" \
+        --origin "http://127.0.0.1:$ORIGIN_PORT" --name bench-ssd --ram-bytes 1M \
+        --store-dir "$w/store" --disk-bytes 2G ;;
+    varnish-file)
+      write_varnish_vcl "$w/bench.vcl" "$ORIGIN_PORT"
+      spawn varnish-file "$w/stderr.log" varnishd -F -j none -n "$w/varnish" -T none \
+        -a "127.0.0.1:$p" -f "$w/bench.vcl" -s "file,$w/varnish_storage.bin,2G" ;;
     bare-hyper)
       spawn bare-hyper "$w/stderr.log" "$BARE_HYPER_BIN" --listen "127.0.0.1:$p" ;;
     static)
@@ -313,6 +325,14 @@ ratio() { # CASE A B
   for cs in "${CASES[@]}"; do
     echo "| $cs | $(ratio "$cs" outpost varnish) | $(ratio "$cs" outpost nginx) | $(ratio "$cs" outpost bare-hyper) |"
   done
+  if [ -n "${PORT[outpost-ssd]:-}" ] && [ -n "${PORT[varnish-file]:-}" ]; then
+    echo
+    echo "SSD tier: Outpost with a 1 MiB RAM tier and --store-dir vs Varnish -s file (req/CPU-s):"
+    echo
+    echo "| case | Outpost-SSD/Varnish-file |"
+    echo "|---|---|"
+    for cs in "${CASES[@]}"; do echo "| $cs | $(ratio "$cs" outpost-ssd varnish-file) |"; done
+  fi
   if [ "$COLD_N" -gt 0 ]; then
     echo
     echo "Cold misses: $COLD_N sequential never-seen keys per proxy on one keep-alive connection (curl time_total),"

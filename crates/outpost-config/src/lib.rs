@@ -188,7 +188,8 @@ pub struct StoreConfig {
     pub dir: String,
     /// SSD tier budget (used when `dir` is set).
     pub disk_bytes: ByteSize,
-    /// Size of one SSD segment file.
+    /// Size of one SSD segment file (at most a quarter of `disk_bytes` is used, so eviction
+    /// always has whole segments to reclaim).
     pub segment_bytes: ByteSize,
 }
 
@@ -414,11 +415,8 @@ impl Config {
                     "must be at least 1M",
                 ));
             }
-            if self.store.disk_bytes.0 < 2 * self.store.segment_bytes.0 {
-                return Err(ConfigError::new(
-                    "store.disk_bytes",
-                    "must hold at least two segments (store.segment_bytes)",
-                ));
+            if self.store.disk_bytes.0 < (4 << 20) {
+                return Err(ConfigError::new("store.disk_bytes", "must be at least 4M"));
             }
         }
         if !["w-tinylfu", "s3-fifo", "lru"].contains(&self.store.policy.as_str()) {

@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use outpost_config::Config;
 use outpost_fill::FillRegistry;
-use outpost_store::{CacheKey, MemoryStore, PolicyKind, Store};
+use outpost_store::{CacheKey, HybridStore, MemoryStore, PolicyKind, Store};
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -47,18 +47,11 @@ pub struct Node {
 
 impl Node {
     /// Build a node from a validated config.
-    pub fn new(cfg: &Config) -> Self {
-        let policy: PolicyKind = cfg.store.policy.parse().unwrap_or_default();
-        let cap = cfg.store.ram_bytes.0;
-        // Shards of ~128 MiB (power of two, 1..=64): objects up to 1/8 of a shard are storable, so
-        // the default 512 MiB keeps 16 MiB objects, and 2-4 shards are plenty for a few cores.
-        let shards = ((cap / (128 << 20)).clamp(1, 64) as usize)
-            .next_power_of_two()
-            .min(64);
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::with_shards(cap, policy, shards));
+    pub fn new(cfg: &Config) -> Result<Self, String> {
+        let store = open_store(cfg)?;
         let tenants = Tenants::from_config(cfg);
         let names: Vec<String> = tenants.all().iter().map(|t| t.name.clone()).collect();
-        Node {
+        Ok(Node {
             name: cfg.node.name.clone(),
             metrics: Metrics::new(&names),
             tenants,
@@ -67,7 +60,7 @@ impl Node {
             access_log: cfg.node.access_log,
             next_id: AtomicU64::new(1),
             log_out: Mutex::new(std::io::stdout()),
-        }
+        })
     }
 
     /// A fresh request id.
@@ -88,6 +81,41 @@ impl Node {
     }
 }
 
+/// The object store a config asks for: RAM only, or RAM + SSD when `store.dir` is set. An SSD
+/// directory that cannot be used (missing, unwritable, I/O errors) is logged and the node serves
+/// from RAM and origin; one written by a newer on-disk format is refused (never misread).
+fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
+    let policy: PolicyKind = cfg.store.policy.parse().unwrap_or_default();
+    let cap = cfg.store.ram_bytes.0;
+    // Shards of ~128 MiB (power of two, 1..=64): objects up to 1/8 of a shard are storable, so
+    // the default 512 MiB keeps 16 MiB objects, and 2-4 shards are plenty for a few cores.
+    let shards = ((cap / (128 << 20)).clamp(1, 64) as usize)
+        .next_power_of_two()
+        .min(64);
+    let ram = || Arc::new(MemoryStore::with_shards(cap, policy, shards)) as Arc<dyn Store>;
+    if cfg.store.dir.is_empty() {
+        return Ok(ram());
+    }
+    let dir = std::path::Path::new(&cfg.store.dir);
+    match HybridStore::open(
+        dir,
+        cap,
+        cfg.store.disk_bytes.0,
+        policy,
+        cfg.store.segment_bytes.0.min(cfg.store.disk_bytes.0 / 4),
+    ) {
+        Ok((store, report)) => {
+            tracing::info!(dir = %dir.display(), ?report, "SSD tier opened");
+            Ok(Arc::new(store))
+        }
+        Err(e) if e.fallback_to_ram() => {
+            tracing::error!(error = %e, "SSD tier unavailable: serving from RAM and origin only");
+            Ok(ram())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A started node.
 pub struct RunningNode {
     /// Shared state.
@@ -100,13 +128,7 @@ pub struct RunningNode {
 
 /// Bind and serve a node (spawned on the current runtime).
 pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
-    if !cfg.store.dir.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "store.dir: the SSD tier is not wired into the node yet (RAM only for now)",
-        ));
-    }
-    let node = Arc::new(Node::new(cfg));
+    let node = Arc::new(Node::new(cfg).map_err(std::io::Error::other)?);
     let listener = TcpListener::bind(&cfg.node.listen).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),

@@ -7,12 +7,18 @@
 //!   1996), which is exact and needs no table;
 //! - **one-hit wonders**: a fraction of requests for fresh ids that are never requested again,
 //!   spread uniformly through the trace;
-//! - **scan bursts**: a fraction of requests arriving in bursts of `scan_burst` consecutive
-//!   requests, each for a fresh id requested only once (a crawler or a cache-warming sweep over
-//!   cold objects). Bursts start at random positions; over the trace the scan share converges on
-//!   `scan_fraction`.
+//! - **scan bursts**: exactly `round(scan_fraction × requests)` requests arriving in bursts of
+//!   `scan_burst` consecutive requests (the last one shorter if needed), each for a fresh id
+//!   requested only once (a crawler or a cache-warming sweep over cold objects). Bursts start at
+//!   uniformly random positions among the other requests.
 //!
-//! Fresh ids (one-hit and scan) count up from `keys`. Each id's size is a pure function of the id
+//! **Churn** (optional): every `churn_every` requests the popularity ranking moves `churn_step`
+//! ranks colder, and `churn_step` new objects take the top ranks — new content arrives hot and
+//! decays, as on a real site. Rank `r` in churn epoch `e` (of `E` in the trace) is id
+//! `r + (E − e) × churn_step`; without churn, id = rank.
+//!
+//! Fresh ids (one-hit and scan) count up from the first id above the catalogue (and its churn
+//! range). Each id's size is a pure function of the id
 //! and the seed ([`SizeProfile`]), so an object has one size for the whole trace. Timestamps are
 //! `request index / rate` in whole seconds.
 
@@ -127,6 +133,10 @@ pub struct GenConfig {
     pub seed: u64,
     /// Requests per second of trace time (for the `time` column).
     pub rate: f64,
+    /// Shift the popularity ranking every this many requests (0: static popularity).
+    pub churn_every: u64,
+    /// Ranks the popularity ranking moves per shift (new objects entering at the top).
+    pub churn_step: u64,
 }
 
 impl Default for GenConfig {
@@ -141,6 +151,8 @@ impl Default for GenConfig {
             sizes: SizeProfile::Small,
             seed: 1,
             rate: 1_000.0,
+            churn_every: 0,
+            churn_step: 0,
         }
     }
 }
@@ -255,30 +267,49 @@ pub fn generate(cfg: &GenConfig) -> Result<Trace, SimError> {
     cfg.validate()?;
     let mut rng = Rng::new(cfg.seed);
     let zipf = Zipf::new(cfg.keys, cfg.zipf);
-    let burst = cfg.scan_burst as f64;
     let f = cfg.scan_fraction;
-    // A burst starts at a non-burst position with probability p; runs of other requests are then
-    // geometric with mean (1 − p)/p, so the scan share is B / (B + (1 − p)/p) = f.
-    let p_burst = if f > 0.0 { f / (burst * (1.0 - f) + f) } else { 0.0 };
+    let scan_total = ((f * cfg.requests as f64).round() as u64).min(cfg.requests);
+    let others = cfg.requests - scan_total;
+    // Burst k starts once `starts[k]` non-scan requests have been emitted.
+    let mut starts: Vec<u64> = (0..scan_total.div_ceil(cfg.scan_burst))
+        .map(|_| rng.below(others + 1))
+        .collect();
+    starts.sort_unstable();
+    let mut next_burst = 0usize;
+    let mut scan_left = scan_total;
+    let mut emitted_others = 0u64;
     // Among non-scan requests, this share are one-hit wonders.
     let p_one_hit = cfg.one_hit_fraction / (1.0 - f);
     let capacity = usize::try_from(cfg.requests).unwrap_or(0);
     let mut requests = Vec::with_capacity(capacity);
-    let mut fresh = cfg.keys;
+    // Churn epochs: rank r in epoch e is id r + (epochs − e) × step.
+    let epochs = cfg
+        .requests
+        .saturating_sub(1)
+        .checked_div(cfg.churn_every)
+        .unwrap_or(0);
+    let churn_span = epochs.saturating_mul(cfg.churn_step);
+    let mut fresh = cfg.keys.saturating_add(churn_span);
     let mut burst_left = 0u64;
     for i in 0..cfg.requests {
-        if burst_left == 0 && p_burst > 0.0 && rng.next_f64() < p_burst {
-            burst_left = cfg.scan_burst;
+        while burst_left == 0 && starts.get(next_burst) == Some(&emitted_others) {
+            burst_left = cfg.scan_burst.min(scan_left);
+            scan_left -= burst_left;
+            next_burst += 1;
         }
         let key = if burst_left > 0 {
             burst_left -= 1;
             fresh += 1;
             fresh - 1
-        } else if p_one_hit > 0.0 && rng.next_f64() < p_one_hit {
-            fresh += 1;
-            fresh - 1
         } else {
-            zipf.sample(&mut rng) - 1
+            emitted_others += 1;
+            if p_one_hit > 0.0 && rng.next_f64() < p_one_hit {
+                fresh += 1;
+                fresh - 1
+            } else {
+                let epoch = i.checked_div(cfg.churn_every).unwrap_or(0);
+                zipf.sample(&mut rng) - 1 + (epochs - epoch) * cfg.churn_step
+            }
         };
         let time = (i as f64 / cfg.rate) as u64;
         requests.push(Request {
@@ -323,6 +354,7 @@ mod tests {
     fn shares_of_scan_one_hit_and_zipf_match_the_config() {
         let cfg = GenConfig {
             requests: 400_000,
+            scan_burst: 50,
             ..small_cfg(3)
         };
         let t = generate(&cfg).unwrap();
@@ -332,7 +364,7 @@ mod tests {
         }
         let fresh = t.requests.iter().filter(|r| r.key >= cfg.keys).count() as f64;
         let share = fresh / t.len() as f64;
-        assert!((share - 0.3).abs() < 0.02, "fresh share {share}");
+        assert!((share - 0.3).abs() < 0.005, "fresh share {share}");
         // Fresh ids are requested exactly once.
         assert!(counts
             .iter()
@@ -352,12 +384,54 @@ mod tests {
             }
         }
         let scan_share = in_runs as f64 / t.len() as f64;
-        assert!((scan_share - 0.2).abs() < 0.03, "scan share {scan_share}");
+        assert!((scan_share - 0.2).abs() < 0.002, "scan share {scan_share}");
         // The same object always has the same size.
         let mut sizes: HashMap<u64, u64> = HashMap::new();
         for r in &t.requests {
             assert_eq!(*sizes.entry(r.key).or_insert(r.size), r.size);
         }
+    }
+
+    #[test]
+    fn churn_brings_new_objects_in_at_the_top() {
+        let cfg = GenConfig {
+            keys: 1_000,
+            requests: 30_000,
+            churn_every: 10_000,
+            churn_step: 100,
+            scan_fraction: 0.1,
+            scan_burst: 10,
+            sizes: SizeProfile::Unit,
+            ..GenConfig::default()
+        };
+        let t = generate(&cfg).unwrap();
+        // Three epochs: the most popular id is 200 + 0, then 100 + 0, then 0 + 0.
+        let top = |range: std::ops::Range<usize>| {
+            let mut counts: HashMap<u64, u64> = HashMap::new();
+            for r in &t.requests[range] {
+                *counts.entry(r.key).or_default() += 1;
+            }
+            counts
+                .into_iter()
+                .max_by_key(|(_, c)| *c)
+                .map(|(k, _)| k)
+                .unwrap()
+        };
+        assert_eq!(top(0..10_000), 200);
+        assert_eq!(top(10_000..20_000), 100);
+        assert_eq!(top(20_000..30_000), 0);
+        // Fresh (scan) ids stay clear of the churned catalogue: ids < 1_200 are Zipf only.
+        let fresh: Vec<u64> = t
+            .requests
+            .iter()
+            .map(|r| r.key)
+            .filter(|&k| k >= 1_200)
+            .collect();
+        assert_eq!(fresh.len(), 3_000);
+        let distinct: std::collections::HashSet<u64> = fresh.iter().copied().collect();
+        assert_eq!(distinct.len(), 3_000);
+        // Static popularity is the default and keeps id = rank.
+        assert_eq!(GenConfig::default().churn_every, 0);
     }
 
     #[test]

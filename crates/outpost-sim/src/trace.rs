@@ -12,7 +12,7 @@
 //! emits), blank lines and lines starting with `#` are skipped. Replay needs the whole trace in
 //! memory (Belady looks ahead), 24 bytes per request.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -72,14 +72,14 @@ impl Trace {
 
     /// Working-set figures.
     pub fn stats(&self) -> TraceStats {
-        let mut seen: HashMap<u64, ()> = HashMap::with_capacity(self.requests.len() / 4);
+        let mut seen: HashSet<u64> = HashSet::with_capacity(self.requests.len() / 4);
         let mut stats = TraceStats {
             requests: self.requests.len() as u64,
             ..TraceStats::default()
         };
         for r in &self.requests {
             stats.requested_bytes = stats.requested_bytes.saturating_add(r.size);
-            if seen.insert(r.key, ()).is_none() {
+            if seen.insert(r.key) {
                 stats.unique_keys += 1;
                 stats.unique_bytes = stats.unique_bytes.saturating_add(r.size);
             }
@@ -192,7 +192,11 @@ mod tests {
         let path = temp_path("round-trip.csv");
         trace.write_csv(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("time,key,size\n0,0,1\n"), "{}", &text[..40]);
+        assert!(
+            text.starts_with("time,key,size\n0,0,1\n"),
+            "{}",
+            &text[..40]
+        );
         let back = Trace::read_csv(&path).unwrap();
         assert_eq!(back, trace);
         std::fs::remove_file(&path).unwrap();
@@ -241,9 +245,6 @@ mod tests {
             Err(SimError::Parse { line: 2, .. })
         ));
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            Trace::read_csv(&path),
-            Err(SimError::Io { .. })
-        ));
+        assert!(matches!(Trace::read_csv(&path), Err(SimError::Io { .. })));
     }
 }

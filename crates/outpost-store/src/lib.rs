@@ -1,14 +1,22 @@
-//! outpost-store: the storage engine. Today the RAM tier: [`MemoryStore`] behind the [`Store`]
-//! trait, with byte-weighted, scan-resistant admission and eviction ([`policy`]: W-TinyLFU by
-//! default, S3-FIFO, LRU). Pure and synchronous: no network, no clock reads (`now` is passed in).
+//! outpost-store: the storage engine. The RAM tier [`MemoryStore`] and the SSD tier
+//! [`DiskStore`] (append-only segments, in-RAM index, tombstones, checksums, recovery: see
+//! [`disk`]), combined by [`HybridStore`] behind the [`Store`] trait, with byte-weighted,
+//! scan-resistant admission and eviction ([`policy`]: W-TinyLFU by default, S3-FIFO, LRU).
+//! Synchronous: no network, no clock reads (`now` is passed in); the SSD tier does file I/O.
 
+pub mod disk;
 mod hashing;
+mod hybrid;
 mod key;
 mod memory;
 mod object;
 pub mod policy;
 mod store;
 
+pub use disk::{
+    DiskConfig, DiskStats, DiskStore, OpenError, RangeRead, RecoveryReport, DEFAULT_SEGMENT_BYTES,
+};
+pub use hybrid::{HybridStats, HybridStore};
 pub use key::CacheKey;
 pub use memory::{
     default_shard_count, MemoryStore, MAX_OBJECT_SHARE, MAX_SHARDS, TARGET_SHARD_BYTES,

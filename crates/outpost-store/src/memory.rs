@@ -268,6 +268,29 @@ impl MemoryStore {
             .is_some_and(|entry| entry.key.text() == key.text())
     }
 
+    /// Removes every object carrying `tag`; returns their key hashes.
+    pub(crate) fn remove_tag_hashes(&self, tag: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(hashes) = shard.tags.remove(tag) else {
+                continue;
+            };
+            out.extend(hashes.into_iter().filter(|hash| shard.drop_entry(*hash)));
+        }
+        out
+    }
+
+    /// Removes every object whose key starts with `prefix`; returns their key hashes.
+    pub(crate) fn remove_prefix_hashes(&self, prefix: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            out.extend(shard.remove_matching(|entry| entry.key.text().starts_with(prefix)));
+        }
+        out
+    }
+
     fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
         // Middle bits pick the shard: the map's hasher re-mixes, so no bits are wasted.
         let idx = ((hash >> 32) & self.shard_mask) as usize;
@@ -353,23 +376,11 @@ impl Store for MemoryStore {
     }
 
     fn remove_tag(&self, tag: &str) -> usize {
-        self.each_shard(|shard| {
-            let Some(hashes) = shard.tags.remove(tag) else {
-                return 0;
-            };
-            hashes
-                .into_iter()
-                .filter(|hash| shard.drop_entry(*hash))
-                .count()
-        })
+        self.remove_tag_hashes(tag).len()
     }
 
     fn remove_prefix(&self, prefix: &str) -> usize {
-        self.each_shard(|shard| {
-            shard
-                .remove_matching(|entry| entry.key.text().starts_with(prefix))
-                .len()
-        })
+        self.remove_prefix_hashes(prefix).len()
     }
 
     fn stats(&self) -> StoreStats {

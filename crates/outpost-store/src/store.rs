@@ -81,4 +81,13 @@ pub trait Store: Send + Sync + 'static {
     fn remove_prefix(&self, prefix: &str) -> usize;
     /// Current counters.
     fn stats(&self) -> StoreStats;
+    /// Counters of the SSD tier, for stores that have one.
+    fn stats_disk(&self) -> Option<crate::DiskStats> {
+        None
+    }
+    /// Makes committed writes durable against power loss (`fdatasync`), for stores that write
+    /// files; a no-op otherwise.
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

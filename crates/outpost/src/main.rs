@@ -76,6 +76,12 @@ enum Cmd {
         #[arg(long)]
         access_log: bool,
     },
+    /// Hit-ratio simulator: generate traces, replay them through the store's own policies (and
+    /// Belady's optimum), and model an edge/shield hierarchy.
+    Sim {
+        #[command(subcommand)]
+        cmd: outpost_sim::cli::SimCommand,
+    },
     /// Print the canonical cache key of a URL and the decision a node would take for it.
     Explain {
         /// The URL, e.g. http://demo.localhost:8080/assets/app.js?utm_source=x
@@ -95,6 +101,19 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.cmd {
+        // Pure computation: no runtime, no logging set-up needed.
+        Cmd::Sim { cmd } => {
+            return match outpost_sim::cli::run(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    eprintln!("outpost sim: {msg}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        other => other,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -112,7 +131,8 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async move {
-        match cli.cmd {
+        match command {
+            Cmd::Sim { .. } => Ok(()),
             Cmd::Up {
                 origin,
                 listen,

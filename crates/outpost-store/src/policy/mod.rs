@@ -117,6 +117,16 @@ impl FromStr for PolicyKind {
     }
 }
 
+/// Bytes of one policy node in the arena (for RAM footprint estimates).
+pub(crate) fn node_bytes() -> usize {
+    std::mem::size_of::<list::Node>()
+}
+
+/// Bytes of frequency sketch per nominal entry (for RAM footprint estimates).
+pub(crate) fn sketch_bytes_per_entry() -> f64 {
+    sketch::bytes_per_entry()
+}
+
 /// `percent`% of `value`, without overflow.
 pub(crate) fn percent_of(value: u64, percent: u64) -> u64 {
     let scaled = u128::from(value) * u128::from(percent) / 100;

@@ -47,6 +47,11 @@ pub(crate) struct FrequencySketch {
     resets: u64,
 }
 
+/// Sketch bytes per nominal entry: the counters of every row plus the doorkeeper bits.
+pub(crate) fn bytes_per_entry() -> f64 {
+    (DEPTH * COUNTERS_PER_ENTRY * 4 + DOORKEEPER_BITS_PER_ENTRY) as f64 / 8.0
+}
+
 impl FrequencySketch {
     /// A sketch sized for about `entries` resident objects.
     pub(crate) fn new(entries: usize) -> Self {
@@ -81,6 +86,10 @@ impl FrequencySketch {
     /// otherwise. Counts survive: indexes are hash bits under a power-of-two mask, so each new
     /// slot inherits the old slot its low bits name, and every estimate is unchanged at first.
     pub(crate) fn ensure_capacity(&mut self, resident: usize) {
+        // Age after 10 x the *resident* count (Caffeine: 10 x maximum size), not 10 x the table,
+        // which is up to 4x larger: measured on a Zipf trace with popularity churn, the longer
+        // period kept stale favourites out and fell below LRU (docs/simulator.md).
+        self.sample_size = SAMPLE_FACTOR * resident.max(MIN_ENTRIES) as u64;
         if resident <= self.entries || self.entries >= MAX_ENTRIES {
             return;
         }
@@ -102,6 +111,7 @@ impl FrequencySketch {
         }
         grown.samples = self.samples;
         grown.resets = self.resets;
+        grown.sample_size = self.sample_size;
         *self = grown;
     }
 

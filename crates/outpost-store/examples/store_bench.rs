@@ -1,0 +1,204 @@
+//! Storage engine micro-benchmark (single thread): RAM and SSD hit throughput for 1 KiB and
+//! 1 MiB objects, SSD fill throughput, the SSD tier's RAM bytes per object (computed from struct
+//! sizes) at 1M and 10M objects, and recovery time of N small objects.
+//!
+//! `cargo run --release -p outpost-store --example store_bench -- [SMALL_OBJECTS] [DIR]`
+//! (default 1 000 000 objects in a fresh directory under the system temp dir, removed at the
+//! end). SSD reads are served from the page cache right after the fill, so they measure the
+//! engine (pread + checksum + decode), not the device.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use outpost_store::disk::index_footprint;
+use outpost_store::{
+    CacheKey, DiskConfig, DiskStore, MemoryStore, ObjectMeta, PolicyKind, Store, StoredObject,
+};
+
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn object(body: Bytes) -> StoredObject {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        "application/octet-stream".parse().unwrap(),
+    );
+    headers.insert(http::header::ETAG, "\"abcdef0123456789\"".parse().unwrap());
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        "public, max-age=3600".parse().unwrap(),
+    );
+    StoredObject {
+        status: http::StatusCode::OK,
+        headers,
+        body,
+        meta: ObjectMeta {
+            request_time: now(),
+            response_time: now(),
+            initial_age: Duration::ZERO,
+            lifetime: Duration::from_secs(3600),
+            keep_until: now() + Duration::from_secs(86_400),
+            tags: vec!["bench".into()],
+            vary: None,
+            derived: None,
+        },
+    }
+}
+
+fn key(prefix: &str, i: u64) -> CacheKey {
+    CacheKey::new(format!("https://bench.example/{prefix}/{i}"))
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn rate(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn mib(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64()
+}
+
+/// Fills `n` objects of `size` bytes, then times `reads` random SSD and RAM hits.
+fn run_size(dir: &std::path::Path, label: &str, size: usize, n: u64, reads: u64) -> DiskConfig {
+    let bodies: Vec<Bytes> = (0..16u8)
+        .map(|b| Bytes::from(vec![b.wrapping_mul(31); size]))
+        .collect();
+    let probe = object(bodies[0].clone());
+    let record = size as u64 + 400;
+    let segment_bytes = 256u64 << 20;
+    let cfg = DiskConfig {
+        segment_bytes,
+        policy: PolicyKind::Lru,
+        ..DiskConfig::new(dir.join(label), n * record + 4 * segment_bytes)
+    };
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+    let (disk, _) = DiskStore::open(&cfg, now()).unwrap();
+    println!(
+        "[{label}] record bytes: {}",
+        disk.record_len(&key(label, 0), &probe)
+    );
+
+    let started = Instant::now();
+    for i in 0..n {
+        let obj = object(bodies[(i % 16) as usize].clone());
+        let adm = disk.insert(&key(label, i), &obj, now());
+        assert!(adm.is_admitted(), "{adm}");
+    }
+    let fill = started.elapsed();
+    println!(
+        "[{label}] SSD fill: {n} objects in {:.2} s = {:.0} fills/s, {:.0} MiB/s",
+        fill.as_secs_f64(),
+        rate(n, fill),
+        mib(n * size as u64, fill)
+    );
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let keys: Vec<CacheKey> = (0..reads).map(|_| key(label, rng.below(n))).collect();
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    for k in &keys {
+        bytes += disk.get(k, now()).unwrap().body.len() as u64;
+    }
+    let hit = started.elapsed();
+    println!(
+        "[{label}] SSD hits (page cache, verified): {reads} in {:.2} s = {:.0} hits/s, {:.0} MiB/s",
+        hit.as_secs_f64(),
+        rate(reads, hit),
+        mib(bytes, hit)
+    );
+    let stats = disk.stats();
+    assert_eq!(stats.checksum_failures, 0);
+
+    // RAM tier: as many objects as fit 1 GiB (at most n).
+    let ram_objects = n.min((1u64 << 30) / (size as u64 + 512)).max(1);
+    let ram = MemoryStore::new(4u64 << 30, PolicyKind::WTinyLfu);
+    for i in 0..ram_objects {
+        let obj = Arc::new(object(bodies[(i % 16) as usize].clone()));
+        ram.insert(key(label, i), obj, now());
+    }
+    let ram_keys: Vec<CacheKey> = (0..reads)
+        .map(|_| key(label, rng.below(ram_objects)))
+        .collect();
+    let started = Instant::now();
+    let mut found = 0u64;
+    for k in &ram_keys {
+        found += u64::from(ram.get(k, now()).is_some());
+    }
+    let hit = started.elapsed();
+    println!(
+        "[{label}] RAM hits: {reads} gets over {ram_objects} objects ({found} hits) in {:.3} s = {:.0} gets/s",
+        hit.as_secs_f64(),
+        rate(reads, hit)
+    );
+    drop(disk);
+    cfg
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir: PathBuf = args.next().map(PathBuf::from).unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("outpost-store-bench-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let small = run_size(&dir, "1KiB", 1024, n, 500_000.min(n * 2));
+    let large_n = 512u64;
+    let large = run_size(&dir, "1MiB", 1 << 20, large_n, 2_000);
+
+    // Recovery of the small objects.
+    let started = Instant::now();
+    let (disk, report) = DiskStore::open(&small, now()).unwrap();
+    let elapsed = started.elapsed();
+    println!(
+        "[recovery] {} objects, {} segments, {:.0} MiB scanned: open took {:.2} s (scan {:.2} s); torn {}, corrupt {}",
+        report.indexed,
+        report.segments,
+        report.segment_bytes as f64 / (1024.0 * 1024.0),
+        elapsed.as_secs_f64(),
+        report.elapsed.as_secs_f64(),
+        report.torn,
+        report.corrupt
+    );
+    assert_eq!(report.indexed, n);
+    drop(disk);
+    let started = Instant::now();
+    let (_disk, report) = DiskStore::open(&large, now()).unwrap();
+    println!(
+        "[recovery] {} x 1 MiB objects: open took {:.3} s",
+        report.indexed,
+        started.elapsed().as_secs_f64()
+    );
+
+    for objects in [1_000_000u64, 10_000_000] {
+        let f = index_footprint(objects);
+        println!(
+            "[index] {objects} objects: entry {} B, slot {} B (hash + entry + ctrl), main index {:.1} B/object; \
+             policy {:.1} B/object; prefix index {:.1} B/object + key text",
+            f.entry_bytes,
+            f.slot_bytes,
+            f.index_bytes_per_object,
+            f.policy_bytes_per_object,
+            f.prefix_bytes_per_object_plus_key
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

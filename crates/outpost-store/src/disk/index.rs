@@ -1,0 +1,274 @@
+//! The SSD tier's in-RAM indexes: key hash → [`IndexEntry`] (20 bytes: where the record is, how
+//! long, when it expires, whether it was hit), surrogate-key tag → key hashes, and key text →
+//! key hash in key order for prefix purges. The key text of an object lives on disk and is
+//! verified on every read; only the prefix index keeps a copy (see [`IndexFootprint`]).
+//!
+//! Tag and prefix entries are not removed when the policy evicts a key (the eviction names only
+//! a hash): they are validated against the main index when used and swept when they outnumber
+//! live entries two to one, so their cost stays amortised O(1).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::hashing::U64Map;
+
+/// The entry was hit since it was last written (a "hot" survivor when its segment is reclaimed).
+pub const FLAG_HOT: u8 = 1;
+
+/// Where and what one object record is. 20 bytes (+ the 8-byte key hash in the map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Segment id.
+    pub segment: u32,
+    /// Offset of the record in the segment.
+    pub offset: u32,
+    /// Record length.
+    pub len: u32,
+    /// `keep_until` in whole seconds since the epoch, rounded up (saturating).
+    pub expires: u32,
+    /// [`FLAG_HOT`].
+    pub flags: u8,
+}
+
+impl IndexEntry {
+    /// Segment and offset as one ordered value (later appends have larger locations).
+    pub fn location(&self) -> u64 {
+        (u64::from(self.segment) << 32) | u64::from(self.offset)
+    }
+
+    /// Whether `keep_until` has certainly passed at `now` (the exact check happens on read).
+    pub fn expired(&self, now: SystemTime) -> bool {
+        now_secs(now) >= u64::from(self.expires)
+    }
+
+    /// Whether the entry was hit since it was written.
+    pub fn is_hot(&self) -> bool {
+        self.flags & FLAG_HOT != 0
+    }
+}
+
+/// `t` in seconds since the epoch rounded up, saturating into `u32`.
+pub fn expiry_secs(t: SystemTime) -> u32 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+fn now_secs(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// The three indexes of the SSD tier.
+#[derive(Debug, Default)]
+pub struct DiskIndex {
+    /// Key hash → record.
+    pub entries: U64Map<IndexEntry>,
+    /// Tag → (key hash → location of the record that carried the tag).
+    tags: HashMap<Box<str>, U64Map<u64>>,
+    tag_refs: usize,
+    /// Key text → key hash, in key order.
+    prefix: BTreeMap<Box<str>, u64>,
+    /// Sum of indexed record lengths.
+    pub live_bytes: u64,
+}
+
+impl DiskIndex {
+    /// Indexes a record; returns the entry it replaced.
+    pub fn insert<'a>(
+        &mut self,
+        hash: u64,
+        entry: IndexEntry,
+        key: &str,
+        tags: impl IntoIterator<Item = &'a str>,
+    ) -> Option<IndexEntry> {
+        let old = self.entries.insert(hash, entry);
+        if let Some(old) = &old {
+            self.live_bytes -= u64::from(old.len);
+        }
+        self.live_bytes += u64::from(entry.len);
+        self.add_tags(hash, entry.location(), tags);
+        if !self.prefix.contains_key(key) {
+            self.prefix.insert(Box::from(key), hash);
+        }
+        self.maybe_sweep();
+        old
+    }
+
+    /// Records that the live record of `hash` moved (a survivor re-appended).
+    pub fn relocate<'a>(
+        &mut self,
+        hash: u64,
+        entry: IndexEntry,
+        tags: impl IntoIterator<Item = &'a str>,
+    ) {
+        if let Some(old) = self.entries.insert(hash, entry) {
+            self.live_bytes -= u64::from(old.len);
+        }
+        self.live_bytes += u64::from(entry.len);
+        self.add_tags(hash, entry.location(), tags);
+    }
+
+    fn add_tags<'a>(&mut self, hash: u64, location: u64, tags: impl IntoIterator<Item = &'a str>) {
+        for tag in tags {
+            let set = match self.tags.get_mut(tag) {
+                Some(set) => set,
+                None => self.tags.entry(Box::from(tag)).or_default(),
+            };
+            if set.insert(hash, location).is_none() {
+                self.tag_refs += 1;
+            }
+        }
+    }
+
+    /// Drops the entry of `hash` (tag and prefix entries go stale and are validated later).
+    pub fn remove(&mut self, hash: u64) -> Option<IndexEntry> {
+        let old = self.entries.remove(&hash)?;
+        self.live_bytes -= u64::from(old.len);
+        Some(old)
+    }
+
+    /// Drops the entry of a key and its prefix entry.
+    pub fn remove_key(&mut self, hash: u64, key: &str) -> Option<IndexEntry> {
+        self.prefix.remove(key);
+        self.remove(hash)
+    }
+
+    /// Drops every live entry carrying `tag`; returns their hashes.
+    pub fn take_tag(&mut self, tag: &str) -> Vec<u64> {
+        let Some(set) = self.tags.remove(tag) else {
+            return Vec::new();
+        };
+        self.tag_refs -= set.len();
+        let mut out = Vec::new();
+        for (hash, location) in set {
+            if self
+                .entries
+                .get(&hash)
+                .is_some_and(|e| e.location() == location)
+            {
+                self.remove(hash);
+                out.push(hash);
+            }
+        }
+        out
+    }
+
+    /// Drops every live entry whose key starts with `prefix`; returns their hashes.
+    pub fn take_prefix(&mut self, prefix: &str) -> Vec<u64> {
+        let doomed: Vec<(Box<str>, u64)> = self
+            .prefix
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, hash)| (key.clone(), *hash))
+            .collect();
+        let mut out = Vec::new();
+        for (key, hash) in doomed {
+            self.prefix.remove(&key);
+            if self.remove(hash).is_some() {
+                out.push(hash);
+            }
+        }
+        out
+    }
+
+    /// Live entries in `segment`, in offset order.
+    pub fn entries_in(&self, segment: u32) -> Vec<(u64, IndexEntry)> {
+        let mut v: Vec<(u64, IndexEntry)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.segment == segment)
+            .map(|(h, e)| (*h, *e))
+            .collect();
+        v.sort_by_key(|(_, e)| e.offset);
+        v
+    }
+
+    /// Sweeps stale tag and prefix entries once they outnumber live entries two to one.
+    fn maybe_sweep(&mut self) {
+        let limit = self.entries.len().saturating_mul(2).saturating_add(1024);
+        if self.tag_refs > limit {
+            let entries = &self.entries;
+            let mut refs = 0;
+            self.tags.retain(|_, set| {
+                set.retain(|hash, loc| entries.get(hash).is_some_and(|e| e.location() == *loc));
+                refs += set.len();
+                !set.is_empty()
+            });
+            self.tag_refs = refs;
+        }
+        if self.prefix.len() > limit {
+            let entries = &self.entries;
+            self.prefix.retain(|_, hash| entries.contains_key(hash));
+        }
+    }
+
+    /// Objects indexed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Tag references held (live and stale).
+    pub fn tag_refs(&self) -> usize {
+        self.tag_refs
+    }
+
+    /// Prefix entries held (live and stale).
+    pub fn prefix_len(&self) -> usize {
+        self.prefix.len()
+    }
+}
+
+/// RAM the SSD tier spends per object, computed from struct sizes (see `store_bench`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndexFootprint {
+    /// Objects assumed.
+    pub objects: u64,
+    /// `size_of::<IndexEntry>()`.
+    pub entry_bytes: u64,
+    /// One hash-table slot: key hash + entry + 1 control byte.
+    pub slot_bytes: u64,
+    /// Main index bytes per object at the table size `objects` entries need (power-of-two
+    /// buckets at ≤ 7/8 load).
+    pub index_bytes_per_object: f64,
+    /// Eviction policy bytes per object (node + its hash slot + sketch share).
+    pub policy_bytes_per_object: f64,
+    /// Prefix index bytes per object besides the key text (B-tree slot, box, allocation).
+    pub prefix_bytes_per_object_plus_key: f64,
+}
+
+/// hashbrown's bucket count for `cap` entries.
+fn buckets_for(cap: u64) -> u64 {
+    if cap < 8 {
+        return if cap < 4 { 4 } else { 8 };
+    }
+    (cap * 8 / 7).next_power_of_two()
+}
+
+/// The footprint of the SSD tier's RAM structures at `objects` objects.
+pub fn index_footprint(objects: u64) -> IndexFootprint {
+    let objects = objects.max(1);
+    let entry = std::mem::size_of::<IndexEntry>() as u64;
+    let slot = std::mem::size_of::<(u64, IndexEntry)>() as u64 + 1;
+    let buckets = buckets_for(objects);
+    let index = (buckets * slot) as f64 / objects as f64;
+    let node = crate::policy::node_bytes() as u64;
+    // Arena Vec (amortised growth ×1.5 on average) + the arena's hash → node slot.
+    let policy_slot = std::mem::size_of::<(u64, u32)>() as u64 + 1;
+    let policy = node as f64 * 1.5
+        + (buckets * policy_slot) as f64 / objects as f64
+        + crate::policy::sketch_bytes_per_entry();
+    // BTreeMap leaf: key (Box<str>, 16) + value (8) per slot, ~70% full nodes, plus the boxed
+    // text's allocation header (~16).
+    let prefix = (16.0 + 8.0) / 0.7 + 16.0;
+    IndexFootprint {
+        objects,
+        entry_bytes: entry,
+        slot_bytes: slot,
+        index_bytes_per_object: index,
+        policy_bytes_per_object: policy,
+        prefix_bytes_per_object_plus_key: prefix,
+    }
+}

@@ -1,0 +1,1160 @@
+//! The SSD tier ([`DiskStore`]): append-only segment files in one directory, an in-RAM index
+//! (20-byte entries), tag and prefix indexes, purge tombstones in `purges.log`, a byte budget
+//! enforced by reclaiming whole segments oldest first (hot survivors are re-appended), and an
+//! admission/eviction policy (the same [`PolicyKind`]s as the RAM tier) over record lengths.
+//!
+//! # Durability contract
+//!
+//! A fill (or purge) is *committed* once `insert` (or `remove*`) has returned: its record was
+//! written whole with `pwrite(2)` into the page cache. Committed records survive `kill -9` and
+//! any crash of the process (the kernel still writes them back). They do not necessarily survive
+//! a power loss or kernel crash: nothing is `fsync`ed on the write path; [`DiskStore::flush`]
+//! (`fdatasync` of the active segment and the purge log) is the caller's option, e.g. at
+//! shutdown. A record cut by a crash (torn: shorter than its header says) or damaged (checksum
+//! mismatch) is ignored at recovery together with the rest of its file; every earlier record and
+//! every other segment still counts. A purged object is never resurrected: its tombstone is
+//! written before `remove*` returns, and recovery drops every older record it matches. Objects
+//! the policy evicted, or whose segment was retired, may come back after a restart as the
+//! newest *surviving* record of their key (a valid, older response whose own freshness
+//! metadata still governs it).
+//!
+//! # Failure behaviour
+//!
+//! Only a directory written by a newer format version (or a `FORMAT` file that is not ours) is
+//! refused at open ([`OpenError::fallback_to_ram`] is false). A missing directory is created; one
+//! that cannot be created or written gives an [`OpenError::Io`] the caller logs before going on
+//! with RAM only. At run time every I/O error is counted and logged (rate-limited) and the
+//! operation degrades: a failed append rejects the insert, a failed read is a miss and retires
+//! the segment. Nothing here panics on bad bytes.
+
+mod format;
+mod index;
+mod recovery;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+pub use format::{FormatError, DEFAULT_CHUNK_BYTES, FORMAT_VERSION};
+pub use index::{index_footprint, IndexFootprint};
+pub use recovery::RecoveryReport;
+
+use format::{
+    decode_object, encode_object, encode_purge, format_file_text, object_record_len,
+    parse_format_file, set_sequence, verify_record, DecodeError, RecordKind, FORMAT_FILE,
+    SEGMENT_HEADER_LEN,
+};
+use index::{expiry_secs, DiskIndex, IndexEntry, FLAG_HOT};
+use segment::{read_at, PurgeFile, Segment};
+
+use crate::policy::{EvictionPolicy, PolicyKind};
+use crate::store::Admission;
+use crate::{CacheKey, StoredObject};
+
+/// Default segment size.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 256 << 20;
+/// Purge-log compaction happens once at least this many tombstones are obsolete.
+const COMPACT_MIN_OBSOLETE: usize = 64;
+
+/// Why the SSD tier could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory holds data of a newer on-disk format: refused, never misread.
+    #[error(
+        "store directory: {} was written by on-disk format version {found}, but this build \
+         reads only version {supported}; refusing to use it (run a newer outpost, or point \
+         store.dir at another directory)",
+        .path.display()
+    )]
+    FutureFormat {
+        /// The file that carries the version.
+        path: PathBuf,
+        /// Version found.
+        found: u16,
+        /// Version this build reads.
+        supported: u16,
+    },
+    /// The directory's `FORMAT` file is not ours: refused rather than overwritten.
+    #[error(
+        "store directory: {} is not an outpost store format file ({reason}); refusing to use \
+         the directory",
+        .path.display()
+    )]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The directory cannot be created, read or written.
+    #[error("store directory: cannot {op} {}: {source}", .path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl OpenError {
+    /// Whether the node may go on with the RAM tier only (I/O trouble), as opposed to a
+    /// directory it must refuse (a newer format, a foreign `FORMAT` file).
+    pub fn fallback_to_ram(&self) -> bool {
+        matches!(self, OpenError::Io { .. })
+    }
+
+    /// Stable name for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpenError::FutureFormat { .. } => "future_format",
+            OpenError::NotAStore { .. } => "not_a_store",
+            OpenError::Io { .. } => "io",
+        }
+    }
+}
+
+/// Settings of the SSD tier.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    /// Directory of the segment files (`store.dir`).
+    pub dir: PathBuf,
+    /// Byte budget of the segment files (`store.disk_bytes`).
+    pub disk_bytes: u64,
+    /// Segment size (clamped to `disk_bytes / 2` and `u32::MAX`).
+    pub segment_bytes: u64,
+    /// Body chunk size.
+    pub chunk_bytes: u32,
+    /// Admission/eviction policy.
+    pub policy: PolicyKind,
+}
+
+impl DiskConfig {
+    /// Defaults: 256 MiB segments, 1 MiB chunks, W-TinyLFU.
+    pub fn new(dir: impl Into<PathBuf>, disk_bytes: u64) -> Self {
+        Self {
+            dir: dir.into(),
+            disk_bytes,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            policy: PolicyKind::default(),
+        }
+    }
+}
+
+/// Counters and gauges of the SSD tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Objects indexed.
+    pub objects: u64,
+    /// Bytes of indexed records.
+    pub live_bytes: u64,
+    /// Bytes of segment files.
+    pub used_bytes: u64,
+    /// Byte budget.
+    pub capacity_bytes: u64,
+    /// Segment size in use.
+    pub segment_bytes: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Gets that returned an object.
+    pub hits: u64,
+    /// Gets that returned nothing.
+    pub misses: u64,
+    /// Records appended by inserts.
+    pub inserts: u64,
+    /// Inserts the admission policy refused.
+    pub rejected: u64,
+    /// Inserts too large for a segment.
+    pub too_large: u64,
+    /// Objects dropped by the policy or by segment reclamation.
+    pub evictions: u64,
+    /// Objects dropped because `keep_until` passed.
+    pub expired: u64,
+    /// Segments reclaimed to stay within the budget.
+    pub reclaimed_segments: u64,
+    /// Hot survivors re-appended by reclamation.
+    pub reappended: u64,
+    /// Reads whose checksum (or structure) did not verify.
+    pub checksum_failures: u64,
+    /// Segments retired after a checksum failure or read error.
+    pub retired_segments: u64,
+    /// I/O errors.
+    pub io_errors: u64,
+    /// Tombstones held in the purge log.
+    pub tombstones: u64,
+    /// Tag index references (live and not yet swept).
+    pub tag_refs: u64,
+    /// Prefix index entries (live and not yet swept).
+    pub prefix_entries: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: u64,
+    misses: u64,
+    inserts: u64,
+    rejected: u64,
+    too_large: u64,
+    evictions: u64,
+    expired: u64,
+    reclaimed_segments: u64,
+    reappended: u64,
+    checksum_failures: u64,
+    retired_segments: u64,
+    io_errors: u64,
+}
+
+/// The answer of [`DiskStore::get_range`].
+#[derive(Debug, Clone)]
+pub struct RangeRead {
+    /// Response status.
+    pub status: http::StatusCode,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// Metadata (`derived` is `None`).
+    pub meta: crate::ObjectMeta,
+    /// Length of the whole body.
+    pub body_len: u64,
+    /// Where the returned bytes start in the body.
+    pub start: u64,
+    /// The requested bytes (clamped to the body).
+    pub bytes: Bytes,
+    /// Chunks read.
+    pub chunks_read: u32,
+}
+
+enum RangeError {
+    KeyMismatch,
+    Corrupt(FormatError),
+    Io(io::Error),
+}
+
+/// Reads the record prefix, then only the chunks overlapping `range`.
+fn read_range(
+    file: &std::fs::File,
+    entry: IndexEntry,
+    key: &str,
+    range: std::ops::Range<u64>,
+) -> Result<RangeRead, RangeError> {
+    use std::os::unix::fs::FileExt;
+    let base = u64::from(entry.offset);
+    let first = (entry.len as usize).min(4096);
+    let mut prefix = read_at(file, base, first).map_err(RangeError::Io)?;
+    let header = format::RecordHeader::parse(&prefix).map_err(RangeError::Corrupt)?;
+    let plen = usize::try_from(header.prefix_len())
+        .map_err(|_| RangeError::Corrupt(FormatError::TooLarge))?;
+    if plen > entry.len as usize || u64::from(header.total_len) != u64::from(entry.len) {
+        return Err(RangeError::Corrupt(FormatError::Invalid("record length")));
+    }
+    if plen > prefix.len() {
+        prefix = read_at(file, base, plen).map_err(RangeError::Io)?;
+    }
+    let (_, view, chunks) = format::parse_prefix(&prefix).map_err(RangeError::Corrupt)?;
+    if view.key != key {
+        return Err(RangeError::KeyMismatch);
+    }
+    let status = http::StatusCode::from_u16(view.status)
+        .map_err(|_| RangeError::Corrupt(FormatError::Invalid("status")))?;
+    let headers = view.headers().map_err(RangeError::Corrupt)?;
+    let meta = view.object_meta().map_err(RangeError::Corrupt)?;
+    let body_len = view.body_len;
+    let end = range.end.min(body_len);
+    let start = range.start.min(end);
+    // Chunks overlapping [start, end), by body position.
+    let mut pos = 0u64;
+    let mut wanted = Vec::new();
+    for chunk in &chunks {
+        let chunk_end = pos + u64::from(chunk.len);
+        if chunk_end > start && pos < end {
+            wanted.push((pos, *chunk));
+        }
+        pos = chunk_end;
+    }
+    let mut bytes = Vec::new();
+    let mut first_pos = start;
+    if let (Some((lo_pos, lo)), Some((_, hi))) = (wanted.first(), wanted.last()) {
+        first_pos = *lo_pos;
+        let span = (hi.offset + u64::from(hi.len)) - lo.offset;
+        let span = usize::try_from(span).map_err(|_| RangeError::Corrupt(FormatError::TooLarge))?;
+        bytes = vec![0u8; span];
+        file.read_exact_at(&mut bytes, base + lo.offset)
+            .map_err(RangeError::Io)?;
+        for (_, chunk) in &wanted {
+            let from = (chunk.offset - lo.offset) as usize;
+            let piece = bytes
+                .get(from..from + chunk.len as usize)
+                .ok_or(RangeError::Corrupt(FormatError::Truncated))?;
+            if crc32fast::hash(piece) != chunk.crc {
+                return Err(RangeError::Corrupt(FormatError::Checksum));
+            }
+        }
+    }
+    let bytes = Bytes::from(bytes);
+    let from = (start - first_pos) as usize;
+    let to = (end - first_pos) as usize;
+    Ok(RangeRead {
+        status,
+        headers,
+        meta,
+        body_len,
+        start,
+        bytes: if from <= to && to <= bytes.len() {
+            bytes.slice(from..to)
+        } else {
+            Bytes::new()
+        },
+        chunks_read: wanted.len() as u32,
+    })
+}
+
+/// A persisted purge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tombstone {
+    pub seq: u64,
+    pub kind: RecordKind,
+    pub text: Box<str>,
+}
+
+/// A hot record being moved out of a reclaimed segment.
+struct Survivor {
+    hash: u64,
+    bytes: Vec<u8>,
+    tags: Vec<String>,
+    expires: u32,
+}
+
+struct Inner {
+    dir: PathBuf,
+    segment_bytes: u64,
+    disk_bytes: u64,
+    index: DiskIndex,
+    policy: Box<dyn EvictionPolicy>,
+    segments: BTreeMap<u32, Segment>,
+    active: Option<u32>,
+    next_segment: u32,
+    next_seq: u64,
+    purge: Option<PurgeFile>,
+    tombstones: Vec<Tombstone>,
+    c: Counters,
+}
+
+/// The SSD tier. Thread-safe: one mutex guards the index, the policy and the appender; reads
+/// copy the record location under it and `pread` outside it.
+pub struct DiskStore {
+    dir: PathBuf,
+    chunk_bytes: u32,
+    max_record: u64,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for DiskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStore")
+            .field("dir", &self.dir)
+            .field("chunk_bytes", &self.chunk_bytes)
+            .field("max_record", &self.max_record)
+            .finish()
+    }
+}
+
+fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> OpenError {
+    let path = path.to_path_buf();
+    move |source| OpenError::Io { path, op, source }
+}
+
+/// Reads the directory's `FORMAT` file (refusing newer or foreign ones) or writes it.
+fn check_format_file(dir: &Path) -> Result<(), OpenError> {
+    let path = dir.join(FORMAT_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            match parse_format_file(&text) {
+                Ok(found) if found > FORMAT_VERSION => Err(OpenError::FutureFormat {
+                    path,
+                    found,
+                    supported: FORMAT_VERSION,
+                }),
+                Ok(0) => Err(OpenError::NotAStore {
+                    path,
+                    reason: "version 0".into(),
+                }),
+                Ok(_) => Ok(()),
+                Err(e) => Err(OpenError::NotAStore {
+                    path,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let tmp = dir.join("FORMAT.tmp");
+            std::fs::write(&tmp, format_file_text()).map_err(io_err(&tmp, "write"))?;
+            std::fs::rename(&tmp, &path).map_err(io_err(&path, "create"))?;
+            Ok(())
+        }
+        Err(e) => Err(io_err(&path, "read")(e)),
+    }
+}
+
+impl DiskStore {
+    /// Opens (or creates) the tier in `cfg.dir` and recovers its contents. `now` drops records
+    /// already past `keep_until`.
+    pub fn open(cfg: &DiskConfig, now: SystemTime) -> Result<(Self, RecoveryReport), OpenError> {
+        let dir = cfg.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create the directory"))?;
+        check_format_file(&dir)?;
+        let segment_bytes = cfg
+            .segment_bytes
+            .min(u64::from(u32::MAX))
+            .min(cfg.disk_bytes / 2)
+            .max(SEGMENT_HEADER_LEN as u64);
+        let max_record = segment_bytes - SEGMENT_HEADER_LEN as u64;
+        let capacity = cfg.disk_bytes.saturating_sub(segment_bytes);
+
+        let recovered = recovery::recover(&dir, now)?;
+        let mut report = recovered.report;
+        let mut index = recovered.index;
+        let mut policy = cfg.policy.build(capacity);
+        for (_, hash) in &recovered.by_seq {
+            let Some(len) = index.entries.get(hash).map(|e| u64::from(e.len)) else {
+                continue;
+            };
+            // Oldest first; a record the admission policy turns away is offered once more (a
+            // second access), so that when the budget binds the oldest records are the ones
+            // dropped.
+            let mut outcome = policy.on_insert(*hash, len);
+            if !outcome.admitted {
+                let again = policy.on_insert(*hash, len);
+                outcome.admitted = again.admitted;
+                outcome.evicted.extend(again.evicted);
+            }
+            for victim in outcome.evicted {
+                if index.remove(victim).is_some() {
+                    report.evicted += 1;
+                }
+            }
+            if !outcome.admitted && index.remove(*hash).is_some() {
+                report.evicted += 1;
+            }
+        }
+        report.indexed = index.len() as u64;
+        let purge = PurgeFile::open(&dir, recovered.purge_valid_len)
+            .map_err(io_err(&dir, "open the purge log in"))?;
+        let mut inner = Inner {
+            dir: dir.clone(),
+            segment_bytes,
+            disk_bytes: cfg.disk_bytes,
+            index,
+            policy,
+            segments: recovered.segments,
+            active: None,
+            next_segment: recovered.next_segment,
+            next_seq: recovered.next_seq,
+            purge: Some(purge),
+            tombstones: recovered.tombstones,
+            c: Counters::default(),
+        };
+        // Go on appending to the newest segment when it ends with a whole record, has room and
+        // the budget still holds; otherwise open a fresh one (which reclaims as needed). Either
+        // way the directory is proven writable.
+        if !inner.reuse_newest(&recovered.clean) {
+            inner
+                .rotate()
+                .map_err(io_err(&dir, "create a segment in"))?;
+        }
+        report.indexed = inner.index.len() as u64;
+        Ok((
+            Self {
+                dir,
+                chunk_bytes: cfg.chunk_bytes.max(1),
+                max_record,
+                inner: Mutex::new(inner),
+            },
+            report,
+        ))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The largest record (object + metadata) an insert accepts.
+    pub fn max_record_bytes(&self) -> u64 {
+        self.max_record
+    }
+
+    /// Bytes the record of `obj` under `key` takes on disk.
+    pub fn record_len(&self, key: &CacheKey, obj: &StoredObject) -> u64 {
+        object_record_len(key, obj, self.chunk_bytes)
+    }
+
+    /// Reads, verifies and decodes the object of `key`. A checksum mismatch is a miss, counted,
+    /// and retires the segment. The access is recorded for the policy and marks the record hot.
+    pub fn get(&self, key: &CacheKey, now: SystemTime) -> Option<StoredObject> {
+        let hash = key.hash64();
+        let (file, entry) = {
+            let mut inner = self.lock();
+            let Some(entry) = inner.index.entries.get(&hash).copied() else {
+                inner.c.misses += 1;
+                return None;
+            };
+            if entry.expired(now) {
+                inner.drop_hash(hash);
+                inner.c.expired += 1;
+                inner.c.misses += 1;
+                return None;
+            }
+            let Some(segment) = inner.segments.get(&entry.segment) else {
+                inner.drop_hash(hash);
+                inner.c.misses += 1;
+                return None;
+            };
+            (segment.file.clone(), entry)
+        };
+        // I/O and verification happen outside the lock.
+        let read = read_at(&file, u64::from(entry.offset), entry.len as usize);
+        let result = read.map(|bytes| decode_object(Bytes::from(bytes), key.text()));
+        let mut inner = self.lock();
+        let same = |inner: &Inner| {
+            inner
+                .index
+                .entries
+                .get(&hash)
+                .is_some_and(|e| e.location() == entry.location())
+        };
+        let decoded = match result {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let path = segment::segment_path(&self.dir, entry.segment);
+                inner.note_io("read a record from", &path, &e);
+                if same(&inner) {
+                    inner.retire(entry.segment, "read error");
+                }
+                inner.c.misses += 1;
+                return None;
+            }
+        };
+        match decoded {
+            Ok(obj) => {
+                if now >= obj.meta.keep_until {
+                    if same(&inner) {
+                        inner.drop_hash(hash);
+                    }
+                    inner.c.expired += 1;
+                    inner.c.misses += 1;
+                    return None;
+                }
+                if same(&inner) {
+                    if let Some(e) = inner.index.entries.get_mut(&hash) {
+                        e.flags |= FLAG_HOT;
+                    }
+                    inner.policy.on_hit(hash);
+                }
+                inner.c.hits += 1;
+                Some(obj)
+            }
+            Err(DecodeError::KeyMismatch) => {
+                inner.c.misses += 1;
+                None
+            }
+            Err(DecodeError::Corrupt(e)) => {
+                inner.c.checksum_failures += 1;
+                inner.c.misses += 1;
+                if !same(&inner) {
+                    // Moved or replaced meanwhile (a reclaimed file read while being deleted).
+                    return None;
+                }
+                tracing::warn!(
+                    target: "outpost_store::disk",
+                    segment = entry.segment,
+                    offset = entry.offset,
+                    key = key.text(),
+                    error = %e,
+                    checksum_failures = inner.c.checksum_failures,
+                    "SSD tier: record failed verification; served as a miss, segment retired"
+                );
+                inner.retire(entry.segment, "checksum mismatch");
+                None
+            }
+        }
+    }
+
+    /// Reads bytes `range` (end exclusive, clamped to the body) of `key`'s body, touching only
+    /// the record prefix and the chunks that overlap the range, each verified. Counts as a hit
+    /// like [`DiskStore::get`]; a checksum mismatch is a miss and retires the segment.
+    pub fn get_range(
+        &self,
+        key: &CacheKey,
+        range: std::ops::Range<u64>,
+        now: SystemTime,
+    ) -> Option<RangeRead> {
+        let hash = key.hash64();
+        let (file, entry) = {
+            let mut inner = self.lock();
+            let Some(entry) = inner.index.entries.get(&hash).copied() else {
+                inner.c.misses += 1;
+                return None;
+            };
+            let Some(segment) = inner.segments.get(&entry.segment) else {
+                inner.drop_hash(hash);
+                inner.c.misses += 1;
+                return None;
+            };
+            (segment.file.clone(), entry)
+        };
+        let result = read_range(&file, entry, key.text(), range);
+        let mut inner = self.lock();
+        let same = inner
+            .index
+            .entries
+            .get(&hash)
+            .is_some_and(|e| e.location() == entry.location());
+        match result {
+            Ok(read) if now < read.meta.keep_until => {
+                if same {
+                    if let Some(e) = inner.index.entries.get_mut(&hash) {
+                        e.flags |= FLAG_HOT;
+                    }
+                    inner.policy.on_hit(hash);
+                }
+                inner.c.hits += 1;
+                Some(read)
+            }
+            Ok(_) => {
+                if same {
+                    inner.drop_hash(hash);
+                }
+                inner.c.expired += 1;
+                inner.c.misses += 1;
+                None
+            }
+            Err(RangeError::KeyMismatch) => {
+                inner.c.misses += 1;
+                None
+            }
+            Err(RangeError::Io(e)) => {
+                let path = segment::segment_path(&self.dir, entry.segment);
+                inner.note_io("read a record from", &path, &e);
+                if same {
+                    inner.retire(entry.segment, "read error");
+                }
+                inner.c.misses += 1;
+                None
+            }
+            Err(RangeError::Corrupt(e)) => {
+                inner.c.checksum_failures += 1;
+                inner.c.misses += 1;
+                if same {
+                    tracing::warn!(
+                        target: "outpost_store::disk",
+                        segment = entry.segment,
+                        key = key.text(),
+                        error = %e,
+                        "SSD tier: chunk failed verification; served as a miss, segment retired"
+                    );
+                    inner.retire(entry.segment, "checksum mismatch");
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether `key`'s hash is indexed (no I/O, no policy access).
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.lock().index.entries.contains_key(&key.hash64())
+    }
+
+    /// Appends `obj` under `key` if the admission policy lets it in. A replacement of a stored
+    /// key is always admitted; the older record becomes dead space.
+    pub fn insert(&self, key: &CacheKey, obj: &StoredObject, _now: SystemTime) -> Admission {
+        let hash = key.hash64();
+        let len = object_record_len(key, obj, self.chunk_bytes);
+        let record = if len > self.max_record {
+            None
+        } else {
+            encode_object(0, key, obj, self.chunk_bytes).ok()
+        };
+        let mut inner = self.lock();
+        let Some(mut record) = record else {
+            // The new version supersedes the stored one even though it cannot be kept.
+            inner.drop_hash(hash);
+            inner.c.too_large += 1;
+            return Admission::TooLarge;
+        };
+        let replacing = inner.index.remove(hash).is_some();
+        let outcome = inner.policy.on_insert(hash, record.len() as u64);
+        for victim in outcome.evicted {
+            if inner.index.remove(victim).is_some() {
+                inner.c.evictions += 1;
+            }
+        }
+        if !outcome.admitted {
+            if replacing {
+                inner.policy.on_remove(hash);
+            }
+            inner.c.rejected += 1;
+            return Admission::Rejected;
+        }
+        let expires = expiry_secs(obj.meta.keep_until);
+        match inner.append_object(hash, &mut record, key.text(), &obj.meta.tags, expires) {
+            Ok(()) => {
+                inner.c.inserts += 1;
+                Admission::Admitted
+            }
+            Err(e) => {
+                inner.policy.on_remove(hash);
+                let path = inner.dir.clone();
+                inner.note_io("append a record in", &path, &e);
+                Admission::Rejected
+            }
+        }
+    }
+
+    /// Removes `key` and persists a key tombstone. Returns whether it was indexed.
+    pub fn remove(&self, key: &CacheKey) -> bool {
+        let mut inner = self.lock();
+        inner.persist_purge(RecordKind::PurgeKey, key.text());
+        let hash = key.hash64();
+        let found = inner.index.remove_key(hash, key.text()).is_some();
+        if found {
+            inner.policy.on_remove(hash);
+        }
+        found
+    }
+
+    /// Removes every object carrying `tag` and persists a tag tombstone; returns their hashes.
+    pub fn remove_tag(&self, tag: &str) -> Vec<u64> {
+        let mut inner = self.lock();
+        inner.persist_purge(RecordKind::PurgeTag, tag);
+        let hashes = inner.index.take_tag(tag);
+        for hash in &hashes {
+            inner.policy.on_remove(*hash);
+        }
+        hashes
+    }
+
+    /// Removes every object whose key starts with `prefix` and persists a prefix tombstone;
+    /// returns their hashes.
+    pub fn remove_prefix(&self, prefix: &str) -> Vec<u64> {
+        let mut inner = self.lock();
+        inner.persist_purge(RecordKind::PurgePrefix, prefix);
+        let hashes = inner.index.take_prefix(prefix);
+        for hash in &hashes {
+            inner.policy.on_remove(*hash);
+        }
+        hashes
+    }
+
+    /// `fdatasync`s the active segment and the purge log (optional: see the durability
+    /// contract in the module docs).
+    pub fn flush(&self) -> io::Result<()> {
+        let inner = self.lock();
+        if let Some(seg) = inner.active.and_then(|id| inner.segments.get(&id)) {
+            seg.file.sync_data()?;
+        }
+        if let Some(purge) = &inner.purge {
+            purge.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> DiskStats {
+        let inner = self.lock();
+        let c = &inner.c;
+        DiskStats {
+            objects: inner.index.len() as u64,
+            live_bytes: inner.index.live_bytes,
+            used_bytes: inner.segments.values().map(|s| s.len).sum(),
+            capacity_bytes: inner.disk_bytes,
+            segment_bytes: inner.segment_bytes,
+            segments: inner.segments.len() as u64,
+            hits: c.hits,
+            misses: c.misses,
+            inserts: c.inserts,
+            rejected: c.rejected,
+            too_large: c.too_large,
+            evictions: c.evictions,
+            expired: c.expired,
+            reclaimed_segments: c.reclaimed_segments,
+            reappended: c.reappended,
+            checksum_failures: c.checksum_failures,
+            retired_segments: c.retired_segments,
+            io_errors: c.io_errors,
+            tombstones: inner.tombstones.len() as u64,
+            tag_refs: inner.index.tag_refs() as u64,
+            prefix_entries: inner.index.prefix_len() as u64,
+        }
+    }
+
+    /// Checks internal consistency (tests).
+    #[cfg(test)]
+    #[allow(clippy::expect_used)]
+    pub(crate) fn check_invariants(&self) {
+        let inner = self.lock();
+        let live: u64 = inner.index.entries.values().map(|e| u64::from(e.len)).sum();
+        assert_eq!(live, inner.index.live_bytes, "live bytes");
+        assert_eq!(inner.policy.len(), inner.index.len(), "policy len");
+        for (hash, entry) in &inner.index.entries {
+            assert!(inner.policy.contains(*hash), "indexed but not resident");
+            let seg = inner.segments.get(&entry.segment).expect("segment exists");
+            assert!(u64::from(entry.offset) + u64::from(entry.len) <= seg.len);
+        }
+        let used: u64 = inner.segments.values().map(|s| s.len).sum();
+        let sealed: u64 = inner
+            .segments
+            .values()
+            .filter(|s| Some(s.id) != inner.active)
+            .map(|s| s.len)
+            .sum();
+        assert!(
+            sealed + inner.segment_bytes <= inner.disk_bytes || sealed == 0,
+            "over budget: used {used}"
+        );
+    }
+}
+
+impl Inner {
+    /// Counts and logs (at powers of two, so a failing disk does not flood the log) an I/O
+    /// error.
+    fn note_io(&mut self, op: &str, path: &Path, err: &io::Error) {
+        self.c.io_errors += 1;
+        let n = self.c.io_errors;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                target: "outpost_store::disk",
+                path = %path.display(),
+                error = %err,
+                io_errors = n,
+                "SSD tier: cannot {op} the store directory; serving from RAM and origin"
+            );
+        }
+    }
+
+    /// Drops `hash` from the index and the policy.
+    fn drop_hash(&mut self, hash: u64) {
+        if self.index.remove(hash).is_some() {
+            self.policy.on_remove(hash);
+        }
+    }
+
+    /// Makes the newest recovered segment the active one if it is clean, has room and fits the
+    /// budget, reopening it for writing.
+    fn reuse_newest(&mut self, clean: &std::collections::BTreeSet<u32>) -> bool {
+        let Some((&id, newest)) = self.segments.iter().next_back() else {
+            return false;
+        };
+        if !clean.contains(&id) || newest.len >= self.segment_bytes {
+            return false;
+        }
+        let others: u64 = self
+            .segments
+            .values()
+            .filter(|s| s.id != id)
+            .map(|s| s.len)
+            .sum();
+        if others + self.segment_bytes > self.disk_bytes {
+            return false;
+        }
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&newest.path)
+        else {
+            return false;
+        };
+        if let Some(seg) = self.segments.get_mut(&id) {
+            seg.file = std::sync::Arc::new(file);
+            self.active = Some(id);
+            return true;
+        }
+        false
+    }
+
+    fn sealed_bytes(&self) -> u64 {
+        self.segments
+            .values()
+            .filter(|s| Some(s.id) != self.active)
+            .map(|s| s.len)
+            .sum()
+    }
+
+    fn ensure_room(&mut self, len: u64) -> io::Result<()> {
+        let full = match self.active.and_then(|id| self.segments.get(&id)) {
+            Some(seg) => seg.len + len > self.segment_bytes,
+            None => true,
+        };
+        if full {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment, reclaims the oldest segments until a new one fits the
+    /// budget, opens the new active segment and re-appends the hot survivors into it.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.active = None;
+        let mut survivors = Vec::new();
+        let mut budget = self.segment_bytes / 2;
+        while self.sealed_bytes() + self.segment_bytes > self.disk_bytes {
+            let Some(&oldest) = self.segments.keys().next() else {
+                break;
+            };
+            self.reclaim(oldest, &mut survivors, &mut budget);
+        }
+        let id = self.next_segment;
+        self.next_segment = self.next_segment.wrapping_add(1).max(1);
+        match Segment::create(&self.dir, id, self.next_seq) {
+            Ok(seg) => {
+                self.segments.insert(id, seg);
+                self.active = Some(id);
+            }
+            Err(e) => {
+                for s in survivors {
+                    self.policy.on_remove(s.hash);
+                    self.c.evictions += 1;
+                }
+                return Err(e);
+            }
+        }
+        for survivor in survivors {
+            self.reappend(survivor);
+        }
+        self.maybe_compact_purges();
+        Ok(())
+    }
+
+    /// Deletes segment `id`; its live hot records (within `budget` bytes) become survivors, the
+    /// rest are evicted.
+    fn reclaim(&mut self, id: u32, survivors: &mut Vec<Survivor>, budget: &mut u64) {
+        let Some(seg) = self.segments.remove(&id) else {
+            return;
+        };
+        for (hash, entry) in self.index.entries_in(id) {
+            self.index.remove(hash);
+            let len = u64::from(entry.len);
+            if entry.is_hot() && len <= *budget && self.policy.contains(hash) {
+                match read_at(&seg.file, u64::from(entry.offset), entry.len as usize)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        verify_record(&bytes)
+                            .map(|tags| (bytes, tags))
+                            .map_err(|e| e.to_string())
+                    }) {
+                    Ok((bytes, tags)) => {
+                        *budget -= len;
+                        survivors.push(Survivor {
+                            hash,
+                            bytes,
+                            tags,
+                            expires: entry.expires,
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        self.c.checksum_failures += 1;
+                        tracing::warn!(
+                            target: "outpost_store::disk",
+                            path = %seg.path.display(),
+                            error = %e,
+                            "SSD tier: survivor failed verification during reclamation; dropped"
+                        );
+                    }
+                }
+            }
+            self.policy.on_remove(hash);
+            self.c.evictions += 1;
+        }
+        if let Err(e) = std::fs::remove_file(&seg.path) {
+            self.note_io("delete a reclaimed segment in", &seg.path, &e);
+        }
+        self.c.reclaimed_segments += 1;
+    }
+
+    /// Moves a survivor into the active segment with a new sequence (so that sequence order
+    /// stays append order), or evicts it if it does not fit.
+    fn reappend(&mut self, mut s: Survivor) {
+        let len = s.bytes.len() as u64;
+        let result = (|| -> io::Result<(u32, u32)> {
+            let id = self
+                .active
+                .ok_or_else(|| io::Error::other("no active segment"))?;
+            let seq = self.next_seq;
+            let seg = self
+                .segments
+                .get_mut(&id)
+                .ok_or_else(|| io::Error::other("no active segment"))?;
+            if seg.len + len > self.segment_bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "survivor does not fit",
+                ));
+            }
+            set_sequence(&mut s.bytes, seq).map_err(io::Error::other)?;
+            let offset = seg.append(&s.bytes)?;
+            self.next_seq += 1;
+            let offset = u32::try_from(offset).map_err(io::Error::other)?;
+            Ok((id, offset))
+        })();
+        match result {
+            Ok((segment, offset)) => {
+                let entry = IndexEntry {
+                    segment,
+                    offset,
+                    len: len as u32,
+                    expires: s.expires,
+                    flags: 0,
+                };
+                self.index
+                    .relocate(s.hash, entry, s.tags.iter().map(String::as_str));
+                self.c.reappended += 1;
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::StorageFull {
+                    let dir = self.dir.clone();
+                    self.note_io("re-append a survivor in", &dir, &e);
+                }
+                self.policy.on_remove(s.hash);
+                self.c.evictions += 1;
+            }
+        }
+    }
+
+    /// Appends an encoded object record (sequence assigned here) and indexes it.
+    fn append_object(
+        &mut self,
+        hash: u64,
+        record: &mut [u8],
+        key: &str,
+        tags: &[String],
+        expires: u32,
+    ) -> io::Result<()> {
+        let len = record.len() as u64;
+        self.ensure_room(len)?;
+        let seq = self.next_seq;
+        set_sequence(record, seq).map_err(io::Error::other)?;
+        let id = self
+            .active
+            .ok_or_else(|| io::Error::other("no active segment"))?;
+        let seg = self
+            .segments
+            .get_mut(&id)
+            .ok_or_else(|| io::Error::other("no active segment"))?;
+        let offset = seg.append(record)?;
+        self.next_seq += 1;
+        let offset = u32::try_from(offset).map_err(io::Error::other)?;
+        let len = u32::try_from(len).map_err(io::Error::other)?;
+        self.index.insert(
+            hash,
+            IndexEntry {
+                segment: id,
+                offset,
+                len,
+                expires,
+                flags: 0,
+            },
+            key,
+            tags.iter().map(String::as_str),
+        );
+        Ok(())
+    }
+
+    /// Retires segment `id` after a checksum mismatch or read error: its objects leave the
+    /// index and the file is deleted (readers in flight keep their handle).
+    fn retire(&mut self, id: u32, why: &str) {
+        let Some(seg) = self.segments.remove(&id) else {
+            return;
+        };
+        if self.active == Some(id) {
+            self.active = None;
+        }
+        let mut dropped = 0u64;
+        for (hash, _) in self.index.entries_in(id) {
+            self.drop_hash(hash);
+            dropped += 1;
+        }
+        self.c.retired_segments += 1;
+        tracing::warn!(
+            target: "outpost_store::disk",
+            path = %seg.path.display(),
+            reason = why,
+            objects_dropped = dropped,
+            "SSD tier: segment retired"
+        );
+        if let Err(e) = std::fs::remove_file(&seg.path) {
+            self.note_io("delete a retired segment in", &seg.path, &e);
+        }
+    }
+
+    /// Writes a tombstone before the purge takes effect in RAM. A failure is counted and logged
+    /// (the purge still applies to this process).
+    fn persist_purge(&mut self, kind: RecordKind, text: &str) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let result = match (&mut self.purge, encode_purge(kind, seq, text)) {
+            (Some(purge), Ok(record)) => purge.append(&record),
+            (None, _) => Err(io::Error::other("purge log unavailable")),
+            (_, Err(e)) => Err(io::Error::other(e)),
+        };
+        match result {
+            Ok(()) => self.tombstones.push(Tombstone {
+                seq,
+                kind,
+                text: Box::from(text),
+            }),
+            Err(e) => {
+                let path = self.dir.join(segment::PURGE_LOG);
+                self.note_io("persist a purge tombstone to", &path, &e);
+            }
+        }
+    }
+
+    /// Drops tombstones older than every record still on disk once enough are obsolete
+    /// (they can no longer match anything), rewriting the purge log.
+    fn maybe_compact_purges(&mut self) {
+        let min_base = self
+            .segments
+            .values()
+            .map(|s| s.base_seq)
+            .min()
+            .unwrap_or(self.next_seq);
+        let obsolete = self.tombstones.iter().filter(|t| t.seq < min_base).count();
+        if obsolete < COMPACT_MIN_OBSOLETE || obsolete * 2 < self.tombstones.len() {
+            return;
+        }
+        let kept: Vec<Tombstone> = self
+            .tombstones
+            .iter()
+            .filter(|t| t.seq >= min_base)
+            .cloned()
+            .collect();
+        let encoded: Vec<Vec<u8>> = kept
+            .iter()
+            .filter_map(|t| encode_purge(t.kind, t.seq, &t.text).ok())
+            .collect();
+        let Some(purge) = self.purge.as_mut() else {
+            return;
+        };
+        match purge.rewrite(&self.dir, encoded.iter().map(Vec::as_slice)) {
+            Ok(()) => self.tombstones = kept,
+            Err(e) => {
+                let dir = self.dir.clone();
+                self.note_io("compact the purge log in", &dir, &e);
+            }
+        }
+    }
+}
