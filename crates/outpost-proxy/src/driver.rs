@@ -180,48 +180,18 @@ async fn serve(
     //    hyper drops the Content-Length of such a request, so the connection's scanner (conn.rs) tells.
     let has_te = req.headers().contains_key(header::TRANSFER_ENCODING);
     if has_te && (ambiguous_framing || req.headers().contains_key(header::CONTENT_LENGTH)) {
-        return simple(
-            node,
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "both Content-Length and Transfer-Encoding",
-            log,
-            true,
-        );
+        return bad_request(node, "both Content-Length and Transfer-Encoding", log);
     }
     if req.headers().get_all(header::HOST).iter().count() > 1 {
-        return simple(
-            node,
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "more than one Host header",
-            log,
-            true,
-        );
+        return bad_request(node, "more than one Host header", log);
     }
     // 2. Tenant by Host: unknown hosts never touch the cache.
     let Some(raw_host) = host_of(&req) else {
-        return simple(
-            node,
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "missing Host header",
-            log,
-            true,
-        );
+        return bad_request(node, "missing Host header", log);
     };
     let host = match outpost_cache::key::canonical_host(raw_host) {
         Ok(h) => h,
-        Err(e) => {
-            return simple(
-                node,
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                &e.to_string(),
-                log,
-                true,
-            )
-        }
+        Err(e) => return bad_request(node, &e.to_string(), log),
     };
     let Some(tenant) = node.tenants.find(&host).cloned() else {
         let msg = format!("no tenant is configured for host {host}");
@@ -243,16 +213,7 @@ async fn serve(
         .unwrap_or("/");
     let url = match canonicalize(&host, target, &tenant.query) {
         Ok(u) => u,
-        Err(e) => {
-            return simple(
-                node,
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                &e.to_string(),
-                log,
-                true,
-            )
-        }
+        Err(e) => return bad_request(node, &e.to_string(), log),
     };
     if node.access_log {
         log.url = url.to_string();
@@ -1289,6 +1250,18 @@ fn error_response(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     finish_response(status, h, full(body), cs, log)
+}
+
+/// 400 naming what is wrong; the connection is closed after it.
+fn bad_request(node: &Node, message: &str, log: &mut RequestLog) -> Response<RespBody> {
+    simple(
+        node,
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        message,
+        log,
+        true,
+    )
 }
 
 fn simple(
