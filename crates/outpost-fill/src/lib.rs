@@ -37,6 +37,8 @@ struct State<H> {
     chunks: Vec<Bytes>,
     end: Option<End>,
     followers: usize,
+    /// The key was invalidated while this fill ran: its result must not be stored.
+    poisoned: bool,
 }
 
 struct Fill<H> {
@@ -132,6 +134,7 @@ impl<K: Hash + Eq + Clone, H> FillRegistry<K, H> {
                 chunks: Vec::new(),
                 end: None,
                 followers: 0,
+                poisoned: false,
             }),
             version: tx,
         });
@@ -157,6 +160,15 @@ impl<K: Hash + Eq + Clone, H> FillRegistry<K, H> {
     /// Forget a pass mark (e.g. after a purge).
     pub fn clear_pass(&self, key: &K) {
         self.passes().remove(key);
+    }
+
+    /// The key was invalidated (purge, unsafe method): a fill in flight for it must not store its
+    /// (now outdated) result, and later requests start a new fill.
+    pub fn poison(&self, key: &K) {
+        let mut fills = self.fills();
+        if let Some(fill) = fills.remove(key) {
+            fill.lock().poisoned = true;
+        }
     }
 
     /// Fills in flight now.
@@ -204,6 +216,11 @@ impl<K: Hash + Eq + Clone, H> FillLeader<K, H> {
             rx: self.fill.version.subscribe(),
             next: 0,
         }
+    }
+
+    /// Whether the key was invalidated since this fill started (see [`FillRegistry::poison`]).
+    pub fn is_poisoned(&self) -> bool {
+        self.fill.lock().poisoned
     }
 
     /// How many followers joined so far.
@@ -418,6 +435,23 @@ mod tests {
             reg.join(&k, now + Duration::from_secs(11)),
             Joined::Leader(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn poison_marks_the_fill_and_frees_the_key() {
+        let reg = Reg::new();
+        let k = "inv".to_string();
+        let l = leader(reg.join(&k, Instant::now()));
+        assert!(!l.is_poisoned());
+        reg.poison(&k);
+        assert!(l.is_poisoned());
+        // A new request after the invalidation starts its own fill.
+        let l2 = leader(reg.join(&k, Instant::now()));
+        assert!(!l2.is_poisoned());
+        l.finish();
+        // The poisoned leader finishing does not remove the new fill.
+        assert_eq!(reg.in_flight(), 1);
+        drop(l2);
     }
 
     #[tokio::test]

@@ -1005,10 +1005,14 @@ pub(crate) fn invalidate(node: &Node, primary: &CacheKey) {
     if let Some(old) = node.store.get(primary, far) {
         if old.meta.vary.is_some() {
             for v in String::from_utf8_lossy(&old.body).lines() {
-                node.store.remove(&variant_key(primary, v));
+                let key = variant_key(primary, v);
+                node.fills.poison(&key);
+                node.store.remove(&key);
             }
         }
     }
+    // A fill in flight must not store what is now outdated after this removal.
+    node.fills.poison(primary);
     node.store.remove(primary);
     node.fills.clear_pass(primary);
 }

@@ -87,8 +87,23 @@ impl Filling {
         self.leader.fail(reason);
     }
 
+    /// Whether every byte the origin announced has arrived (so the fill can be stored before the
+    /// client sees its last byte, and an invalidation that follows it cannot be overtaken).
+    fn all_received(&self) -> bool {
+        self.keep
+            && self
+                .head
+                .content_length()
+                .is_some_and(|l| self.buf.len() as u64 == l)
+    }
+
     /// The origin body ended cleanly: store the object (if kept) and end the fill.
     fn complete(self) {
+        if self.leader.is_poisoned() {
+            // Invalidated while filling: followers still get the body, the store does not.
+            self.leader.finish();
+            return;
+        }
         if let Some(expected) = self.head.content_length() {
             if self.keep && self.buf.len() as u64 != expected {
                 self.leader.fail("origin body shorter than Content-Length");
@@ -198,6 +213,11 @@ impl Body for FillingBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(f)) = (frame.data_ref(), this.filling.as_mut()) {
                     f.on_data(data);
+                    if f.all_received() {
+                        if let Some(f) = this.filling.take() {
+                            f.complete();
+                        }
+                    }
                 }
                 this.idle
                     .as_mut()

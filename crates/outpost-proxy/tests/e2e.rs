@@ -533,3 +533,24 @@ async fn vary_star_is_never_stored() {
     assert!(cs(&r).contains("vary-star"), "{}", cs(&r));
     assert_eq!(origin.hits("/star"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_right_after_a_fill_is_never_overtaken_by_it() {
+    let origin = TestOrigin::start().await.unwrap();
+    let edge = node_for(&origin).await;
+    for i in 0..30 {
+        let path = format!("/race/{i}");
+        origin.route(&path, RouteSpec::ok("", "max-age=600"));
+        assert_eq!(get(edge, &path, &[]).await.text(), "1");
+        // Immediately invalidate: the fill's store insert must not land after the removal.
+        let p = http_request(edge, "POST", "site.test", &path, &[], b"x")
+            .await
+            .unwrap();
+        assert_eq!(p.status, 200);
+        assert_eq!(
+            get(edge, &path, &[]).await.text(),
+            "3",
+            "iteration {i}: stale object resurrected"
+        );
+    }
+}

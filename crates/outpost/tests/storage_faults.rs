@@ -236,3 +236,48 @@ async fn purged_objects_stay_gone_after_kill_9() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_store_dir_falls_back_to_ram_and_keeps_serving() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/r", RouteSpec::ok("ram", "max-age=3600"));
+    // A regular file where the directory should be: the SSD tier cannot open.
+    let file = temp_dir("notadir");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let node = Node::start(&origin, &file).await;
+    let first = http_get(node.addr, "site.test", "/r", &[]).await.unwrap();
+    assert_eq!(first.status, 200);
+    let second = http_get(node.addr, "site.test", "/r", &[]).await.unwrap();
+    assert!(
+        second.header("cache-status").unwrap_or("").contains("hit"),
+        "served from RAM"
+    );
+    assert_eq!(origin.hits("/r"), 1);
+    drop(node);
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_store_dir_of_a_future_format_is_refused() {
+    let dir = temp_dir("future");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("FORMAT"), "outpost-store format 99\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args([
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--origin",
+            "http://127.0.0.1:9",
+        ])
+        .args(["--store-dir", dir.to_str().unwrap(), "--metrics", ""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "must refuse to start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("format version 99"),
+        "clear message expected, got: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
