@@ -75,11 +75,15 @@ cleanup_all() {
 
 port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
-# free_port — prints a port on 127.0.0.1 that nothing listens on (random in 20000–59999).
+# free_port — prints a port on 127.0.0.1 that nothing listens on, chosen below the kernel's
+# ephemeral range (outgoing connections take ports from that range, and a listener on a port some
+# connection already uses fails with EADDRINUSE): random in 20000..(range start - 1).
 free_port() {
-  local p
+  local p lo=32768 span
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+  span=$(( lo - 20000 )); [ "$span" -gt 1000 ] || span=10000
   for _ in $(seq 200); do
-    p=$(( 20000 + RANDOM % 40000 ))
+    p=$(( 20000 + RANDOM % span ))
     case " ${_USED_PORTS:-} " in *" $p "*) continue ;; esac
     if ! port_open "$p"; then _USED_PORTS="${_USED_PORTS:-} $p"; echo "$p"; return 0; fi
   done
