@@ -93,6 +93,19 @@ pub enum OpenError {
         /// What is wrong.
         reason: String,
     },
+    /// Another process holds the directory's lock.
+    #[error(
+        "store directory: {} is in use by another process (it holds {}); two nodes must not \
+         share one store.dir",
+        .dir.display(),
+        .lock.display()
+    )]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The directory cannot be created, read or written.
     #[error("store directory: cannot {op} {}: {source}", .path.display())]
     Io {
@@ -118,6 +131,7 @@ impl OpenError {
         match self {
             OpenError::FutureFormat { .. } => "future_format",
             OpenError::NotAStore { .. } => "not_a_store",
+            OpenError::InUse { .. } => "in_use",
             OpenError::Io { .. } => "io",
         }
     }
@@ -352,6 +366,8 @@ struct Inner {
 /// copy the record location under it and `pread` outside it.
 pub struct DiskStore {
     dir: PathBuf,
+    /// Holds an exclusive lock on `dir/LOCK` for the store's lifetime (released on drop or exit).
+    _lock: std::fs::File,
     chunk_bytes: u32,
     max_record: u64,
     inner: Mutex<Inner>,
@@ -373,6 +389,43 @@ fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> OpenError 
 }
 
 /// Reads the directory's `FORMAT` file (refusing newer or foreign ones) or writes it.
+/// Take the directory's exclusive lock (`LOCK`, an advisory `flock` the kernel drops when the
+/// process dies, so a `kill -9` never leaves it stale). A lock can linger for a moment after its
+/// holder closed it when a forked child still shares the descriptor (until the child's exec), so
+/// a busy lock is retried for ~250 ms before the directory is declared in use.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path, "open"))?;
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if tries < 25 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::InUse {
+                    dir: dir.to_path_buf(),
+                    lock: path,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(OpenError::Io {
+                    path,
+                    op: "lock",
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
 fn check_format_file(dir: &Path) -> Result<(), OpenError> {
     let path = dir.join(FORMAT_FILE);
     match std::fs::read(&path) {
@@ -411,6 +464,7 @@ impl DiskStore {
     pub fn open(cfg: &DiskConfig, now: SystemTime) -> Result<(Self, RecoveryReport), OpenError> {
         let dir = cfg.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create the directory"))?;
+        let lock = lock_dir(&dir)?;
         check_format_file(&dir)?;
         let segment_bytes = cfg
             .segment_bytes
@@ -474,6 +528,7 @@ impl DiskStore {
         report.indexed = inner.index.len() as u64;
         Ok((
             Self {
+                _lock: lock,
                 dir,
                 chunk_bytes: cfg.chunk_bytes.max(1),
                 max_record,

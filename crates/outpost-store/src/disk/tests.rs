@@ -634,6 +634,7 @@ fn write_errors_are_counted_and_the_insert_rejected() {
     }
     fs::remove_file(dir.path().join(PURGE_LOG)).unwrap();
     fs::remove_file(dir.path().join("FORMAT")).unwrap();
+    fs::remove_file(dir.path().join("LOCK")).unwrap();
     fs::remove_dir(dir.path()).unwrap();
     fs::write(dir.path(), b"not a dir").unwrap();
     let mut rejected = 0;
@@ -1055,4 +1056,21 @@ fn kill9_during_fills_keeps_every_committed_fill() {
         assert_eq!(&got.body[..], &body[..]);
     }
     store.check_invariants();
+}
+
+#[test]
+fn a_directory_in_use_is_refused() {
+    let dir = TempDir::new("lock");
+    let cfg = DiskConfig::new(dir.path(), 64 << 20);
+    let (first, _) = DiskStore::open(&cfg, SystemTime::UNIX_EPOCH).unwrap();
+    match DiskStore::open(&cfg, SystemTime::UNIX_EPOCH) {
+        Err(e @ OpenError::InUse { .. }) => {
+            assert!(!e.fallback_to_ram());
+            assert!(e.to_string().contains("in use by another process"), "{e}");
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    drop(first);
+    // Released on drop: the directory opens again.
+    assert!(DiskStore::open(&cfg, SystemTime::UNIX_EPOCH).is_ok());
 }
