@@ -217,6 +217,7 @@ async fn keep_alive_connection_is_closed_by_stop() {
 async fn client_parses_chunked_bodies_and_trailers() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut s, _) = listener.accept().await.unwrap();
@@ -229,8 +230,10 @@ async fn client_parses_chunked_bodies_and_trailers() {
         )
         .await
         .unwrap();
-        // Keep the socket open: the client must stop at the terminating chunk, not wait for EOF.
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Keep the socket open until the client is done: it must stop at the terminating
+        // chunk, not wait for EOF.
+        let _ = done_rx.await;
+        drop(s);
     });
     let t = Instant::now();
     let r = http_get(addr, "h", "/", &[]).await.unwrap();
@@ -240,6 +243,7 @@ async fn client_parses_chunked_bodies_and_trailers() {
     assert_eq!(r.header("X-A"), Some("1"));
     assert_eq!(r.header_all("x-a"), vec!["1", "2"]);
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    let _ = done_tx.send(());
 }
 
 #[tokio::test]
