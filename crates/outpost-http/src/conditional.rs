@@ -230,18 +230,8 @@ pub fn merge_304(stored: &mut HeaderMap, not_modified: &HeaderMap) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use http::HeaderValue;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(v.as_bytes()).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::test_util::headers;
 
     #[test]
     fn etag_comparison() {

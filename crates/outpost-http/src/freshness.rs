@@ -287,16 +287,7 @@ mod tests {
         httpdate::fmt_http_date(at(secs))
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::test_util::headers;
 
     fn lifetime_of(status: u16, h: &HeaderMap) -> Lifetime {
         let (cc, _) = effective_response_cc(h);

@@ -26,6 +26,9 @@ pub mod range;
 pub mod storability;
 pub mod vary;
 
+#[cfg(test)]
+mod test_util;
+
 pub use cache_control::{CcSource, MaxStale, RequestCacheControl, ResponseCacheControl};
 pub use cache_status::{CacheStatus, Fwd};
 pub use freshness::{Lifetime, Reuse};
