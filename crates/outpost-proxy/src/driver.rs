@@ -540,9 +540,15 @@ impl Ctx {
             }
         };
         let mut headers = rparts.headers;
-        let mut leader_headers = headers.clone();
-        strip_hop_by_hop(&mut leader_headers);
+        strip_hop_by_hop(&mut headers);
         let (rcc, _) = effective_response_cc(&headers);
+        // The client that caused the fill sees what the origin sent; the store keeps less only
+        // when a qualified no-cache/private names fields, and only then is a copy needed.
+        let leader_headers = if rcc.unstorable_fields().is_empty() {
+            None
+        } else {
+            Some(headers.clone())
+        };
         strip_before_store(&mut headers, &rcc);
         if !headers.contains_key(header::DATE) {
             headers.insert(header::DATE, date_value(response_time));
@@ -576,15 +582,18 @@ impl Ctx {
         cs.fwd_status = Some(status.as_u16());
         cs.stored = true;
         log.outcome = Outcome::Miss;
-        // The client that caused the fill sees what the origin sent (fields a qualified
-        // no-cache/private keeps out of the store included); followers see the stored form.
+        // Followers see the stored form (see `leader_headers` above for this client).
         let age = current_age(
             head.timing.initial_age,
             head.timing.response_time,
             SystemTime::now(),
         );
-        let (status, headers, plan) =
-            self.shape(head.status, &leader_headers, head.content_length, age);
+        let (status, headers, plan) = self.shape(
+            head.status,
+            leader_headers.as_ref().unwrap_or(&head.headers),
+            head.content_length,
+            age,
+        );
         let body = match plan {
             // Small bodies (hyper buffers them whole, so a slow client cannot hold back the
             // followers): this client's body *is* the fill, with no task between origin and
@@ -655,22 +664,13 @@ impl Ctx {
                 response_time,
             ),
         };
-        let derived = Some(derive_hit(obj.status, &headers, obj.body.len()));
-        let fresh = Arc::new(StoredObject {
-            status: obj.status,
+        let fresh = Arc::new(cacheable_object(
+            obj.status,
             headers,
-            body: obj.body.clone(),
-            meta: ObjectMeta {
-                request_time: timing.request_time,
-                response_time: timing.response_time,
-                initial_age: timing.initial_age,
-                lifetime: timing.lifetime,
-                keep_until,
-                tags: tags_of(&obj.headers),
-                vary: None,
-                derived,
-            },
-        });
+            obj.body.clone(),
+            &timing,
+            keep_until,
+        ));
         if plan.is_ok() {
             node.store.insert(key, fresh.clone(), response_time);
             cs.stored = true;
@@ -701,8 +701,7 @@ impl Ctx {
         let mut cs = CacheStatus::hit(&self.node.name);
         cs.ttl = Some(eval.ttl);
         cs.detail = Some(format!("stale-if-error {reason}"));
-        let age = current_age(eval.age, SystemTime::now(), SystemTime::now());
-        self.respond_stored(obj, age, cs, Outcome::StaleOnError, log)
+        self.respond_stored(obj, eval.age, cs, Outcome::StaleOnError, log)
     }
 
     /// Refresh a stale object in the background (stale-while-revalidate), once per key.
@@ -1151,6 +1150,33 @@ pub(crate) fn derive_hit(status: StatusCode, stored: &HeaderMap, body_len: usize
         reuse: ReuseFacts::from_headers(stored),
         headers,
     }))
+}
+
+/// A response object ready for the store: its timing, tags and derived hit template.
+pub(crate) fn cacheable_object(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    timing: &StoredTiming,
+    keep_until: SystemTime,
+) -> StoredObject {
+    let derived = Some(derive_hit(status, &headers, body.len()));
+    let tags = tags_of(&headers);
+    StoredObject {
+        status,
+        headers,
+        body,
+        meta: ObjectMeta {
+            request_time: timing.request_time,
+            response_time: timing.response_time,
+            initial_age: timing.initial_age,
+            lifetime: timing.lifetime,
+            keep_until,
+            tags,
+            vary: None,
+            derived,
+        },
+    }
 }
 
 fn hit_template(obj: &StoredObject) -> Option<&HitTemplate> {

@@ -4,7 +4,7 @@
 //! body directly (no task between origin and client) and, if the client goes away early, hands the
 //! rest of the fill to a background task so followers and the store still get the whole object.
 
-use crate::driver::{derive_hit, invalidate, store_variant, tags_of, FillHead};
+use crate::driver::{cacheable_object, invalidate, store_variant, FillHead};
 use crate::tenant::Tenant;
 use crate::Node;
 use bytes::{Bytes, BytesMut};
@@ -12,7 +12,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outpost_fill::{FillFollower, FillLeader};
-use outpost_store::{CacheKey, ObjectMeta, StoredObject};
+use outpost_store::CacheKey;
 use outpost_upstream::BoxError;
 use std::future::Future;
 use std::pin::Pin;
@@ -113,22 +113,13 @@ impl Filling {
         if self.keep {
             let head = &self.head;
             let body = self.buf.freeze();
-            let derived = Some(derive_hit(head.status(), head.headers(), body.len()));
-            let obj = Arc::new(StoredObject {
-                status: head.status(),
-                headers: head.headers().clone(),
+            let obj = Arc::new(cacheable_object(
+                head.status(),
+                head.headers().clone(),
                 body,
-                meta: ObjectMeta {
-                    request_time: head.timing().request_time,
-                    response_time: head.timing().response_time,
-                    initial_age: head.timing().initial_age,
-                    lifetime: head.timing().lifetime,
-                    keep_until: self.keep_until,
-                    tags: tags_of(head.headers()),
-                    vary: None,
-                    derived,
-                },
-            });
+                head.timing(),
+                self.keep_until,
+            ));
             let now = SystemTime::now();
             let node = &self.node;
             match head.vary() {
