@@ -223,24 +223,21 @@ async fn serve(
     if method != Method::GET && method != Method::HEAD {
         return forward_unsafe(node, &tenant, req, &url, peer, log).await;
     }
-    let extra = match cookie::decide(&rule.cookie, req.headers()) {
-        CookieDecision::Key(extra) => extra,
+    // Requests the cache must not answer, in order: a bypass cookie, a bypass rule, and
+    // If-Match / If-Unmodified-Since, which are the origin's to evaluate (RFC 9110 §13.2.1).
+    let (extra, bypass) = match cookie::decide(&rule.cookie, req.headers()) {
+        CookieDecision::Key(extra) => (extra, None),
         CookieDecision::Bypass(name) => {
-            return pass(
-                node,
-                &tenant,
-                req,
-                &url,
-                peer,
-                log,
-                Fwd::Bypass,
-                Some(format!("cookie {name}")),
-                false,
-            )
-            .await;
+            (String::new(), Some((Fwd::Bypass, format!("cookie {name}"))))
         }
     };
-    if rule.bypass {
+    let bypass = bypass
+        .or_else(|| rule.bypass.then(|| (Fwd::Bypass, "rule".to_string())))
+        .or_else(|| {
+            has_origin_preconditions(req.headers())
+                .then(|| (Fwd::Request, "precondition".to_string()))
+        });
+    if let Some((fwd, detail)) = bypass {
         return pass(
             node,
             &tenant,
@@ -248,23 +245,8 @@ async fn serve(
             &url,
             peer,
             log,
-            Fwd::Bypass,
-            Some("rule".into()),
-            false,
-        )
-        .await;
-    }
-    if has_origin_preconditions(req.headers()) {
-        // If-Match / If-Unmodified-Since are the origin's to evaluate (RFC 9110 §13.2.1).
-        return pass(
-            node,
-            &tenant,
-            req,
-            &url,
-            peer,
-            log,
-            Fwd::Request,
-            Some("precondition".into()),
+            fwd,
+            Some(detail),
             false,
         )
         .await;
