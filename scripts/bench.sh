@@ -71,6 +71,18 @@ trap cleanup_all EXIT
 trap 'exit 130' INT TERM
 
 case "$DURATION" in ''|*[!0-9]*) die "BENCH_DURATION must be whole seconds" ;; esac
+# On a fresh clone, build what the default contenders need (release binaries).
+if [ "$OUTPOST_BIN" = "$REPO/target/release/outpost" ] && [ ! -x "$OUTPOST_BIN" ]; then
+  log "building target/release/outpost"
+  (cd "$REPO" && cargo build --release -p outpost --bin outpost) || die "cargo build of outpost failed"
+fi
+case " ${CONTENDERS[*]} " in
+  *" bare-hyper "*)
+    if [ "$BARE_HYPER_BIN" = "$REPO/target/release/examples/bare_hyper" ] && [ ! -x "$BARE_HYPER_BIN" ]; then
+      log "building target/release/examples/bare_hyper"
+      (cd "$REPO" && cargo build --release --example bare_hyper -p outpost-testkit) || die "cargo build of bare_hyper failed"
+    fi ;;
+esac
 for c in "${CONTENDERS[@]}"; do
   case "$c" in
     outpost) [ -x "$OUTPOST_BIN" ] || die "no outpost binary at $OUTPOST_BIN (build it, set OUTPOST_BIN, or BENCH_CONTENDERS without outpost)" ;;
