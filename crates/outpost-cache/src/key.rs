@@ -118,7 +118,16 @@ pub fn canonicalize(
     target: &str,
     rules: &QueryRules,
 ) -> Result<CanonicalUrl, KeyError> {
-    let host = canonical_host(host)?;
+    canonicalize_target(canonical_host(host)?, target, rules)
+}
+
+/// [`canonicalize`] for a host already passed through [`canonical_host`] (the request path
+/// canonicalises the Host once, to find the tenant, and reuses it here).
+pub fn canonicalize_target(
+    host: String,
+    target: &str,
+    rules: &QueryRules,
+) -> Result<CanonicalUrl, KeyError> {
     if !target.starts_with('/') {
         return Err(KeyError::NotOriginForm);
     }

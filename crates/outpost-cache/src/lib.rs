@@ -9,4 +9,4 @@ pub use decide::{
     evaluate_hit, evaluate_reuse, plan_store, HitAction, HitEval, ReuseFacts, StorePlan,
     StoredTiming, TenantPolicy,
 };
-pub use key::{canonicalize, CanonicalUrl, KeyError, QueryRules};
+pub use key::{canonicalize, canonicalize_target, CanonicalUrl, KeyError, QueryRules};

@@ -160,6 +160,9 @@ pub struct NodeConfig {
     pub max_header_bytes: ByteSize,
     /// Idle keep-alive connection timeout.
     pub idle_timeout: Dur,
+    /// Serving threads, each with its own listener socket (`SO_REUSEPORT`) and event loop, so a
+    /// connection lives on one core from accept to close; 0 = one per available core.
+    pub workers: usize,
 }
 
 impl Default for NodeConfig {
@@ -172,6 +175,7 @@ impl Default for NodeConfig {
             header_read_timeout: Dur(Duration::from_secs(10)),
             max_header_bytes: ByteSize(32 * 1024),
             idle_timeout: Dur(Duration::from_secs(60)),
+            workers: 0,
         }
     }
 }
@@ -403,6 +407,12 @@ impl Config {
             return Err(ConfigError::new(
                 "node.max_header_bytes",
                 "must be at least 1K",
+            ));
+        }
+        if self.node.workers > 1024 {
+            return Err(ConfigError::new(
+                "node.workers",
+                "must be at most 1024 (0 = one per core)",
             ));
         }
         if self.store.ram_bytes.0 < (1 << 20) {

@@ -115,6 +115,40 @@ impl CacheStatus {
     }
 }
 
+/// The `Cache-Status` value of a hit, rendered without the formatting machinery: the node's
+/// `name; hit; ttl=` prefix is built once, and a hit only appends the TTL (after any members from
+/// upstream tiers). Equal to `CacheStatus::hit(node)` with `ttl` set, rendered.
+#[derive(Debug, Clone)]
+pub struct HitStatus {
+    prefix: String,
+}
+
+impl HitStatus {
+    /// The hit prefix for `node`.
+    pub fn new(node: &str) -> Self {
+        HitStatus {
+            prefix: format!("{}; ttl=", CacheStatus::hit(node)),
+        }
+    }
+
+    /// `upstream, ..., node; hit; ttl=N` as a header value; `upstream` is the stored response's
+    /// own members, already joined (empty when none).
+    pub fn value(&self, upstream: &[u8], ttl: i64) -> HeaderValue {
+        let mut digits = itoa::Buffer::new();
+        let ttl = digits.format(ttl.clamp(-SF_INTEGER_MAX, SF_INTEGER_MAX));
+        let mut v = Vec::with_capacity(upstream.len() + 2 + self.prefix.len() + ttl.len());
+        if !upstream.is_empty() {
+            v.extend_from_slice(upstream);
+            v.extend_from_slice(b", ");
+        }
+        v.extend_from_slice(self.prefix.as_bytes());
+        v.extend_from_slice(ttl.as_bytes());
+        // Bytes from a Vec is zero-copy, and from_maybe_shared keeps it.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
+            .unwrap_or_else(|_| HeaderValue::from_static("Outpost"))
+    }
+}
+
 /// RFC 8941 §3.3.4 sf-token: `( ALPHA / "*" ) *( tchar / ":" / "/" )`.
 fn is_sf_token(s: &str) -> bool {
     let mut b = s.bytes();
@@ -176,6 +210,22 @@ impl fmt::Display for CacheStatus {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn hit_status_matches_display() {
+        for node in ["Outpost-edge1", "edge", "with space", "q\"uote"] {
+            let fast = HitStatus::new(node);
+            for ttl in [0, 1, 42, -7, i64::MAX, i64::MIN, 31_536_000] {
+                let mut slow = CacheStatus::hit(node);
+                slow.ttl = Some(ttl);
+                assert_eq!(fast.value(b"", ttl).to_str().unwrap(), slow.to_string());
+                assert_eq!(
+                    fast.value(b"up; hit", ttl).to_str().unwrap(),
+                    format!("up; hit, {slow}")
+                );
+            }
+        }
+    }
 
     #[test]
     fn rendering() {

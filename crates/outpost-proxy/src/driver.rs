@@ -15,8 +15,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outpost_cache::cookie::{self, CookieDecision};
 use outpost_cache::{
-    canonicalize, evaluate_reuse, plan_store, CanonicalUrl, HitAction, HitEval, ReuseFacts,
-    StoredTiming, TenantPolicy,
+    canonicalize, canonicalize_target, evaluate_reuse, plan_store, CanonicalUrl, HitAction,
+    HitEval, ReuseFacts, StoredTiming, TenantPolicy,
 };
 use outpost_fill::{FillError, FillFollower, FillLeader, Joined};
 use outpost_http::cache_control::{effective_response_cc, strip_targeted, RequestCacheControl};
@@ -211,7 +211,7 @@ async fn serve(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let url = match canonicalize(&host, target, &tenant.query) {
+    let url = match canonicalize_target(host, target, &tenant.query) {
         Ok(u) => u,
         Err(e) => return bad_request(node, &e.to_string(), log),
     };
@@ -327,16 +327,12 @@ impl Ctx {
                             } else {
                                 Outcome::HitStale
                             };
-                            let mut cs = CacheStatus::hit(&node.name);
-                            cs.ttl = Some(eval.ttl);
-                            return self.respond_stored(&obj, eval.age, cs, outcome, log);
+                            return self.respond_hit(&obj, &eval, None, outcome, log);
                         }
                         HitAction::ServeStaleAndRefresh => {
                             self.spawn_refresh(key.clone(), obj.clone());
-                            let mut cs = CacheStatus::hit(&node.name);
-                            cs.ttl = Some(eval.ttl);
-                            cs.detail = Some("stale-while-revalidate".into());
-                            return self.respond_stored(&obj, eval.age, cs, Outcome::HitStale, log);
+                            let detail = Some("stale-while-revalidate");
+                            return self.respond_hit(&obj, &eval, detail, Outcome::HitStale, log);
                         }
                         HitAction::Revalidate => stale = Some((obj, eval)),
                     }
@@ -788,6 +784,43 @@ impl Ctx {
         h
     }
 
+    /// A hit (fresh, or stale where allowed). Most hits are a plain GET of an object with a hit
+    /// template: its precomputed headers are cloned and `Age` and `Cache-Status` overwritten in
+    /// place, with no header parsing or formatting machinery.
+    fn respond_hit(
+        &self,
+        obj: &StoredObject,
+        eval: &HitEval,
+        detail: Option<&str>,
+        outcome: Outcome,
+        log: &mut RequestLog,
+    ) -> Response<RespBody> {
+        if let (Some(t), None) = (hit_template(obj), detail) {
+            let plain = self.method == Method::GET
+                && !self.headers.contains_key(header::RANGE)
+                && !self.headers.contains_key(header::IF_NONE_MATCH)
+                && !self.headers.contains_key(header::IF_MODIFIED_SINCE);
+            if plain {
+                log.outcome = outcome;
+                let mut headers = t.headers.clone();
+                headers.insert(header::AGE, HeaderValue::from(eval.age.as_secs()));
+                let status = self.node.hit_status.value(&t.upstream_status, eval.ttl);
+                if log.detailed {
+                    log.cache_status = status.to_str().unwrap_or("").to_string();
+                }
+                headers.insert(CACHE_STATUS.clone(), status);
+                let mut resp = Response::new(full(obj.body.clone()));
+                *resp.status_mut() = obj.status;
+                *resp.headers_mut() = headers;
+                return resp;
+            }
+        }
+        let mut cs = CacheStatus::hit(&self.node.name);
+        cs.ttl = Some(eval.ttl);
+        cs.detail = detail.map(str::to_string);
+        self.respond_stored(obj, eval.age, cs, outcome, log)
+    }
+
     fn respond_stored(
         &self,
         obj: &StoredObject,
@@ -797,18 +830,6 @@ impl Ctx {
         log: &mut RequestLog,
     ) -> Response<RespBody> {
         log.outcome = outcome;
-        // Fast path, most hits: a plain GET of a stored 200 gets the precomputed headers.
-        if let Some(t) = hit_template(obj) {
-            let plain = self.method == Method::GET
-                && !self.headers.contains_key(header::RANGE)
-                && !self.headers.contains_key(header::IF_NONE_MATCH)
-                && !self.headers.contains_key(header::IF_MODIFIED_SINCE);
-            if plain {
-                let mut headers = t.headers.clone();
-                headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
-                return finish_response(obj.status, headers, full(obj.body.clone()), cs, log);
-            }
-        }
         let len = obj.body.len() as u64;
         let (status, headers, plan) = self.shape(obj.status, &obj.headers, Some(len), age);
         let body = match plan {
@@ -1118,19 +1139,37 @@ fn client_headers(h: &mut HeaderMap) {
 /// directives and the headers a plain GET of it gets (client copy, Content-Length, Accept-Ranges).
 pub struct HitTemplate {
     reuse: ReuseFacts,
+    /// Client headers, ending with `Age` and `Cache-Status` placeholders that a hit overwrites in
+    /// place (so the clone never grows).
     headers: HeaderMap,
+    /// `Cache-Status` members the stored response brought from upstream tiers, joined.
+    upstream_status: Vec<u8>,
 }
 
 /// Build the derived hit data for an object about to be stored.
 pub(crate) fn derive_hit(status: StatusCode, stored: &HeaderMap, body_len: usize) -> Derived {
     let mut headers = client_copy(stored);
+    let mut upstream_status = Vec::new();
+    for v in headers.get_all(&CACHE_STATUS) {
+        let v = v.as_bytes().trim_ascii();
+        if !v.is_empty() {
+            if !upstream_status.is_empty() {
+                upstream_status.extend_from_slice(b", ");
+            }
+            upstream_status.extend_from_slice(v);
+        }
+    }
+    headers.remove(&CACHE_STATUS);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     if status == StatusCode::OK {
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
+    headers.insert(header::AGE, HeaderValue::from_static("0"));
+    headers.insert(CACHE_STATUS.clone(), HeaderValue::from_static(""));
     Derived(Arc::new(HitTemplate {
         reuse: ReuseFacts::from_headers(stored),
         headers,
+        upstream_status,
     }))
 }
 

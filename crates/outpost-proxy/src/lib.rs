@@ -41,6 +41,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Whether to write JSON access log lines to stdout.
     pub access_log: bool,
+    /// This node's `Cache-Status` hit member, pre-rendered.
+    pub hit_status: outpost_http::cache_status::HitStatus,
     next_id: AtomicU64,
     log_out: Mutex<std::io::Stdout>,
 }
@@ -58,6 +60,7 @@ impl Node {
             store,
             fills: FillRegistry::new(),
             access_log: cfg.node.access_log,
+            hit_status: outpost_http::cache_status::HitStatus::new(&cfg.node.name),
             next_id: AtomicU64::new(1),
             log_out: Mutex::new(std::io::stdout()),
         })
@@ -126,7 +129,14 @@ pub struct RunningNode {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// Bind and serve a node (spawned on the current runtime).
+/// Bind and serve a node.
+///
+/// With one worker (`node.workers = 1`) connections are served on the calling runtime. With more
+/// (default: one per core) each worker is a thread with its own single-threaded event loop: the
+/// listener (on the calling runtime) hands each accepted connection to the next worker in turn, and
+/// the connection is read, answered and closed on that one thread, with no work stealing or
+/// cross-thread wake-ups per request. Shared state (store, fills, metrics) is the same `Node`.
+/// Workers stop when the calling runtime does.
 pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
     let node = Arc::new(Node::new(cfg).map_err(std::io::Error::other)?);
     let listener = TcpListener::bind(&cfg.node.listen).await.map_err(|e| {
@@ -154,7 +164,16 @@ pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
     };
     let dog = conn::Watchdog::new(cfg.node.header_read_timeout.0, cfg.node.idle_timeout.0);
     tokio::spawn(dog.clone().run());
-    tokio::spawn(accept_loop(listener, node.clone(), limits, dog));
+    let workers = match cfg.node.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let handles = if workers > 1 {
+        spawn_workers(workers)?
+    } else {
+        Vec::new()
+    };
+    tokio::spawn(accept_loop(listener, node.clone(), limits, dog, handles));
     Ok(RunningNode {
         node,
         addr,
@@ -162,26 +181,46 @@ pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
     })
 }
 
+/// Start `n` worker threads, each running a single-threaded runtime until the calling runtime
+/// stops (a task of it holds the stop signal), and return handles to spawn connections on them.
+fn spawn_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        handles.push(rt.handle().clone());
+        let mut stop = stop_rx.clone();
+        std::thread::Builder::new()
+            .name(format!("outpost-w{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    let _ = stop.changed().await;
+                })
+            })?;
+    }
+    tokio::spawn(async move {
+        let _held = stop_tx;
+        std::future::pending::<()>().await
+    });
+    Ok(handles)
+}
+
 #[derive(Clone, Copy)]
 struct Limits {
     max_header_bytes: usize,
 }
 
-/// A duplicate handle of the socket for the watchdog to shut down, and the stream to serve.
-fn split_closer(
-    stream: tokio::net::TcpStream,
-) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
-    let std_stream = stream.into_std()?;
-    let closer = std_stream.try_clone()?;
-    Ok((tokio::net::TcpStream::from_std(std_stream)?, closer))
-}
-
+/// Accept connections and serve each one on the next worker (or here, without workers).
 async fn accept_loop(
     listener: TcpListener,
     node: Arc<Node>,
     limits: Limits,
     dog: Arc<conn::Watchdog>,
+    workers: Vec<tokio::runtime::Handle>,
 ) {
+    let mut next = 0usize;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -192,7 +231,12 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (stream, closer) = match split_closer(stream) {
+        // The stream leaves this runtime's reactor (it is registered again where it is served),
+        // and a duplicate handle lets the watchdog shut it down.
+        let (stream, closer) = match stream
+            .into_std()
+            .and_then(|s| s.try_clone().map(|c| (s, c)))
+        {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot set up a connection");
@@ -200,23 +244,44 @@ async fn accept_loop(
             }
         };
         let watch = dog.watch(closer);
+        let conn = serve_connection(stream, peer, node.clone(), limits, watch);
+        if workers.is_empty() {
+            tokio::spawn(conn);
+        } else {
+            workers[next % workers.len()].spawn(conn);
+            next = next.wrapping_add(1);
+        }
+    }
+}
+
+/// One client connection: HTTP/1.1 with keep-alive until the client, an error or the watchdog
+/// (header and idle timeouts, conn.rs) ends it.
+async fn serve_connection(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    limits: Limits,
+    watch: Arc<conn::ConnWatch>,
+) {
+    let stream = match tokio::net::TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "cannot register a connection");
+            return;
+        }
+    };
+    let ambiguous = Arc::new(AtomicBool::new(false));
+    let stream = conn::SniffStream::new(stream, ambiguous.clone(), Some(watch));
+    let svc = service_fn(move |req| {
         let node = node.clone();
-        tokio::spawn(async move {
-            let ambiguous = Arc::new(AtomicBool::new(false));
-            let stream = conn::SniffStream::new(stream, ambiguous.clone(), Some(watch));
-            let svc = service_fn(move |req| {
-                let node = node.clone();
-                let flagged = ambiguous.load(Ordering::Relaxed);
-                async move { Ok::<_, Infallible>(driver::handle(node, req, peer, flagged).await) }
-            });
-            // Header and idle timeouts are enforced by the watchdog (conn.rs), not hyper's timer.
-            let mut b = http1::Builder::new();
-            b.max_buf_size(limits.max_header_bytes.max(8192))
-                .keep_alive(true);
-            if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
-                tracing::debug!(error = %e, %peer, "connection ended with error");
-            }
-        });
+        let flagged = ambiguous.load(Ordering::Relaxed);
+        async move { Ok::<_, Infallible>(driver::handle(node, req, peer, flagged).await) }
+    });
+    let mut b = http1::Builder::new();
+    b.max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
+        tracing::debug!(error = %e, %peer, "connection ended with error");
     }
 }
 
