@@ -5,7 +5,7 @@ use crate::driver::FillHead;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outpost_fill::{FillError, FillFollower};
 use outpost_upstream::BoxError;
@@ -13,17 +13,66 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Every response body the node sends.
-pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Every response body the node sends: whole bytes without an allocation (every hit), or any
+/// streaming body, boxed.
+pub enum RespBody {
+    /// A complete body, taken by the first poll.
+    Full(Option<Bytes>),
+    /// A streaming body.
+    Stream(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl RespBody {
+    /// Box a streaming body.
+    pub fn stream<B>(b: B) -> Self
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        RespBody::Stream(b.boxed_unsync())
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            RespBody::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            RespBody::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespBody::Stream(s) => s.size_hint(),
+        }
+    }
+}
 
 /// A complete body.
 pub fn full(b: Bytes) -> RespBody {
-    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+    RespBody::Full(Some(b))
 }
 
 /// An origin body streamed through.
 pub fn stream_incoming(b: Incoming) -> RespBody {
-    b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+    RespBody::stream(b.map_err(|e| Box::new(e) as BoxError))
 }
 
 type Next = (FillFollower<FillHead>, Option<Result<Bytes, FillError>>);

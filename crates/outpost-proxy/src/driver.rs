@@ -577,14 +577,14 @@ impl Ctx {
             // followers): this client's body *is* the fill, with no task between origin and
             // client; if the client leaves early, the rest of the fill continues in a task.
             BodyPlan::All if head.content_length.is_some_and(|l| l <= INLINE_FILL_MAX) => {
-                FillingBody::new(rbody, filling).boxed_unsync()
+                RespBody::stream(FillingBody::new(rbody, filling))
             }
             // Large or unknown-length bodies fill in their own task at origin speed; this client
             // follows like any other.
             BodyPlan::All => {
                 let follower = filling.follower();
                 tokio::spawn(filling.drain(rbody));
-                FollowerBody::new(follower, 0, None).boxed_unsync()
+                RespBody::stream(FollowerBody::new(follower, 0, None))
             }
             BodyPlan::None => {
                 tokio::spawn(filling.drain(rbody));
@@ -593,7 +593,7 @@ impl Ctx {
             BodyPlan::Range(start, end) => {
                 let follower = filling.follower();
                 tokio::spawn(filling.drain(rbody));
-                FollowerBody::new(follower, start, Some(end - start + 1)).boxed_unsync()
+                RespBody::stream(FollowerBody::new(follower, start, Some(end - start + 1)))
             }
         };
         finish_response(status, headers, body, cs, log)
@@ -858,9 +858,9 @@ impl Ctx {
             self.shape(head.status, &head.headers, head.content_length, age);
         let body = match plan {
             BodyPlan::None => full(Bytes::new()),
-            BodyPlan::All => FollowerBody::new(f, 0, None).boxed_unsync(),
+            BodyPlan::All => RespBody::stream(FollowerBody::new(f, 0, None)),
             BodyPlan::Range(start, end) => {
-                FollowerBody::new(f, start, Some(end - start + 1)).boxed_unsync()
+                RespBody::stream(FollowerBody::new(f, start, Some(end - start + 1)))
             }
         };
         finish_response(status, headers, body, cs, log)

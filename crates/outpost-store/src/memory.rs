@@ -90,28 +90,24 @@ impl Shard {
 
     fn get(&mut self, key: &CacheKey, now: SystemTime) -> Option<Arc<StoredObject>> {
         let hash = key.hash64();
-        let (matches, expired) = match self.entries.get(&hash) {
-            Some(entry) => (
-                entry.key.text() == key.text(),
-                now >= entry.object.meta.keep_until,
-            ),
-            None => (false, false),
+        let found = match self.entries.get(&hash) {
+            Some(entry) if entry.key.text() == key.text() => {
+                (now < entry.object.meta.keep_until).then(|| Arc::clone(&entry.object))
+            }
+            _ => {
+                self.counters.misses += 1;
+                return None;
+            }
         };
-        if !matches {
-            self.counters.misses += 1;
-            return None;
-        }
-        if expired {
+        let Some(object) = found else {
             self.drop_entry(hash);
             self.counters.expired += 1;
             self.counters.misses += 1;
             return None;
-        }
+        };
         self.policy.on_hit(hash);
         self.counters.hits += 1;
-        self.entries
-            .get(&hash)
-            .map(|entry| Arc::clone(&entry.object))
+        Some(object)
     }
 
     fn insert(&mut self, key: CacheKey, object: Arc<StoredObject>, charge: u64) -> Admission {

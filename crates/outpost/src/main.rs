@@ -72,6 +72,9 @@ enum Cmd {
         /// SSD tier budget (e.g. 10G).
         #[arg(long)]
         disk_bytes: Option<String>,
+        /// Serving threads, each with its own event loop (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
         /// Write one JSON access-log line per request to stdout.
         #[arg(long)]
         access_log: bool,
@@ -150,12 +153,14 @@ fn main() -> ExitCode {
                 ram_bytes,
                 store_dir,
                 disk_bytes,
+                workers,
                 access_log,
             } => {
-                let store = StoreFlags {
+                let store = NodeFlags {
                     ram: ram_bytes,
                     dir: store_dir,
                     disk: disk_bytes,
+                    workers,
                 };
                 node(config, origin, listen, metrics, name, store, access_log).await
             }
@@ -256,11 +261,12 @@ async fn up(
     Ok(())
 }
 
-/// Storage flags of `outpost node`.
-struct StoreFlags {
+/// Storage and thread flags of `outpost node`.
+struct NodeFlags {
     ram: Option<String>,
     dir: Option<String>,
     disk: Option<String>,
+    workers: Option<usize>,
 }
 
 async fn node(
@@ -269,7 +275,7 @@ async fn node(
     listen: Option<String>,
     metrics: Option<String>,
     name: Option<String>,
-    store: StoreFlags,
+    store: NodeFlags,
     access_log: bool,
 ) -> Result<(), String> {
     let mut cfg = match (&config, &origin) {
@@ -299,6 +305,9 @@ async fn node(
     }
     if let Some(d) = store.disk {
         cfg.store.disk_bytes = ByteSize::parse(&d).map_err(|e| format!("--disk-bytes: {e}"))?;
+    }
+    if let Some(w) = store.workers {
+        cfg.node.workers = w;
     }
     cfg.node.access_log |= access_log;
     cfg.validate().map_err(|e| e.to_string())?;
