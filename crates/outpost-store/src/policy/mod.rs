@@ -8,6 +8,7 @@
 //! - [`S3Fifo`]: small FIFO + main FIFO + ghost queue, 2-bit frequencies.
 //! - [`Lru`]: plain least-recently-used, the baseline.
 
+mod ghost;
 mod list;
 mod lru;
 mod s3fifo;

@@ -206,13 +206,70 @@ fn wtinylfu_promotes_on_hit_and_demotes_overflow() {
     w.on_hit(h);
     let (_, _, protected) = w.segments();
     assert_eq!(protected, vec![h]);
-    // Fill protected past its 80% share: the LRU ones drop back to probation.
+    // Fill protected past its 90% share of main: the LRU ones drop back to probation.
     for h in 0..100 {
         w.on_hit(h);
     }
     let (_, _, protected) = w.segments();
-    assert!(protected.len() <= 79);
+    assert!(protected.len() <= 89);
     w.check();
+}
+
+/// Get-then-fill one request.
+fn request(policy: &mut dyn EvictionPolicy, h: u64) {
+    if policy.contains(h) {
+        policy.on_hit(h);
+    } else {
+        policy.on_insert(h, 1);
+    }
+}
+
+#[test]
+fn wtinylfu_window_adapts_to_recency_and_back_to_frequency() {
+    let mut w = WTinyLfu::new(1000);
+    let floor = w.window_capacity();
+    // A frequent hot set fills main.
+    for _ in 0..5 {
+        for h in 0..1000 {
+            request(&mut w, h);
+        }
+    }
+    assert_eq!(w.window_capacity(), floor);
+    // New content turning hot: each new key is asked for again soon after it left the window
+    // and lost its admission contest, so the window must grow to keep such keys.
+    for round in 0..50u64 {
+        let batch: Vec<u64> = (0..40).map(|i| 1_000_000 + round * 40 + i).collect();
+        for _ in 0..2 {
+            for &h in &batch {
+                request(&mut w, h);
+            }
+        }
+    }
+    let grown = w.window_capacity();
+    assert!(grown > floor * 3, "window {floor} -> {grown}");
+    w.check();
+    // Back to the old hot set: main's victims return, and the window gives room back to main.
+    let mut smallest = grown;
+    for h in 0..1000 {
+        request(&mut w, h);
+        smallest = smallest.min(w.window_capacity());
+    }
+    assert!(smallest < grown, "window stayed at {grown}");
+    w.check();
+}
+
+#[test]
+fn wtinylfu_fixed_shape_does_not_adapt() {
+    let mut w = WTinyLfu::with_shape(1000, 1, 80);
+    let floor = w.window_capacity();
+    for round in 0..50u64 {
+        for _ in 0..2 {
+            for i in 0..40 {
+                request(&mut w, 1_000_000 + round * 40 + i);
+            }
+        }
+    }
+    assert_eq!(w.window_capacity(), floor);
 }
 
 /// Runs `trace` through `policy` in get-then-fill style; returns the hit ratio.

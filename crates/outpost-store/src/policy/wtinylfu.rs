@@ -1,8 +1,9 @@
 //! W-TinyLFU (Einziger, Friedman & Manes, "TinyLFU: A Highly Efficient Cache Admission Policy"),
 //! byte-weighted, after Caffeine's design:
 //!
-//! - a window LRU (1% of the budget) takes every new key, so recency bursts get a chance;
-//! - a segmented-LRU main (99%: protected 80% of it, the rest probation) holds the rest;
+//! - a window LRU (1% of the budget at first, adaptive, see below) takes every new key, so recency
+//!   bursts get a chance;
+//! - a segmented-LRU main (the rest: protected 90% of it, the rest probation) holds the rest;
 //! - a key leaving the window is a *candidate* that enters main only if its TinyLFU frequency
 //!   (count-min sketch + doorkeeper, aged periodically) beats main's probation victim; objects
 //!   larger than the window skip it and contest directly. Victims are taken until the candidate
@@ -10,7 +11,14 @@
 //!
 //! One-pass scans lose every contest (frequency 1 against established keys), which is what makes
 //! the policy scan resistant.
+//!
+//! The window adapts (ARC's rule, applied to Caffeine's window): candidates that lost their contest
+//! and main's victims are remembered as ghosts; a miss on a rejected candidate's ghost means recency
+//! was undervalued and the window grows by that object's weight, a miss on a main victim's ghost
+//! means frequency was and the window shrinks by four times that weight. A static, frequency-driven workload keeps the window
+//! near its 1% floor; popularity churn (new content turning hot) grows it towards LRU behaviour.
 
+use super::ghost::Ghosts;
 use super::list::{Arena, Queue};
 use super::sketch::FrequencySketch;
 use super::{percent_of, EvictionPolicy, InsertOutcome, PolicyKind};
@@ -19,10 +27,16 @@ const WINDOW: u8 = 0;
 const PROBATION: u8 = 1;
 const PROTECTED: u8 = 2;
 
-/// Percent of the budget for the admission window.
+/// Percent of the budget for the admission window (its floor when adaptive).
 pub const WINDOW_PERCENT: u64 = 1;
+/// Largest window, in percent of the budget, when adaptive.
+pub const WINDOW_MAX_PERCENT: u64 = 80;
 /// Percent of the main region for the protected segment.
-pub const PROTECTED_PERCENT: u64 = 80;
+pub const PROTECTED_PERCENT: u64 = 90;
+/// A main victim's ghost shrinks the window by this many times its weight (a rejected
+/// candidate's ghost grows it by one): frequency evidence counts more than recency evidence, which
+/// keeps static workloads near the floor (measured in docs/simulator.md).
+const SHRINK_FACTOR: i64 = 4;
 /// A candidate at least this frequent wins a lost contest with probability 1/128, so an attacker
 /// who inflates a victim's sketch counters cannot pin it forever (Caffeine's hash-flooding guard).
 const ADMIT_HASHDOS_THRESHOLD: u64 = 6;
@@ -42,23 +56,34 @@ pub struct WTinyLfu {
     protected_capacity: u64,
     sketch: FrequencySketch,
     rng: u64,
+    /// Window bounds; equal when the window is fixed.
+    window_min: u64,
+    window_max: u64,
+    protected_percent: u64,
+    /// Candidates that lost their admission contest.
+    rejected: Ghosts,
+    /// Main's victims.
+    evicted: Ghosts,
 }
 
 impl WTinyLfu {
-    /// An empty W-TinyLFU with a byte budget of `capacity` and the default shape (window 1%,
-    /// protected 80% of main).
+    /// An empty W-TinyLFU with a byte budget of `capacity` and the default shape: an adaptive
+    /// window between 1% and 80% of the budget (starting at 1%), protected 90% of main.
     pub fn new(capacity: u64) -> Self {
-        Self::with_shape(capacity, WINDOW_PERCENT, PROTECTED_PERCENT)
+        let mut p = Self::with_shape(capacity, WINDOW_PERCENT, PROTECTED_PERCENT);
+        p.window_max = percent_of(capacity, WINDOW_MAX_PERCENT).max(p.window_min);
+        p
     }
 
-    /// An empty W-TinyLFU with a chosen window share of the budget and protected share of main
+    /// An empty W-TinyLFU with a fixed window share of the budget and protected share of main
     /// (both in percent, clamped to 0..=100; the window is at least one byte).
     pub fn with_shape(capacity: u64, window_percent: u64, protected_percent: u64) -> Self {
         let window_capacity = percent_of(capacity, window_percent.min(100))
             .max(1)
             .min(capacity);
         let main_capacity = capacity - window_capacity;
-        let protected_capacity = percent_of(main_capacity, protected_percent.min(100));
+        let protected_percent = protected_percent.min(100);
+        let protected_capacity = percent_of(main_capacity, protected_percent);
         let nominal = usize::try_from(capacity / NOMINAL_OBJECT_BYTES).unwrap_or(usize::MAX);
         Self {
             arena: Arena::default(),
@@ -71,6 +96,42 @@ impl WTinyLfu {
             protected_capacity,
             sketch: FrequencySketch::new(nominal),
             rng: 0x2545_f491_4f6c_dd1d,
+            window_min: window_capacity,
+            window_max: window_capacity,
+            protected_percent,
+            rejected: Ghosts::new(nominal),
+            evicted: Ghosts::new(nominal),
+        }
+    }
+
+    /// The current window budget in bytes.
+    pub fn window_capacity(&self) -> u64 {
+        self.window_capacity
+    }
+
+    /// Move the window budget by `delta` bytes within its bounds; main gets the rest. The regions
+    /// settle on the next insert (the window drains into main through contests, an oversized
+    /// main evicts its victims).
+    fn resize_window(&mut self, delta: i64) {
+        let target = self
+            .window_capacity
+            .saturating_add_signed(delta)
+            .clamp(self.window_min, self.window_max);
+        self.window_capacity = target;
+        self.main_capacity = self.capacity - target;
+        self.protected_capacity = percent_of(self.main_capacity, self.protected_percent);
+    }
+
+    /// A miss on `hash`: if it is a ghost, learn which region should have kept it.
+    fn learn_from_miss(&mut self, hash: u64, weight: u64) {
+        if self.window_min == self.window_max {
+            return;
+        }
+        let step = i64::try_from(weight).unwrap_or(i64::MAX);
+        if self.rejected.take(hash) {
+            self.resize_window(step);
+        } else if self.evicted.take(hash) {
+            self.resize_window(-step.saturating_mul(SHRINK_FACTOR));
         }
     }
 
@@ -151,9 +212,11 @@ impl WTinyLfu {
                 if !self.admit(hash, victim_hash) {
                     break;
                 }
+                self.evicted.insert(victim_hash);
                 self.evict(victim, evicted);
             }
         }
+        self.rejected.insert(hash);
         evicted.push(hash);
         self.arena.release(candidate);
     }
@@ -196,6 +259,7 @@ impl WTinyLfu {
             let Some(victim) = self.main_victim(protect) else {
                 break;
             };
+            self.evicted.insert(self.arena.node(victim).hash);
             self.evict(victim, evicted);
         }
         while self.total_bytes() > self.capacity {
@@ -290,7 +354,10 @@ impl EvictionPolicy for WTinyLfu {
         }
         let mut evicted = Vec::new();
         self.sketch.ensure_capacity(self.len() + 1);
+        self.rejected.ensure_capacity(self.len() + 1);
+        self.evicted.ensure_capacity(self.len() + 1);
         self.sketch.increment(hash);
+        self.learn_from_miss(hash, weight);
         if weight > self.capacity {
             return InsertOutcome {
                 admitted: false,
@@ -304,8 +371,9 @@ impl EvictionPolicy for WTinyLfu {
             self.contest(idx, None, &mut evicted);
         } else {
             self.arena.push_head(&mut self.window, idx);
-            self.drain_window(None, &mut evicted);
         }
+        // Also settles a window that just shrank.
+        self.drain_window(None, &mut evicted);
         self.enforce_budget(None, &mut evicted);
         let admitted = self.arena.find(hash).is_some();
         evicted.retain(|&h| h != hash);
