@@ -191,12 +191,13 @@ fn main() {
     for objects in [1_000_000u64, 10_000_000] {
         let f = index_footprint(objects);
         println!(
-            "[index] {objects} objects: entry {} B, slot {} B (hash + entry + ctrl), main index {:.1} B/object; \
-             policy {:.1} B/object; prefix index {:.1} B/object + key text",
-            f.entry_bytes,
+            "[index] {objects} objects (measured): slot {} B (hash + {} B entry), main index {:.1} B/object, \
+             admission sketch {:.1} B/object, together {:.1} B/object; prefix index ~{:.0} B/object + key text",
             f.slot_bytes,
+            f.entry_bytes,
             f.index_bytes_per_object,
-            f.policy_bytes_per_object,
+            f.admission_bytes_per_object,
+            f.per_object(),
             f.prefix_bytes_per_object_plus_key
         );
     }

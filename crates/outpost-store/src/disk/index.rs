@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::table::EntryTable;
 use crate::hashing::U64Map;
 
 /// The entry was hit since it was last written (a "hot" survivor when its segment is reclaimed).
@@ -62,7 +63,7 @@ fn now_secs(now: SystemTime) -> u64 {
 #[derive(Debug, Default)]
 pub struct DiskIndex {
     /// Key hash → record.
-    pub entries: U64Map<IndexEntry>,
+    pub entries: EntryTable,
     /// Tag → (key hash → location of the record that carried the tag).
     tags: HashMap<Box<str>, U64Map<u64>>,
     tag_refs: usize,
@@ -180,7 +181,7 @@ impl DiskIndex {
             .entries
             .iter()
             .filter(|(_, e)| e.segment == segment)
-            .map(|(h, e)| (*h, *e))
+            .map(|(h, e)| (h, *e))
             .collect();
         v.sort_by_key(|(_, e)| e.offset);
         v
@@ -221,54 +222,61 @@ impl DiskIndex {
     }
 }
 
-/// RAM the SSD tier spends per object, computed from struct sizes (see `store_bench`).
+/// RAM the SSD tier spends per object, measured by building its structures (see `store_bench`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IndexFootprint {
-    /// Objects assumed.
+    /// Objects indexed.
     pub objects: u64,
     /// `size_of::<IndexEntry>()`.
     pub entry_bytes: u64,
-    /// One hash-table slot: key hash + entry + 1 control byte.
+    /// One table slot: key hash + entry.
     pub slot_bytes: u64,
-    /// Main index bytes per object at the table size `objects` entries need (power-of-two
-    /// buckets at ≤ 7/8 load).
+    /// Main index bytes per object: the table's allocation after `objects` inserts, divided.
     pub index_bytes_per_object: f64,
-    /// Eviction policy bytes per object (node + its hash slot + sketch share).
-    pub policy_bytes_per_object: f64,
-    /// Prefix index bytes per object besides the key text (B-tree slot, box, allocation).
+    /// Admission filter bytes per object (W-TinyLFU's sketch after `objects` fills).
+    pub admission_bytes_per_object: f64,
+    /// Prefix index bytes per object besides the key text (B-tree slot, box, allocation:
+    /// estimated from struct sizes, not measured).
     pub prefix_bytes_per_object_plus_key: f64,
 }
 
-/// hashbrown's bucket count for `cap` entries.
-fn buckets_for(cap: u64) -> u64 {
-    if cap < 8 {
-        return if cap < 4 { 4 } else { 8 };
+impl IndexFootprint {
+    /// Main index plus admission filter, per object: what every SSD object costs in RAM besides
+    /// the purge indexes.
+    pub fn per_object(&self) -> f64 {
+        self.index_bytes_per_object + self.admission_bytes_per_object
     }
-    (cap * 8 / 7).next_power_of_two()
 }
 
-/// The footprint of the SSD tier's RAM structures at `objects` objects.
+/// Builds the SSD tier's per-object RAM structures for `objects` objects (the default W-TinyLFU
+/// admission) and measures them.
 pub fn index_footprint(objects: u64) -> IndexFootprint {
     let objects = objects.max(1);
-    let entry = std::mem::size_of::<IndexEntry>() as u64;
-    let slot = std::mem::size_of::<(u64, IndexEntry)>() as u64 + 1;
-    let buckets = buckets_for(objects);
-    let index = (buckets * slot) as f64 / objects as f64;
-    let node = crate::policy::node_bytes() as u64;
-    // Arena Vec (amortised growth ×1.5 on average) + the arena's hash → node slot.
-    let policy_slot = std::mem::size_of::<(u64, u32)>() as u64 + 1;
-    let policy = node as f64 * 1.5
-        + (buckets * policy_slot) as f64 / objects as f64
-        + crate::policy::sketch_bytes_per_entry();
+    let mut table = EntryTable::default();
+    let mut admission = super::admission::DiskAdmission::new(crate::policy::PolicyKind::WTinyLfu);
+    for i in 0..objects {
+        let hash = crate::hashing::mix64(i);
+        admission.record(hash, table.len());
+        table.insert(
+            hash,
+            IndexEntry {
+                segment: (i / 100_000) as u32,
+                offset: i as u32,
+                len: 1,
+                expires: u32::MAX,
+                flags: 0,
+            },
+        );
+    }
     // BTreeMap leaf: key (Box<str>, 16) + value (8) per slot, ~70% full nodes, plus the boxed
     // text's allocation header (~16).
     let prefix = (16.0 + 8.0) / 0.7 + 16.0;
     IndexFootprint {
         objects,
-        entry_bytes: entry,
-        slot_bytes: slot,
-        index_bytes_per_object: index,
-        policy_bytes_per_object: policy,
+        entry_bytes: std::mem::size_of::<IndexEntry>() as u64,
+        slot_bytes: EntryTable::slot_bytes() as u64,
+        index_bytes_per_object: table.allocated_bytes() as f64 / objects as f64,
+        admission_bytes_per_object: admission.bytes() as f64 / objects as f64,
         prefix_bytes_per_object_plus_key: prefix,
     }
 }

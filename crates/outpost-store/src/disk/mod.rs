@@ -1,7 +1,7 @@
 //! The SSD tier ([`DiskStore`]): append-only segment files in one directory, an in-RAM index
-//! (20-byte entries), tag and prefix indexes, purge tombstones in `purges.log`, a byte budget
-//! enforced by reclaiming whole segments oldest first (hot survivors are re-appended), and an
-//! admission/eviction policy (the same [`PolicyKind`]s as the RAM tier) over record lengths.
+//! (28-byte slots, see `table.rs`), tag and prefix indexes, purge tombstones in `purges.log`, a
+//! byte budget enforced by reclaiming whole segments oldest first (hot survivors are re-appended),
+//! and TinyLFU admission when the tier is full (`admission.rs`).
 //!
 //! # Durability contract
 //!
@@ -14,7 +14,7 @@
 //! mismatch) is ignored at recovery together with the rest of its file; every earlier record and
 //! every other segment still counts. A purged object is never resurrected: its tombstone is
 //! written before `remove*` returns, and recovery drops every older record it matches. Objects
-//! the policy evicted, or whose segment was retired, may come back after a restart as the
+//! reclamation dropped, or whose segment was retired, may come back after a restart as the
 //! newest *surviving* record of their key (a valid, older response whose own freshness
 //! metadata still governs it).
 //!
@@ -27,10 +27,12 @@
 //! operation degrades: a failed append rejects the insert, a failed read is a miss and retires
 //! the segment. Nothing here panics on bad bytes.
 
+mod admission;
 mod format;
 mod index;
 mod recovery;
 mod segment;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -54,9 +56,10 @@ use format::{
 use index::{expiry_secs, DiskIndex, IndexEntry, FLAG_HOT};
 use segment::{read_at, PurgeFile, Segment};
 
-use crate::policy::{EvictionPolicy, PolicyKind};
+use crate::policy::PolicyKind;
 use crate::store::Admission;
 use crate::{CacheKey, StoredObject};
+use admission::DiskAdmission;
 
 /// Default segment size.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 256 << 20;
@@ -148,7 +151,8 @@ pub struct DiskConfig {
     pub segment_bytes: u64,
     /// Body chunk size.
     pub chunk_bytes: u32,
-    /// Admission/eviction policy.
+    /// Admission policy (W-TinyLFU filters fills by frequency when the tier is full; the
+    /// others admit every fill).
     pub policy: PolicyKind,
 }
 
@@ -352,7 +356,10 @@ struct Inner {
     segment_bytes: u64,
     disk_bytes: u64,
     index: DiskIndex,
-    policy: Box<dyn EvictionPolicy>,
+    admission: DiskAdmission,
+    /// Records of `victims_segment` (the oldest) that a full tier would drop next, in order.
+    victims: std::collections::VecDeque<u64>,
+    victims_segment: Option<u32>,
     segments: BTreeMap<u32, Segment>,
     active: Option<u32>,
     next_segment: u32,
@@ -362,7 +369,7 @@ struct Inner {
     c: Counters,
 }
 
-/// The SSD tier. Thread-safe: one mutex guards the index, the policy and the appender; reads
+/// The SSD tier. Thread-safe: one mutex guards the index, the admission filter and the appender; reads
 /// copy the record location under it and `pread` outside it.
 pub struct DiskStore {
     dir: PathBuf,
@@ -472,34 +479,10 @@ impl DiskStore {
             .min(cfg.disk_bytes / 2)
             .max(SEGMENT_HEADER_LEN as u64);
         let max_record = segment_bytes - SEGMENT_HEADER_LEN as u64;
-        let capacity = cfg.disk_bytes.saturating_sub(segment_bytes);
 
         let recovered = recovery::recover(&dir, now)?;
         let mut report = recovered.report;
-        let mut index = recovered.index;
-        let mut policy = cfg.policy.build(capacity);
-        for (_, hash) in &recovered.by_seq {
-            let Some(len) = index.entries.get(hash).map(|e| u64::from(e.len)) else {
-                continue;
-            };
-            // Oldest first; a record the admission policy turns away is offered once more (a
-            // second access), so that when the budget binds the oldest records are the ones
-            // dropped.
-            let mut outcome = policy.on_insert(*hash, len);
-            if !outcome.admitted {
-                let again = policy.on_insert(*hash, len);
-                outcome.admitted = again.admitted;
-                outcome.evicted.extend(again.evicted);
-            }
-            for victim in outcome.evicted {
-                if index.remove(victim).is_some() {
-                    report.evicted += 1;
-                }
-            }
-            if !outcome.admitted && index.remove(*hash).is_some() {
-                report.evicted += 1;
-            }
-        }
+        let index = recovered.index;
         report.indexed = index.len() as u64;
         let purge = PurgeFile::open(&dir, recovered.purge_valid_len)
             .map_err(io_err(&dir, "open the purge log in"))?;
@@ -508,7 +491,9 @@ impl DiskStore {
             segment_bytes,
             disk_bytes: cfg.disk_bytes,
             index,
-            policy,
+            admission: DiskAdmission::new(cfg.policy),
+            victims: std::collections::VecDeque::new(),
+            victims_segment: None,
             segments: recovered.segments,
             active: None,
             next_segment: recovered.next_segment,
@@ -520,11 +505,14 @@ impl DiskStore {
         // Go on appending to the newest segment when it ends with a whole record, has room and
         // the budget still holds; otherwise open a fresh one (which reclaims as needed). Either
         // way the directory is proven writable.
+        // More on disk than the budget allows (it shrank) is reclaimed oldest first here.
+        let before = inner.index.len();
         if !inner.reuse_newest(&recovered.clean) {
             inner
                 .rotate()
                 .map_err(io_err(&dir, "create a segment in"))?;
         }
+        report.evicted += before.saturating_sub(inner.index.len()) as u64;
         report.indexed = inner.index.len() as u64;
         Ok((
             Self {
@@ -558,7 +546,7 @@ impl DiskStore {
     }
 
     /// Reads, verifies and decodes the object of `key`. A checksum mismatch is a miss, counted,
-    /// and retires the segment. The access is recorded for the policy and marks the record hot.
+    /// and retires the segment. The access is recorded for admission and marks the record hot.
     pub fn get(&self, key: &CacheKey, now: SystemTime) -> Option<StoredObject> {
         let hash = key.hash64();
         let (file, entry) = {
@@ -617,7 +605,8 @@ impl DiskStore {
                     if let Some(e) = inner.index.entries.get_mut(&hash) {
                         e.flags |= FLAG_HOT;
                     }
-                    inner.policy.on_hit(hash);
+                    let resident = inner.index.len();
+                    inner.admission.record(hash, resident);
                 }
                 inner.c.hits += 1;
                 Some(obj)
@@ -684,7 +673,8 @@ impl DiskStore {
                     if let Some(e) = inner.index.entries.get_mut(&hash) {
                         e.flags |= FLAG_HOT;
                     }
-                    inner.policy.on_hit(hash);
+                    let resident = inner.index.len();
+                    inner.admission.record(hash, resident);
                 }
                 inner.c.hits += 1;
                 Some(read)
@@ -728,7 +718,7 @@ impl DiskStore {
         }
     }
 
-    /// Whether `key`'s hash is indexed (no I/O, no policy access).
+    /// Whether `key`'s hash is indexed (no I/O, no access recorded).
     pub fn contains(&self, key: &CacheKey) -> bool {
         self.lock().index.entries.contains_key(&key.hash64())
     }
@@ -751,18 +741,18 @@ impl DiskStore {
             return Admission::TooLarge;
         };
         let replacing = inner.index.remove(hash).is_some();
-        let outcome = inner.policy.on_insert(hash, record.len() as u64);
-        for victim in outcome.evicted {
-            if inner.index.remove(victim).is_some() {
-                inner.c.evictions += 1;
+        let resident = inner.index.len();
+        inner.admission.record(hash, resident);
+        if !replacing && inner.full() {
+            let victim = inner.next_victim();
+            if !inner.admission.admits(hash, victim) {
+                inner.c.rejected += 1;
+                return Admission::Rejected;
             }
-        }
-        if !outcome.admitted {
-            if replacing {
-                inner.policy.on_remove(hash);
+            if victim.is_some() {
+                // That record is the one this fill displaces; the next fill meets the next one.
+                inner.victims.pop_front();
             }
-            inner.c.rejected += 1;
-            return Admission::Rejected;
         }
         let expires = expiry_secs(obj.meta.keep_until);
         match inner.append_object(hash, &mut record, key.text(), &obj.meta.tags, expires) {
@@ -771,7 +761,6 @@ impl DiskStore {
                 Admission::Admitted
             }
             Err(e) => {
-                inner.policy.on_remove(hash);
                 let path = inner.dir.clone();
                 inner.note_io("append a record in", &path, &e);
                 Admission::Rejected
@@ -784,22 +773,14 @@ impl DiskStore {
         let mut inner = self.lock();
         inner.persist_purge(RecordKind::PurgeKey, key.text());
         let hash = key.hash64();
-        let found = inner.index.remove_key(hash, key.text()).is_some();
-        if found {
-            inner.policy.on_remove(hash);
-        }
-        found
+        inner.index.remove_key(hash, key.text()).is_some()
     }
 
     /// Removes every object carrying `tag` and persists a tag tombstone; returns their hashes.
     pub fn remove_tag(&self, tag: &str) -> Vec<u64> {
         let mut inner = self.lock();
         inner.persist_purge(RecordKind::PurgeTag, tag);
-        let hashes = inner.index.take_tag(tag);
-        for hash in &hashes {
-            inner.policy.on_remove(*hash);
-        }
-        hashes
+        inner.index.take_tag(tag)
     }
 
     /// Removes every object whose key starts with `prefix` and persists a prefix tombstone;
@@ -807,11 +788,7 @@ impl DiskStore {
     pub fn remove_prefix(&self, prefix: &str) -> Vec<u64> {
         let mut inner = self.lock();
         inner.persist_purge(RecordKind::PurgePrefix, prefix);
-        let hashes = inner.index.take_prefix(prefix);
-        for hash in &hashes {
-            inner.policy.on_remove(*hash);
-        }
-        hashes
+        inner.index.take_prefix(prefix)
     }
 
     /// `fdatasync`s the active segment and the purge log (optional: see the durability
@@ -863,9 +840,7 @@ impl DiskStore {
         let inner = self.lock();
         let live: u64 = inner.index.entries.values().map(|e| u64::from(e.len)).sum();
         assert_eq!(live, inner.index.live_bytes, "live bytes");
-        assert_eq!(inner.policy.len(), inner.index.len(), "policy len");
-        for (hash, entry) in &inner.index.entries {
-            assert!(inner.policy.contains(*hash), "indexed but not resident");
+        for (_, entry) in inner.index.entries.iter() {
             let seg = inner.segments.get(&entry.segment).expect("segment exists");
             assert!(u64::from(entry.offset) + u64::from(entry.len) <= seg.len);
         }
@@ -900,10 +875,44 @@ impl Inner {
         }
     }
 
-    /// Drops `hash` from the index and the policy.
+    /// Drops `hash` from the index.
     fn drop_hash(&mut self, hash: u64) {
-        if self.index.remove(hash).is_some() {
-            self.policy.on_remove(hash);
+        self.index.remove(hash);
+    }
+
+    /// Whether the next segment rotation has to reclaim (so a fill displaces live records).
+    fn full(&self) -> bool {
+        self.sealed_bytes() + 2 * self.segment_bytes > self.disk_bytes
+    }
+
+    /// The live, not-hot record of the oldest sealed segment that reclamation drops next (hot
+    /// records are re-appended instead); `None` when there is none.
+    fn next_victim(&mut self) -> Option<u64> {
+        loop {
+            while let Some(&h) = self.victims.front() {
+                if let Some(e) = self.index.entries.get(&h) {
+                    if Some(e.segment) == self.victims_segment && !e.is_hot() {
+                        return Some(h);
+                    }
+                }
+                self.victims.pop_front();
+            }
+            let oldest = self
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .filter(|id| Some(*id) != self.active)?;
+            if self.victims_segment == Some(oldest) {
+                return None;
+            }
+            self.victims_segment = Some(oldest);
+            self.victims = self
+                .index
+                .entries_in(oldest)
+                .into_iter()
+                .map(|(h, _)| h)
+                .collect();
         }
     }
 
@@ -979,10 +988,7 @@ impl Inner {
                 self.active = Some(id);
             }
             Err(e) => {
-                for s in survivors {
-                    self.policy.on_remove(s.hash);
-                    self.c.evictions += 1;
-                }
+                self.c.evictions += survivors.len() as u64;
                 return Err(e);
             }
         }
@@ -1002,7 +1008,7 @@ impl Inner {
         for (hash, entry) in self.index.entries_in(id) {
             self.index.remove(hash);
             let len = u64::from(entry.len);
-            if entry.is_hot() && len <= *budget && self.policy.contains(hash) {
+            if entry.is_hot() && len <= *budget {
                 match read_at(&seg.file, u64::from(entry.offset), entry.len as usize)
                     .map_err(|e| e.to_string())
                     .and_then(|bytes| {
@@ -1031,7 +1037,6 @@ impl Inner {
                     }
                 }
             }
-            self.policy.on_remove(hash);
             self.c.evictions += 1;
         }
         if let Err(e) = std::fs::remove_file(&seg.path) {
@@ -1083,7 +1088,6 @@ impl Inner {
                     let dir = self.dir.clone();
                     self.note_io("re-append a survivor in", &dir, &e);
                 }
-                self.policy.on_remove(s.hash);
                 self.c.evictions += 1;
             }
         }

@@ -38,7 +38,7 @@ pub struct RecoveryReport {
     pub segment_bytes: u64,
     /// Object records found intact.
     pub records: u64,
-    /// Objects indexed after recovery (and after the policy's budget).
+    /// Objects indexed after recovery (and after the byte budget).
     pub indexed: u64,
     /// Records superseded by a newer record of the same key.
     pub superseded: u64,
@@ -54,7 +54,7 @@ pub struct RecoveryReport {
     pub dropped_segments: u64,
     /// Tombstones loaded from the purge log.
     pub tombstones: u64,
-    /// Objects the policy did not keep (the budget shrank, or more was on disk than fits).
+    /// Objects reclaimed at open because more was on disk than the budget allows (it shrank).
     pub evicted: u64,
     /// Wall time of the recovery.
     pub elapsed: Duration,
@@ -71,8 +71,6 @@ pub(crate) struct Recovered {
     pub purge_valid_len: Option<u64>,
     pub next_seq: u64,
     pub next_segment: u32,
-    /// (sequence, key hash) of indexed objects, oldest first, to warm the policy.
-    pub by_seq: Vec<(u64, u64)>,
     pub report: RecoveryReport,
 }
 
@@ -390,12 +388,6 @@ pub(crate) fn recover(dir: &Path, now: SystemTime) -> Result<Recovered, OpenErro
     report.superseded += tally.superseded;
     report.corrupt += tally.corrupt;
 
-    let mut by_seq: Vec<(u64, u64)> = index
-        .entries
-        .keys()
-        .filter_map(|hash| seqs.get(hash).map(|seq| (*seq, *hash)))
-        .collect();
-    by_seq.sort_unstable();
     report.elapsed = started.elapsed();
     Ok(Recovered {
         index,
@@ -405,7 +397,6 @@ pub(crate) fn recover(dir: &Path, now: SystemTime) -> Result<Recovered, OpenErro
         purge_valid_len,
         next_seq: max_seq + 1,
         next_segment,
-        by_seq,
         report,
     })
 }

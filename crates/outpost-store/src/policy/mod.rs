@@ -12,7 +12,7 @@ mod ghost;
 mod list;
 mod lru;
 mod s3fifo;
-mod sketch;
+pub(crate) mod sketch;
 mod wtinylfu;
 
 use std::fmt;
@@ -116,16 +116,6 @@ impl FromStr for PolicyKind {
             _ => Err(UnknownPolicy(s.to_owned())),
         }
     }
-}
-
-/// Bytes of one policy node in the arena (for RAM footprint estimates).
-pub(crate) fn node_bytes() -> usize {
-    std::mem::size_of::<list::Node>()
-}
-
-/// Bytes of frequency sketch per nominal entry (for RAM footprint estimates).
-pub(crate) fn sketch_bytes_per_entry() -> f64 {
-    sketch::bytes_per_entry()
 }
 
 /// `percent`% of `value`, without overflow.

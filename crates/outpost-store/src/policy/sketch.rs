@@ -47,11 +47,6 @@ pub(crate) struct FrequencySketch {
     resets: u64,
 }
 
-/// Sketch bytes per nominal entry: the counters of every row plus the doorkeeper bits.
-pub(crate) fn bytes_per_entry() -> f64 {
-    (DEPTH * COUNTERS_PER_ENTRY * 4 + DOORKEEPER_BITS_PER_ENTRY) as f64 / 8.0
-}
-
 impl FrequencySketch {
     /// A sketch sized for about `entries` resident objects.
     pub(crate) fn new(entries: usize) -> Self {
@@ -70,6 +65,11 @@ impl FrequencySketch {
         }
     }
 
+    /// RAM of the counters and the doorkeeper.
+    pub(crate) fn bytes(&self) -> usize {
+        (self.table.len() + self.doorkeeper.len()) * 8
+    }
+
     /// The nominal number of entries.
     #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {
@@ -86,6 +86,12 @@ impl FrequencySketch {
     /// otherwise. Counts survive: indexes are hash bits under a power-of-two mask, so each new
     /// slot inherits the old slot its low bits name, and every estimate is unchanged at first.
     pub(crate) fn ensure_capacity(&mut self, resident: usize) {
+        self.ensure_capacity_with(resident, resident.saturating_mul(2));
+    }
+
+    /// [`FrequencySketch::ensure_capacity`] with the table sized for `table_entries` when it
+    /// grows (the SSD tier sizes it at half its object count to keep RAM per object low).
+    pub(crate) fn ensure_capacity_with(&mut self, resident: usize, table_entries: usize) {
         // Age after 20 x the *resident* count, not after a multiple of the table (up to 4x larger):
         // with popularity churn that longer period kept stale favourites in and fell below LRU.
         // Caffeine uses 10 x; 20 x measured better on the static cross-check trace once the
@@ -94,7 +100,10 @@ impl FrequencySketch {
         if resident <= self.entries || self.entries >= MAX_ENTRIES {
             return;
         }
-        let mut grown = Self::new(resident.saturating_mul(2));
+        if table_entries <= self.entries {
+            return;
+        }
+        let mut grown = Self::new(table_entries);
         let old_mask = self.width - 1;
         for row in 0..DEPTH {
             for j in 0..grown.width {
