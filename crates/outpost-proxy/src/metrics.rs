@@ -1,5 +1,8 @@
 //! Node metrics: lock-free counters indexed by tenant, cache outcome and status class, a latency
 //! histogram, origin fetch counts, and store gauges, rendered in the Prometheus text format.
+//!
+//! The counters every request touches are sharded: each thread adds to its own shard (its own
+//! cache lines), and rendering sums the shards, so serving threads never contend on a counter.
 
 use outpost_store::StoreStats;
 use std::fmt::Write as _;
@@ -73,8 +76,6 @@ const LATENCY_BUCKETS_US: [u64; 14] = [
 
 struct TenantCounters {
     name: String,
-    requests: Vec<AtomicU64>,
-    bytes_out: AtomicU64,
     origin_fetches: AtomicU64,
     origin_errors: AtomicU64,
     origin_bytes_in: AtomicU64,
@@ -84,10 +85,6 @@ impl TenantCounters {
     fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
-            requests: (0..Outcome::ALL.len() * CLASSES.len())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            bytes_out: AtomicU64::new(0),
             origin_fetches: AtomicU64::new(0),
             origin_errors: AtomicU64::new(0),
             origin_bytes_in: AtomicU64::new(0),
@@ -95,12 +92,34 @@ impl TenantCounters {
     }
 }
 
+/// Per-request counters of one shard: requests by (tenant, outcome, status class), then bytes out
+/// by tenant, then the latency buckets, their sum and their count, in one allocation padded with
+/// 128 bytes at its end, so a shard's busy cells never share a cache line with the next one's.
+struct Shard {
+    cells: Box<[AtomicU64]>,
+}
+
+/// Requests per tenant in a shard (outcomes × status classes).
+const PER_TENANT: usize = Outcome::ALL.len() * CLASSES.len();
+/// Latency cells: one per bucket plus +Inf, then sum, then count.
+const LATENCY_CELLS: usize = LATENCY_BUCKETS_US.len() + 3;
+/// Shards (a power of two; threads beyond it share).
+const SHARDS: usize = 16;
+
+/// The shard of the calling thread.
+fn shard_index() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
 /// All counters of a node. Tenant index `n` (one past the last tenant) counts unknown hosts.
 pub struct Metrics {
     tenants: Vec<TenantCounters>,
-    latency: Vec<AtomicU64>,
-    latency_sum_us: AtomicU64,
-    latency_count: AtomicU64,
+    shards: Vec<Shard>,
     collapsed_waiters: AtomicU64,
     revalidations: AtomicU64,
 }
@@ -113,22 +132,44 @@ impl Metrics {
             .map(|n| TenantCounters::new(n))
             .collect();
         tenants.push(TenantCounters::new("_none"));
+        // Whole 128-byte pairs of lines per shard (16 counters), so neighbours never share one.
+        let cells = (tenants.len() * (PER_TENANT + 1) + LATENCY_CELLS).div_ceil(16) * 16 + 16;
+        let shards = (0..SHARDS)
+            .map(|_| Shard {
+                cells: (0..cells).map(|_| AtomicU64::new(0)).collect(),
+            })
+            .collect();
         Self {
             tenants,
-            latency: (0..=LATENCY_BUCKETS_US.len())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            latency_sum_us: AtomicU64::new(0),
-            latency_count: AtomicU64::new(0),
+            shards,
             collapsed_waiters: AtomicU64::new(0),
             revalidations: AtomicU64::new(0),
         }
     }
 
-    fn tenant(&self, idx: Option<usize>) -> &TenantCounters {
+    fn tenant_index(&self, idx: Option<usize>) -> usize {
         let last = self.tenants.len() - 1;
-        let i = idx.unwrap_or(last).min(last);
-        &self.tenants[i]
+        idx.unwrap_or(last).min(last)
+    }
+
+    fn tenant(&self, idx: Option<usize>) -> &TenantCounters {
+        &self.tenants[self.tenant_index(idx)]
+    }
+
+    /// Offsets of a shard's cells.
+    fn bytes_cell(&self, tenant: usize) -> usize {
+        self.tenants.len() * PER_TENANT + tenant
+    }
+    fn latency_cell(&self, i: usize) -> usize {
+        self.tenants.len() * (PER_TENANT + 1) + i
+    }
+
+    /// A cell summed over the shards.
+    fn sum(&self, cell: usize) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.cells[cell].load(Relaxed))
+            .sum()
     }
 
     /// Count one finished request.
@@ -140,7 +181,7 @@ impl Metrics {
         bytes_out: u64,
         micros: u64,
     ) {
-        let t = self.tenant(tenant);
+        let t = self.tenant_index(tenant);
         let class = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -149,15 +190,16 @@ impl Metrics {
             500..=599 => 4,
             _ => 5,
         };
-        t.requests[outcome.index() * CLASSES.len() + class].fetch_add(1, Relaxed);
-        t.bytes_out.fetch_add(bytes_out, Relaxed);
         let b = LATENCY_BUCKETS_US
             .iter()
             .position(|&le| micros <= le)
             .unwrap_or(LATENCY_BUCKETS_US.len());
-        self.latency[b].fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(micros, Relaxed);
-        self.latency_count.fetch_add(1, Relaxed);
+        let cells = &self.shards[shard_index()].cells;
+        cells[t * PER_TENANT + outcome.index() * CLASSES.len() + class].fetch_add(1, Relaxed);
+        cells[self.bytes_cell(t)].fetch_add(bytes_out, Relaxed);
+        cells[self.latency_cell(b)].fetch_add(1, Relaxed);
+        cells[self.latency_cell(LATENCY_BUCKETS_US.len() + 1)].fetch_add(micros, Relaxed);
+        cells[self.latency_cell(LATENCY_BUCKETS_US.len() + 2)].fetch_add(1, Relaxed);
     }
 
     /// Count an origin fetch (and whether it failed).
@@ -191,10 +233,10 @@ impl Metrics {
         let mut s = String::with_capacity(8192);
         let _ = writeln!(s, "# HELP outpost_requests_total Requests answered, by tenant, cache outcome and status class.");
         let _ = writeln!(s, "# TYPE outpost_requests_total counter");
-        for t in &self.tenants {
+        for (ti, t) in self.tenants.iter().enumerate() {
             for o in Outcome::ALL {
                 for (ci, c) in CLASSES.iter().enumerate() {
-                    let v = t.requests[o.index() * CLASSES.len() + ci].load(Relaxed);
+                    let v = self.sum(ti * PER_TENANT + o.index() * CLASSES.len() + ci);
                     if v > 0 {
                         let _ = writeln!(
                             s,
@@ -206,12 +248,19 @@ impl Metrics {
                 }
             }
         }
-        let per_tenant: [CounterDef; 4] = [
-            (
-                "outpost_response_bytes_total",
-                "Body bytes sent to clients.",
-                |t| t.bytes_out.load(Relaxed),
-            ),
+        let _ = writeln!(
+            s,
+            "# HELP outpost_response_bytes_total Body bytes sent to clients.\n# TYPE outpost_response_bytes_total counter"
+        );
+        for (ti, t) in self.tenants.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "outpost_response_bytes_total{{node=\"{node}\",tenant=\"{}\"}} {}",
+                t.name,
+                self.sum(self.bytes_cell(ti))
+            );
+        }
+        let per_tenant: [CounterDef; 3] = [
             (
                 "outpost_origin_fetches_total",
                 "Requests sent to origins.",
@@ -246,14 +295,14 @@ impl Metrics {
         let _ = writeln!(s, "# TYPE outpost_request_duration_seconds histogram");
         let mut cum = 0;
         for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
-            cum += self.latency[i].load(Relaxed);
+            cum += self.sum(self.latency_cell(i));
             let _ = writeln!(
                 s,
                 "outpost_request_duration_seconds_bucket{{node=\"{node}\",le=\"{}\"}} {cum}",
                 *le as f64 / 1e6
             );
         }
-        cum += self.latency[LATENCY_BUCKETS_US.len()].load(Relaxed);
+        cum += self.sum(self.latency_cell(LATENCY_BUCKETS_US.len()));
         let _ = writeln!(
             s,
             "outpost_request_duration_seconds_bucket{{node=\"{node}\",le=\"+Inf\"}} {cum}"
@@ -261,12 +310,12 @@ impl Metrics {
         let _ = writeln!(
             s,
             "outpost_request_duration_seconds_sum{{node=\"{node}\"}} {}",
-            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+            self.sum(self.latency_cell(LATENCY_BUCKETS_US.len() + 1)) as f64 / 1e6
         );
         let _ = writeln!(
             s,
             "outpost_request_duration_seconds_count{{node=\"{node}\"}} {}",
-            self.latency_count.load(Relaxed)
+            self.sum(self.latency_cell(LATENCY_BUCKETS_US.len() + 2))
         );
         let counters: [(&str, &str, u64); 6] = [
             (
