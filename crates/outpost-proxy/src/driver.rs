@@ -27,7 +27,7 @@ use outpost_http::conditional::{
 };
 use outpost_http::freshness::current_age;
 use outpost_http::headers::{invalidation_targets, strip_before_store, strip_hop_by_hop};
-use outpost_http::range::{self, RangeDecision};
+use outpost_http::range::{self, ByteRangeSpec, RangeDecision};
 use outpost_http::storability::NotStorable;
 use outpost_http::vary::{self, Vary};
 use outpost_store::{CacheKey, Derived, ObjectMeta, StoredObject};
@@ -315,6 +315,9 @@ impl Ctx {
 
     async fn cached(self, req_cc: RequestCacheControl, log: &mut RequestLog) -> Response<RespBody> {
         let node = self.node.clone();
+        if let Some(resp) = self.range_hit(&req_cc, log) {
+            return resp;
+        }
         for _attempt in 0..3 {
             let now = SystemTime::now();
             let (key, miss_kind, found) = self.resolve_key(now);
@@ -789,6 +792,77 @@ impl Ctx {
         }
         add_forwarding(&mut h, &self.node.name, self.peer);
         h
+    }
+
+    /// A plain single-range GET answered from a fresh stored object through
+    /// [`Store::get_range`](outpost_store::Store::get_range), which on the SSD tier reads only the
+    /// chunks the range overlaps. Anything else (no such object, a Vary marker, a stale object,
+    /// conditionals, suffix or multiple ranges, an unsatisfiable or ignored range) takes the
+    /// whole-object path (`None`).
+    fn range_hit(
+        &self,
+        req_cc: &RequestCacheControl,
+        log: &mut RequestLog,
+    ) -> Option<Response<RespBody>> {
+        if self.method != Method::GET
+            || self.headers.contains_key(header::IF_NONE_MATCH)
+            || self.headers.contains_key(header::IF_MODIFIED_SINCE)
+        {
+            return None;
+        }
+        let mut lines = self.headers.get_all(header::RANGE).iter();
+        let (Some(value), None) = (lines.next(), lines.next()) else {
+            return None;
+        };
+        let specs = range::parse_range_header(value.to_str().ok()?)?;
+        let window = match specs.as_slice() {
+            [ByteRangeSpec::FromTo { first, last }] => *first..last.saturating_add(1),
+            [ByteRangeSpec::From { first }] => *first..u64::MAX,
+            _ => return None,
+        };
+        let now = SystemTime::now();
+        let hit = self.node.store.get_range(&self.primary, window, now)?;
+        if hit.meta.vary.is_some() || hit.status != StatusCode::OK {
+            return None;
+        }
+        let facts = ReuseFacts::from_headers(&hit.headers);
+        let timing = timing(&hit.meta);
+        let eval = evaluate_reuse(&facts, &timing, req_cc, &self.policy, now);
+        if eval.action != HitAction::Serve {
+            return None;
+        }
+        let RangeDecision::Partial {
+            start,
+            end_inclusive,
+        } = range::evaluate(&self.method, &self.headers, &hit.headers, hit.body_len)
+        else {
+            return None;
+        };
+        let have = hit.start..hit.start + hit.bytes.len() as u64;
+        if start < have.start || end_inclusive >= have.end {
+            return None;
+        }
+        let body = hit
+            .bytes
+            .slice((start - hit.start) as usize..=(end_inclusive - hit.start) as usize);
+        let mut h = client_copy(&hit.headers);
+        h.insert(header::AGE, HeaderValue::from(eval.age.as_secs()));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(
+            header::CONTENT_RANGE,
+            range::content_range(start, end_inclusive, hit.body_len),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        log.outcome = Outcome::Hit;
+        let mut cs = CacheStatus::hit(&self.node.name);
+        cs.ttl = Some(eval.ttl);
+        Some(finish_response(
+            StatusCode::PARTIAL_CONTENT,
+            h,
+            full(body),
+            cs,
+            log,
+        ))
     }
 
     /// A hit (fresh, or stale where allowed). Most hits are a plain GET of an object with a hit

@@ -204,6 +204,69 @@ async fn vary_variants_are_kept_apart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_requests_on_the_ssd_tier_read_only_the_chunks_they_need() {
+    let origin = TestOrigin::start().await.unwrap();
+    // 3 MiB: too large for a 1 MiB RAM tier, so it lives on SSD only, in three 1 MiB chunks.
+    let body: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    origin.route("/big", RouteSpec::ok("", "max-age=600").body(body.clone()));
+    let dir = std::env::temp_dir().join(format!("outpost-e2e-range-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = Config::single_origin("127.0.0.1:0", &origin.url()).unwrap();
+    cfg.node.metrics = String::new();
+    cfg.node.name = "edge1".into();
+    cfg.store.ram_bytes = outpost_config::ByteSize(1 << 20);
+    cfg.store.dir = dir.to_string_lossy().into_owned();
+    cfg.store.disk_bytes = outpost_config::ByteSize(64 << 20);
+    cfg.store.segment_bytes = outpost_config::ByteSize(16 << 20);
+    let running = outpost_proxy::start(&cfg).await.unwrap();
+    let edge = running.addr;
+    let r = get(edge, "/big", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    // The fill is stored when its last byte arrived; wait for it.
+    for _ in 0..100 {
+        if running
+            .node
+            .store
+            .stats_disk()
+            .is_some_and(|d| d.objects == 1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let disk = || running.node.store.stats_disk().unwrap();
+    assert_eq!(disk().objects, 1, "{:?}", disk());
+
+    let r = get(edge, "/big", &[("range", "bytes=1048576-1048675")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &body[1048576..=1048675]);
+    assert_eq!(
+        r.header("content-range"),
+        Some("bytes 1048576-1048675/3145728")
+    );
+    assert!(cs(&r).contains("hit"), "{}", cs(&r));
+    assert_eq!(disk().range_reads, 1);
+    assert_eq!(disk().range_chunks_read, 1, "one chunk of three");
+
+    // Across a chunk boundary: two chunks; open-ended: from there to the end.
+    let r = get(edge, "/big", &[("range", "bytes=2097000-2097300")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &body[2097000..=2097300]);
+    assert_eq!(disk().range_chunks_read, 3);
+    let r = get(edge, "/big", &[("range", "bytes=3145000-")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &body[3145000..]);
+    assert_eq!(disk().range_chunks_read, 4);
+    // A suffix range takes the whole-object path, and is still right.
+    let r = get(edge, "/big", &[("range", "bytes=-10")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &body[body.len() - 10..]);
+    assert_eq!(origin.hits("/big"), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_requests_are_served_from_the_cached_object() {
     let origin = TestOrigin::start().await.unwrap();
     let body: String = (0..1000)

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use crate::disk::{DiskConfig, DiskStats, DiskStore, OpenError, RecoveryReport};
 use crate::hashing::U64Set;
 use crate::policy::PolicyKind;
-use crate::store::{Admission, Store, StoreStats};
+use crate::store::{Admission, RangeHit, Store, StoreStats};
 use crate::{CacheKey, MemoryStore, StoredObject};
 
 /// RAM tier in front of an optional SSD tier.
@@ -161,6 +161,31 @@ impl Store for HybridStore {
             self.promotions.fetch_add(1, Ordering::Relaxed);
         }
         Some(obj)
+    }
+
+    /// RAM first (a slice of the whole object); on a RAM miss, only the SSD chunks the range
+    /// overlaps are read and verified, and nothing is promoted (the object was not read whole).
+    fn get_range(
+        &self,
+        key: &CacheKey,
+        range: std::ops::Range<u64>,
+        now: SystemTime,
+    ) -> Option<RangeHit> {
+        if let Some(obj) = self.ram.get(key, now) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(RangeHit::slice(&obj, range));
+        }
+        let read = self.disk.as_ref()?.get_range(key, range, now)?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.disk_hits.fetch_add(1, Ordering::Relaxed);
+        Some(RangeHit {
+            status: read.status,
+            headers: read.headers,
+            meta: read.meta,
+            body_len: read.body_len,
+            start: read.start,
+            bytes: read.bytes,
+        })
     }
 
     fn insert(&self, key: CacheKey, obj: Arc<StoredObject>, now: SystemTime) -> Admission {

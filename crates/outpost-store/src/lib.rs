@@ -26,7 +26,7 @@ pub use object::{
     TAG_OVERHEAD_BYTES,
 };
 pub use policy::{EvictionPolicy, InsertOutcome, PolicyKind, UnknownPolicy};
-pub use store::{Admission, Store, StoreStats};
+pub use store::{Admission, RangeHit, Store, StoreStats};
 
 #[cfg(test)]
 mod tests;

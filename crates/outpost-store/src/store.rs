@@ -65,6 +65,40 @@ pub struct StoreStats {
     pub expired: u64,
 }
 
+/// Part of a stored body with the object's head: what a Range request needs.
+#[derive(Debug, Clone)]
+pub struct RangeHit {
+    /// Response status.
+    pub status: http::StatusCode,
+    /// Stored response headers.
+    pub headers: http::HeaderMap,
+    /// Metadata.
+    pub meta: crate::ObjectMeta,
+    /// Length of the whole body.
+    pub body_len: u64,
+    /// Where `bytes` start in the body.
+    pub start: u64,
+    /// The requested bytes, clamped to the body.
+    pub bytes: bytes::Bytes,
+}
+
+impl RangeHit {
+    /// Bytes `range` (end exclusive, clamped) of a whole stored object.
+    pub fn slice(obj: &StoredObject, range: std::ops::Range<u64>) -> Self {
+        let len = obj.body.len() as u64;
+        let start = range.start.min(len);
+        let end = range.end.clamp(start, len);
+        RangeHit {
+            status: obj.status,
+            headers: obj.headers.clone(),
+            meta: obj.meta.clone(),
+            body_len: len,
+            start,
+            bytes: obj.body.slice(start as usize..end as usize),
+        }
+    }
+}
+
 /// A storage tier: a map from [`CacheKey`] to [`StoredObject`] with a byte budget.
 pub trait Store: Send + Sync + 'static {
     /// Returns the object if present and `now < keep_until` (expired ones are removed and
@@ -79,6 +113,18 @@ pub trait Store: Send + Sync + 'static {
     fn remove_tag(&self, tag: &str) -> usize;
     /// Remove every object whose key text starts with prefix; returns how many.
     fn remove_prefix(&self, prefix: &str) -> usize;
+    /// Bytes `range` (end exclusive) of the body of `key` with the object's head, for Range
+    /// requests. Tiers that keep bodies in chunks (SSD) read only the chunks the range overlaps
+    /// and do not load the object whole; the default reads the whole object. A `None` is not
+    /// counted as a miss (the caller falls back to [`Store::get`]).
+    fn get_range(
+        &self,
+        key: &CacheKey,
+        range: std::ops::Range<u64>,
+        now: SystemTime,
+    ) -> Option<RangeHit> {
+        self.get(key, now).map(|obj| RangeHit::slice(&obj, range))
+    }
     /// Current counters.
     fn stats(&self) -> StoreStats;
     /// Counters of the SSD tier, for stores that have one.

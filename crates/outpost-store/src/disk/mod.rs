@@ -214,6 +214,10 @@ pub struct DiskStats {
     pub tag_refs: u64,
     /// Prefix index entries (live and not yet swept).
     pub prefix_entries: u64,
+    /// Range reads served ([`DiskStore::get_range`] hits).
+    pub range_reads: u64,
+    /// Body chunks those range reads touched.
+    pub range_chunks_read: u64,
 }
 
 #[derive(Debug, Default)]
@@ -230,6 +234,8 @@ struct Counters {
     checksum_failures: u64,
     retired_segments: u64,
     io_errors: u64,
+    range_reads: u64,
+    range_chunks_read: u64,
 }
 
 /// The answer of [`DiskStore::get_range`].
@@ -677,6 +683,8 @@ impl DiskStore {
                     inner.admission.record(hash, resident);
                 }
                 inner.c.hits += 1;
+                inner.c.range_reads += 1;
+                inner.c.range_chunks_read += u64::from(read.chunks_read);
                 Some(read)
             }
             Ok(_) => {
@@ -830,6 +838,8 @@ impl DiskStore {
             tombstones: inner.tombstones.len() as u64,
             tag_refs: inner.index.tag_refs() as u64,
             prefix_entries: inner.index.prefix_len() as u64,
+            range_reads: c.range_reads,
+            range_chunks_read: c.range_chunks_read,
         }
     }
 
