@@ -555,7 +555,7 @@ impl DiskStore {
     /// and retires the segment. The access is recorded for admission and marks the record hot.
     pub fn get(&self, key: &CacheKey, now: SystemTime) -> Option<StoredObject> {
         let hash = key.hash64();
-        let (file, entry) = {
+        let (file, path, entry) = {
             let mut inner = self.lock();
             let Some(entry) = inner.index.entries.get(&hash).copied() else {
                 inner.c.misses += 1;
@@ -572,10 +572,18 @@ impl DiskStore {
                 inner.c.misses += 1;
                 return None;
             };
-            (segment.file.clone(), entry)
+            let path = (entry.len as usize >= segment::LARGE_READ).then(|| segment.path.clone());
+            (segment.file.clone(), path, entry)
         };
         // I/O and verification happen outside the lock.
-        let read = read_at(&file, u64::from(entry.offset), entry.len as usize);
+        let (offset, len) = (u64::from(entry.offset), entry.len as usize);
+        let read = match &path {
+            Some(path) => match segment::read_large(path, offset, len) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => read_at(&file, offset, len),
+                other => other,
+            },
+            None => read_at(&file, offset, len),
+        };
         let result = read.map(|bytes| decode_object(Bytes::from(bytes), key.text()));
         let mut inner = self.lock();
         let same = |inner: &Inner| {

@@ -73,6 +73,28 @@ impl Segment {
     }
 }
 
+/// Records at least this long are read by [`read_large`].
+pub const LARGE_READ: usize = 64 * 1024;
+
+/// Reads `len` bytes at `offset` of the file at `path` through a handle of its own, into a buffer
+/// that is not zeroed first (`read_to_end` fills spare capacity): for large records, where zeroing
+/// the buffer costs about as much as the read itself. A path that is gone (the segment was
+/// reclaimed meanwhile) is `NotFound`; the caller falls back to its shared handle.
+pub fn read_large(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(len);
+    file.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "record cut short",
+        ));
+    }
+    Ok(buf)
+}
+
 /// Reads `len` bytes at `offset`.
 pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
