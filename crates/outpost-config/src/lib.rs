@@ -160,8 +160,9 @@ pub struct NodeConfig {
     pub max_header_bytes: ByteSize,
     /// Idle keep-alive connection timeout.
     pub idle_timeout: Dur,
-    /// Serving threads, each with its own listener socket (`SO_REUSEPORT`) and event loop, so a
-    /// connection lives on one core from accept to close; 0 = one per available core.
+    /// Dedicated serving threads, each with its own single-threaded event loop, so a connection
+    /// lives on one core from accept to close; 0 (default) serves on the shared work-stealing
+    /// runtime, which keeps p99 lower when cores are shared with other load.
     pub workers: usize,
 }
 
@@ -412,7 +413,7 @@ impl Config {
         if self.node.workers > 1024 {
             return Err(ConfigError::new(
                 "node.workers",
-                "must be at most 1024 (0 = one per core)",
+                "must be at most 1024 (0 = the shared runtime)",
             ));
         }
         if self.store.ram_bytes.0 < (1 << 20) {

@@ -131,11 +131,13 @@ pub struct RunningNode {
 
 /// Bind and serve a node.
 ///
-/// With one worker (`node.workers = 1`) connections are served on the calling runtime. With more
-/// (default: one per core) each worker is a thread with its own single-threaded event loop: the
-/// listener (on the calling runtime) hands each accepted connection to the next worker in turn, and
-/// the connection is read, answered and closed on that one thread, with no work stealing or
-/// cross-thread wake-ups per request. Shared state (store, fills, metrics) is the same `Node`.
+/// By default (`node.workers = 0`) connections are served on the calling runtime (the binary's
+/// work-stealing runtime, one thread per core). With `node.workers = N` each of N threads runs its
+/// own single-threaded event loop: the listener hands each accepted connection to the next worker
+/// in turn, and the connection is read, answered and closed on that one thread, with no work
+/// stealing. That is ~3% cheaper per hit, but when the cores are shared (a load generator on the
+/// same machine) a descheduled loop stalls all its connections and p99 roughly doubled in
+/// docs/benchmarks.md, so it is opt-in. Shared state (store, fills, metrics) is the same `Node`.
 /// Workers stop when the calling runtime does.
 pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
     let node = Arc::new(Node::new(cfg).map_err(std::io::Error::other)?);
@@ -164,14 +166,9 @@ pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
     };
     let dog = conn::Watchdog::new(cfg.node.header_read_timeout.0, cfg.node.idle_timeout.0);
     tokio::spawn(dog.clone().run());
-    let workers = match cfg.node.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let handles = if workers > 1 {
-        spawn_workers(workers)?
-    } else {
-        Vec::new()
+    let handles = match cfg.node.workers {
+        0 => Vec::new(),
+        n => spawn_workers(n)?,
     };
     tokio::spawn(accept_loop(listener, node.clone(), limits, dog, handles));
     Ok(RunningNode {

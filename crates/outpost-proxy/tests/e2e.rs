@@ -218,6 +218,8 @@ async fn range_requests_on_the_ssd_tier_read_only_the_chunks_they_need() {
     cfg.store.dir = dir.to_string_lossy().into_owned();
     cfg.store.disk_bytes = outpost_config::ByteSize(64 << 20);
     cfg.store.segment_bytes = outpost_config::ByteSize(16 << 20);
+    // Also the dedicated-worker mode: connections are served on two threads of their own.
+    cfg.node.workers = 2;
     let running = outpost_proxy::start(&cfg).await.unwrap();
     let edge = running.addr;
     let r = get(edge, "/big", &[]).await;

@@ -72,7 +72,8 @@ enum Cmd {
         /// SSD tier budget (e.g. 10G).
         #[arg(long)]
         disk_bytes: Option<String>,
-        /// Serving threads, each with its own event loop (default: one per core).
+        /// Dedicated serving threads, each with its own event loop (default 0: the shared
+        /// work-stealing runtime, one thread per core).
         #[arg(long)]
         workers: Option<usize>,
         /// Write one JSON access-log line per request to stdout.
