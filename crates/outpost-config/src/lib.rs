@@ -162,7 +162,7 @@ pub struct NodeConfig {
     pub idle_timeout: Dur,
     /// Dedicated serving threads, each with its own single-threaded event loop, so a connection
     /// lives on one core from accept to close; 0 (default) serves on the shared work-stealing
-    /// runtime, which keeps p99 lower when cores are shared with other load.
+    /// runtime, whose p99 tail is narrower when cores are shared with other load.
     pub workers: usize,
 }
 

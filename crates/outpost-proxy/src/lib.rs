@@ -135,9 +135,10 @@ pub struct RunningNode {
 /// work-stealing runtime, one thread per core). With `node.workers = N` each of N threads runs its
 /// own single-threaded event loop: the listener hands each accepted connection to the next worker
 /// in turn, and the connection is read, answered and closed on that one thread, with no work
-/// stealing. That is ~3% cheaper per hit, but when the cores are shared (a load generator on the
-/// same machine) a descheduled loop stalls all its connections and p99 roughly doubled in
-/// docs/benchmarks.md, so it is opt-in. Shared state (store, fills, metrics) is the same `Node`.
+/// stealing. That was ~3% cheaper per hit in A/B runs, but when the cores are shared (a load
+/// generator on the same machine) a descheduled loop stalls all its connections and the p99 tail
+/// was wider (docs/benchmarks.md), so it is opt-in. Shared state (store, fills, metrics) is the
+/// same `Node`.
 /// Workers stop when the calling runtime does.
 pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
     let node = Arc::new(Node::new(cfg).map_err(std::io::Error::other)?);
