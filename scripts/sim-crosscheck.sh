@@ -22,7 +22,7 @@
 # Output: .scratch/sim/{trace.csv,ours.csv,ours.svg,ours.txt,crosscheck.md}
 # Exit status: 0 pass; 1 a check failed (see crosscheck.py: per policy and size within 1 point,
 # w-tinylfu >= lru + 8 points at 1%, w-tinylfu >= libCacheSim's best online policy at every size);
-# 2 setup error.
+# 2 setup error; 3 libcachesim could not be installed (no pip or no network).
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -64,8 +64,8 @@ PYEOF
 if ! have_lcs; then
   log "installing libcachesim==0.3.5 (pip)"
   timeout 900 "$PY" -m pip install --quiet "libcachesim==0.3.5" >&2 \
-    || die "pip install libcachesim==0.3.5 failed (see the pip output above)"
-  have_lcs || die "libcachesim 0.3.5 installed but cannot be imported"
+    || { log "error: pip install libcachesim==0.3.5 failed (see the pip output above)"; exit 3; }
+  have_lcs || { log "error: libcachesim 0.3.5 installed but cannot be imported"; exit 3; }
 fi
 
 # --- our simulator -----------------------------------------------------------
