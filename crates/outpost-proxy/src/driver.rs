@@ -1345,17 +1345,15 @@ fn finish_response(
     cs: CacheStatus,
     log: &mut RequestLog,
 ) -> Response<RespBody> {
-    let entry = cs.to_string();
-    // RFC 9211 §2: each cache appends its member; the last one is closest to the client.
-    let value = match headers.get(&CACHE_STATUS).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {entry}"),
-        _ => entry,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(CACHE_STATUS.clone(), v);
-    }
+    // RFC 9211 §2: each cache appends its member after every upstream one (all field lines,
+    // joined, as the hit template does); the last one is closest to the client.
+    cs.append_to(&mut headers);
     if log.detailed {
-        log.cache_status = value;
+        log.cache_status = headers
+            .get(&CACHE_STATUS)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
     }
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

@@ -163,19 +163,20 @@ impl Store for HybridStore {
         Some(obj)
     }
 
-    /// RAM first (a slice of the whole object); on a RAM miss, only the SSD chunks the range
-    /// overlaps are read and verified, and nothing is promoted (the object was not read whole).
+    /// Only for objects on SSD and not in RAM (checked without counting an access): the SSD
+    /// chunks the range overlaps are read and verified, and nothing is promoted (the object was
+    /// not read whole). A RAM-resident object is left to [`Store::get`], which serves it whole.
     fn get_range(
         &self,
         key: &CacheKey,
         range: std::ops::Range<u64>,
         now: SystemTime,
     ) -> Option<RangeHit> {
-        if let Some(obj) = self.ram.get(key, now) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Some(RangeHit::slice(&obj, range));
+        let disk = self.disk.as_ref()?;
+        if self.ram.contains(key) || !disk.contains(key) {
+            return None;
         }
-        let read = self.disk.as_ref()?.get_range(key, range, now)?;
+        let read = disk.get_range(key, range, now)?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         self.disk_hits.fetch_add(1, Ordering::Relaxed);
         Some(RangeHit {

@@ -82,23 +82,6 @@ pub struct RangeHit {
     pub bytes: bytes::Bytes,
 }
 
-impl RangeHit {
-    /// Bytes `range` (end exclusive, clamped) of a whole stored object.
-    pub fn slice(obj: &StoredObject, range: std::ops::Range<u64>) -> Self {
-        let len = obj.body.len() as u64;
-        let start = range.start.min(len);
-        let end = range.end.clamp(start, len);
-        RangeHit {
-            status: obj.status,
-            headers: obj.headers.clone(),
-            meta: obj.meta.clone(),
-            body_len: len,
-            start,
-            bytes: obj.body.slice(start as usize..end as usize),
-        }
-    }
-}
-
 /// A storage tier: a map from [`CacheKey`] to [`StoredObject`] with a byte budget.
 pub trait Store: Send + Sync + 'static {
     /// Returns the object if present and `now < keep_until` (expired ones are removed and
@@ -114,16 +97,17 @@ pub trait Store: Send + Sync + 'static {
     /// Remove every object whose key text starts with prefix; returns how many.
     fn remove_prefix(&self, prefix: &str) -> usize;
     /// Bytes `range` (end exclusive) of the body of `key` with the object's head, for Range
-    /// requests. Tiers that keep bodies in chunks (SSD) read only the chunks the range overlaps
-    /// and do not load the object whole; the default reads the whole object. A `None` is not
-    /// counted as a miss (the caller falls back to [`Store::get`]).
+    /// requests, from a tier that keeps bodies in chunks (SSD) and can read just the chunks the
+    /// range overlaps without loading the object. `None` means "use [`Store::get`]": the default,
+    /// for tiers that hold whole objects in RAM, and the answer of a hybrid store when RAM holds the
+    /// object or the SSD does not index it (so nothing is counted twice).
     fn get_range(
         &self,
-        key: &CacheKey,
-        range: std::ops::Range<u64>,
-        now: SystemTime,
+        _key: &CacheKey,
+        _range: std::ops::Range<u64>,
+        _now: SystemTime,
     ) -> Option<RangeHit> {
-        self.get(key, now).map(|obj| RangeHit::slice(&obj, range))
+        None
     }
     /// Current counters.
     fn stats(&self) -> StoreStats;

@@ -1,9 +1,9 @@
 //! Admission to the SSD tier. Eviction there is the log's own: whole segments are reclaimed oldest
 //! first and records hit since they were written are re-appended (a CLOCK over segments), so no
 //! per-object policy node is kept. With W-TinyLFU (the default), a fill that needs room competes
-//! with the record reclamation would drop next, by TinyLFU frequency (the same count-min sketch
-//! and doorkeeper as the RAM tier, sized at about half an entry per object): one-hit wonders and
-//! crawler scans cannot flush the tier. S3-FIFO and LRU admit every fill (their FIFO/recency order
+//! with the records reclamation would drop next, by TinyLFU frequency (the same count-min sketch
+//! and doorkeeper as the RAM tier, sized at about half an entry per object): a key seen once
+//! cannot displace records seen more often, so crawler scans cannot flush the tier. S3-FIFO and LRU admit every fill (their FIFO/recency order
 //! is what the log does already).
 
 use crate::policy::sketch::FrequencySketch;
@@ -35,7 +35,9 @@ impl DiskAdmission {
     /// drop; `None` when nothing has to go).
     pub(crate) fn admits(&self, candidate: u64, victim: Option<u64>) -> bool {
         match (&self.sketch, victim) {
-            (Some(sketch), Some(victim)) => sketch.frequency(candidate) > sketch.frequency(victim),
+            // Ties go to the newcomer: among equally frequent records the log keeps the newer,
+            // as FIFO eviction would.
+            (Some(sketch), Some(victim)) => sketch.frequency(candidate) >= sketch.frequency(victim),
             _ => true,
         }
     }
@@ -60,6 +62,8 @@ mod tests {
         assert!(a.admits(1, Some(2)));
         assert!(!a.admits(2, Some(1)));
         assert!(a.admits(2, None), "room left: every fill is admitted");
+        a.record(3, 100);
+        assert!(a.admits(3, Some(2)), "a tie goes to the newcomer");
     }
 
     #[test]

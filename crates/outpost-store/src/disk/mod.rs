@@ -578,10 +578,11 @@ impl DiskStore {
         // I/O and verification happen outside the lock.
         let (offset, len) = (u64::from(entry.offset), entry.len as usize);
         let read = match &path {
-            Some(path) => match segment::read_large(path, offset, len) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => read_at(&file, offset, len),
-                other => other,
-            },
+            // Any failure of the own handle (reclaimed meanwhile, out of descriptors) falls back
+            // to the shared one, so only a failed read of the record itself retires a segment.
+            Some(path) => {
+                segment::read_large(path, offset, len).or_else(|_| read_at(&file, offset, len))
+            }
             None => read_at(&file, offset, len),
         };
         let result = read.map(|bytes| decode_object(Bytes::from(bytes), key.text()));
@@ -766,8 +767,8 @@ impl DiskStore {
                 return Admission::Rejected;
             }
             if victim.is_some() {
-                // That record is the one this fill displaces; the next fill meets the next one.
-                inner.victims.pop_front();
+                // The records this fill displaces; the next fill meets the ones after them.
+                inner.consume_victims(record.len() as u64);
             }
         }
         let expires = expiry_secs(obj.meta.keep_until);
@@ -903,9 +904,11 @@ impl Inner {
         self.sealed_bytes() + 2 * self.segment_bytes > self.disk_bytes
     }
 
-    /// The live, not-hot record of the oldest sealed segment that reclamation drops next (hot
-    /// records are re-appended instead); `None` when there is none.
+    /// The live, not-hot record that reclamation drops next (hot records are re-appended
+    /// instead): from the oldest sealed segment, then the next one once those are used up by
+    /// admitted fills. `None` when there is none (at most one segment is scanned per call).
     fn next_victim(&mut self) -> Option<u64> {
+        let mut rebuilt = false;
         loop {
             while let Some(&h) = self.victims.front() {
                 if let Some(e) = self.index.entries.get(&h) {
@@ -915,22 +918,38 @@ impl Inner {
                 }
                 self.victims.pop_front();
             }
-            let oldest = self
-                .segments
-                .keys()
-                .next()
-                .copied()
-                .filter(|id| Some(*id) != self.active)?;
-            if self.victims_segment == Some(oldest) {
+            if rebuilt {
                 return None;
             }
-            self.victims_segment = Some(oldest);
+            let next = match self.victims_segment {
+                Some(cur) if self.segments.contains_key(&cur) => self
+                    .segments
+                    .range(cur.saturating_add(1)..)
+                    .next()
+                    .map(|(id, _)| *id),
+                _ => self.segments.keys().next().copied(),
+            }
+            .filter(|id| Some(*id) != self.active)?;
+            self.victims_segment = Some(next);
             self.victims = self
                 .index
-                .entries_in(oldest)
+                .entries_in(next)
                 .into_iter()
                 .map(|(h, _)| h)
                 .collect();
+            rebuilt = true;
+        }
+    }
+
+    /// An admitted fill of `bytes` displaces victims until their lengths cover it.
+    fn consume_victims(&mut self, mut bytes: u64) {
+        while bytes > 0 {
+            let Some(h) = self.next_victim() else {
+                break;
+            };
+            let len = self.index.entries.get(&h).map_or(1, |e| u64::from(e.len));
+            self.victims.pop_front();
+            bytes = bytes.saturating_sub(len.max(1));
         }
     }
 

@@ -78,8 +78,8 @@ pub const LARGE_READ: usize = 64 * 1024;
 
 /// Reads `len` bytes at `offset` of the file at `path` through a handle of its own, into a buffer
 /// that is not zeroed first (`read_to_end` fills spare capacity): for large records, where zeroing
-/// the buffer costs about as much as the read itself. A path that is gone (the segment was
-/// reclaimed meanwhile) is `NotFound`; the caller falls back to its shared handle.
+/// the buffer costs about as much as the read itself. On any error (the segment was reclaimed
+/// meanwhile, no descriptor left) the caller falls back to its shared handle.
 pub fn read_large(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = File::open(path)?;

@@ -216,7 +216,10 @@ impl WTinyLfu {
                 self.evict(victim, evicted);
             }
         }
-        self.rejected.insert(hash);
+        if weight <= self.main_capacity {
+            // Rejected for its frequency (a candidate larger than main says nothing about recency).
+            self.rejected.insert(hash);
+        }
         evicted.push(hash);
         self.arena.release(candidate);
     }
@@ -259,7 +262,8 @@ impl WTinyLfu {
             let Some(victim) = self.main_victim(protect) else {
                 break;
             };
-            self.evicted.insert(self.arena.node(victim).hash);
+            // No ghost: this eviction follows the window's own growth (or a reweigh), not a
+            // contest, and must not count as evidence against it.
             self.evict(victim, evicted);
         }
         while self.total_bytes() > self.capacity {
