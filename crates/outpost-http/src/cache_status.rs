@@ -100,19 +100,31 @@ impl CacheStatus {
     /// Append this entry after the members already in `h` (from upstream
     /// tiers), keeping a single field line: `upstream, ..., this`.
     pub fn append_to(&self, h: &mut HeaderMap) {
-        let mut value: Vec<u8> = Vec::new();
-        for v in h.get_all(CACHE_STATUS) {
-            let v = crate::lex::trim_ows(v.as_bytes());
-            if v.is_empty() {
-                continue;
-            }
-            value.extend_from_slice(v);
+        let mut value = upstream_members(h);
+        if !value.is_empty() {
             value.extend_from_slice(b", ");
         }
         value.extend_from_slice(self.to_string().as_bytes());
         let hv = HeaderValue::from_bytes(&value).unwrap_or_else(|_| self.to_header_value());
         h.insert(CACHE_STATUS, hv);
     }
+}
+
+/// The members of every `Cache-Status` field line in `h` (those of upstream tiers), trimmed and
+/// joined with `, ` into one value; empty when there are none.
+pub fn upstream_members(h: &HeaderMap) -> Vec<u8> {
+    let mut value: Vec<u8> = Vec::new();
+    for v in h.get_all(CACHE_STATUS) {
+        let v = crate::lex::trim_ows(v.as_bytes());
+        if v.is_empty() {
+            continue;
+        }
+        if !value.is_empty() {
+            value.extend_from_slice(b", ");
+        }
+        value.extend_from_slice(v);
+    }
+    value
 }
 
 /// The `Cache-Status` value of a hit, rendered without the formatting machinery: the node's

@@ -1230,16 +1230,7 @@ pub struct HitTemplate {
 /// Build the derived hit data for an object about to be stored.
 pub(crate) fn derive_hit(status: StatusCode, stored: &HeaderMap, body_len: usize) -> Derived {
     let mut headers = client_copy(stored);
-    let mut upstream_status = Vec::new();
-    for v in headers.get_all(&CACHE_STATUS) {
-        let v = v.as_bytes().trim_ascii();
-        if !v.is_empty() {
-            if !upstream_status.is_empty() {
-                upstream_status.extend_from_slice(b", ");
-            }
-            upstream_status.extend_from_slice(v);
-        }
-    }
+    let upstream_status = outpost_http::cache_status::upstream_members(&headers);
     headers.remove(&CACHE_STATUS);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     if status == StatusCode::OK {

@@ -179,14 +179,7 @@ impl Store for HybridStore {
         let read = disk.get_range(key, range, now)?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         self.disk_hits.fetch_add(1, Ordering::Relaxed);
-        Some(RangeHit {
-            status: read.status,
-            headers: read.headers,
-            meta: read.meta,
-            body_len: read.body_len,
-            start: read.start,
-            bytes: read.bytes,
-        })
+        Some(read)
     }
 
     fn insert(&self, key: CacheKey, obj: Arc<StoredObject>, now: SystemTime) -> Admission {

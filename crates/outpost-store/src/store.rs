@@ -65,7 +65,8 @@ pub struct StoreStats {
     pub expired: u64,
 }
 
-/// Part of a stored body with the object's head: what a Range request needs.
+/// Part of a stored body with the object's head: what a Range request needs (the SSD tier's
+/// [`DiskStore::get_range`](crate::DiskStore::get_range) answer, also named `RangeRead`).
 #[derive(Debug, Clone)]
 pub struct RangeHit {
     /// Response status.
@@ -80,6 +81,8 @@ pub struct RangeHit {
     pub start: u64,
     /// The requested bytes, clamped to the body.
     pub bytes: bytes::Bytes,
+    /// Body chunks read from SSD to answer.
+    pub chunks_read: u32,
 }
 
 /// A storage tier: a map from [`CacheKey`] to [`StoredObject`] with a byte budget.

@@ -238,24 +238,9 @@ struct Counters {
     range_chunks_read: u64,
 }
 
-/// The answer of [`DiskStore::get_range`].
-#[derive(Debug, Clone)]
-pub struct RangeRead {
-    /// Response status.
-    pub status: http::StatusCode,
-    /// Response headers.
-    pub headers: http::HeaderMap,
-    /// Metadata (`derived` is `None`).
-    pub meta: crate::ObjectMeta,
-    /// Length of the whole body.
-    pub body_len: u64,
-    /// Where the returned bytes start in the body.
-    pub start: u64,
-    /// The requested bytes (clamped to the body).
-    pub bytes: Bytes,
-    /// Chunks read.
-    pub chunks_read: u32,
-}
+/// The answer of [`DiskStore::get_range`] (the same type the [`Store`](crate::Store) trait
+/// returns for ranges).
+pub type RangeRead = crate::store::RangeHit;
 
 enum RangeError {
     KeyMismatch,
@@ -557,21 +542,7 @@ impl DiskStore {
         let hash = key.hash64();
         let (file, path, entry) = {
             let mut inner = self.lock();
-            let Some(entry) = inner.index.entries.get(&hash).copied() else {
-                inner.c.misses += 1;
-                return None;
-            };
-            if entry.expired(now) {
-                inner.drop_hash(hash);
-                inner.c.expired += 1;
-                inner.c.misses += 1;
-                return None;
-            }
-            let Some(segment) = inner.segments.get(&entry.segment) else {
-                inner.drop_hash(hash);
-                inner.c.misses += 1;
-                return None;
-            };
+            let (entry, segment) = inner.locate(hash, Some(now))?;
             let path = (entry.len as usize >= segment::LARGE_READ).then(|| segment.path.clone());
             (segment.file.clone(), path, entry)
         };
@@ -664,15 +635,7 @@ impl DiskStore {
         let hash = key.hash64();
         let (file, entry) = {
             let mut inner = self.lock();
-            let Some(entry) = inner.index.entries.get(&hash).copied() else {
-                inner.c.misses += 1;
-                return None;
-            };
-            let Some(segment) = inner.segments.get(&entry.segment) else {
-                inner.drop_hash(hash);
-                inner.c.misses += 1;
-                return None;
-            };
+            let (entry, segment) = inner.locate(hash, None)?;
             (segment.file.clone(), entry)
         };
         let result = read_range(&file, entry, key.text(), range);
@@ -897,6 +860,30 @@ impl Inner {
     /// Drops `hash` from the index.
     fn drop_hash(&mut self, hash: u64) {
         self.index.remove(hash);
+    }
+
+    /// The record of `hash` and its segment, or a counted miss. With `now`, a record already
+    /// past its expiry is dropped and counted as expired; a record whose segment is gone is
+    /// dropped.
+    fn locate(&mut self, hash: u64, now: Option<SystemTime>) -> Option<(IndexEntry, &Segment)> {
+        let Some(entry) = self.index.entries.get(&hash).copied() else {
+            self.c.misses += 1;
+            return None;
+        };
+        if now.is_some_and(|now| entry.expired(now)) {
+            self.drop_hash(hash);
+            self.c.expired += 1;
+            self.c.misses += 1;
+            return None;
+        }
+        if !self.segments.contains_key(&entry.segment) {
+            self.drop_hash(hash);
+            self.c.misses += 1;
+            return None;
+        }
+        self.segments
+            .get(&entry.segment)
+            .map(|segment| (entry, segment))
     }
 
     /// Whether the next segment rotation has to reclaim (so a fill displaces live records).
