@@ -13,7 +13,7 @@ use crate::disk::{DiskConfig, DiskStats, DiskStore, OpenError, RecoveryReport};
 use crate::hashing::U64Set;
 use crate::policy::PolicyKind;
 use crate::store::{Admission, RangeHit, Store, StoreStats};
-use crate::{CacheKey, MemoryStore, StoredObject};
+use crate::{CacheKey, MemoryStore, StoredObject, StreamFill, StreamHead};
 
 /// RAM tier in front of an optional SSD tier.
 #[derive(Debug)]
@@ -180,6 +180,26 @@ impl Store for HybridStore {
         self.hits.fetch_add(1, Ordering::Relaxed);
         self.disk_hits.fetch_add(1, Ordering::Relaxed);
         Some(read)
+    }
+
+    fn begin_stream(
+        &self,
+        key: &CacheKey,
+        head: &StreamHead,
+        now: SystemTime,
+    ) -> Option<StreamFill> {
+        self.disk.as_ref()?.begin_stream(key, head, now).ok()
+    }
+
+    /// The committed version lives on SSD; an older one in RAM is dropped (a later hit reads
+    /// the new one from SSD and the RAM policy decides on promotion).
+    fn commit_stream(&self, fill: StreamFill, now: SystemTime) -> Admission {
+        let key = fill.key().clone();
+        let admitted = fill.commit(now);
+        if admitted.is_admitted() {
+            self.ram.remove(&key);
+        }
+        admitted
     }
 
     fn insert(&self, key: CacheKey, obj: Arc<StoredObject>, now: SystemTime) -> Admission {

@@ -14,7 +14,8 @@ pub mod policy;
 mod store;
 
 pub use disk::{
-    DiskConfig, DiskStats, DiskStore, OpenError, RangeRead, RecoveryReport, DEFAULT_SEGMENT_BYTES,
+    DiskConfig, DiskStats, DiskStore, OpenError, RangeRead, RecoveryReport, StreamFill, StreamHead,
+    StreamTap, TapError, TapReader, DEFAULT_SEGMENT_BYTES,
 };
 pub use hybrid::{HybridStats, HybridStore};
 pub use key::CacheKey;

@@ -112,6 +112,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Option<RangeHit> {
         None
     }
+    /// Starts streaming a fill of `head.body_len` bytes onto a tier that writes bodies chunk by
+    /// chunk (SSD), so the body is never held whole in RAM and readers can follow it while it is
+    /// written ([`StreamFill::tap`](crate::StreamFill::tap)). `None`: no such tier, or it did not
+    /// admit the fill (the caller buffers and uses [`Store::insert`]).
+    fn begin_stream(
+        &self,
+        _key: &CacheKey,
+        _head: &crate::StreamHead,
+        _now: SystemTime,
+    ) -> Option<crate::StreamFill> {
+        None
+    }
+    /// Commits a fill begun with [`Store::begin_stream`] once its body is written whole.
+    fn commit_stream(&self, fill: crate::StreamFill, now: SystemTime) -> Admission {
+        fill.commit(now)
+    }
     /// Current counters.
     fn stats(&self) -> StoreStats;
     /// Counters of the SSD tier, for stores that have one.

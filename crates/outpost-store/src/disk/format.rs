@@ -25,7 +25,7 @@
 //! | 0 | 4 | magic `OPRC` |
 //! | 4 | 2 | format version |
 //! | 6 | 1 | kind: 1 object, 2 purge key, 3 purge tag, 4 purge prefix |
-//! | 7 | 1 | flags (0) |
+//! | 7 | 1 | flags: bit 0 `PENDING` (a streamed fill's reservation), other bits 0 |
 //! | 8 | 8 | sequence (global, increasing) |
 //! | 16 | 8 | key hash (objects and key purges; else 0) |
 //! | 24 | 4 | total record length |
@@ -41,6 +41,15 @@
 //! `u32 length + u32 CRC-32 of the chunk`. Body: the chunks back to back.
 //!
 //! `ObjectMeta::derived` is never written; it is `None` on load.
+//!
+//! A fill streamed onto SSD (see `stream.rs`) first *reserves* its whole record: a header with
+//! the `PENDING` flag whose CRC covers header bytes 0..36 only (all lengths are final, the
+//! sequence is the reservation's), followed by the meta section; the body is written into the
+//! reservation as it arrives. The commit writes the chunk table, then rewrites the header
+//! without the flag, with the commit's sequence and the usual checksum. Recovery skips a
+//! pending record whose header checksum holds (a fill cut by a crash or abandoned) and goes on
+//! with the next record; a pending record is never indexed. Builds before the flag existed see
+//! a checksum mismatch there and stop that file's scan: conservative, never a misread.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,6 +76,8 @@ pub const RECORD_HEADER_LEN: usize = 40;
 pub const CHUNK_ENTRY_LEN: usize = 8;
 /// Default body chunk size.
 pub const DEFAULT_CHUNK_BYTES: u32 = 1 << 20;
+/// Record flag: a reservation of a fill being streamed (not committed).
+pub const FLAG_PENDING: u8 = 1;
 
 /// Record kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +205,8 @@ pub struct RecordHeader {
     pub version: u16,
     /// Kind.
     pub kind: RecordKind,
+    /// Flags ([`FLAG_PENDING`]).
+    pub flags: u8,
     /// Sequence.
     pub seq: u64,
     /// Key hash (objects and key purges).
@@ -219,9 +232,13 @@ impl RecordHeader {
             return Err(FormatError::BadMagic);
         }
         let kind = RecordKind::from_u8(buf[6]).ok_or(FormatError::Invalid("record kind"))?;
+        if buf[7] & !FLAG_PENDING != 0 {
+            return Err(FormatError::Invalid("record flags"));
+        }
         let header = Self {
             version: u16::from_le_bytes([buf[4], buf[5]]),
             kind,
+            flags: buf[7],
             seq: le_u64(&buf[8..16]),
             key_hash: le_u64(&buf[16..24]),
             total_len: le_u32(&buf[24..28]),
@@ -242,11 +259,36 @@ impl RecordHeader {
             + u64::from(self.chunks) * CHUNK_ENTRY_LEN as u64
     }
 
+    /// Whether this is the reservation of a streamed fill that was never committed.
+    pub fn is_pending(&self) -> bool {
+        self.flags & FLAG_PENDING != 0
+    }
+
+    /// Checks a pending header's checksum (it covers header bytes 0..36 only), then the
+    /// version: a pending record that passes can be skipped by its length.
+    pub fn verify_pending(&self, header: &[u8]) -> Result<(), FormatError> {
+        if header.len() < RECORD_HEADER_LEN {
+            return Err(FormatError::Truncated);
+        }
+        if !self.is_pending() || crc32fast::hash(&header[0..36]) != self.crc {
+            return Err(FormatError::Checksum);
+        }
+        if self.version > FORMAT_VERSION {
+            return Err(FormatError::FutureVersion {
+                found: self.version,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks the header checksum against the header bytes and the bytes that follow it (meta
-    /// section + chunk table), then the version.
+    /// section + chunk table), then the version. A pending header never verifies.
     pub fn verify(&self, header: &[u8], rest: &[u8]) -> Result<(), FormatError> {
         if header.len() < RECORD_HEADER_LEN {
             return Err(FormatError::Truncated);
+        }
+        if self.is_pending() {
+            return Err(FormatError::Invalid("pending record"));
         }
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&header[0..36]);
@@ -360,26 +402,26 @@ pub fn object_record_len(key: &CacheKey, obj: &StoredObject, chunk_bytes: u32) -
     RECORD_HEADER_LEN as u64 + meta + chunks * CHUNK_ENTRY_LEN as u64 + body
 }
 
-/// Encodes an object record (sequence as given; see [`set_sequence`]).
-pub fn encode_object(
-    seq: u64,
+/// Encodes an object's meta section (see the module docs).
+pub fn encode_meta(
     key: &CacheKey,
-    obj: &StoredObject,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    m: &ObjectMeta,
+    body_len: u64,
     chunk_bytes: u32,
 ) -> Result<Vec<u8>, FormatError> {
-    let chunk = usize::try_from(chunk_bytes.max(1)).map_err(|_| FormatError::TooLarge)?;
     let mut meta = Vec::with_capacity(256 + key.text().len());
     put_u32_len(&mut meta, key.text().len())?;
     meta.extend_from_slice(key.text().as_bytes());
-    meta.extend_from_slice(&obj.status.as_u16().to_le_bytes());
-    let m = &obj.meta;
+    meta.extend_from_slice(&status.as_u16().to_le_bytes());
     put_time(&mut meta, m.request_time);
     put_time(&mut meta, m.response_time);
     put_duration(&mut meta, m.initial_age);
     put_duration(&mut meta, m.lifetime);
     put_time(&mut meta, m.keep_until);
-    put_u32_len(&mut meta, obj.headers.len())?;
-    for (name, value) in &obj.headers {
+    put_u32_len(&mut meta, headers.len())?;
+    for (name, value) in headers {
         put_u16_len(&mut meta, name.as_str().len())?;
         meta.extend_from_slice(name.as_str().as_bytes());
         put_u32_len(&mut meta, value.len())?;
@@ -401,9 +443,27 @@ pub fn encode_object(
             }
         }
     }
-    meta.extend_from_slice(&(obj.body.len() as u64).to_le_bytes());
+    meta.extend_from_slice(&body_len.to_le_bytes());
     meta.extend_from_slice(&chunk_bytes.max(1).to_le_bytes());
+    Ok(meta)
+}
 
+/// Encodes an object record (sequence as given; see [`set_sequence`]).
+pub fn encode_object(
+    seq: u64,
+    key: &CacheKey,
+    obj: &StoredObject,
+    chunk_bytes: u32,
+) -> Result<Vec<u8>, FormatError> {
+    let chunk = usize::try_from(chunk_bytes.max(1)).map_err(|_| FormatError::TooLarge)?;
+    let meta = encode_meta(
+        key,
+        obj.status,
+        &obj.headers,
+        &obj.meta,
+        obj.body.len() as u64,
+        chunk_bytes,
+    )?;
     let chunks = obj.body.len().div_ceil(chunk);
     let total = RECORD_HEADER_LEN + meta.len() + chunks * CHUNK_ENTRY_LEN + obj.body.len();
     let header = header_bytes(
@@ -429,6 +489,89 @@ pub fn encode_object(
     let crc = hasher.finalize();
     buf[36..40].copy_from_slice(&crc.to_le_bytes());
     Ok(buf)
+}
+
+/// The layout of a streamed fill's record: its total length, the offset of the chunk table and
+/// of the body from the record start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLayout {
+    /// Whole record length.
+    pub total: u64,
+    /// Chunk table offset.
+    pub table: u64,
+    /// Body offset.
+    pub body: u64,
+    /// Chunk count.
+    pub chunks: u64,
+}
+
+impl StreamLayout {
+    /// Layout of a record with a `meta_len`-byte meta section and a `body_len`-byte body.
+    pub fn new(meta_len: usize, body_len: u64, chunk_bytes: u32) -> Self {
+        let chunks = body_len.div_ceil(u64::from(chunk_bytes.max(1)));
+        let table = (RECORD_HEADER_LEN + meta_len) as u64;
+        let body = table + chunks * CHUNK_ENTRY_LEN as u64;
+        Self {
+            total: body + body_len,
+            table,
+            body,
+            chunks,
+        }
+    }
+}
+
+/// The reservation a streamed fill writes first: a `PENDING` header (checksum over its own
+/// bytes 0..36) followed by the meta section.
+pub fn encode_pending(
+    seq: u64,
+    key_hash: u64,
+    meta: &[u8],
+    layout: StreamLayout,
+) -> Result<Vec<u8>, FormatError> {
+    let total = usize::try_from(layout.total).map_err(|_| FormatError::TooLarge)?;
+    let chunks = usize::try_from(layout.chunks).map_err(|_| FormatError::TooLarge)?;
+    let mut header = header_bytes(RecordKind::Object, seq, key_hash, total, meta.len(), chunks)?;
+    header[7] = FLAG_PENDING;
+    let crc = crc32fast::hash(&header[0..36]);
+    header[36..40].copy_from_slice(&crc.to_le_bytes());
+    let mut buf = Vec::with_capacity(RECORD_HEADER_LEN + meta.len());
+    buf.extend_from_slice(&header);
+    buf.extend_from_slice(meta);
+    Ok(buf)
+}
+
+/// The commit of a streamed fill: the chunk table (`(length, CRC-32)` per chunk) and the final
+/// header (no flag, sequence `seq`, checksum over header + meta + table).
+pub fn encode_commit(
+    seq: u64,
+    key_hash: u64,
+    meta: &[u8],
+    layout: StreamLayout,
+    chunks: &[(u32, u32)],
+) -> Result<([u8; RECORD_HEADER_LEN], Vec<u8>), FormatError> {
+    if chunks.len() as u64 != layout.chunks {
+        return Err(FormatError::Invalid("chunk count"));
+    }
+    let total = usize::try_from(layout.total).map_err(|_| FormatError::TooLarge)?;
+    let mut header = header_bytes(
+        RecordKind::Object,
+        seq,
+        key_hash,
+        total,
+        meta.len(),
+        chunks.len(),
+    )?;
+    let mut table = Vec::with_capacity(chunks.len() * CHUNK_ENTRY_LEN);
+    for (len, crc) in chunks {
+        table.extend_from_slice(&len.to_le_bytes());
+        table.extend_from_slice(&crc.to_le_bytes());
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[0..36]);
+    hasher.update(meta);
+    hasher.update(&table);
+    header[36..40].copy_from_slice(&hasher.finalize().to_le_bytes());
+    Ok((header, table))
 }
 
 /// Encodes a purge tombstone record.

@@ -32,6 +32,7 @@ mod format;
 mod index;
 mod recovery;
 mod segment;
+mod stream;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -39,7 +40,8 @@ mod tests;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -47,11 +49,12 @@ use bytes::Bytes;
 pub use format::{FormatError, DEFAULT_CHUNK_BYTES, FORMAT_VERSION};
 pub use index::{index_footprint, IndexFootprint};
 pub use recovery::RecoveryReport;
+pub use stream::{StreamFill, StreamTap, TapError, TapReader};
 
 use format::{
-    decode_object, encode_object, encode_purge, format_file_text, object_record_len,
-    parse_format_file, set_sequence, verify_record, DecodeError, RecordKind, FORMAT_FILE,
-    SEGMENT_HEADER_LEN,
+    decode_object, encode_meta, encode_object, encode_pending, encode_purge, format_file_text,
+    object_record_len, parse_format_file, set_sequence, verify_record, DecodeError, RecordKind,
+    StreamLayout, FORMAT_FILE, SEGMENT_HEADER_LEN,
 };
 use index::{expiry_secs, DiskIndex, IndexEntry, FLAG_HOT};
 use segment::{read_at, PurgeFile, Segment};
@@ -218,6 +221,29 @@ pub struct DiskStats {
     pub range_reads: u64,
     /// Body chunks those range reads touched.
     pub range_chunks_read: u64,
+    /// Fills streamed onto SSD (reservations made).
+    pub stream_fills: u64,
+    /// Streamed fills committed and indexed.
+    pub stream_commits: u64,
+    /// Streamed fills that failed or were abandoned before their body was whole.
+    pub stream_aborts: u64,
+    /// Streamed fills written whole but not indexed (purged meanwhile, segment gone).
+    pub stream_dropped: u64,
+    /// Bytes readers following streamed fills read from SSD.
+    pub stream_tap_bytes: u64,
+}
+
+/// Everything of a fill to stream except its body (see [`DiskStore::begin_stream`]).
+#[derive(Debug, Clone)]
+pub struct StreamHead {
+    /// Response status.
+    pub status: http::StatusCode,
+    /// Response headers as stored.
+    pub headers: http::HeaderMap,
+    /// Metadata (`derived` is not persisted).
+    pub meta: crate::ObjectMeta,
+    /// The body length the origin announced.
+    pub body_len: u64,
 }
 
 #[derive(Debug, Default)]
@@ -236,6 +262,10 @@ struct Counters {
     io_errors: u64,
     range_reads: u64,
     range_chunks_read: u64,
+    stream_fills: u64,
+    stream_commits: u64,
+    stream_aborts: u64,
+    stream_dropped: u64,
 }
 
 /// The answer of [`DiskStore::get_range`] (the same type the [`Store`](crate::Store) trait
@@ -368,7 +398,9 @@ pub struct DiskStore {
     _lock: std::fs::File,
     chunk_bytes: u32,
     max_record: u64,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
+    /// Bytes read by followers of streamed fills (shared with every fill's readers).
+    tap_bytes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -511,7 +543,8 @@ impl DiskStore {
                 dir,
                 chunk_bytes: cfg.chunk_bytes.max(1),
                 max_record,
-                inner: Mutex::new(inner),
+                inner: Arc::new(Mutex::new(inner)),
+                tap_bytes: Arc::new(AtomicU64::new(0)),
             },
             report,
         ))
@@ -748,6 +781,91 @@ impl DiskStore {
         }
     }
 
+    /// Starts streaming a fill of `head.body_len` body bytes under `key`: reserves the whole
+    /// record in the active segment (see `stream.rs`) after the same admission test as
+    /// [`DiskStore::insert`]. Write the body with [`StreamFill::write`], then
+    /// [`StreamFill::commit`]; until the commit an older version of the key stays indexed.
+    pub fn begin_stream(
+        &self,
+        key: &CacheKey,
+        head: &StreamHead,
+        _now: SystemTime,
+    ) -> Result<StreamFill, Admission> {
+        let hash = key.hash64();
+        let meta = encode_meta(
+            key,
+            head.status,
+            &head.headers,
+            &head.meta,
+            head.body_len,
+            self.chunk_bytes,
+        );
+        let mut inner = self.lock();
+        let Ok(meta) = meta else {
+            inner.c.too_large += 1;
+            return Err(Admission::TooLarge);
+        };
+        let layout = StreamLayout::new(meta.len(), head.body_len, self.chunk_bytes);
+        if layout.total > self.max_record {
+            inner.c.too_large += 1;
+            return Err(Admission::TooLarge);
+        }
+        let replacing = inner.index.entries.contains_key(&hash);
+        let resident = inner.index.len();
+        inner.admission.record(hash, resident);
+        if !replacing && inner.full() {
+            let victim = inner.next_victim();
+            if !inner.admission.admits(hash, victim) {
+                inner.c.rejected += 1;
+                return Err(Admission::Rejected);
+            }
+            if victim.is_some() {
+                inner.consume_victims(layout.total);
+            }
+        }
+        let seq = inner.next_seq;
+        let reserved = encode_pending(seq, hash, &meta, layout)
+            .map_err(io::Error::other)
+            .and_then(|prefix| {
+                inner.ensure_room(layout.total)?;
+                let id = inner
+                    .active
+                    .ok_or_else(|| io::Error::other("no active segment"))?;
+                let seg = inner
+                    .segments
+                    .get_mut(&id)
+                    .ok_or_else(|| io::Error::other("no active segment"))?;
+                let offset = seg.reserve(&prefix, layout.total)?;
+                Ok((id, offset, seg.file.clone()))
+            });
+        let (segment, offset, file) = match reserved {
+            Ok(r) => r,
+            Err(e) => {
+                let dir = inner.dir.clone();
+                inner.note_io("reserve a streamed fill in", &dir, &e);
+                return Err(Admission::Rejected);
+            }
+        };
+        inner.next_seq += 1;
+        inner.c.stream_fills += 1;
+        drop(inner);
+        Ok(StreamFill::new(stream::Reservation {
+            inner: self.inner.clone(),
+            file,
+            key: key.clone(),
+            tags: head.meta.tags.clone(),
+            expires: expiry_secs(head.meta.keep_until),
+            segment,
+            offset,
+            layout,
+            meta,
+            reserve_seq: seq,
+            body_len: head.body_len,
+            chunk_bytes: self.chunk_bytes,
+            tap_bytes: self.tap_bytes.clone(),
+        }))
+    }
+
     /// Removes `key` and persists a key tombstone. Returns whether it was indexed.
     pub fn remove(&self, key: &CacheKey) -> bool {
         let mut inner = self.lock();
@@ -812,6 +930,11 @@ impl DiskStore {
             prefix_entries: inner.index.prefix_len() as u64,
             range_reads: c.range_reads,
             range_chunks_read: c.range_chunks_read,
+            stream_fills: c.stream_fills,
+            stream_commits: c.stream_commits,
+            stream_aborts: c.stream_aborts,
+            stream_dropped: c.stream_dropped,
+            stream_tap_bytes: self.tap_bytes.load(Ordering::Relaxed),
         }
     }
 

@@ -6,8 +6,9 @@
 //! key, a tag it carries, or a prefix of its key) is dead; an expired record is skipped; a torn
 //! tail (a record longer than what is left of the file, or a partial header) ends that file's
 //! scan and is cut off; a record whose header checksum fails ends that file's scan (later
-//! records cannot be found without trusting its length) and the rest is cut off; the scan goes
-//! on with the next segment. A segment or record written by a newer format version makes the
+//! records cannot be found without trusting its length) and the rest is cut off; the reservation
+//! of a streamed fill that never committed (a `PENDING` header whose own checksum holds) is
+//! skipped by its length and counted as abandoned; the scan goes on with the next segment. A segment or record written by a newer format version makes the
 //! whole open fail: it is refused, never misread.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -50,6 +51,8 @@ pub struct RecoveryReport {
     pub torn: u64,
     /// Records with a bad checksum or structure (the rest of their file is ignored).
     pub corrupt: u64,
+    /// Reservations of streamed fills that never committed (skipped; the scan goes on).
+    pub abandoned: u64,
     /// Segment files dropped whole (unreadable or without a valid header).
     pub dropped_segments: u64,
     /// Tombstones loaded from the purge log.
@@ -139,6 +142,23 @@ fn scan_file(
         if offset + total > file_len {
             report.torn += 1;
             break;
+        }
+        if header.is_pending() {
+            match header.verify_pending(&header_buf) {
+                Ok(()) => {}
+                Err(FormatError::FutureVersion { found }) => return Err(ScanError::Future(found)),
+                Err(_) => {
+                    report.corrupt += 1;
+                    break;
+                }
+            }
+            report.abandoned += 1;
+            let skip = total - RECORD_HEADER_LEN as u64;
+            reader.seek_relative(
+                i64::try_from(skip).map_err(|_| io::Error::other("record too large"))?,
+            )?;
+            offset += total;
+            continue;
         }
         let rest_len = usize::try_from(header.prefix_len() - RECORD_HEADER_LEN as u64)
             .map_err(|_| io::Error::other("record too large"))?;

@@ -73,6 +73,18 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// Reserves `total` bytes at the end for a streamed fill, writing `prefix` (its pending
+    /// header and meta section) at their start; returns the offset. The rest of the reservation
+    /// is written later by the fill through its own clone of the file handle.
+    pub fn reserve(&mut self, prefix: &[u8], total: u64) -> io::Result<u64> {
+        let offset = self.len;
+        self.file.write_all_at(prefix, offset)?;
+        self.len += total;
+        Ok(offset)
+    }
+}
+
 /// Records at least this long are read by [`read_large`].
 pub const LARGE_READ: usize = 64 * 1024;
 

@@ -1115,3 +1115,372 @@ fn a_directory_in_use_is_refused() {
     // Released on drop: the directory opens again.
     assert!(DiskStore::open(&cfg, SystemTime::UNIX_EPOCH).is_ok());
 }
+
+// ---- Streamed fills (stream.rs) ----
+
+fn stream_head(obj: &StoredObject) -> StreamHead {
+    StreamHead {
+        status: obj.status,
+        headers: obj.headers.clone(),
+        meta: obj.meta.clone(),
+        body_len: obj.body.len() as u64,
+    }
+}
+
+/// Polls a reader once with a no-op waker.
+fn poll_once(r: &mut TapReader) -> std::task::Poll<Option<Result<Bytes, TapError>>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    r.poll_next(&mut cx)
+}
+
+/// Reads everything available now; `true` when the reader reached the end.
+fn drain(r: &mut TapReader, out: &mut Vec<u8>) -> bool {
+    loop {
+        match poll_once(r) {
+            std::task::Poll::Ready(Some(Ok(b))) => out.extend_from_slice(&b),
+            std::task::Poll::Ready(None) => return true,
+            std::task::Poll::Ready(Some(Err(e))) => panic!("reader failed: {e}"),
+            std::task::Poll::Pending => return false,
+        }
+    }
+}
+
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i % 253) as u8).collect()
+}
+
+#[test]
+fn streamed_fill_is_followed_while_written_and_survives_restart() {
+    let dir = TempDir::new("stream");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (store, _) = open(&c);
+    let k = key("https://a.example/big.mp4");
+    let body = patterned(10_000);
+    let obj = object(&body, &["vid"]);
+    let mut fill = store.begin_stream(&k, &stream_head(&obj), t(1)).unwrap();
+    let tap = fill.tap();
+    let mut early = tap.reader(0);
+    let mut got = Vec::new();
+    assert!(!drain(&mut early, &mut got), "nothing written yet");
+    assert!(got.is_empty());
+    // Not indexed until the commit.
+    assert!(store.get(&k, t(1)).is_none());
+
+    fill.write(&body[..5000]).unwrap();
+    assert!(!drain(&mut early, &mut got));
+    assert_eq!(got, &body[..5000], "bytes are readable as soon as written");
+    // A late reader starting mid-way, inside the completed first chunk (verified read).
+    let mut late = tap.reader(1000);
+    let mut late_got = Vec::new();
+    assert!(!drain(&mut late, &mut late_got));
+    assert_eq!(late_got, &body[1000..5000]);
+
+    fill.write(&body[5000..9000]).unwrap();
+    fill.write(&body[9000..]).unwrap();
+    assert_eq!(fill.written(), 10_000);
+    // The whole body is there: readers end even before the commit.
+    assert!(drain(&mut early, &mut got));
+    assert_eq!(got, body);
+    assert!(drain(&mut late, &mut late_got));
+    assert_eq!(late_got, &body[1000..]);
+
+    assert_eq!(fill.commit(t(2)), Admission::Admitted);
+    assert_same(&store.get(&k, t(3)).unwrap(), &obj);
+    let r = store.get_range(&k, 8192..8200, t(3)).unwrap();
+    assert_eq!(r.bytes, Bytes::copy_from_slice(&body[8192..8200]));
+    let s = store.stats();
+    assert_eq!(
+        (s.stream_fills, s.stream_commits, s.stream_aborts),
+        (1, 1, 0)
+    );
+    assert_eq!(s.stream_tap_bytes, 10_000 + 9000);
+    store.check_invariants();
+    drop(store);
+
+    let (store, report) = open(&c);
+    assert_eq!(report.abandoned, 0);
+    assert_eq!(report.corrupt, 0);
+    assert_same(&store.get(&k, t(3)).unwrap(), &obj);
+    assert_eq!(store.remove_tag("vid").len(), 1);
+}
+
+#[test]
+fn abandoned_stream_fails_its_readers_and_is_skipped_at_recovery() {
+    let dir = TempDir::new("stream-abandon");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (store, _) = open(&c);
+    let before = object(b"written before", &[]);
+    store.insert(&key("before"), &before, t(1));
+    let body = patterned(20_000);
+    let obj = object(&body, &[]);
+    let mut fill = store
+        .begin_stream(&key("big"), &stream_head(&obj), t(1))
+        .unwrap();
+    let mut reader = fill.tap().reader(0);
+    fill.write(&body[..7000]).unwrap();
+    // Appended after the reservation, in the same segment.
+    let after = object(b"written after", &[]);
+    store.insert(&key("after"), &after, t(1));
+    let mut got = Vec::new();
+    assert!(!drain(&mut reader, &mut got));
+    drop(fill); // the origin went away mid-body
+    assert!(matches!(
+        poll_once(&mut reader),
+        std::task::Poll::Ready(Some(Err(TapError::Failed(_))))
+    ));
+    assert!(store.get(&key("big"), t(2)).is_none());
+    assert_eq!(store.stats().stream_aborts, 1);
+    drop(store);
+
+    let (store, report) = open(&c);
+    assert_eq!(report.abandoned, 1, "{report:?}");
+    assert_eq!(report.corrupt, 0, "{report:?}");
+    assert!(store.get(&key("big"), t(2)).is_none());
+    assert_same(&store.get(&key("before"), t(2)).unwrap(), &before);
+    assert_same(&store.get(&key("after"), t(2)).unwrap(), &after);
+    // The segment is reused for appending and stays consistent.
+    store.insert(&key("later"), &object(b"later", &[]), t(2));
+    store.check_invariants();
+}
+
+#[test]
+fn a_process_dying_mid_stream_leaves_a_skippable_reservation() {
+    let dir = TempDir::new("stream-crash");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (store, _) = open(&c);
+    let body = patterned(50_000);
+    let obj = object(&body, &[]);
+    let mut fill = store
+        .begin_stream(&key("big"), &stream_head(&obj), t(1))
+        .unwrap();
+    fill.write(&body[..30_000]).unwrap();
+    let after = object(b"after", &[]);
+    store.insert(&key("after"), &after, t(1));
+    // A crash: nothing runs on the way out (no drop, no abandon marker).
+    std::mem::forget(fill);
+    drop(store);
+    let (store, report) = open(&c);
+    assert_eq!((report.abandoned, report.corrupt), (1, 0), "{report:?}");
+    assert!(store.get(&key("big"), t(2)).is_none());
+    assert_same(&store.get(&key("after"), t(2)).unwrap(), &after);
+}
+
+#[test]
+fn a_reservation_cut_at_the_tail_is_torn_and_cut() {
+    let dir = TempDir::new("stream-tail");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (store, _) = open(&c);
+    store.insert(&key("first"), &object(b"first", &[]), t(1));
+    let obj = object(&patterned(50_000), &[]);
+    let mut fill = store
+        .begin_stream(&key("big"), &stream_head(&obj), t(1))
+        .unwrap();
+    fill.write(&obj.body[..100]).unwrap();
+    std::mem::forget(fill);
+    drop(store);
+    let (store, report) = open(&c);
+    assert_eq!(report.torn, 1, "{report:?}");
+    assert!(store.get(&key("first"), t(2)).is_some());
+    assert!(store.get(&key("big"), t(2)).is_none());
+    store.insert(&key("next"), &object(b"next", &[]), t(2));
+    drop(store);
+    let (store, report) = open(&c);
+    assert_eq!(report.corrupt + report.torn, 0, "{report:?}");
+    assert!(store.get(&key("next"), t(2)).is_some());
+}
+
+#[test]
+fn purges_during_a_stream_keep_it_out_of_the_index_across_restarts() {
+    let dir = TempDir::new("stream-purge");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (store, _) = open(&c);
+    let body = patterned(9000);
+    let cases: [(&str, &[&str], fn(&DiskStore)); 3] = [
+        ("https://p.example/key", &[], |s| {
+            s.remove(&key("https://p.example/key"));
+        }),
+        ("https://p.example/tag", &["t1"], |s| {
+            s.remove_tag("t1");
+        }),
+        ("https://p.example/dir/x", &[], |s| {
+            s.remove_prefix("https://p.example/dir/");
+        }),
+    ];
+    for (k, tags, purge) in cases {
+        let obj = object(&body, tags);
+        let mut fill = store
+            .begin_stream(&key(k), &stream_head(&obj), t(1))
+            .unwrap();
+        let mut reader = fill.tap().reader(0);
+        fill.write(&body).unwrap();
+        purge(&store);
+        assert_eq!(fill.commit(t(2)), Admission::Rejected, "{k}");
+        assert!(store.get(&key(k), t(2)).is_none(), "{k}");
+        // Followers still get the whole body.
+        let mut got = Vec::new();
+        assert!(drain(&mut reader, &mut got));
+        assert_eq!(got, body);
+    }
+    assert_eq!(store.stats().stream_dropped, 3);
+    // A purge before the stream began does not block it.
+    let obj = object(&body, &["t1"]);
+    let mut fill = store
+        .begin_stream(&key("https://p.example/tag"), &stream_head(&obj), t(3))
+        .unwrap();
+    fill.write(&body).unwrap();
+    assert_eq!(fill.commit(t(3)), Admission::Admitted);
+    drop(store);
+    let (store, _) = open(&c);
+    assert!(store.get(&key("https://p.example/key"), t(4)).is_none());
+    assert!(store.get(&key("https://p.example/dir/x"), t(4)).is_none());
+    assert!(store.get(&key("https://p.example/tag"), t(4)).is_some());
+}
+
+#[test]
+fn a_stream_replaces_the_stored_version_only_at_commit() {
+    let dir = TempDir::new("stream-replace");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (store, _) = open(&c);
+    let k = key("k");
+    let v1 = object(b"version one", &[]);
+    store.insert(&k, &v1, t(1));
+    let v2 = object(&patterned(6000), &[]);
+    let mut fill = store.begin_stream(&k, &stream_head(&v2), t(1)).unwrap();
+    fill.write(&v2.body[..3000]).unwrap();
+    assert_same(&store.get(&k, t(2)).unwrap(), &v1);
+    fill.write(&v2.body[3000..]).unwrap();
+    assert_eq!(fill.commit(t(2)), Admission::Admitted);
+    assert_same(&store.get(&k, t(2)).unwrap(), &v2);
+    drop(store);
+    let (store, _) = open(&c);
+    assert_same(&store.get(&k, t(2)).unwrap(), &v2);
+}
+
+#[test]
+fn stream_length_mismatches_and_oversize_fail_cleanly() {
+    let dir = TempDir::new("stream-len");
+    let c = cfg(dir.path(), 1 << 20, 256 << 10);
+    let (store, _) = open(&c);
+    let obj = object(&patterned(5000), &[]);
+    // Too long.
+    let mut fill = store
+        .begin_stream(&key("a"), &stream_head(&obj), t(1))
+        .unwrap();
+    let mut reader = fill.tap().reader(0);
+    assert!(fill.write(&patterned(6000)).is_err());
+    assert!(fill.write(b"x").is_err());
+    assert!(matches!(
+        poll_once(&mut reader),
+        std::task::Poll::Ready(Some(Err(_)))
+    ));
+    assert_eq!(fill.commit(t(1)), Admission::Rejected);
+    // Too short.
+    let mut fill = store
+        .begin_stream(&key("b"), &stream_head(&obj), t(1))
+        .unwrap();
+    fill.write(&obj.body[..100]).unwrap();
+    assert_eq!(fill.commit(t(1)), Admission::Rejected);
+    assert!(store.get(&key("b"), t(1)).is_none());
+    // Larger than a segment.
+    let mut head = stream_head(&obj);
+    head.body_len = 10 << 20;
+    assert_eq!(
+        store.begin_stream(&key("c"), &head, t(1)).err(),
+        Some(Admission::TooLarge)
+    );
+    assert_eq!(store.stats().stream_aborts, 2);
+    drop(store);
+    // The first reservation is skipped; the second, at the end of the file and never written
+    // to its end, is a torn tail.
+    let (_, report) = open(&c);
+    assert_eq!(
+        (report.abandoned, report.torn, report.corrupt),
+        (1, 1, 0),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_reader_refuses_a_damaged_completed_chunk() {
+    let dir = TempDir::new("stream-damage");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (store, _) = open(&c);
+    let obj = object(&patterned(12_000), &[]);
+    let mut fill = store
+        .begin_stream(&key("v"), &stream_head(&obj), t(1))
+        .unwrap();
+    fill.write(&obj.body[..9000]).unwrap();
+    // Flip a byte of chunk 0 (4096-byte chunks) on disk.
+    let file = segment_files(dir.path()).into_iter().last().unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    let pos = len - 9000 + 10;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, pos).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], pos).unwrap();
+    let mut reader = fill.tap().reader(0);
+    assert!(matches!(
+        poll_once(&mut reader),
+        std::task::Poll::Ready(Some(Err(TapError::Checksum(0))))
+    ));
+}
+
+#[test]
+fn concurrent_followers_on_threads_read_identical_bytes() {
+    let dir = TempDir::new("stream-threads");
+    let c = cfg(dir.path(), 8 << 20, 2 << 20);
+    let (store, _) = open(&c);
+    let body = patterned(300_000);
+    let obj = object(&body, &[]);
+    let mut fill = store
+        .begin_stream(&key("v"), &stream_head(&obj), t(1))
+        .unwrap();
+    let tap = fill.tap();
+    let readers: Vec<_> = (0..4u64)
+        .map(|i| {
+            let mut r = tap.reader(i * 1000);
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..100_000 {
+                    if drain(&mut r, &mut got) {
+                        return got;
+                    }
+                    std::thread::yield_now();
+                }
+                panic!("reader never finished");
+            })
+        })
+        .collect();
+    for piece in body.chunks(7777) {
+        fill.write(piece).unwrap();
+    }
+    assert_eq!(fill.commit(t(1)), Admission::Admitted);
+    for (i, h) in readers.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), &body[i * 1000..]);
+    }
+}
+
+#[test]
+fn hybrid_streams_to_ssd_and_drops_the_old_ram_copy_at_commit() {
+    let dir = TempDir::new("stream-hybrid");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (hybrid, _) =
+        HybridStore::open_with(MemoryStore::new(1 << 20, Default::default()), &c, t(0)).unwrap();
+    let k = key("k");
+    let v1 = Arc::new(object(b"old", &[]));
+    hybrid.insert(k.clone(), v1, t(1));
+    assert!(hybrid.ram().contains(&k));
+    let v2 = object(&patterned(5000), &[]);
+    let mut fill = Store::begin_stream(&hybrid, &k, &stream_head(&v2), t(1)).unwrap();
+    fill.write(&v2.body).unwrap();
+    assert_eq!(hybrid.commit_stream(fill, t(2)), Admission::Admitted);
+    assert!(!hybrid.ram().contains(&k));
+    assert_same(&hybrid.get(&k, t(2)).unwrap(), &v2);
+    // RAM-only stores do not stream.
+    let ram = HybridStore::ram_only(1 << 20, Default::default());
+    assert!(Store::begin_stream(&ram, &k, &stream_head(&v2), t(1)).is_none());
+}
