@@ -1295,7 +1295,8 @@ fn purges_during_a_stream_keep_it_out_of_the_index_across_restarts() {
     let c = cfg(dir.path(), 4 << 20, 1 << 20);
     let (store, _) = open(&c);
     let body = patterned(9000);
-    let cases: [(&str, &[&str], fn(&DiskStore)); 3] = [
+    type Case = (&'static str, &'static [&'static str], fn(&DiskStore));
+    let cases: [Case; 3] = [
         ("https://p.example/key", &[], |s| {
             s.remove(&key("https://p.example/key"));
         }),
