@@ -1,5 +1,6 @@
 //! Response body types: whole bytes (hits), an origin body passed through (pass), and a follower
-//! of an in-flight fill with optional byte-range slicing (misses and collapsed requests).
+//! of an in-flight fill with optional byte-range slicing (misses and collapsed requests), reading
+//! either the fill registry's chunks or, for a fill streamed onto SSD, the SSD tier.
 
 use crate::driver::FillHead;
 use bytes::Bytes;
@@ -8,6 +9,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outpost_fill::{FillError, FillFollower};
+use outpost_store::TapReader;
 use outpost_upstream::BoxError;
 use std::future::Future;
 use std::pin::Pin;
@@ -156,6 +158,70 @@ impl Body for FollowerBody {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.take == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.take {
+            Some(t) => SizeHint::with_exact(t),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Streams a fill being written onto SSD to one client, from the reader's start position,
+/// sending at most `take` bytes.
+pub struct TapBody {
+    reader: TapReader,
+    take: Option<u64>,
+    done: bool,
+}
+
+impl TapBody {
+    /// A body reading `reader`, `take` bytes (all when `None`).
+    pub fn new(reader: TapReader, take: Option<u64>) -> Self {
+        Self {
+            reader,
+            take,
+            done: false,
+        }
+    }
+}
+
+impl Body for TapBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done || self.take == Some(0) {
+            return Poll::Ready(None);
+        }
+        match self.reader.poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(Some(Ok(mut chunk))) => {
+                if let Some(t) = self.take {
+                    if chunk.len() as u64 > t {
+                        chunk.truncate(t as usize);
+                    }
+                    self.take = Some(t - chunk.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
         }
     }

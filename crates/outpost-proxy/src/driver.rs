@@ -3,7 +3,7 @@
 //! (`Age`, `Cache-Status`, conditional 304, Range 206, HEAD). Every caching *decision* is made by
 //! the pure crates (`outpost_http`, `outpost_cache`); this file performs the I/O they ask for.
 
-use crate::body::{full, stream_incoming, FollowerBody, RespBody};
+use crate::body::{full, stream_incoming, FollowerBody, RespBody, TapBody};
 use crate::fill::{Filling, FillingBody};
 use crate::metrics::Outcome;
 use crate::tenant::Tenant;
@@ -30,7 +30,7 @@ use outpost_http::headers::{invalidation_targets, strip_before_store, strip_hop_
 use outpost_http::range::{self, ByteRangeSpec, RangeDecision};
 use outpost_http::storability::NotStorable;
 use outpost_http::vary::{self, Vary};
-use outpost_store::{CacheKey, Derived, ObjectMeta, StoredObject};
+use outpost_store::{CacheKey, Derived, ObjectMeta, StoredObject, StreamHead, StreamTap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,6 +40,9 @@ use tracing::Instrument;
 const HIT_FOR_PASS: Duration = Duration::from_secs(10);
 /// Largest body the leader's own client reads straight from the origin (see `Ctx::lead`).
 const INLINE_FILL_MAX: u64 = 256 * 1024;
+/// Smallest announced body that is streamed onto SSD (when the node has an SSD tier) instead of
+/// being buffered whole in RAM: one SSD chunk.
+const STREAM_MIN_BYTES: u64 = 1 << 20;
 /// Separates a primary key from its variance key in the store.
 const VARIANT_SEP: &str = "#vary:";
 
@@ -51,6 +54,9 @@ pub struct FillHead {
     /// Vary fields and the leader's variance key, when the response varies.
     vary: Option<(Arc<[HeaderName]>, String)>,
     content_length: Option<u64>,
+    /// When the body streams onto SSD: followers read it there as it is written, and the fill
+    /// registry holds no copy of it.
+    tap: Option<StreamTap>,
 }
 
 impl FillHead {
@@ -549,12 +555,31 @@ impl Ctx {
             }
             _ => None,
         };
+        let content_length = content_length(&headers);
+        // A large body of known length streams onto SSD as it arrives (never whole in RAM);
+        // variants and RAM-only nodes buffer it and store it at the end.
+        let stream = match content_length {
+            Some(len)
+                if len >= STREAM_MIN_BYTES && vary_fields.is_none() && key == self.primary =>
+            {
+                let stream_head = StreamHead {
+                    status,
+                    meta: stored_meta(&headers, &plan.timing, plan.keep_until, None),
+                    headers: headers.clone(),
+                    body_len: len,
+                };
+                node.store
+                    .begin_stream(&key, &stream_head, SystemTime::now())
+            }
+            _ => None,
+        };
         let head = Arc::new(FillHead {
             status,
-            content_length: content_length(&headers),
+            content_length,
             headers,
             timing: plan.timing,
             vary: vary_fields,
+            tap: stream.as_ref().map(|s| s.tap()),
         });
         leader.set_head(head.clone());
         let filling = Filling::new(
@@ -565,6 +590,7 @@ impl Ctx {
             leader,
             head.clone(),
             plan.keep_until,
+            stream,
         );
         let mut cs = CacheStatus::fwd(&node.name, fwd);
         cs.fwd_status = Some(status.as_u16());
@@ -594,7 +620,7 @@ impl Ctx {
             BodyPlan::All => {
                 let follower = filling.follower();
                 tokio::spawn(filling.drain(rbody));
-                RespBody::stream(FollowerBody::new(follower, 0, None))
+                follower_body(&head, follower, 0, None)
             }
             BodyPlan::None => {
                 tokio::spawn(filling.drain(rbody));
@@ -603,7 +629,7 @@ impl Ctx {
             BodyPlan::Range(start, end) => {
                 let follower = filling.follower();
                 tokio::spawn(filling.drain(rbody));
-                RespBody::stream(FollowerBody::new(follower, start, Some(end - start + 1)))
+                follower_body(&head, follower, start, Some(end - start + 1))
             }
         };
         finish_response(status, headers, body, cs, log)
@@ -668,6 +694,7 @@ impl Ctx {
                 timing,
                 vary: None,
                 content_length: Some(fresh.body.len() as u64),
+                tap: None,
             }));
             leader.push(fresh.body.clone());
             leader.finish();
@@ -939,10 +966,8 @@ impl Ctx {
             self.shape(head.status, &head.headers, head.content_length, age);
         let body = match plan {
             BodyPlan::None => full(Bytes::new()),
-            BodyPlan::All => RespBody::stream(FollowerBody::new(f, 0, None)),
-            BodyPlan::Range(start, end) => {
-                RespBody::stream(FollowerBody::new(f, start, Some(end - start + 1)))
-            }
+            BodyPlan::All => follower_body(head, f, 0, None),
+            BodyPlan::Range(start, end) => follower_body(head, f, start, Some(end - start + 1)),
         };
         finish_response(status, headers, body, cs, log)
     }
@@ -1245,6 +1270,39 @@ pub(crate) fn derive_hit(status: StatusCode, stored: &HeaderMap, body_len: usize
     }))
 }
 
+/// The body of a client reading a fill from `skip`, `take` bytes: from SSD as it is written when
+/// the fill streams there, else from the fill registry.
+fn follower_body(
+    head: &FillHead,
+    f: FillFollower<FillHead>,
+    skip: u64,
+    take: Option<u64>,
+) -> RespBody {
+    match &head.tap {
+        Some(tap) => RespBody::stream(TapBody::new(tap.reader(skip), take)),
+        None => RespBody::stream(FollowerBody::new(f, skip, take)),
+    }
+}
+
+/// Metadata of a response about to be stored: timing, expiry, tags.
+pub(crate) fn stored_meta(
+    headers: &HeaderMap,
+    timing: &StoredTiming,
+    keep_until: SystemTime,
+    derived: Option<Derived>,
+) -> ObjectMeta {
+    ObjectMeta {
+        request_time: timing.request_time,
+        response_time: timing.response_time,
+        initial_age: timing.initial_age,
+        lifetime: timing.lifetime,
+        keep_until,
+        tags: tags_of(headers),
+        vary: None,
+        derived,
+    }
+}
+
 /// A response object ready for the store: its timing, tags and derived hit template.
 pub(crate) fn cacheable_object(
     status: StatusCode,
@@ -1254,21 +1312,12 @@ pub(crate) fn cacheable_object(
     keep_until: SystemTime,
 ) -> StoredObject {
     let derived = Some(derive_hit(status, &headers, body.len()));
-    let tags = tags_of(&headers);
+    let meta = stored_meta(&headers, timing, keep_until, derived);
     StoredObject {
         status,
         headers,
         body,
-        meta: ObjectMeta {
-            request_time: timing.request_time,
-            response_time: timing.response_time,
-            initial_age: timing.initial_age,
-            lifetime: timing.lifetime,
-            keep_until,
-            tags,
-            vary: None,
-            derived,
-        },
+        meta,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The leader's side of a cache fill: [`Filling`] takes each origin body chunk, hands it to the
 //! followers, keeps a copy for the store (up to the tenant's object limit) and stores the object
-//! when the body is complete. [`FillingBody`] is the leader's own client body: it reads the origin
+//! when the body is complete. A fill streamed onto SSD instead writes each chunk there at once
+//! (followers read it back from SSD, nothing is buffered) and commits it at the end. [`FillingBody`] is the leader's own client body: it reads the origin
 //! body directly (no task between origin and client) and, if the client goes away early, hands the
 //! rest of the fill to a background task so followers and the store still get the whole object.
 
@@ -12,7 +13,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outpost_fill::{FillFollower, FillLeader};
-use outpost_store::CacheKey;
+use outpost_store::{CacheKey, StreamFill};
 use outpost_upstream::BoxError;
 use std::future::Future;
 use std::pin::Pin;
@@ -34,10 +35,16 @@ pub struct Filling {
     keep_until: SystemTime,
     buf: BytesMut,
     keep: bool,
+    /// The SSD reservation the body streams into (see `STREAM_MIN_BYTES` in the driver).
+    stream: Option<StreamFill>,
+    /// Whether the fill started streaming (followers read the SSD tier, not the registry).
+    streaming: bool,
 }
 
 impl Filling {
-    /// Start filling `key` (whose response head is already published).
+    /// Start filling `key` (whose response head is already published), streaming the body into
+    /// `stream` when given.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         node: Arc<Node>,
         tenant: Arc<Tenant>,
@@ -46,9 +53,15 @@ impl Filling {
         leader: FillLeader<CacheKey, FillHead>,
         head: Arc<FillHead>,
         keep_until: SystemTime,
+        stream: Option<StreamFill>,
     ) -> Self {
         let limit = tenant.max_object_bytes;
-        let cap = head.content_length().unwrap_or(16 * 1024).min(limit) as usize;
+        let streaming = stream.is_some();
+        let cap = if streaming {
+            0
+        } else {
+            head.content_length().unwrap_or(16 * 1024).min(limit) as usize
+        };
         Self {
             node,
             tenant,
@@ -58,7 +71,9 @@ impl Filling {
             head,
             keep_until,
             buf: BytesMut::with_capacity(cap),
-            keep: true,
+            keep: !streaming,
+            stream,
+            streaming,
         }
     }
 
@@ -71,6 +86,16 @@ impl Filling {
         self.node
             .metrics
             .origin_bytes(self.tenant.index, data.len() as u64);
+        if self.streaming {
+            // Followers read what is written; a failed write fails them (the stream drops).
+            if let Some(stream) = self.stream.as_mut() {
+                if let Err(e) = stream.write(data) {
+                    tracing::debug!(key = %self.key, error = %e, "SSD stream write failed");
+                    self.stream = None;
+                }
+            }
+            return;
+        }
         if self.keep {
             if (self.buf.len() + data.len()) as u64 > self.tenant.max_object_bytes {
                 self.keep = false;
@@ -82,8 +107,9 @@ impl Filling {
         self.leader.push(data.clone());
     }
 
-    fn fail(self, reason: &str) {
+    fn fail(mut self, reason: &str) {
         tracing::debug!(key = %self.key, reason, "fill failed");
+        drop(self.stream.take());
         self.leader.fail(reason);
     }
 
@@ -99,6 +125,9 @@ impl Filling {
 
     /// The origin body ended cleanly: store the object (if kept) and end the fill.
     fn complete(self) {
+        if self.streaming {
+            return self.complete_stream();
+        }
         if self.leader.is_poisoned() {
             // Invalidated while filling: followers still get the body, the store does not.
             self.leader.finish();
@@ -146,6 +175,24 @@ impl Filling {
                     );
                 }
             }
+        }
+        self.leader.finish();
+    }
+
+    /// [`Filling::complete`] of a fill streamed onto SSD: commit it unless it was invalidated
+    /// meanwhile (followers still read the whole body then) or the body is short.
+    fn complete_stream(mut self) {
+        let Some(stream) = self.stream.take() else {
+            return self.leader.fail("SSD stream failed");
+        };
+        if stream.written() != stream.body_len() {
+            drop(stream);
+            return self.leader.fail("origin body shorter than Content-Length");
+        }
+        if self.leader.is_poisoned() {
+            stream.close_uncommitted();
+        } else {
+            self.node.store.commit_stream(stream, SystemTime::now());
         }
         self.leader.finish();
     }

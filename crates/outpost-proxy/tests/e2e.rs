@@ -619,3 +619,117 @@ async fn an_invalidation_right_after_a_fill_is_never_overtaken_by_it() {
         );
     }
 }
+
+/// A node with a 1 MiB RAM tier and an SSD tier in `dir`.
+async fn ssd_node(origin: &TestOrigin, dir: &std::path::Path) -> outpost_proxy::RunningNode {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut cfg = Config::single_origin("127.0.0.1:0", &origin.url()).unwrap();
+    cfg.node.metrics = String::new();
+    cfg.node.name = "edge1".into();
+    cfg.store.ram_bytes = outpost_config::ByteSize(1 << 20);
+    cfg.store.dir = dir.to_string_lossy().into_owned();
+    cfg.store.disk_bytes = outpost_config::ByteSize(64 << 20);
+    cfg.store.segment_bytes = outpost_config::ByteSize(16 << 20);
+    outpost_proxy::start(&cfg).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_fills_stream_onto_ssd_and_followers_read_them_while_written() {
+    let origin = TestOrigin::start().await.unwrap();
+    // 3 MiB in 12 pieces 100 ms apart: the fill takes ~1.2 s.
+    let body: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    origin.route(
+        "/video.ts",
+        RouteSpec::ok("", "max-age=600")
+            .body(body.clone())
+            .trickle(256 << 10, Duration::from_millis(100)),
+    );
+    let dir = std::env::temp_dir().join(format!("outpost-e2e-stream-{}", std::process::id()));
+    let running = ssd_node(&origin, &dir).await;
+    let edge = running.addr;
+    let disk = || running.node.store.stats_disk().unwrap();
+
+    let leader = tokio::spawn(async move { get(edge, "/video.ts", &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A follower joining mid-fill gets the bytes written so far at once, from SSD, while the
+    // fill is still running.
+    let partial = raw_request(
+        edge,
+        b"GET /video.ts HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    assert!(partial.starts_with(b"HTTP/1.1 200"));
+    assert!(partial.len() > 256 << 10, "got {} bytes", partial.len());
+    assert_eq!(disk().stream_commits, 0, "still filling: {:?}", disk());
+    assert_eq!(disk().stream_fills, 1);
+    // Whole and ranged followers, one of them waiting for bytes not yet written.
+    let whole = tokio::spawn(async move { get(edge, "/video.ts", &[]).await });
+    let early =
+        tokio::spawn(async move { get(edge, "/video.ts", &[("range", "bytes=100-199")]).await });
+    let late =
+        tokio::spawn(
+            async move { get(edge, "/video.ts", &[("range", "bytes=3000000-3000099")]).await },
+        );
+    let r = leader.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "leader body differs");
+    let r = whole.await.unwrap();
+    assert!(r.body == body, "follower body differs");
+    assert!(cs(&r).contains("collapsed"), "{}", cs(&r));
+    let r = early.await.unwrap();
+    assert_eq!((r.status, &r.body[..]), (206, &body[100..200]));
+    let r = late.await.unwrap();
+    assert_eq!((r.status, &r.body[..]), (206, &body[3_000_000..3_000_100]));
+    assert_eq!(origin.hits("/video.ts"), 1);
+    for _ in 0..100 {
+        if disk().stream_commits == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = disk();
+    assert_eq!(
+        (d.stream_commits, d.stream_aborts, d.objects),
+        (1, 0, 1),
+        "{d:?}"
+    );
+    // Leader and whole follower read the body from SSD.
+    assert!(d.stream_tap_bytes >= 2 * body.len() as u64, "{d:?}");
+    // Now a plain SSD hit.
+    let r = get(edge, "/video.ts", &[]).await;
+    assert!(r.body == body);
+    assert!(cs(&r).contains("hit"), "{}", cs(&r));
+    assert_eq!(origin.hits("/video.ts"), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_fill_cut_by_the_origin_is_never_stored() {
+    let origin = TestOrigin::start().await.unwrap();
+    let body: Vec<u8> = (0..2u32 << 20).map(|i| (i % 249) as u8).collect();
+    origin.route(
+        "/cut.ts",
+        RouteSpec::ok("", "max-age=600")
+            .body(body.clone())
+            .trickle(128 << 10, Duration::from_millis(100)),
+    );
+    let dir = std::env::temp_dir().join(format!("outpost-e2e-stream-cut-{}", std::process::id()));
+    let running = ssd_node(&origin, &dir).await;
+    let edge = running.addr;
+    let leader = tokio::spawn(async move { http_get(edge, "site.test", "/cut.ts", &[]).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    origin.stop().await;
+    // The client sees the body cut short (an early end of the announced length), never a
+    // complete one.
+    match leader.await.unwrap() {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
+        Ok(r) => assert!(r.body.len() < body.len(), "complete body from a cut fill"),
+    }
+    let disk = running.node.store.stats_disk().unwrap();
+    assert_eq!((disk.stream_fills, disk.stream_commits), (1, 0), "{disk:?}");
+    assert_eq!(disk.stream_aborts, 1, "{disk:?}");
+    assert_eq!(disk.objects, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
