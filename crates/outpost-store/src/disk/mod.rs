@@ -6,7 +6,9 @@
 //! # Durability contract
 //!
 //! A fill (or purge) is *committed* once `insert` (or `remove*`) has returned: its record was
-//! written whole with `pwrite(2)` into the page cache. Committed records survive `kill -9` and
+//! written whole with `pwrite(2)` into the page cache. A streamed fill is committed once
+//! [`StreamFill::commit`] has returned; one cut before that leaves a `PENDING` reservation that
+//! recovery skips (see `stream.rs` and `format.rs`). Committed records survive `kill -9` and
 //! any crash of the process (the kernel still writes them back). They do not necessarily survive
 //! a power loss or kernel crash: nothing is `fsync`ed on the write path; [`DiskStore::flush`]
 //! (`fdatasync` of the active segment and the purge log) is the caller's option, e.g. at
