@@ -79,8 +79,13 @@ impl Node {
 
     /// Metrics text.
     pub fn render_metrics(&self) -> String {
-        self.metrics
-            .render(&self.name, &self.store.stats(), self.fills.in_flight())
+        let mut text = self
+            .metrics
+            .render(&self.name, &self.store.stats(), self.fills.in_flight());
+        if let Some(disk) = self.store.stats_disk() {
+            text.push_str(&metrics::render_disk(&self.name, &disk));
+        }
+        text
     }
 }
 

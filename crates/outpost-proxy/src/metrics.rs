@@ -1,10 +1,11 @@
 //! Node metrics: lock-free counters indexed by tenant, cache outcome and status class, a latency
-//! histogram, origin fetch counts, and store gauges, rendered in the Prometheus text format.
+//! histogram, origin fetch counts, and store gauges (with the SSD tier's own, see
+//! [`render_disk`]), rendered in the Prometheus text format.
 //!
 //! The counters every request touches are sharded: each thread adds to its own shard (its own
 //! cache lines), and rendering sums the shards, so serving threads never contend on a counter.
 
-use outpost_store::StoreStats;
+use outpost_store::{DiskStats, StoreStats};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -385,6 +386,94 @@ impl Metrics {
         }
         s
     }
+}
+
+/// The SSD tier's gauges and counters in the Prometheus text format.
+pub fn render_disk(node: &str, d: &DiskStats) -> String {
+    let mut s = String::with_capacity(2048);
+    let gauges: [(&str, &str, u64); 4] = [
+        ("outpost_disk_objects", "Objects indexed on SSD.", d.objects),
+        (
+            "outpost_disk_live_bytes",
+            "Bytes of indexed SSD records.",
+            d.live_bytes,
+        ),
+        (
+            "outpost_disk_used_bytes",
+            "Bytes of SSD segment files.",
+            d.used_bytes,
+        ),
+        (
+            "outpost_disk_capacity_bytes",
+            "SSD byte budget.",
+            d.capacity_bytes,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {v}"
+        );
+    }
+    let counters: [(&str, &str, u64); 10] = [
+        (
+            "outpost_disk_hits_total",
+            "SSD reads that returned an object.",
+            d.hits,
+        ),
+        (
+            "outpost_disk_misses_total",
+            "SSD lookups that returned nothing.",
+            d.misses,
+        ),
+        (
+            "outpost_disk_checksum_failures_total",
+            "SSD reads that failed verification (served as misses).",
+            d.checksum_failures,
+        ),
+        (
+            "outpost_disk_retired_segments_total",
+            "SSD segments retired after a checksum failure or read error.",
+            d.retired_segments,
+        ),
+        (
+            "outpost_disk_io_errors_total",
+            "SSD I/O errors.",
+            d.io_errors,
+        ),
+        (
+            "outpost_disk_reclaimed_segments_total",
+            "SSD segments reclaimed to stay within the budget.",
+            d.reclaimed_segments,
+        ),
+        (
+            "outpost_disk_stream_fills_total",
+            "Fills streamed onto SSD as they arrived.",
+            d.stream_fills,
+        ),
+        (
+            "outpost_disk_stream_commits_total",
+            "Streamed fills committed.",
+            d.stream_commits,
+        ),
+        (
+            "outpost_disk_stream_aborts_total",
+            "Streamed fills that ended before their body was whole.",
+            d.stream_aborts,
+        ),
+        (
+            "outpost_disk_stream_follower_bytes_total",
+            "Bytes clients read from fills while they were written to SSD.",
+            d.stream_tap_bytes,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {v}"
+        );
+    }
+    s
 }
 
 #[cfg(test)]

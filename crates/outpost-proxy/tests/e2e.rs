@@ -697,6 +697,11 @@ async fn large_fills_stream_onto_ssd_and_followers_read_them_while_written() {
     );
     // Leader and whole follower read the body from SSD.
     assert!(d.stream_tap_bytes >= 2 * body.len() as u64, "{d:?}");
+    let metrics = running.node.render_metrics();
+    assert!(
+        metrics.contains("outpost_disk_stream_commits_total{node=\"edge1\"} 1"),
+        "{metrics}"
+    );
     // Now a plain SSD hit.
     let r = get(edge, "/video.ts", &[]).await;
     assert!(r.body == body);
