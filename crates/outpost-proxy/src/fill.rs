@@ -82,19 +82,24 @@ impl Filling {
         self.leader.follower()
     }
 
-    fn on_data(&mut self, data: &Bytes) {
+    /// Takes one origin body chunk; `false` when the fill cannot go on (its SSD stream failed:
+    /// the caller fails the fill so that new requests go to the origin instead of following it).
+    #[must_use]
+    fn on_data(&mut self, data: &Bytes) -> bool {
         self.node
             .metrics
             .origin_bytes(self.tenant.index, data.len() as u64);
         if self.streaming {
             // Followers read what is written; a failed write fails them (the stream drops).
-            if let Some(stream) = self.stream.as_mut() {
-                if let Err(e) = stream.write(data) {
-                    tracing::debug!(key = %self.key, error = %e, "SSD stream write failed");
-                    self.stream = None;
-                }
+            let Some(stream) = self.stream.as_mut() else {
+                return false;
+            };
+            if let Err(e) = stream.write(data) {
+                tracing::warn!(key = %self.key, error = %e, "SSD stream write failed; fill abandoned");
+                self.stream = None;
+                return false;
             }
-            return;
+            return true;
         }
         if self.keep {
             if (self.buf.len() + data.len()) as u64 > self.tenant.max_object_bytes {
@@ -105,6 +110,7 @@ impl Filling {
             }
         }
         self.leader.push(data.clone());
+        true
     }
 
     fn fail(mut self, reason: &str) {
@@ -203,7 +209,9 @@ impl Filling {
             match tokio::time::timeout(BODY_IDLE, body.frame()).await {
                 Ok(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
-                        self.on_data(data);
+                        if !self.on_data(data) {
+                            return self.fail("SSD stream failed");
+                        }
                     }
                 }
                 Ok(None) => return self.complete(),
@@ -250,8 +258,12 @@ impl Body for FillingBody {
         match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(f)) = (frame.data_ref(), this.filling.as_mut()) {
-                    f.on_data(data);
-                    if f.all_received() {
+                    if !f.on_data(data) {
+                        // The client still gets the origin body; the fill ends here.
+                        if let Some(f) = this.filling.take() {
+                            f.fail("SSD stream failed");
+                        }
+                    } else if f.all_received() {
                         if let Some(f) = this.filling.take() {
                             f.complete();
                         }

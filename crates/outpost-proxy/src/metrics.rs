@@ -415,7 +415,7 @@ pub fn render_disk(node: &str, d: &DiskStats) -> String {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {v}"
         );
     }
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 11] = [
         (
             "outpost_disk_hits_total",
             "SSD reads that returned an object.",
@@ -460,6 +460,11 @@ pub fn render_disk(node: &str, d: &DiskStats) -> String {
             "outpost_disk_stream_aborts_total",
             "Streamed fills that ended before their body was whole.",
             d.stream_aborts,
+        ),
+        (
+            "outpost_disk_stream_dropped_total",
+            "Streamed fills written whole but not indexed (purged meanwhile, segment gone).",
+            d.stream_dropped,
         ),
         (
             "outpost_disk_stream_follower_bytes_total",

@@ -191,12 +191,14 @@ impl Store for HybridStore {
         self.disk.as_ref()?.begin_stream(key, head, now).ok()
     }
 
-    /// The committed version lives on SSD; an older one in RAM is dropped (a later hit reads
-    /// the new one from SSD and the RAM policy decides on promotion).
+    /// A body written whole supersedes an older version in RAM, whether or not the SSD tier
+    /// indexes it (a committed one lives on SSD: a later hit reads it there and the RAM policy
+    /// decides on promotion).
     fn commit_stream(&self, fill: StreamFill, now: SystemTime) -> Admission {
         let key = fill.key().clone();
+        let whole = fill.written() == fill.body_len();
         let admitted = fill.commit(now);
-        if admitted.is_admitted() {
+        if whole {
             self.ram.remove(&key);
         }
         admitted

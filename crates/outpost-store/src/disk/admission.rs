@@ -42,6 +42,18 @@ impl DiskAdmission {
         }
     }
 
+    /// Whether [`DiskAdmission::admits`] would let `candidate` in after one more
+    /// [`DiskAdmission::record`] of it, without recording anything (a streamed fill asks first;
+    /// when refused, the caller's whole-object insert records and decides).
+    pub(crate) fn would_admit(&self, candidate: u64, victim: Option<u64>) -> bool {
+        match (&self.sketch, victim) {
+            (Some(sketch), Some(victim)) => {
+                sketch.frequency(candidate).saturating_add(1) >= sketch.frequency(victim)
+            }
+            _ => true,
+        }
+    }
+
     /// RAM of the filter.
     pub(crate) fn bytes(&self) -> usize {
         self.sketch.as_ref().map_or(0, FrequencySketch::bytes)

@@ -1,4 +1,4 @@
-//! The on-disk format of the SSD tier, version 1: the directory's `FORMAT` file, the segment
+//! The on-disk format of the SSD tier, version 2: the directory's `FORMAT` file, the segment
 //! header, and the self-describing record (object or purge tombstone) with its chunk table and
 //! checksums. Encoding and decoding only: no files, no locks.
 //!
@@ -58,8 +58,11 @@ use bytes::Bytes;
 
 use crate::{CacheKey, ObjectMeta, StoredObject};
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes. It reads every version from 1 up to this one: version 2
+/// is version 1 plus the `PENDING` record flag of streamed fills, which a version-1 build would
+/// take for a damaged record (and cut the segment there), so a directory this build opened is
+/// marked version 2 and refused by version-1 builds.
+pub const FORMAT_VERSION: u16 = 2;
 /// Name of the directory's version file.
 pub const FORMAT_FILE: &str = "FORMAT";
 /// Text of the version file before the version number.

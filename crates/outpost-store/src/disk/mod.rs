@@ -375,6 +375,9 @@ struct Survivor {
 }
 
 struct Inner {
+    /// Holds an exclusive lock on `dir/LOCK` for as long as the tier or a streamed fill of it is
+    /// alive (released on drop or exit).
+    _lock: std::fs::File,
     dir: PathBuf,
     segment_bytes: u64,
     disk_bytes: u64,
@@ -396,8 +399,6 @@ struct Inner {
 /// copy the record location under it and `pread` outside it.
 pub struct DiskStore {
     dir: PathBuf,
-    /// Holds an exclusive lock on `dir/LOCK` for the store's lifetime (released on drop or exit).
-    _lock: std::fs::File,
     chunk_bytes: u32,
     max_record: u64,
     inner: Arc<Mutex<Inner>>,
@@ -473,6 +474,11 @@ fn check_format_file(dir: &Path) -> Result<(), OpenError> {
                     path,
                     reason: "version 0".into(),
                 }),
+                Ok(found) if found < FORMAT_VERSION => {
+                    // Older data stays readable; the directory is marked with this version so
+                    // that older builds refuse it rather than misread what this one writes.
+                    write_format_file(dir)
+                }
                 Ok(_) => Ok(()),
                 Err(e) => Err(OpenError::NotAStore {
                     path,
@@ -480,14 +486,18 @@ fn check_format_file(dir: &Path) -> Result<(), OpenError> {
                 }),
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let tmp = dir.join("FORMAT.tmp");
-            std::fs::write(&tmp, format_file_text()).map_err(io_err(&tmp, "write"))?;
-            std::fs::rename(&tmp, &path).map_err(io_err(&path, "create"))?;
-            Ok(())
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => write_format_file(dir),
         Err(e) => Err(io_err(&path, "read")(e)),
     }
+}
+
+/// Writes this build's `FORMAT` file (via a temporary file and a rename).
+fn write_format_file(dir: &Path) -> Result<(), OpenError> {
+    let path = dir.join(FORMAT_FILE);
+    let tmp = dir.join("FORMAT.tmp");
+    std::fs::write(&tmp, format_file_text()).map_err(io_err(&tmp, "write"))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path, "create"))?;
+    Ok(())
 }
 
 impl DiskStore {
@@ -512,6 +522,7 @@ impl DiskStore {
         let purge = PurgeFile::open(&dir, recovered.purge_valid_len)
             .map_err(io_err(&dir, "open the purge log in"))?;
         let mut inner = Inner {
+            _lock: lock,
             dir: dir.clone(),
             segment_bytes,
             disk_bytes: cfg.disk_bytes,
@@ -541,7 +552,6 @@ impl DiskStore {
         report.indexed = inner.index.len() as u64;
         Ok((
             Self {
-                _lock: lock,
                 dir,
                 chunk_bytes: cfg.chunk_bytes.max(1),
                 max_record,
@@ -802,45 +812,43 @@ impl DiskStore {
             head.body_len,
             self.chunk_bytes,
         );
-        let mut inner = self.lock();
+        // A refusal here is neither recorded nor counted: the caller falls back to buffering
+        // the body and `insert`, which records the access and counts its outcome once.
         let Ok(meta) = meta else {
-            inner.c.too_large += 1;
             return Err(Admission::TooLarge);
         };
         let layout = StreamLayout::new(meta.len(), head.body_len, self.chunk_bytes);
         if layout.total > self.max_record {
-            inner.c.too_large += 1;
             return Err(Admission::TooLarge);
         }
+        let mut inner = self.lock();
         let replacing = inner.index.entries.contains_key(&hash);
-        let resident = inner.index.len();
-        inner.admission.record(hash, resident);
         if !replacing && inner.full() {
             let victim = inner.next_victim();
-            if !inner.admission.admits(hash, victim) {
-                inner.c.rejected += 1;
+            if !inner.admission.would_admit(hash, victim) {
                 return Err(Admission::Rejected);
             }
             if victim.is_some() {
                 inner.consume_victims(layout.total);
             }
         }
-        let seq = inner.next_seq;
-        let reserved = encode_pending(seq, hash, &meta, layout)
-            .map_err(io::Error::other)
-            .and_then(|prefix| {
-                inner.ensure_room(layout.total)?;
-                let id = inner
-                    .active
-                    .ok_or_else(|| io::Error::other("no active segment"))?;
-                let seg = inner
-                    .segments
-                    .get_mut(&id)
-                    .ok_or_else(|| io::Error::other("no active segment"))?;
-                let offset = seg.reserve(&prefix, layout.total)?;
-                Ok((id, offset, seg.file.clone()))
-            });
-        let (segment, offset, file) = match reserved {
+        let resident = inner.index.len();
+        inner.admission.record(hash, resident);
+        let reserved = inner.ensure_room(layout.total).and_then(|()| {
+            // Read after a rotation, whose survivors took sequences of their own.
+            let seq = inner.next_seq;
+            let prefix = encode_pending(seq, hash, &meta, layout).map_err(io::Error::other)?;
+            let id = inner
+                .active
+                .ok_or_else(|| io::Error::other("no active segment"))?;
+            let seg = inner
+                .segments
+                .get_mut(&id)
+                .ok_or_else(|| io::Error::other("no active segment"))?;
+            let offset = seg.reserve(&prefix, layout.total)?;
+            Ok((id, offset, seg.file.clone(), seq))
+        });
+        let (segment, offset, file, seq) = match reserved {
             Ok(r) => r,
             Err(e) => {
                 let dir = inner.dir.clone();

@@ -19,7 +19,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
@@ -73,6 +73,8 @@ struct Shared {
     state: Mutex<TapState>,
     /// The store's counter of bytes served to followers.
     tap_bytes: Arc<AtomicU64>,
+    /// A reader found a completed chunk that does not verify: the fill must not be indexed.
+    corrupt: AtomicBool,
 }
 
 impl Shared {
@@ -157,6 +159,7 @@ impl StreamFill {
                 wakers: Vec::new(),
             }),
             tap_bytes: r.tap_bytes,
+            corrupt: AtomicBool::new(false),
         });
         Self {
             inner: r.inner,
@@ -267,9 +270,10 @@ impl StreamFill {
 
     /// Commits a completely written fill: writes the chunk table and the final header and
     /// indexes the object (replacing an older version of the key). Rejected when the body is
-    /// short, when the key was purged (by key, tag or prefix) after the fill began, when its
-    /// segment was reclaimed or retired meanwhile, or on a write error. Readers of a body that
-    /// was written whole end cleanly either way.
+    /// short (the older version stays), when the key was purged (by key, tag or prefix) after the
+    /// fill began, or, dropping the older version it supersedes, when its segment was reclaimed or
+    /// retired meanwhile, a reader found a chunk that does not verify (counted; the segment is
+    /// retired) or a write failed. Readers of a body written whole end cleanly either way.
     pub fn commit(mut self, _now: SystemTime) -> Admission {
         if self.written != self.shared.body_len {
             self.fail("body shorter than announced");
@@ -281,18 +285,28 @@ impl StreamFill {
             self.in_chunk = 0;
         }
         self.done = true;
+        let hash = self.key.hash64();
         let inner_arc = self.inner.clone();
         let mut inner = lock(&inner_arc);
-        if !inner.segments.contains_key(&self.segment) {
-            inner.c.stream_dropped += 1;
-            return Admission::Rejected;
-        }
         if inner.purged_since(self.reserve_seq, self.key.text(), &self.tags) {
             inner.c.stream_dropped += 1;
             return Admission::Rejected;
         }
+        // From here on a refusal still supersedes the older version.
+        let superseded = |inner: &mut Inner| {
+            inner.index.remove(hash);
+            inner.c.stream_dropped += 1;
+            Admission::Rejected
+        };
+        if self.shared.corrupt.load(Ordering::Relaxed) {
+            inner.c.checksum_failures += 1;
+            inner.retire(self.segment, "checksum mismatch in a streamed fill");
+            return superseded(&mut inner);
+        }
+        if !inner.segments.contains_key(&self.segment) {
+            return superseded(&mut inner);
+        }
         let seq = inner.next_seq;
-        let hash = self.key.hash64();
         let written = encode_commit(seq, hash, &self.meta, self.layout, &self.crcs)
             .map_err(io::Error::other)
             .and_then(|(header, table)| {
@@ -426,6 +440,7 @@ impl TapReader {
         }
         if let Some(crc) = crc {
             if crc32fast::hash(&buf) != crc {
+                sh.corrupt.store(true, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(TapError::Checksum(chunk))));
             }
         }

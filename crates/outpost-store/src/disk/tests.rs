@@ -188,14 +188,14 @@ fn purge_records_and_segment_header_round_trip() {
         }
     );
     let mut future = sh;
-    future[8] = 2;
+    future[8] = 3;
     assert_eq!(
         format::SegmentHeader::decode(&future),
-        Err(FormatError::FutureVersion { found: 2 })
+        Err(FormatError::FutureVersion { found: 3 })
     );
     assert_eq!(
         format::parse_format_file(&format::format_file_text()),
-        Ok(1)
+        Ok(2)
     );
     assert!(format::parse_format_file("something else").is_err());
 }
@@ -562,28 +562,28 @@ fn reclamation_stays_in_budget_and_keeps_hot_objects() {
 fn future_format_version_is_refused_with_a_clear_message() {
     let dir = TempDir::new("future");
     fs::create_dir_all(dir.path()).unwrap();
-    fs::write(dir.path().join("FORMAT"), "outpost-store format 2\n").unwrap();
+    fs::write(dir.path().join("FORMAT"), "outpost-store format 3\n").unwrap();
     let err = DiskStore::open(&cfg(dir.path(), 1 << 20, 64 << 10), t(0)).unwrap_err();
     assert!(matches!(
         err,
         OpenError::FutureFormat {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             ..
         }
     ));
     assert!(!err.fallback_to_ram());
     let msg = err.to_string();
-    assert!(msg.contains("format version 2"), "{msg}");
+    assert!(msg.contains("format version 3"), "{msg}");
     assert!(msg.contains("refusing"), "{msg}");
     assert!(
         fs::read_to_string(dir.path().join("FORMAT"))
             .unwrap()
-            .contains('2'),
+            .contains('3'),
         "untouched"
     );
 
-    // A segment written by a newer version, in a version-1 directory.
+    // A segment written by a newer version, in a current directory.
     let dir = TempDir::new("future-seg");
     let c = cfg(dir.path(), 1 << 20, 64 << 10);
     {
@@ -1007,7 +1007,7 @@ fn random_operations_with_restarts_match_a_model() {
 }
 
 #[test]
-fn format_v1_bytes_are_stable() {
+fn format_v2_bytes_are_stable() {
     // Golden values: a change here is a format change and needs a new FORMAT_VERSION.
     let mut obj = object(b"golden body", &["g1", "g2"]);
     obj.meta.vary = Some(Arc::from(vec![http::header::ACCEPT_ENCODING]));
@@ -1021,14 +1021,34 @@ fn format_v1_bytes_are_stable() {
     )
     .unwrap();
     assert_eq!(crc32fast::hash(&purge), GOLDEN_PURGE_CRC);
+    // Bytes 0..24 only: a CRC over data followed by its own CRC is a constant.
     assert_eq!(
-        crc32fast::hash(&format::SegmentHeader::encode(3, 11)),
+        crc32fast::hash(&format::SegmentHeader::encode(3, 11)[..24]),
         GOLDEN_SEGMENT_CRC
     );
+    // A streamed fill's reservation and commit of the same object: the committed record is
+    // byte for byte the one `encode_object` makes (with the commit's sequence).
+    let k = key("https://golden.example/x");
+    let meta = format::encode_meta(&k, obj.status, &obj.headers, &obj.meta, 11, 4).unwrap();
+    let layout = format::StreamLayout::new(meta.len(), 11, 4);
+    let pending = format::encode_pending(5, k.hash64(), &meta, layout).unwrap();
+    assert_eq!(crc32fast::hash(&pending), GOLDEN_PENDING_CRC);
+    let crcs: Vec<(u32, u32)> = obj
+        .body
+        .chunks(4)
+        .map(|c| (c.len() as u32, crc32fast::hash(c)))
+        .collect();
+    let (header, table) = format::encode_commit(7, k.hash64(), &meta, layout, &crcs).unwrap();
+    let mut committed = header.to_vec();
+    committed.extend_from_slice(&meta);
+    committed.extend_from_slice(&table);
+    committed.extend_from_slice(&obj.body);
+    assert_eq!(committed, record);
 }
-const GOLDEN_OBJECT_CRC: u32 = 0x66c4_6584;
-const GOLDEN_PURGE_CRC: u32 = 0x12de_0b26;
-const GOLDEN_SEGMENT_CRC: u32 = 0x6522_df69;
+const GOLDEN_OBJECT_CRC: u32 = 0xef7f_29d6;
+const GOLDEN_PURGE_CRC: u32 = 0x1d73_eb82;
+const GOLDEN_SEGMENT_CRC: u32 = 0x8660_fc56;
+const GOLDEN_PENDING_CRC: u32 = 0xa30c_f31e;
 
 /// Child side of [`kill9_during_fills_keeps_every_committed_fill`]: fills until killed, printing
 /// each committed fill.
@@ -1243,41 +1263,85 @@ fn abandoned_stream_fails_its_readers_and_is_skipped_at_recovery() {
     store.check_invariants();
 }
 
+/// Child side of the streamed-fill kill tests: begins a fill of "big", writes part of it (with
+/// `after`, then fills "after" behind the reservation), says "ready" and waits to be killed.
 #[test]
-fn a_process_dying_mid_stream_leaves_a_skippable_reservation() {
-    let dir = TempDir::new("stream-crash");
-    let c = cfg(dir.path(), 4 << 20, 1 << 20);
-    let (store, _) = open(&c);
-    let body = patterned(50_000);
-    let obj = object(&body, &[]);
-    let mut fill = store
-        .begin_stream(&key("big"), &stream_head(&obj), t(1))
-        .unwrap();
-    fill.write(&body[..30_000]).unwrap();
-    let after = object(b"after", &[]);
-    store.insert(&key("after"), &after, t(1));
-    // A crash: nothing runs on the way out (no drop, no abandon marker).
-    std::mem::forget(fill);
-    drop(store);
-    let (store, report) = open(&c);
-    assert_eq!((report.abandoned, report.corrupt), (1, 0), "{report:?}");
-    assert!(store.get(&key("big"), t(2)).is_none());
-    assert_same(&store.get(&key("after"), t(2)).unwrap(), &after);
-}
-
-#[test]
-fn a_reservation_cut_at_the_tail_is_torn_and_cut() {
-    let dir = TempDir::new("stream-tail");
-    let c = cfg(dir.path(), 4 << 20, 1 << 20);
-    let (store, _) = open(&c);
+#[ignore = "run as a child process by the streamed-fill kill -9 tests"]
+fn stream_kill9_child() {
+    use std::io::Write;
+    let Ok(dir) = std::env::var("OUTPOST_STREAM_KILL9_DIR") else {
+        return;
+    };
+    let after = std::env::var("OUTPOST_STREAM_KILL9_AFTER").is_ok();
+    let (store, _) = open(&cfg(Path::new(&dir), 4 << 20, 1 << 20));
     store.insert(&key("first"), &object(b"first", &[]), t(1));
     let obj = object(&patterned(50_000), &[]);
     let mut fill = store
         .begin_stream(&key("big"), &stream_head(&obj), t(1))
         .unwrap();
-    fill.write(&obj.body[..100]).unwrap();
-    std::mem::forget(fill);
-    drop(store);
+    fill.write(&obj.body[..30_000]).unwrap();
+    if after {
+        store.insert(&key("after"), &object(b"after", &[]), t(1));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready").unwrap();
+    out.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Runs [`stream_kill9_child`] in `dir` and SIGKILLs it mid-fill.
+fn kill_mid_stream(dir: &Path, after: bool) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    fs::create_dir_all(dir).unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "disk::tests::stream_kill9_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("OUTPOST_STREAM_KILL9_DIR", dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if after {
+        cmd.env("OUTPOST_STREAM_KILL9_AFTER", "1");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 && !line.contains("ready") {
+        line.clear();
+    }
+    assert!(line.contains("ready"), "child did not start its fill");
+    child.kill().unwrap(); // SIGKILL, mid-fill
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_process_killed_mid_stream_leaves_a_skippable_reservation() {
+    let dir = TempDir::new("stream-crash");
+    kill_mid_stream(dir.path(), true);
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (store, report) = open(&c);
+    assert_eq!((report.abandoned, report.corrupt), (1, 0), "{report:?}");
+    assert!(store.get(&key("big"), t(2)).is_none());
+    assert_same(
+        &store.get(&key("first"), t(2)).unwrap(),
+        &object(b"first", &[]),
+    );
+    assert_same(
+        &store.get(&key("after"), t(2)).unwrap(),
+        &object(b"after", &[]),
+    );
+}
+
+#[test]
+fn a_reservation_cut_at_the_tail_is_torn_and_cut() {
+    let dir = TempDir::new("stream-tail");
+    kill_mid_stream(dir.path(), false);
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
     let (store, report) = open(&c);
     assert_eq!(report.torn, 1, "{report:?}");
     assert!(store.get(&key("first"), t(2)).is_some());
@@ -1428,6 +1492,12 @@ fn a_reader_refuses_a_damaged_completed_chunk() {
         poll_once(&mut reader),
         std::task::Poll::Ready(Some(Err(TapError::Checksum(0))))
     ));
+    // The fill is never indexed; the failure is counted and the segment retired, like a read.
+    fill.write(&obj.body[9000..]).unwrap();
+    assert_eq!(fill.commit(t(1)), Admission::Rejected);
+    assert!(store.get(&key("v"), t(1)).is_none());
+    let s = store.stats();
+    assert_eq!((s.checksum_failures, s.retired_segments), (1, 1), "{s:?}");
 }
 
 #[test]
@@ -1484,4 +1554,49 @@ fn hybrid_streams_to_ssd_and_drops_the_old_ram_copy_at_commit() {
     // RAM-only stores do not stream.
     let ram = HybridStore::ram_only(1 << 20, Default::default());
     assert!(Store::begin_stream(&ram, &k, &stream_head(&v2), t(1)).is_none());
+}
+
+/// Rewrites every record and segment header of `dir` as format version 1 wrote them (version 2
+/// only added the `PENDING` flag) and marks the directory version 1.
+fn downgrade_to_v1(dir: &Path) {
+    for file in segment_files(dir) {
+        let mut bytes = fs::read(&file).unwrap();
+        let header = format::SegmentHeader::decode(&bytes).unwrap();
+        let mut seg = format::SegmentHeader::encode(header.id, header.base_seq);
+        seg[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32fast::hash(&seg[0..24]);
+        seg[24..28].copy_from_slice(&crc.to_le_bytes());
+        bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&seg);
+        let mut off = SEGMENT_HEADER_LEN;
+        while off < bytes.len() {
+            let h = format::RecordHeader::parse(&bytes[off..]).unwrap();
+            let end = off + h.total_len as usize;
+            bytes[off + 4..off + 6].copy_from_slice(&1u16.to_le_bytes());
+            format::set_sequence(&mut bytes[off..end], h.seq).unwrap();
+            off = end;
+        }
+        fs::write(&file, bytes).unwrap();
+    }
+    fs::write(dir.join("FORMAT"), "outpost-store format 1\n").unwrap();
+}
+
+#[test]
+fn a_version_1_directory_is_read_and_marked_version_2() {
+    let dir = TempDir::new("v1");
+    let c = cfg(dir.path(), 1 << 20, 256 << 10);
+    let obj = object(&patterned(10_000), &["t"]);
+    {
+        let (store, _) = open(&c);
+        store.insert(&key("a"), &obj, t(1));
+    }
+    downgrade_to_v1(dir.path());
+    let (store, report) = open(&c);
+    assert_eq!((report.indexed, report.corrupt), (1, 0), "{report:?}");
+    assert_same(&store.get(&key("a"), t(2)).unwrap(), &obj);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
+        "outpost-store format 2\n",
+        "marked so that version-1 builds refuse it"
+    );
+    assert_eq!(store.remove_tag("t").len(), 1);
 }
