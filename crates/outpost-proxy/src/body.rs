@@ -1,6 +1,7 @@
 //! Response body types: whole bytes (hits), an origin body passed through (pass), and a follower
 //! of an in-flight fill with optional byte-range slicing (misses and collapsed requests), reading
-//! either the fill registry's chunks or, for a fill streamed onto SSD, the SSD tier.
+//! either the fill registry's chunks or, for a fill streamed onto SSD, the SSD tier; and an SSD
+//! object read chunk by chunk (large hits and ranges).
 
 use crate::driver::FillHead;
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outpost_fill::{FillError, FillFollower};
-use outpost_store::TapReader;
+use outpost_store::{ChunkReader, TapReader};
 use outpost_upstream::BoxError;
 use std::future::Future;
 use std::pin::Pin;
@@ -235,5 +236,49 @@ impl Body for TapBody {
             Some(t) => SizeHint::with_exact(t),
             None => SizeHint::default(),
         }
+    }
+}
+
+/// Streams a range of an SSD object to one client, one verified chunk per frame.
+pub struct ChunkBody {
+    reader: ChunkReader,
+    left: u64,
+}
+
+impl ChunkBody {
+    /// A body of everything `reader` returns.
+    pub fn new(reader: ChunkReader) -> Self {
+        let left = reader.len();
+        Self { reader, left }
+    }
+}
+
+impl Body for ChunkBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.reader.next_chunk() {
+            None => Poll::Ready(None),
+            Some(Err(e)) => {
+                self.left = 0;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Some(Ok(chunk)) => {
+                self.left = self.left.saturating_sub(chunk.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
     }
 }

@@ -3,7 +3,7 @@
 //! (`Age`, `Cache-Status`, conditional 304, Range 206, HEAD). Every caching *decision* is made by
 //! the pure crates (`outpost_http`, `outpost_cache`); this file performs the I/O they ask for.
 
-use crate::body::{full, stream_incoming, FollowerBody, RespBody, TapBody};
+use crate::body::{full, stream_incoming, ChunkBody, FollowerBody, RespBody, TapBody};
 use crate::fill::{Filling, FillingBody};
 use crate::metrics::Outcome;
 use crate::tenant::Tenant;
@@ -27,7 +27,7 @@ use outpost_http::conditional::{
 };
 use outpost_http::freshness::current_age;
 use outpost_http::headers::{invalidation_targets, strip_before_store, strip_hop_by_hop};
-use outpost_http::range::{self, ByteRangeSpec, RangeDecision};
+use outpost_http::range::{self, RangeDecision};
 use outpost_http::storability::NotStorable;
 use outpost_http::vary::{self, Vary};
 use outpost_store::{CacheKey, Derived, ObjectMeta, StoredObject, StreamHead, StreamTap};
@@ -43,6 +43,9 @@ const INLINE_FILL_MAX: u64 = 256 * 1024;
 /// Smallest announced body that is streamed onto SSD (when the node has an SSD tier) instead of
 /// being buffered whole in RAM: one SSD chunk.
 const STREAM_MIN_BYTES: u64 = 1 << 20;
+/// Smallest SSD record a whole-body hit reads chunk by chunk (when the RAM tier could not hold
+/// it either) instead of loading it whole: one SSD chunk.
+const CHUNKED_HIT_MIN_BYTES: u64 = 1 << 20;
 /// Separates a primary key from its variance key in the store.
 const VARIANT_SEP: &str = "#vary:";
 
@@ -321,7 +324,7 @@ impl Ctx {
 
     async fn cached(self, req_cc: RequestCacheControl, log: &mut RequestLog) -> Response<RespBody> {
         let node = self.node.clone();
-        if let Some(resp) = self.range_hit(&req_cc, log) {
+        if let Some(resp) = self.chunked_hit(&req_cc, log) {
             return resp;
         }
         for _attempt in 0..3 {
@@ -821,75 +824,46 @@ impl Ctx {
         h
     }
 
-    /// A plain single-range GET answered from a fresh stored object through
-    /// [`Store::get_range`](outpost_store::Store::get_range), which on the SSD tier reads only the
-    /// chunks the range overlaps. Anything else (no such object, a Vary marker, a stale object,
-    /// conditionals, suffix or multiple ranges, an unsatisfiable or ignored range) takes the
-    /// whole-object path (`None`).
-    fn range_hit(
+    /// A fresh hit on an object the SSD tier serves chunk by chunk
+    /// ([`Store::get_chunked`](outpost_store::Store::get_chunked)): any request with a `Range`
+    /// header, and whole-body requests for objects too large for the RAM tier (at least
+    /// [`CHUNKED_HIT_MIN_BYTES`]). The head is verified and shaped (conditional 304, HEAD, 206/416)
+    /// before any body byte is read; the body is then read one verified chunk at a time as the
+    /// client takes it, and only the chunks a range overlaps. Anything else (RAM-resident, small,
+    /// a Vary marker, stale) takes the whole-object path (`None`).
+    fn chunked_hit(
         &self,
         req_cc: &RequestCacheControl,
         log: &mut RequestLog,
     ) -> Option<Response<RespBody>> {
-        if self.method != Method::GET
-            || self.headers.contains_key(header::IF_NONE_MATCH)
-            || self.headers.contains_key(header::IF_MODIFIED_SINCE)
-        {
-            return None;
-        }
-        let mut lines = self.headers.get_all(header::RANGE).iter();
-        let (Some(value), None) = (lines.next(), lines.next()) else {
-            return None;
-        };
-        let specs = range::parse_range_header(value.to_str().ok()?)?;
-        let window = match specs.as_slice() {
-            [ByteRangeSpec::FromTo { first, last }] => *first..last.saturating_add(1),
-            [ByteRangeSpec::From { first }] => *first..u64::MAX,
-            _ => return None,
+        let min = if self.headers.contains_key(header::RANGE) {
+            0
+        } else {
+            CHUNKED_HIT_MIN_BYTES
         };
         let now = SystemTime::now();
-        let hit = self.node.store.get_range(&self.primary, window, now)?;
-        if hit.meta.vary.is_some() || hit.status != StatusCode::OK {
+        let hit = self.node.store.get_chunked(&self.primary, min, now)?;
+        if hit.meta.vary.is_some() {
             return None;
         }
         let facts = ReuseFacts::from_headers(&hit.headers);
-        let timing = timing(&hit.meta);
-        let eval = evaluate_reuse(&facts, &timing, req_cc, &self.policy, now);
+        let eval = evaluate_reuse(&facts, &timing(&hit.meta), req_cc, &self.policy, now);
         if eval.action != HitAction::Serve {
             return None;
         }
-        let RangeDecision::Partial {
-            start,
-            end_inclusive,
-        } = range::evaluate(&self.method, &self.headers, &hit.headers, hit.body_len)
-        else {
-            return None;
+        let (status, headers, plan) =
+            self.shape(hit.status, &hit.headers, Some(hit.body_len), eval.age);
+        let body = match plan {
+            BodyPlan::None => full(Bytes::new()),
+            BodyPlan::All => RespBody::stream(ChunkBody::new(hit.reader(0..hit.body_len))),
+            BodyPlan::Range(start, end) => {
+                RespBody::stream(ChunkBody::new(hit.reader(start..end.saturating_add(1))))
+            }
         };
-        let have = hit.start..hit.start + hit.bytes.len() as u64;
-        if start < have.start || end_inclusive >= have.end {
-            return None;
-        }
-        let body = hit
-            .bytes
-            .slice((start - hit.start) as usize..=(end_inclusive - hit.start) as usize);
-        let mut h = client_copy(&hit.headers);
-        h.insert(header::AGE, HeaderValue::from(eval.age.as_secs()));
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(
-            header::CONTENT_RANGE,
-            range::content_range(start, end_inclusive, hit.body_len),
-        );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         log.outcome = Outcome::Hit;
         let mut cs = CacheStatus::hit(&self.node.name);
         cs.ttl = Some(eval.ttl);
-        Some(finish_response(
-            StatusCode::PARTIAL_CONTENT,
-            h,
-            full(body),
-            cs,
-            log,
-        ))
+        Some(finish_response(status, headers, body, cs, log))
     }
 
     /// A hit (fresh, or stale where allowed). Most hits are a plain GET of an object with a hit

@@ -260,10 +260,39 @@ async fn range_requests_on_the_ssd_tier_read_only_the_chunks_they_need() {
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &body[3145000..]);
     assert_eq!(disk().range_chunks_read, 4);
-    // A suffix range takes the whole-object path, and is still right.
+    // A suffix range reads the last chunk only.
     let r = get(edge, "/big", &[("range", "bytes=-10")]).await;
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &body[body.len() - 10..]);
+    assert_eq!(disk().range_chunks_read, 5);
+
+    // Whole-body hits on an object too large for RAM are read chunk by chunk as sent; HEAD and
+    // a conditional 304 read no body chunk at all.
+    let served = disk().chunks_served;
+    let r = get(edge, "/big", &[]).await;
+    assert!(r.body == body, "chunked hit body differs");
+    assert!(cs(&r).contains("hit"), "{}", cs(&r));
+    assert_eq!(r.header("content-length"), Some("3145728"));
+    assert_eq!(disk().chunks_served, served + 3);
+    let r = http_request(edge, "HEAD", "site.test", "/big", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.header("content-length")),
+        (200, Some("3145728"))
+    );
+    let etag_less = get(
+        edge,
+        "/big",
+        &[("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")],
+    )
+    .await;
+    assert_eq!(etag_less.status, 304);
+    assert_eq!(
+        disk().chunks_served,
+        served + 3,
+        "HEAD and 304 read no chunk"
+    );
     assert_eq!(origin.hits("/big"), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

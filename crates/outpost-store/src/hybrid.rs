@@ -12,8 +12,8 @@ use std::time::SystemTime;
 use crate::disk::{DiskConfig, DiskStats, DiskStore, OpenError, RecoveryReport};
 use crate::hashing::U64Set;
 use crate::policy::PolicyKind;
-use crate::store::{Admission, RangeHit, Store, StoreStats};
-use crate::{CacheKey, MemoryStore, StoredObject, StreamFill, StreamHead};
+use crate::store::{Admission, Store, StoreStats};
+use crate::{CacheKey, ChunkedHit, MemoryStore, StoredObject, StreamFill, StreamHead};
 
 /// RAM tier in front of an optional SSD tier.
 #[derive(Debug)]
@@ -163,23 +163,29 @@ impl Store for HybridStore {
         Some(obj)
     }
 
-    /// Only for objects on SSD and not in RAM (checked without counting an access): the SSD
-    /// chunks the range overlaps are read and verified, and nothing is promoted (the object was
-    /// not read whole). A RAM-resident object is left to [`Store::get`], which serves it whole.
-    fn get_range(
+    /// Only for objects on SSD and not in RAM (checked without counting an access); with a
+    /// non-zero `min_record_bytes`, only for records longer than that and than the RAM tier's
+    /// largest object (smaller ones take `get`, which promotes them). Nothing is promoted here:
+    /// the object is not read whole.
+    fn get_chunked(
         &self,
         key: &CacheKey,
-        range: std::ops::Range<u64>,
+        min_record_bytes: u64,
         now: SystemTime,
-    ) -> Option<RangeHit> {
+    ) -> Option<ChunkedHit> {
         let disk = self.disk.as_ref()?;
         if self.ram.contains(key) || !disk.contains(key) {
             return None;
         }
-        let read = disk.get_range(key, range, now)?;
+        let min = if min_record_bytes == 0 {
+            0
+        } else {
+            min_record_bytes.max(self.ram.max_object_bytes().saturating_add(1))
+        };
+        let hit = disk.get_chunked(key, min, now)?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         self.disk_hits.fetch_add(1, Ordering::Relaxed);
-        Some(read)
+        Some(hit)
     }
 
     fn begin_stream(

@@ -14,8 +14,8 @@ pub mod policy;
 mod store;
 
 pub use disk::{
-    DiskConfig, DiskStats, DiskStore, OpenError, RangeRead, RecoveryReport, StreamFill, StreamHead,
-    StreamTap, TapError, TapReader, DEFAULT_SEGMENT_BYTES,
+    ChunkError, ChunkReader, ChunkedHit, DiskConfig, DiskStats, DiskStore, OpenError, RangeRead,
+    RecoveryReport, StreamFill, StreamHead, StreamTap, TapError, TapReader, DEFAULT_SEGMENT_BYTES,
 };
 pub use hybrid::{HybridStats, HybridStore};
 pub use key::CacheKey;
@@ -27,7 +27,7 @@ pub use object::{
     TAG_OVERHEAD_BYTES,
 };
 pub use policy::{EvictionPolicy, InsertOutcome, PolicyKind, UnknownPolicy};
-pub use store::{Admission, RangeHit, Store, StoreStats};
+pub use store::{Admission, Store, StoreStats};
 
 #[cfg(test)]
 mod tests;

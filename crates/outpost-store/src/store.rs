@@ -65,26 +65,6 @@ pub struct StoreStats {
     pub expired: u64,
 }
 
-/// Part of a stored body with the object's head: what a Range request needs (the SSD tier's
-/// [`DiskStore::get_range`](crate::DiskStore::get_range) answer, also named `RangeRead`).
-#[derive(Debug, Clone)]
-pub struct RangeHit {
-    /// Response status.
-    pub status: http::StatusCode,
-    /// Stored response headers.
-    pub headers: http::HeaderMap,
-    /// Metadata.
-    pub meta: crate::ObjectMeta,
-    /// Length of the whole body.
-    pub body_len: u64,
-    /// Where `bytes` start in the body.
-    pub start: u64,
-    /// The requested bytes, clamped to the body.
-    pub bytes: bytes::Bytes,
-    /// Body chunks read from SSD to answer.
-    pub chunks_read: u32,
-}
-
 /// A storage tier: a map from [`CacheKey`] to [`StoredObject`] with a byte budget.
 pub trait Store: Send + Sync + 'static {
     /// Returns the object if present and `now < keep_until` (expired ones are removed and
@@ -99,17 +79,19 @@ pub trait Store: Send + Sync + 'static {
     fn remove_tag(&self, tag: &str) -> usize;
     /// Remove every object whose key text starts with prefix; returns how many.
     fn remove_prefix(&self, prefix: &str) -> usize;
-    /// Bytes `range` (end exclusive) of the body of `key` with the object's head, for Range
-    /// requests, from a tier that keeps bodies in chunks (SSD) and can read just the chunks the
-    /// range overlaps without loading the object. `None` means "use [`Store::get`]": the default,
-    /// for tiers that hold whole objects in RAM, and the answer of a hybrid store when RAM holds the
-    /// object or the SSD does not index it (so nothing is counted twice).
-    fn get_range(
+    /// The object of `key` with its head read and its body left in place, to be read chunk by
+    /// chunk ([`ChunkedHit::reader`](crate::ChunkedHit::reader)): for a tier that keeps bodies in
+    /// chunks (SSD), so that a large object or a range of one is served without loading it whole.
+    /// `None` means "use [`Store::get`]": the default, for tiers that hold whole objects in RAM;
+    /// the answer of a hybrid store when RAM holds the object, when the SSD tier does not, and,
+    /// unless `min_record_bytes` is 0 (ranges), for objects the RAM tier could hold (so `get`
+    /// promotes them) or records shorter than `min_record_bytes`.
+    fn get_chunked(
         &self,
         _key: &CacheKey,
-        _range: std::ops::Range<u64>,
+        _min_record_bytes: u64,
         _now: SystemTime,
-    ) -> Option<RangeHit> {
+    ) -> Option<crate::ChunkedHit> {
         None
     }
     /// Starts streaming a fill of `head.body_len` bytes onto a tier that writes bodies chunk by

@@ -30,6 +30,7 @@
 //! the segment. Nothing here panics on bad bytes.
 
 mod admission;
+mod chunked;
 mod format;
 mod index;
 mod recovery;
@@ -48,6 +49,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+pub use chunked::{ChunkError, ChunkReader, ChunkedHit};
 pub use format::{FormatError, DEFAULT_CHUNK_BYTES, FORMAT_VERSION};
 pub use index::{index_footprint, IndexFootprint};
 pub use recovery::RecoveryReport;
@@ -223,6 +225,8 @@ pub struct DiskStats {
     pub range_reads: u64,
     /// Body chunks those range reads touched.
     pub range_chunks_read: u64,
+    /// Body chunks read one at a time by [`ChunkReader`]s (large hits and ranges).
+    pub chunks_served: u64,
     /// Fills streamed onto SSD (reservations made).
     pub stream_fills: u64,
     /// Streamed fills committed and indexed.
@@ -264,15 +268,31 @@ struct Counters {
     io_errors: u64,
     range_reads: u64,
     range_chunks_read: u64,
+    chunks_served: u64,
     stream_fills: u64,
     stream_commits: u64,
     stream_aborts: u64,
     stream_dropped: u64,
 }
 
-/// The answer of [`DiskStore::get_range`] (the same type the [`Store`](crate::Store) trait
-/// returns for ranges).
-pub type RangeRead = crate::store::RangeHit;
+/// Part of a stored body with the object's head: the answer of [`DiskStore::get_range`].
+#[derive(Debug, Clone)]
+pub struct RangeRead {
+    /// Response status.
+    pub status: http::StatusCode,
+    /// Stored response headers.
+    pub headers: http::HeaderMap,
+    /// Metadata.
+    pub meta: crate::ObjectMeta,
+    /// Length of the whole body.
+    pub body_len: u64,
+    /// Where `bytes` start in the body.
+    pub start: u64,
+    /// The requested bytes, clamped to the body.
+    pub bytes: bytes::Bytes,
+    /// Body chunks read from SSD to answer.
+    pub chunks_read: u32,
+}
 
 enum RangeError {
     KeyMismatch,
@@ -280,14 +300,19 @@ enum RangeError {
     Io(io::Error),
 }
 
-/// Reads the record prefix, then only the chunks overlapping `range`.
-fn read_range(
-    file: &std::fs::File,
-    entry: IndexEntry,
-    key: &str,
-    range: std::ops::Range<u64>,
-) -> Result<RangeRead, RangeError> {
-    use std::os::unix::fs::FileExt;
+/// A record's head, read and verified: what a hit needs before its body.
+struct Head {
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    meta: crate::ObjectMeta,
+    body_len: u64,
+    chunk_size: u64,
+    chunks: Vec<format::ChunkRef>,
+}
+
+/// Reads and verifies the record prefix (header, meta section, chunk table) of `entry`,
+/// checking it belongs to `key`; the body is left on disk.
+fn read_head(file: &std::fs::File, entry: IndexEntry, key: &str) -> Result<Head, RangeError> {
     let base = u64::from(entry.offset);
     let first = (entry.len as usize).min(4096);
     let mut prefix = read_at(file, base, first).map_err(RangeError::Io)?;
@@ -304,57 +329,14 @@ fn read_range(
     if view.key != key {
         return Err(RangeError::KeyMismatch);
     }
-    let status = http::StatusCode::from_u16(view.status)
-        .map_err(|_| RangeError::Corrupt(FormatError::Invalid("status")))?;
-    let headers = view.headers().map_err(RangeError::Corrupt)?;
-    let meta = view.object_meta().map_err(RangeError::Corrupt)?;
-    let body_len = view.body_len;
-    let end = range.end.min(body_len);
-    let start = range.start.min(end);
-    // Chunks overlapping [start, end), by body position.
-    let mut pos = 0u64;
-    let mut wanted = Vec::new();
-    for chunk in &chunks {
-        let chunk_end = pos + u64::from(chunk.len);
-        if chunk_end > start && pos < end {
-            wanted.push((pos, *chunk));
-        }
-        pos = chunk_end;
-    }
-    let mut bytes = Vec::new();
-    let mut first_pos = start;
-    if let (Some((lo_pos, lo)), Some((_, hi))) = (wanted.first(), wanted.last()) {
-        first_pos = *lo_pos;
-        let span = (hi.offset + u64::from(hi.len)) - lo.offset;
-        let span = usize::try_from(span).map_err(|_| RangeError::Corrupt(FormatError::TooLarge))?;
-        bytes = vec![0u8; span];
-        file.read_exact_at(&mut bytes, base + lo.offset)
-            .map_err(RangeError::Io)?;
-        for (_, chunk) in &wanted {
-            let from = (chunk.offset - lo.offset) as usize;
-            let piece = bytes
-                .get(from..from + chunk.len as usize)
-                .ok_or(RangeError::Corrupt(FormatError::Truncated))?;
-            if crc32fast::hash(piece) != chunk.crc {
-                return Err(RangeError::Corrupt(FormatError::Checksum));
-            }
-        }
-    }
-    let bytes = Bytes::from(bytes);
-    let from = (start - first_pos) as usize;
-    let to = (end - first_pos) as usize;
-    Ok(RangeRead {
-        status,
-        headers,
-        meta,
-        body_len,
-        start,
-        bytes: if from <= to && to <= bytes.len() {
-            bytes.slice(from..to)
-        } else {
-            Bytes::new()
-        },
-        chunks_read: wanted.len() as u32,
+    Ok(Head {
+        status: http::StatusCode::from_u16(view.status)
+            .map_err(|_| RangeError::Corrupt(FormatError::Invalid("status")))?,
+        headers: view.headers().map_err(RangeError::Corrupt)?,
+        meta: view.object_meta().map_err(RangeError::Corrupt)?,
+        body_len: view.body_len,
+        chunk_size: u64::from(view.chunk_size),
+        chunks,
     })
 }
 
@@ -668,22 +650,28 @@ impl DiskStore {
         }
     }
 
-    /// Reads bytes `range` (end exclusive, clamped to the body) of `key`'s body, touching only
-    /// the record prefix and the chunks that overlap the range, each verified. Counts as a hit
-    /// like [`DiskStore::get`]; a checksum mismatch is a miss and retires the segment.
-    pub fn get_range(
+    /// Opens the object of `key` for reading chunk by chunk: its head is read and verified now,
+    /// its body by the [`ChunkedHit::reader`]s made from it, one verified chunk at a time (see
+    /// `chunked.rs`). Records shorter than `min_record` bytes are left to [`DiskStore::get`]
+    /// (`None`, nothing counted). Counts as a hit like `get`; a head that does not verify is a
+    /// miss and retires the segment.
+    pub fn get_chunked(
         &self,
         key: &CacheKey,
-        range: std::ops::Range<u64>,
+        min_record: u64,
         now: SystemTime,
-    ) -> Option<RangeRead> {
+    ) -> Option<ChunkedHit> {
         let hash = key.hash64();
         let (file, entry) = {
             let mut inner = self.lock();
-            let (entry, segment) = inner.locate(hash, None)?;
+            let short = |e: &IndexEntry| u64::from(e.len) < min_record;
+            if inner.index.entries.get(&hash).is_some_and(short) {
+                return None;
+            }
+            let (entry, segment) = inner.locate(hash, Some(now))?;
             (segment.file.clone(), entry)
         };
-        let result = read_range(&file, entry, key.text(), range);
+        let result = read_head(&file, entry, key.text());
         let mut inner = self.lock();
         let same = inner
             .index
@@ -691,7 +679,7 @@ impl DiskStore {
             .get(&hash)
             .is_some_and(|e| e.location() == entry.location());
         match result {
-            Ok(read) if now < read.meta.keep_until => {
+            Ok(head) if now < head.meta.keep_until => {
                 if same {
                     if let Some(e) = inner.index.entries.get_mut(&hash) {
                         e.flags |= FLAG_HOT;
@@ -700,9 +688,21 @@ impl DiskStore {
                     inner.admission.record(hash, resident);
                 }
                 inner.c.hits += 1;
-                inner.c.range_reads += 1;
-                inner.c.range_chunks_read += u64::from(read.chunks_read);
-                Some(read)
+                Some(ChunkedHit {
+                    status: head.status,
+                    headers: head.headers,
+                    meta: head.meta,
+                    body_len: head.body_len,
+                    source: Arc::new(chunked::Source {
+                        inner: self.inner.clone(),
+                        file,
+                        hash,
+                        entry,
+                        key: key.text().to_owned(),
+                        chunks: head.chunks,
+                        chunk_size: head.chunk_size,
+                    }),
+                })
             }
             Ok(_) => {
                 if same {
@@ -734,13 +734,38 @@ impl DiskStore {
                         segment = entry.segment,
                         key = key.text(),
                         error = %e,
-                        "SSD tier: chunk failed verification; served as a miss, segment retired"
+                        "SSD tier: record head failed verification; served as a miss, segment retired"
                     );
                     inner.retire(entry.segment, "checksum mismatch");
                 }
                 None
             }
         }
+    }
+
+    /// Reads bytes `range` (end exclusive, clamped to the body) of `key`'s body into one buffer,
+    /// touching only the record head and the chunks that overlap the range, each verified (a
+    /// [`DiskStore::get_chunked`] read whole).
+    pub fn get_range(
+        &self,
+        key: &CacheKey,
+        range: std::ops::Range<u64>,
+        now: SystemTime,
+    ) -> Option<RangeRead> {
+        let hit = self.get_chunked(key, 0, now)?;
+        let reader = hit.reader(range);
+        let start = reader.start();
+        let chunks_read = reader.chunks_left() as u32;
+        let bytes = reader.read_all().ok()?;
+        Some(RangeRead {
+            status: hit.status,
+            headers: hit.headers,
+            meta: hit.meta,
+            body_len: hit.body_len,
+            start,
+            bytes,
+            chunks_read,
+        })
     }
 
     /// Whether `key`'s hash is indexed (no I/O, no access recorded).
@@ -940,6 +965,7 @@ impl DiskStore {
             prefix_entries: inner.index.prefix_len() as u64,
             range_reads: c.range_reads,
             range_chunks_read: c.range_chunks_read,
+            chunks_served: c.chunks_served,
             stream_fills: c.stream_fills,
             stream_commits: c.stream_commits,
             stream_aborts: c.stream_aborts,

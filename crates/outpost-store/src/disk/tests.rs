@@ -1600,3 +1600,101 @@ fn a_version_1_directory_is_read_and_marked_version_2() {
     );
     assert_eq!(store.remove_tag("t").len(), 1);
 }
+
+// ---- Chunk-by-chunk hits (chunked.rs) ----
+
+#[test]
+fn chunked_hits_read_one_verified_chunk_at_a_time() {
+    let dir = TempDir::new("chunked");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let (store, _) = open(&c);
+    let k = key("https://a.example/big.bin");
+    let body = patterned(10_000); // three 4 KiB chunks
+    let obj = object(&body, &[]);
+    store.insert(&k, &obj, t(1));
+    store.insert(&key("small"), &object(b"tiny", &[]), t(1));
+
+    // Records shorter than the minimum are left to `get`, with nothing counted.
+    let before = store.stats();
+    assert!(store.get_chunked(&key("small"), 1000, t(2)).is_none());
+    assert!(store.get_chunked(&key("absent"), 1000, t(2)).is_none());
+    assert_eq!(store.stats().hits, before.hits);
+
+    let hit = store.get_chunked(&k, 1000, t(2)).unwrap();
+    assert_eq!((hit.status, hit.body_len), (obj.status, 10_000));
+    assert_eq!(hit.headers, obj.headers);
+    let mut whole = hit.reader(0..u64::MAX);
+    assert_eq!((whole.len(), whole.chunks_left()), (10_000, 3));
+    let mut pieces = Vec::new();
+    while let Some(piece) = whole.next_chunk() {
+        pieces.push(piece.unwrap());
+    }
+    assert_eq!(
+        pieces.iter().map(Bytes::len).collect::<Vec<_>>(),
+        [4096, 4096, 1808]
+    );
+    assert_eq!(pieces.concat(), body);
+    let s = store.stats();
+    assert_eq!((s.chunks_served, s.range_reads), (3, 0));
+    // A range reads only what it overlaps, trimmed.
+    let r = hit.reader(4000..4200);
+    assert_eq!(r.chunks_left(), 2);
+    assert_eq!(r.read_all().unwrap(), &body[4000..4200]);
+    assert_eq!(hit.reader(9999..20_000).read_all().unwrap(), &body[9999..]);
+    assert!(hit.reader(20_000..30_000).read_all().unwrap().is_empty());
+    let s = store.stats();
+    assert_eq!((s.range_reads, s.range_chunks_read), (3, 3));
+
+    // A damaged chunk ends the reader with an error, counted, and retires the segment; the
+    // chunks before it were served.
+    let file = segment_files(dir.path()).into_iter().next().unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    let prefix = store.record_len(&k, &obj) - 10_000;
+    let pos = SEGMENT_HEADER_LEN as u64 + prefix + 5000;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, pos).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], pos).unwrap();
+    let mut r = hit.reader(0..10_000);
+    assert!(r.next_chunk().unwrap().is_ok());
+    assert!(matches!(r.next_chunk(), Some(Err(ChunkError::Checksum(1)))));
+    assert!(r.next_chunk().is_none());
+    let s = store.stats();
+    assert_eq!((s.checksum_failures, s.retired_segments), (1, 1), "{s:?}");
+    assert!(store.get(&k, t(3)).is_none());
+}
+
+#[test]
+fn hybrid_chunks_only_what_ram_cannot_hold() {
+    let dir = TempDir::new("chunked-hybrid");
+    let c = cfg(dir.path(), 4 << 20, 1 << 20);
+    let ram = MemoryStore::with_shards(64 << 10, Default::default(), 1);
+    let max = ram.max_object_bytes();
+    let (hybrid, _) = HybridStore::open_with(ram, &c, t(0)).unwrap();
+    let small = key("small");
+    let big = key("big");
+    hybrid.insert(small.clone(), Arc::new(object(&patterned(1000), &[])), t(1));
+    hybrid.insert(
+        big.clone(),
+        Arc::new(object(&patterned(max as usize * 2), &[])),
+        t(1),
+    );
+    assert!(hybrid.ram().contains(&small) && !hybrid.ram().contains(&big));
+    // RAM-resident: never chunked, not even for ranges.
+    assert!(hybrid.get_chunked(&small, 0, t(2)).is_none());
+    // Too large for RAM: chunked for whole-body reads and ranges.
+    assert!(hybrid.get_chunked(&big, 1, t(2)).is_some());
+    assert!(hybrid.get_chunked(&big, 0, t(2)).is_some());
+    // An SSD-only object RAM could hold: whole-body reads take `get` (and promotion).
+    hybrid.ram().remove(&small);
+    assert!(hybrid.get_chunked(&small, 1, t(2)).is_none());
+    assert!(
+        hybrid.get_chunked(&small, 0, t(2)).is_some(),
+        "ranges still chunk"
+    );
+    assert!(hybrid.get(&small, t(2)).is_some());
+    assert!(hybrid.ram().contains(&small), "promoted");
+}

@@ -1,0 +1,222 @@
+//! SSD hits read chunk by chunk ([`ChunkedHit`], [`ChunkReader`]): the record's head (header,
+//! meta section, chunk table) is read and verified when the hit is opened, and the body one
+//! verified chunk at a time as the client takes it, so serving a large object (or a range of it)
+//! never holds more than one chunk in RAM and touches only the chunks it needs.
+//!
+//! A chunk that does not verify, or cannot be read, ends the reader with an error; it is counted
+//! and retires the segment, as on any other SSD read.
+
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+
+use super::format::ChunkRef;
+use super::index::IndexEntry;
+use super::segment::read_at;
+use super::Inner;
+
+/// Why a chunk could not be returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    /// The chunk did not verify against its checksum.
+    #[error("SSD chunk {0} failed verification")]
+    Checksum(usize),
+    /// Reading the segment file failed.
+    #[error("reading an SSD chunk: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What the tier knows of the record behind a hit.
+pub(super) struct Source {
+    pub inner: Arc<Mutex<Inner>>,
+    pub file: Arc<File>,
+    pub hash: u64,
+    pub entry: IndexEntry,
+    pub key: String,
+    /// Chunks, offsets relative to the record start.
+    pub chunks: Vec<ChunkRef>,
+    pub chunk_size: u64,
+}
+
+impl Source {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a failed chunk read and retires the segment if the record is still the indexed one.
+    fn failed(&self, e: &ChunkError) {
+        let mut inner = self.lock();
+        let same = inner
+            .index
+            .entries
+            .get(&self.hash)
+            .is_some_and(|e| e.location() == self.entry.location());
+        match e {
+            ChunkError::Checksum(_) => {
+                inner.c.checksum_failures += 1;
+                if same {
+                    tracing::warn!(
+                        target: "outpost_store::disk",
+                        segment = self.entry.segment,
+                        key = %self.key,
+                        error = %e,
+                        "SSD tier: chunk failed verification mid-response; segment retired"
+                    );
+                    inner.retire(self.entry.segment, "checksum mismatch");
+                }
+            }
+            ChunkError::Io(err) => {
+                let path = super::segment::segment_path(&inner.dir, self.entry.segment);
+                inner.note_io("read a chunk from", &path, err);
+                if same {
+                    inner.retire(self.entry.segment, "read error");
+                }
+            }
+        }
+    }
+}
+
+/// An object found on SSD, with its head read and verified and its body still on disk.
+pub struct ChunkedHit {
+    /// Response status.
+    pub status: http::StatusCode,
+    /// Stored response headers.
+    pub headers: http::HeaderMap,
+    /// Metadata.
+    pub meta: crate::ObjectMeta,
+    /// Length of the whole body.
+    pub body_len: u64,
+    pub(super) source: Arc<Source>,
+}
+
+impl std::fmt::Debug for ChunkedHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkedHit")
+            .field("status", &self.status)
+            .field("key", &self.source.key)
+            .field("body_len", &self.body_len)
+            .finish()
+    }
+}
+
+impl ChunkedHit {
+    /// Chunks of the body that overlap `range` (end exclusive), with the body position of each.
+    fn overlapping(&self, range: &Range<u64>) -> Vec<(u64, ChunkRef)> {
+        let mut pos = 0u64;
+        let mut out = Vec::new();
+        for chunk in &self.source.chunks {
+            let end = pos + u64::from(chunk.len);
+            if end > range.start && pos < range.end {
+                out.push((pos, *chunk));
+            }
+            pos = end;
+        }
+        out
+    }
+
+    /// A reader of body bytes `range` (end exclusive, clamped to the body). A range that is not
+    /// the whole body is counted as a range read with the chunks it will touch.
+    pub fn reader(&self, range: Range<u64>) -> ChunkReader {
+        let end = range.end.min(self.body_len);
+        let start = range.start.min(end);
+        let range = start..end;
+        let chunks = self.overlapping(&range);
+        if range != (0..self.body_len) {
+            let mut inner = self.source.lock();
+            inner.c.range_reads += 1;
+            inner.c.range_chunks_read += chunks.len() as u64;
+        }
+        ChunkReader {
+            source: self.source.clone(),
+            chunks: chunks.into_iter(),
+            range,
+            failed: false,
+        }
+    }
+}
+
+/// Reads a [`ChunkedHit`]'s body range in order, one verified chunk at a time.
+pub struct ChunkReader {
+    source: Arc<Source>,
+    chunks: std::vec::IntoIter<(u64, ChunkRef)>,
+    range: Range<u64>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for ChunkReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkReader")
+            .field("key", &self.source.key)
+            .field("range", &self.range)
+            .finish()
+    }
+}
+
+impl ChunkReader {
+    /// Bytes the reader will return in all (the clamped range).
+    pub fn len(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+
+    /// Body position of the range's first byte.
+    pub fn start(&self) -> u64 {
+        self.range.start
+    }
+
+    /// Chunks still to be read.
+    pub fn chunks_left(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// The next piece of the range (one chunk, trimmed to the range); `None` at its end.
+    pub fn next_chunk(&mut self) -> Option<Result<Bytes, ChunkError>> {
+        if self.failed {
+            return None;
+        }
+        let (pos, chunk) = self.chunks.next()?;
+        let index = (pos / self.source.chunk_size.max(1)) as usize;
+        let read = read_at(
+            &self.source.file,
+            u64::from(self.source.entry.offset) + chunk.offset,
+            chunk.len as usize,
+        )
+        .map_err(ChunkError::from)
+        .and_then(|buf| {
+            if crc32fast::hash(&buf) == chunk.crc {
+                Ok(buf)
+            } else {
+                Err(ChunkError::Checksum(index))
+            }
+        });
+        match read {
+            Ok(buf) => {
+                self.source.lock().c.chunks_served += 1;
+                let from = self.range.start.saturating_sub(pos) as usize;
+                let to = (self.range.end - pos).min(u64::from(chunk.len)) as usize;
+                Some(Ok(Bytes::from(buf).slice(from..to)))
+            }
+            Err(e) => {
+                self.failed = true;
+                self.source.failed(&e);
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Reads the rest of the range into one buffer.
+    pub fn read_all(mut self) -> Result<Bytes, ChunkError> {
+        let mut out = Vec::with_capacity(self.len() as usize);
+        while let Some(piece) = self.next_chunk() {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(Bytes::from(out))
+    }
+}
