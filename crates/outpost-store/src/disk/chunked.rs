@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::format::ChunkRef;
 use super::index::IndexEntry;
-use super::segment::read_at;
+use super::segment::{read_at, read_large, LARGE_READ};
 use super::Inner;
 
 /// Why a chunk could not be returned.
@@ -33,6 +33,8 @@ pub enum ChunkError {
 pub(super) struct Source {
     pub inner: Arc<Mutex<Inner>>,
     pub file: Arc<File>,
+    /// The tier's directory (large chunks are read through a handle of their own).
+    pub dir: std::path::PathBuf,
     pub hash: u64,
     pub entry: IndexEntry,
     pub key: String,
@@ -183,13 +185,20 @@ impl ChunkReader {
         }
         let (pos, chunk) = self.chunks.next()?;
         let index = (pos / self.source.chunk_size.max(1)) as usize;
-        let read = read_at(
-            &self.source.file,
-            u64::from(self.source.entry.offset) + chunk.offset,
+        let src = &self.source;
+        let (offset, len) = (
+            u64::from(src.entry.offset) + chunk.offset,
             chunk.len as usize,
-        )
-        .map_err(ChunkError::from)
-        .and_then(|buf| {
+        );
+        // Large chunks skip zeroing the buffer (see `read_large`); any failure of that path
+        // (segment reclaimed meanwhile, no descriptor) falls back to the shared handle.
+        let read = if len >= LARGE_READ {
+            let path = super::segment::segment_path(&src.dir, src.entry.segment);
+            read_large(&path, offset, len).or_else(|_| read_at(&src.file, offset, len))
+        } else {
+            read_at(&src.file, offset, len)
+        };
+        let read = read.map_err(ChunkError::from).and_then(|buf| {
             if crc32fast::hash(&buf) == chunk.crc {
                 Ok(buf)
             } else {

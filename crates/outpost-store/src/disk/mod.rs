@@ -696,6 +696,7 @@ impl DiskStore {
                     source: Arc::new(chunked::Source {
                         inner: self.inner.clone(),
                         file,
+                        dir: self.dir.clone(),
                         hash,
                         entry,
                         key: key.text().to_owned(),
