@@ -1083,14 +1083,11 @@ pub(crate) fn store_variant(
 
 /// Remove a primary key and, when it is a Vary marker, every variant it lists.
 pub(crate) fn invalidate(node: &Node, primary: &CacheKey) {
-    let far = SystemTime::UNIX_EPOCH;
-    if let Some(old) = node.store.get(primary, far) {
-        if old.meta.vary.is_some() {
-            for v in String::from_utf8_lossy(&old.body).lines() {
-                let key = variant_key(primary, v);
-                node.fills.poison(&key);
-                node.store.remove(&key);
-            }
+    if let Some(marker) = stored_vary_marker(node, primary, SystemTime::UNIX_EPOCH) {
+        for v in String::from_utf8_lossy(&marker.body).lines() {
+            let key = variant_key(primary, v);
+            node.fills.poison(&key);
+            node.store.remove(&key);
         }
     }
     // A fill in flight must not store what is now outdated after this removal.
@@ -1275,6 +1272,22 @@ pub(crate) fn stored_meta(
         vary: None,
         derived,
     }
+}
+
+/// The Vary marker stored under `primary`, if that is what is stored there. An object on SSD is
+/// identified by its head alone (a large one is never read just to find it is not a marker).
+pub(crate) fn stored_vary_marker(
+    node: &Node,
+    primary: &CacheKey,
+    now: SystemTime,
+) -> Option<Arc<StoredObject>> {
+    if let Some(head) = node.store.get_chunked(primary, 0, now) {
+        // Not a marker: nothing more to read.
+        head.meta.vary.as_ref()?;
+    }
+    node.store
+        .get(primary, now)
+        .filter(|o| o.meta.vary.is_some())
 }
 
 /// A response object ready for the store: its timing, tags and derived hit template.

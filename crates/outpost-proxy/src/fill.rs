@@ -5,7 +5,7 @@
 //! body directly (no task between origin and client) and, if the client goes away early, hands the
 //! rest of the fill to a background task so followers and the store still get the whole object.
 
-use crate::driver::{cacheable_object, invalidate, store_variant, FillHead};
+use crate::driver::{cacheable_object, invalidate, store_variant, stored_vary_marker, FillHead};
 use crate::tenant::Tenant;
 use crate::Node;
 use bytes::{Bytes, BytesMut};
@@ -159,12 +159,10 @@ impl Filling {
             let node = &self.node;
             match head.vary() {
                 None => {
-                    if self.key == self.primary {
-                        if let Some(old) = node.store.get(&self.primary, now) {
-                            if old.meta.vary.is_some() {
-                                invalidate(node, &self.primary);
-                            }
-                        }
+                    if self.key == self.primary
+                        && stored_vary_marker(node, &self.primary, now).is_some()
+                    {
+                        invalidate(node, &self.primary);
                     }
                     node.store.insert(self.key.clone(), obj, now);
                 }
