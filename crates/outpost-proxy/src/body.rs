@@ -78,6 +78,16 @@ pub fn stream_incoming(b: Incoming) -> RespBody {
     RespBody::stream(b.map_err(|e| Box::new(e) as BoxError))
 }
 
+/// Cuts `chunk` to what is left of `take` (no limit when `None`) and counts it off.
+fn limit(chunk: &mut Bytes, take: &mut Option<u64>) {
+    if let Some(t) = *take {
+        if chunk.len() as u64 > t {
+            chunk.truncate(t as usize);
+        }
+        *take = Some(t - chunk.len() as u64);
+    }
+}
+
 type Next = (FillFollower<FillHead>, Option<Result<Bytes, FillError>>);
 
 /// Streams a fill's chunks to one client, skipping `skip` bytes and sending at most `take`.
@@ -151,12 +161,7 @@ impl Body for FollowerBody {
                         chunk = chunk.slice(self.skip as usize..);
                         self.skip = 0;
                     }
-                    if let Some(t) = self.take {
-                        if chunk.len() as u64 > t {
-                            chunk.truncate(t as usize);
-                        }
-                        self.take = Some(t - chunk.len() as u64);
-                    }
+                    limit(&mut chunk, &mut self.take);
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
             }
@@ -216,12 +221,7 @@ impl Body for TapBody {
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Ready(Some(Ok(mut chunk))) => {
-                if let Some(t) = self.take {
-                    if chunk.len() as u64 > t {
-                        chunk.truncate(t as usize);
-                    }
-                    self.take = Some(t - chunk.len() as u64);
-                }
+                limit(&mut chunk, &mut self.take);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
         }
