@@ -242,14 +242,20 @@ impl Body for TapBody {
 /// Streams a range of an SSD object to one client, one verified chunk per frame.
 pub struct ChunkBody {
     reader: ChunkReader,
+    first: Option<Bytes>,
     left: u64,
 }
 
 impl ChunkBody {
-    /// A body of everything `reader` returns.
-    pub fn new(reader: ChunkReader) -> Self {
-        let left = reader.len();
-        Self { reader, left }
+    /// A body of `first` (the range's first piece, already read) and everything `reader` returns
+    /// after it.
+    pub fn new(reader: ChunkReader, first: Option<Bytes>) -> Self {
+        let left = reader.remaining() + first.as_ref().map_or(0, |b| b.len() as u64);
+        Self {
+            reader,
+            first,
+            left,
+        }
     }
 }
 
@@ -261,7 +267,11 @@ impl Body for ChunkBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.reader.next_chunk() {
+        let next = match self.first.take() {
+            Some(first) => Some(Ok(first)),
+            None => self.reader.next_chunk(),
+        };
+        match next {
             None => Poll::Ready(None),
             Some(Err(e)) => {
                 self.left = 0;

@@ -853,13 +853,27 @@ impl Ctx {
         }
         let (status, headers, plan) =
             self.shape(hit.status, &hit.headers, Some(hit.body_len), eval.age);
-        let body = match plan {
-            BodyPlan::None => full(Bytes::new()),
-            BodyPlan::All => RespBody::stream(ChunkBody::new(hit.reader(0..hit.body_len))),
-            BodyPlan::Range(start, end) => {
-                RespBody::stream(ChunkBody::new(hit.reader(start..end.saturating_add(1))))
+        let range = match plan {
+            BodyPlan::None => None,
+            BodyPlan::All => Some(0..hit.body_len),
+            BodyPlan::Range(start, end) => Some(start..end.saturating_add(1)),
+        };
+        let body = match range {
+            None => full(Bytes::new()),
+            Some(range) => {
+                // The first chunk is read and verified before the response starts: a damaged
+                // one is then a miss (the segment is retired and the whole-object path goes to
+                // the origin) rather than a cut response. A range inside one chunk, the common
+                // case, is served whole or not at all.
+                let mut reader = hit.reader(range);
+                match reader.next_chunk() {
+                    Some(Err(_)) => return None,
+                    Some(Ok(first)) if reader.chunks_left() == 0 => full(first),
+                    first => RespBody::stream(ChunkBody::new(reader, first.and_then(Result::ok))),
+                }
             }
         };
+        hit.served();
         log.outcome = Outcome::Hit;
         let mut cs = CacheStatus::hit(&self.node.name);
         cs.ttl = Some(eval.ttl);

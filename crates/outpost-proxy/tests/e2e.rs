@@ -294,6 +294,23 @@ async fn range_requests_on_the_ssd_tier_read_only_the_chunks_they_need() {
         "HEAD and 304 read no chunk"
     );
     assert_eq!(origin.hits("/big"), 1);
+
+    // A damaged first chunk is found before the response starts: a miss, fetched again, never
+    // a cut or wrong body.
+    let seg = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "dat"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[4000] ^= 0xff; // inside the body's first chunk (the record head is < 1 KiB)
+    std::fs::write(&seg, bytes).unwrap();
+    let r = get(edge, "/big", &[("range", "bytes=5000-5099")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &body[5000..5100]);
+    assert!(!cs(&r).contains("hit"), "{}", cs(&r));
+    assert_eq!(origin.hits("/big"), 2);
+    assert_eq!(disk().checksum_failures, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -124,7 +124,8 @@ impl HybridStore {
     /// Hybrid counters (SSD hits, promotions, SSD tier).
     pub fn stats_hybrid(&self) -> HybridStats {
         HybridStats {
-            disk_hits: self.disk_hits.load(Ordering::Relaxed),
+            disk_hits: self.disk_hits.load(Ordering::Relaxed)
+                + self.stats_disk().map_or(0, |d| d.chunked_hits),
             promotions: self.promotions.load(Ordering::Relaxed),
             disk: self.stats_disk(),
         }
@@ -182,10 +183,8 @@ impl Store for HybridStore {
         } else {
             min_record_bytes.max(self.ram.max_object_bytes().saturating_add(1))
         };
-        let hit = disk.get_chunked(key, min, now)?;
-        self.hits.fetch_add(1, Ordering::Relaxed);
-        self.disk_hits.fetch_add(1, Ordering::Relaxed);
-        Some(hit)
+        // Counted when served (`ChunkedHit::served`, the SSD tier's `chunked_hits`).
+        disk.get_chunked(key, min, now)
     }
 
     fn begin_stream(
@@ -254,12 +253,13 @@ impl Store for HybridStore {
     }
 
     /// Gauges add up both tiers (an object held in both counts twice); `hits`/`misses` count
-    /// `get` calls of the hybrid (an SSD hit is a hit); the other counters add up both tiers.
+    /// `get` calls of the hybrid (an SSD hit is a hit) plus chunked hits served; the other counters add up both tiers.
     fn stats(&self) -> StoreStats {
         let mut stats = self.ram.stats();
         stats.hits = self.hits.load(Ordering::Relaxed);
         stats.misses = self.misses.load(Ordering::Relaxed);
         if let Some(disk) = self.stats_disk() {
+            stats.hits += disk.chunked_hits;
             stats.objects += disk.objects;
             stats.bytes += disk.live_bytes;
             stats.capacity_bytes += disk.capacity_bytes;

@@ -119,6 +119,22 @@ impl ChunkedHit {
         out
     }
 
+    /// Records that the caller serves this hit: counted as a hit, the record marked hot and the
+    /// access recorded for admission (as [`DiskStore::get`](super::DiskStore::get) does).
+    pub fn served(&self) {
+        let src = &self.source;
+        let mut inner = src.lock();
+        if let Some(e) = inner.index.entries.get_mut(&src.hash) {
+            if e.location() == src.entry.location() {
+                e.flags |= super::index::FLAG_HOT;
+                let resident = inner.index.len();
+                inner.admission.record(src.hash, resident);
+            }
+        }
+        inner.c.hits += 1;
+        inner.c.chunked_hits += 1;
+    }
+
     /// A reader of body bytes `range` (end exclusive, clamped to the body). A range that is not
     /// the whole body is counted as a range read with the chunks it will touch.
     pub fn reader(&self, range: Range<u64>) -> ChunkReader {
@@ -135,6 +151,7 @@ impl ChunkedHit {
             source: self.source.clone(),
             chunks: chunks.into_iter(),
             range,
+            returned: 0,
             failed: false,
         }
     }
@@ -145,6 +162,8 @@ pub struct ChunkReader {
     source: Arc<Source>,
     chunks: std::vec::IntoIter<(u64, ChunkRef)>,
     range: Range<u64>,
+    /// Bytes returned so far.
+    returned: u64,
     failed: bool,
 }
 
@@ -166,6 +185,11 @@ impl ChunkReader {
     /// Whether the range is empty.
     pub fn is_empty(&self) -> bool {
         self.range.is_empty()
+    }
+
+    /// Bytes not returned yet.
+    pub fn remaining(&self) -> u64 {
+        self.len() - self.returned
     }
 
     /// Body position of the range's first byte.
@@ -210,6 +234,7 @@ impl ChunkReader {
                 self.source.lock().c.chunks_served += 1;
                 let from = self.range.start.saturating_sub(pos) as usize;
                 let to = (self.range.end - pos).min(u64::from(chunk.len)) as usize;
+                self.returned += (to - from) as u64;
                 Some(Ok(Bytes::from(buf).slice(from..to)))
             }
             Err(e) => {

@@ -227,6 +227,8 @@ pub struct DiskStats {
     pub range_chunks_read: u64,
     /// Body chunks read one at a time by [`ChunkReader`]s (large hits and ranges).
     pub chunks_served: u64,
+    /// Hits served chunk by chunk ([`ChunkedHit::served`]; also counted in `hits`).
+    pub chunked_hits: u64,
     /// Fills streamed onto SSD (reservations made).
     pub stream_fills: u64,
     /// Streamed fills committed and indexed.
@@ -269,6 +271,7 @@ struct Counters {
     range_reads: u64,
     range_chunks_read: u64,
     chunks_served: u64,
+    chunked_hits: u64,
     stream_fills: u64,
     stream_commits: u64,
     stream_aborts: u64,
@@ -653,8 +656,9 @@ impl DiskStore {
     /// Opens the object of `key` for reading chunk by chunk: its head is read and verified now,
     /// its body by the [`ChunkedHit::reader`]s made from it, one verified chunk at a time (see
     /// `chunked.rs`). Records shorter than `min_record` bytes are left to [`DiskStore::get`]
-    /// (`None`, nothing counted). Counts as a hit like `get`; a head that does not verify is a
-    /// miss and retires the segment.
+    /// (`None`, nothing counted). The caller decides whether to serve it; only
+    /// [`ChunkedHit::served`] counts the hit (so a declined one is not counted twice when the
+    /// caller goes on with `get`). A head that does not verify is a miss and retires the segment.
     pub fn get_chunked(
         &self,
         key: &CacheKey,
@@ -679,32 +683,23 @@ impl DiskStore {
             .get(&hash)
             .is_some_and(|e| e.location() == entry.location());
         match result {
-            Ok(head) if now < head.meta.keep_until => {
-                if same {
-                    if let Some(e) = inner.index.entries.get_mut(&hash) {
-                        e.flags |= FLAG_HOT;
-                    }
-                    let resident = inner.index.len();
-                    inner.admission.record(hash, resident);
-                }
-                inner.c.hits += 1;
-                Some(ChunkedHit {
-                    status: head.status,
-                    headers: head.headers,
-                    meta: head.meta,
-                    body_len: head.body_len,
-                    source: Arc::new(chunked::Source {
-                        inner: self.inner.clone(),
-                        file,
-                        dir: self.dir.clone(),
-                        hash,
-                        entry,
-                        key: key.text().to_owned(),
-                        chunks: head.chunks,
-                        chunk_size: head.chunk_size,
-                    }),
-                })
-            }
+            // Counted as a hit (and marked hot) only when served: see `ChunkedHit::served`.
+            Ok(head) if now < head.meta.keep_until => Some(ChunkedHit {
+                status: head.status,
+                headers: head.headers,
+                meta: head.meta,
+                body_len: head.body_len,
+                source: Arc::new(chunked::Source {
+                    inner: self.inner.clone(),
+                    file,
+                    dir: self.dir.clone(),
+                    hash,
+                    entry,
+                    key: key.text().to_owned(),
+                    chunks: head.chunks,
+                    chunk_size: head.chunk_size,
+                }),
+            }),
             Ok(_) => {
                 if same {
                     inner.drop_hash(hash);
@@ -754,6 +749,7 @@ impl DiskStore {
         now: SystemTime,
     ) -> Option<RangeRead> {
         let hit = self.get_chunked(key, 0, now)?;
+        hit.served();
         let reader = hit.reader(range);
         let start = reader.start();
         let chunks_read = reader.chunks_left() as u32;
@@ -967,6 +963,7 @@ impl DiskStore {
             range_reads: c.range_reads,
             range_chunks_read: c.range_chunks_read,
             chunks_served: c.chunks_served,
+            chunked_hits: c.chunked_hits,
             stream_fills: c.stream_fills,
             stream_commits: c.stream_commits,
             stream_aborts: c.stream_aborts,
