@@ -253,7 +253,8 @@ impl Store for HybridStore {
     }
 
     /// Gauges add up both tiers (an object held in both counts twice); `hits`/`misses` count
-    /// `get` calls of the hybrid (an SSD hit is a hit) plus chunked hits served; the other counters add up both tiers.
+    /// `get` calls of the hybrid (an SSD hit is a hit) plus chunked hits served; the other
+    /// counters add up both tiers.
     fn stats(&self) -> StoreStats {
         let mut stats = self.ram.stats();
         stats.hits = self.hits.load(Ordering::Relaxed);
