@@ -1264,7 +1264,8 @@ fn abandoned_stream_fails_its_readers_and_is_skipped_at_recovery() {
 }
 
 /// Child side of the streamed-fill kill tests: begins a fill of "big", writes part of it (with
-/// `after`, then fills "after" behind the reservation), says "ready" and waits to be killed.
+/// `after`, then fills "after" behind the reservation), says "ready" and blocks on stdin until
+/// the parent kills it.
 #[test]
 #[ignore = "run as a child process by the streamed-fill kill -9 tests"]
 fn stream_kill9_child() {
@@ -1286,7 +1287,10 @@ fn stream_kill9_child() {
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
-    std::thread::sleep(Duration::from_secs(60));
+    // Block until the parent kills this process (it holds our stdin open until then).
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    panic!("stdin closed before the kill");
 }
 
 /// Runs [`stream_kill9_child`] in `dir` and SIGKILLs it mid-fill.
@@ -1303,6 +1307,7 @@ fn kill_mid_stream(dir: &Path, after: bool) {
         "--test-threads=1",
     ])
     .env("OUTPOST_STREAM_KILL9_DIR", dir)
+    .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
     if after {
