@@ -210,17 +210,8 @@ async fn range_requests_on_the_ssd_tier_read_only_the_chunks_they_need() {
     let body: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
     origin.route("/big", RouteSpec::ok("", "max-age=600").body(body.clone()));
     let dir = std::env::temp_dir().join(format!("outpost-e2e-range-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut cfg = Config::single_origin("127.0.0.1:0", &origin.url()).unwrap();
-    cfg.node.metrics = String::new();
-    cfg.node.name = "edge1".into();
-    cfg.store.ram_bytes = outpost_config::ByteSize(1 << 20);
-    cfg.store.dir = dir.to_string_lossy().into_owned();
-    cfg.store.disk_bytes = outpost_config::ByteSize(64 << 20);
-    cfg.store.segment_bytes = outpost_config::ByteSize(16 << 20);
     // Also the dedicated-worker mode: connections are served on two threads of their own.
-    cfg.node.workers = 2;
-    let running = outpost_proxy::start(&cfg).await.unwrap();
+    let running = ssd_node_with(&origin, &dir, 2).await;
     let edge = running.addr;
     let r = get(edge, "/big", &[]).await;
     assert_eq!(r.status, 200);
@@ -668,6 +659,15 @@ async fn an_invalidation_right_after_a_fill_is_never_overtaken_by_it() {
 
 /// A node with a 1 MiB RAM tier and an SSD tier in `dir`.
 async fn ssd_node(origin: &TestOrigin, dir: &std::path::Path) -> outpost_proxy::RunningNode {
+    ssd_node_with(origin, dir, 0).await
+}
+
+/// [`ssd_node`] with `workers` dedicated serving threads (0: the shared runtime).
+async fn ssd_node_with(
+    origin: &TestOrigin,
+    dir: &std::path::Path,
+    workers: usize,
+) -> outpost_proxy::RunningNode {
     let _ = std::fs::remove_dir_all(dir);
     let mut cfg = Config::single_origin("127.0.0.1:0", &origin.url()).unwrap();
     cfg.node.metrics = String::new();
@@ -676,6 +676,7 @@ async fn ssd_node(origin: &TestOrigin, dir: &std::path::Path) -> outpost_proxy::
     cfg.store.dir = dir.to_string_lossy().into_owned();
     cfg.store.disk_bytes = outpost_config::ByteSize(64 << 20);
     cfg.store.segment_bytes = outpost_config::ByteSize(16 << 20);
+    cfg.node.workers = workers;
     outpost_proxy::start(&cfg).await.unwrap()
 }
 
