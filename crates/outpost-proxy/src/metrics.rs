@@ -350,12 +350,7 @@ impl Metrics {
                 store.misses,
             ),
         ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {v}"
-            );
-        }
+        write_singles(&mut s, "counter", node, &counters);
         let gauges: [(&str, &str, u64); 4] = [
             (
                 "outpost_store_bytes",
@@ -378,13 +373,18 @@ impl Metrics {
                 fills_in_flight as u64,
             ),
         ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {v}"
-            );
-        }
+        write_singles(&mut s, "gauge", node, &gauges);
         s
+    }
+}
+
+/// Writes one-sample metric families (`kind` is `counter` or `gauge`) labelled with the node.
+fn write_singles(s: &mut String, kind: &str, node: &str, rows: &[(&str, &str, u64)]) {
+    for (name, help, v) in rows {
+        let _ = writeln!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {v}"
+        );
     }
 }
 
@@ -409,12 +409,7 @@ pub fn render_disk(node: &str, d: &DiskStats) -> String {
             d.capacity_bytes,
         ),
     ];
-    for (name, help, v) in gauges {
-        let _ = writeln!(
-            s,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {v}"
-        );
-    }
+    write_singles(&mut s, "gauge", node, &gauges);
     let counters: [(&str, &str, u64); 11] = [
         (
             "outpost_disk_hits_total",
@@ -472,12 +467,7 @@ pub fn render_disk(node: &str, d: &DiskStats) -> String {
             d.stream_tap_bytes,
         ),
     ];
-    for (name, help, v) in counters {
-        let _ = writeln!(
-            s,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {v}"
-        );
-    }
+    write_singles(&mut s, "counter", node, &counters);
     s
 }
 
