@@ -324,11 +324,14 @@ impl Ctx {
 
     async fn cached(self, req_cc: RequestCacheControl, log: &mut RequestLog) -> Response<RespBody> {
         let node = self.node.clone();
-        if let Some(resp) = self.chunked_hit(&req_cc, log) {
+        let mut now = SystemTime::now();
+        if let Some(resp) = self.chunked_hit(&req_cc, now, log) {
             return resp;
         }
-        for _attempt in 0..3 {
-            let now = SystemTime::now();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                now = SystemTime::now();
+            }
             let (key, miss_kind, found) = self.resolve_key(now);
             let mut stale = None;
             if let Some(obj) = found {
@@ -834,6 +837,7 @@ impl Ctx {
     fn chunked_hit(
         &self,
         req_cc: &RequestCacheControl,
+        now: SystemTime,
         log: &mut RequestLog,
     ) -> Option<Response<RespBody>> {
         let min = if self.headers.contains_key(header::RANGE) {
@@ -841,7 +845,6 @@ impl Ctx {
         } else {
             CHUNKED_HIT_MIN_BYTES
         };
-        let now = SystemTime::now();
         let hit = self.node.store.get_chunked(&self.primary, min, now)?;
         if hit.meta.vary.is_some() {
             return None;

@@ -175,7 +175,7 @@ impl Store for HybridStore {
         now: SystemTime,
     ) -> Option<ChunkedHit> {
         let disk = self.disk.as_ref()?;
-        if self.ram.contains(key) || !disk.contains(key) {
+        if self.ram.contains(key) {
             return None;
         }
         let min = if min_record_bytes == 0 {

@@ -655,8 +655,8 @@ impl DiskStore {
 
     /// Opens the object of `key` for reading chunk by chunk: its head is read and verified now,
     /// its body by the [`ChunkedHit::reader`]s made from it, one verified chunk at a time (see
-    /// `chunked.rs`). Records shorter than `min_record` bytes, and expired ones, are left to
-    /// [`DiskStore::get`] (`None`, no miss counted). The caller decides whether to serve it; only
+    /// `chunked.rs`). Absent keys, records shorter than `min_record` bytes and expired ones are
+    /// left to [`DiskStore::get`] (`None`, no miss counted). The caller decides whether to serve it; only
     /// [`ChunkedHit::served`] counts the hit (so a declined one is not counted twice when the
     /// caller goes on with `get`). A head that does not verify is a miss and retires the segment.
     pub fn get_chunked(
@@ -668,9 +668,9 @@ impl DiskStore {
         let hash = key.hash64();
         let (file, entry) = {
             let mut inner = self.lock();
-            // Short and expired records are left to `get`, which counts them once.
-            let skip = |e: &IndexEntry| u64::from(e.len) < min_record || e.expired(now);
-            if inner.index.entries.get(&hash).is_some_and(skip) {
+            // Absent, short and expired records are left to `get`, which counts them once.
+            let take = |e: &IndexEntry| u64::from(e.len) >= min_record && !e.expired(now);
+            if !inner.index.entries.get(&hash).is_some_and(take) {
                 return None;
             }
             let (entry, segment) = inner.locate(hash, Some(now))?;
