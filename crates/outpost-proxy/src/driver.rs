@@ -840,6 +840,9 @@ impl Ctx {
         now: SystemTime,
         log: &mut RequestLog,
     ) -> Option<Response<RespBody>> {
+        if !self.node.has_disk {
+            return None;
+        }
         let min = if self.headers.contains_key(header::RANGE) {
             0
         } else {

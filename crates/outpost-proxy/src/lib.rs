@@ -35,6 +35,8 @@ pub struct Node {
     pub tenants: Tenants,
     /// The object store.
     pub store: Arc<dyn Store>,
+    /// Whether the store has an SSD tier (hits that read SSD chunks are only tried then).
+    pub has_disk: bool,
     /// In-flight fills.
     pub fills: FillRegistry<CacheKey, driver::FillHead>,
     /// Counters.
@@ -57,6 +59,7 @@ impl Node {
             name: cfg.node.name.clone(),
             metrics: Metrics::new(&names),
             tenants,
+            has_disk: store.stats_disk().is_some(),
             store,
             fills: FillRegistry::new(),
             access_log: cfg.node.access_log,
