@@ -9,7 +9,7 @@ use outpost_http::storability::{check_storable_with, NotStorable, SetCookiePolic
 use std::time::{Duration, SystemTime};
 
 /// Tenant (and rule) defaults that shape decisions where the origin is silent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TenantPolicy {
     /// TTL for negative responses (404, 410, …) that carry no freshness. Zero disables.
     pub negative_ttl: Duration,
@@ -36,7 +36,7 @@ impl Default for TenantPolicy {
             heuristic_cap: Duration::from_secs(86400),
             ttl_override: None,
             keep_for_revalidation: Duration::from_secs(3600),
-            set_cookie: SetCookiePolicy::Store,
+            set_cookie: SetCookiePolicy::default(),
         }
     }
 }
@@ -109,6 +109,9 @@ pub struct ReuseFacts {
     pub stale_while_revalidate: Option<u64>,
     /// `stale-if-error` seconds.
     pub stale_if_error: Option<u64>,
+    /// `immutable` (RFC 8246): while fresh, a client's reload (`no-cache`, `max-age`) does not
+    /// make the cache revalidate it.
+    pub immutable: bool,
 }
 
 impl ReuseFacts {
@@ -120,6 +123,7 @@ impl ReuseFacts {
             always_revalidate: cc.requires_revalidation(),
             stale_while_revalidate: cc.stale_while_revalidate,
             stale_if_error: cc.stale_if_error,
+            immutable: cc.immutable,
         }
     }
 }
@@ -135,7 +139,26 @@ pub fn evaluate_hit(
     evaluate_reuse(&ReuseFacts::from_headers(stored), timing, req, policy, now)
 }
 
-/// [`evaluate_hit`] with the response directives already parsed.
+/// The one reuse engine: how a stored response (its parsed directives and timing) may satisfy a
+/// request, in RFC order. The proxy reaches it through [`crate::flow::CacheFlow`].
+///
+/// 1. Unqualified response `no-cache` ⇒ validate before every reuse (RFC 9111 §5.2.2.4).
+/// 2. Request `no-cache` (or `Pragma: no-cache`) and request `max-age` below the current age ⇒
+///    validate (§5.2.1.4, §5.2.1.1), except that a *fresh* `immutable` response satisfies them
+///    (RFC 8246 §2: a reload does not revalidate an immutable response while it is fresh; once
+///    stale it is revalidated as usual, §2.1).
+/// 3. Request `min-fresh` not met ⇒ validate (§5.2.1.3); a stale response never meets a
+///    positive `min-fresh`.
+/// 4. Fresh ⇒ serve.
+/// 5. Stale: never served unvalidated when the response forbids it (`must-revalidate`,
+///    `proxy-revalidate`, `s-maxage`, §4.2.4); else the client's `max-stale` (§5.2.1.2: stale by
+///    *no more than* the value), then `stale-while-revalidate` (RFC 5861 §3: served "up to the
+///    indicated number of seconds" after it became stale — the boundary is inclusive, like
+///    `max-stale`).
+/// 6. Otherwise validate. `stale_on_error_ok` says whether a failed validation may fall back to
+///    the stale copy: within the largest of response `stale-if-error`, request `stale-if-error`
+///    (RFC 5861 §4) and the tenant's grace, never when stale serving is forbidden or the request
+///    says `no-store`.
 pub fn evaluate_reuse(
     facts: &ReuseFacts,
     timing: &StoredTiming,
@@ -145,22 +168,14 @@ pub fn evaluate_reuse(
 ) -> HitEval {
     let age = current_age(timing.initial_age, timing.response_time, now);
     let lifetime = timing.lifetime;
-    let ttl = lifetime.as_secs() as i64 - age.as_secs() as i64;
+    let ttl = duration_secs_i64(lifetime).saturating_sub(duration_secs_i64(age));
     let fresh = lifetime > age;
     let staleness = age.saturating_sub(lifetime);
 
-    // §4.2.4 / §5.2.2.2 / §5.2.2.8 / §5.2.2.10: never serve stale without validation.
     let no_stale = facts.no_stale;
-    let sie_window = facts
-        .stale_if_error
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::ZERO)
+    let sie_window = secs_opt(facts.stale_if_error)
         .max(policy.grace)
-        .max(
-            req.stale_if_error
-                .map(Duration::from_secs)
-                .unwrap_or(Duration::ZERO),
-        );
+        .max(secs_opt(req.stale_if_error));
     let stale_on_error_ok = !no_stale && !req.no_store && staleness <= sie_window;
 
     let eval = |action| HitEval {
@@ -170,21 +185,24 @@ pub fn evaluate_reuse(
         stale_on_error_ok,
     };
 
-    // Unqualified response no-cache: always validate (§5.2.2.4). Request no-cache likewise (§5.2.1.4).
-    if facts.always_revalidate || req.no_cache {
+    if facts.always_revalidate {
+        return eval(HitAction::Revalidate);
+    }
+    let immutable_fresh = fresh && facts.immutable;
+    if req.no_cache && !immutable_fresh {
         return eval(HitAction::Revalidate);
     }
     if let Some(max_age) = req.max_age {
-        if age > Duration::from_secs(max_age) {
+        if age > Duration::from_secs(max_age) && !immutable_fresh {
+            return eval(HitAction::Revalidate);
+        }
+    }
+    if let Some(min_fresh) = req.min_fresh {
+        if lifetime.saturating_sub(age) < Duration::from_secs(min_fresh) {
             return eval(HitAction::Revalidate);
         }
     }
     if fresh {
-        if let Some(min_fresh) = req.min_fresh {
-            if lifetime.saturating_sub(age) < Duration::from_secs(min_fresh) {
-                return eval(HitAction::Revalidate);
-            }
-        }
         return eval(HitAction::Serve);
     }
     if no_stale {
@@ -203,6 +221,14 @@ pub fn evaluate_reuse(
         }
     }
     eval(HitAction::Revalidate)
+}
+
+fn secs_opt(s: Option<u64>) -> Duration {
+    s.map(Duration::from_secs).unwrap_or(Duration::ZERO)
+}
+
+fn duration_secs_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// How a new response is to be stored.
@@ -494,11 +520,22 @@ mod tests {
             ("set-cookie", "s=1"),
             ("date", &date(t0())),
         ]);
-        assert!(plan(&r, 200).is_ok(), "RFC 9111 default stores it");
-        let strict = TenantPolicy {
-            set_cookie: SetCookiePolicy::RequireExplicitShared,
+        let rfc = TenantPolicy {
+            set_cookie: SetCookiePolicy::Store,
             ..TenantPolicy::default()
         };
+        let stored = plan_store(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &r,
+            &rfc,
+            t0(),
+            t0(),
+            0.0,
+        );
+        assert!(stored.is_ok(), "the RFC 9111 mode stores it");
+        let strict = TenantPolicy::default();
         let p = plan_store(
             &Method::GET,
             &HeaderMap::new(),

@@ -164,6 +164,12 @@ pub struct NodeConfig {
     /// lives on one core from accept to close; 0 (default) serves on the shared work-stealing
     /// runtime, whose p99 tail is narrower when cores are shared with other load.
     pub workers: usize,
+    /// On SIGTERM, how long to finish responses and fills in flight before exiting (a second
+    /// signal exits at once).
+    pub drain_timeout: Dur,
+    /// Bearer token that admits admin requests (`POST /purge` on the `metrics` listener) from
+    /// non-loopback clients; without one only loopback clients may use them.
+    pub admin_token: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -177,6 +183,8 @@ impl Default for NodeConfig {
             max_header_bytes: ByteSize(32 * 1024),
             idle_timeout: Dur(Duration::from_secs(60)),
             workers: 0,
+            drain_timeout: Dur(Duration::from_secs(30)),
+            admin_token: None,
         }
     }
 }
@@ -251,8 +259,9 @@ pub struct CacheDefaults {
     pub origin_timeout: Dur,
     /// Largest object stored; bigger ones are streamed through uncached.
     pub max_object_bytes: ByteSize,
-    /// Responses with `Set-Cookie`: `store` (RFC 9111), `explicit` (only with `public`,
-    /// `s-maxage` or a targeted field such as CDN-Cache-Control) or `never`.
+    /// Responses with `Set-Cookie`: `explicit` (the default: stored only with `public`,
+    /// `s-maxage` or a targeted field such as CDN-Cache-Control, and the stored copy never
+    /// carries the cookie), `store` (RFC 9111: stored and replayed like any field) or `never`.
     pub set_cookie: SetCookieMode,
 }
 
@@ -260,10 +269,10 @@ pub struct CacheDefaults {
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum SetCookieMode {
-    /// Stored when otherwise storable (RFC 9111).
-    #[default]
+    /// Stored when otherwise storable, cookie included (RFC 9111).
     Store,
-    /// Stored only when explicitly shared-cacheable.
+    /// Stored only when explicitly shared-cacheable, without the cookie (default).
+    #[default]
     Explicit,
     /// Never stored.
     Never,
@@ -280,7 +289,7 @@ impl Default for CacheDefaults {
             connect_timeout: Dur(Duration::from_secs(3)),
             origin_timeout: Dur(Duration::from_secs(30)),
             max_object_bytes: ByteSize(64 << 20),
-            set_cookie: SetCookieMode::Store,
+            set_cookie: SetCookieMode::Explicit,
         }
     }
 }

@@ -19,16 +19,68 @@ use tokio::sync::watch;
 pub enum FillError {
     /// The leader's upstream fetch failed (or the leader went away) before completing.
     #[error("fill leader failed: {0}")]
-    LeaderFailed(String),
+    LeaderFailed(FillFailure),
     /// The response is not shareable; fetch on your own.
     #[error("response not shareable")]
     Released,
 }
 
+/// Why a fill failed, as its leader saw it. Followers act on the class: a fill that timed out is a
+/// 504 for every one of its requests, one whose leader went away is joined again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FillFailure {
+    /// No response head in time (connect or first byte).
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// Upstream refused, could not be resolved, or broke the protocol before a head.
+    #[error("upstream unreachable")]
+    UpstreamUnreachable,
+    /// Upstream answered with a server error the fill does not share (5xx while a stale copy
+    /// may be served instead).
+    #[error("upstream answered {0}")]
+    UpstreamStatus(u16),
+    /// The body failed mid-way (connection reset, protocol error).
+    #[error("upstream body failed")]
+    BodyFailed,
+    /// The body stalled longer than the idle limit.
+    #[error("upstream body stalled")]
+    BodyStalled,
+    /// The body ended before its Content-Length.
+    #[error("upstream body shorter than Content-Length")]
+    BodyShort,
+    /// The leader went away before publishing a head (its client left, its task ended): join
+    /// again and a new leader is elected.
+    #[error("fill leader went away")]
+    LeaderGone,
+}
+
+impl FillFailure {
+    /// Stable name for logs and `Cache-Status; detail=`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FillFailure::UpstreamTimeout => "upstream-timeout",
+            FillFailure::UpstreamUnreachable => "upstream-unreachable",
+            FillFailure::UpstreamStatus(_) => "upstream-error-status",
+            FillFailure::BodyFailed => "upstream-body-failed",
+            FillFailure::BodyStalled => "upstream-body-stalled",
+            FillFailure::BodyShort => "upstream-body-short",
+            FillFailure::LeaderGone => "leader-gone",
+        }
+    }
+
+    /// Whether the failure is a timeout (a client waiting on it gets 504, not 502).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            FillFailure::UpstreamTimeout | FillFailure::BodyStalled
+        )
+    }
+}
+
 #[derive(Debug)]
 enum End {
     Complete,
-    Failed(String),
+    Failed(FillFailure),
     Released,
 }
 
@@ -171,6 +223,25 @@ impl<K: Hash + Eq + Clone, H> FillRegistry<K, H> {
         }
     }
 
+    /// Poison every fill in flight whose key (and head, once published) `matches`, and forget
+    /// the pass marks of matching keys; returns how many fills were poisoned. For purges that
+    /// name a prefix or a tag rather than one key.
+    pub fn poison_where(&self, mut matches: impl FnMut(&K, Option<&H>) -> bool) -> usize {
+        let mut poisoned = 0;
+        self.fills().retain(|key, fill| {
+            let mut st = fill.lock();
+            if matches(key, st.head.as_deref()) {
+                st.poisoned = true;
+                poisoned += 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.passes().retain(|key, _| !matches(key, None));
+        poisoned
+    }
+
     /// Fills in flight now.
     pub fn in_flight(&self) -> usize {
         self.fills().len()
@@ -235,8 +306,8 @@ impl<K: Hash + Eq + Clone, H> FillLeader<K, H> {
     }
 
     /// The fetch failed; followers get [`FillError::LeaderFailed`].
-    pub fn fail(mut self, reason: &str) {
-        self.end(End::Failed(reason.to_string()));
+    pub fn fail(mut self, why: FillFailure) {
+        self.end(End::Failed(why));
     }
 
     /// The response cannot be shared; followers get [`FillError::Released`] and fetch on their own.
@@ -258,7 +329,7 @@ impl<K: Hash + Eq + Clone, H> FillLeader<K, H> {
 impl<K: Hash + Eq + Clone, H> Drop for FillLeader<K, H> {
     fn drop(&mut self) {
         if !self.done {
-            self.end(End::Failed("leader dropped".into()));
+            self.end(End::Failed(FillFailure::LeaderGone));
         }
     }
 }
@@ -278,7 +349,7 @@ impl<H> FillFollower<H> {
             {
                 let st = self.fill.lock();
                 match &st.end {
-                    Some(End::Failed(r)) => return Err(FillError::LeaderFailed(r.clone())),
+                    Some(End::Failed(r)) => return Err(FillError::LeaderFailed(*r)),
                     Some(End::Released) => return Err(FillError::Released),
                     _ => {}
                 }
@@ -286,11 +357,11 @@ impl<H> FillFollower<H> {
                     return Ok(h.clone());
                 }
                 if matches!(st.end, Some(End::Complete)) {
-                    return Err(FillError::LeaderFailed("completed without a head".into()));
+                    return Err(FillError::LeaderFailed(FillFailure::LeaderGone));
                 }
             }
             if self.rx.changed().await.is_err() {
-                return Err(FillError::LeaderFailed("leader vanished".into()));
+                return Err(FillError::LeaderFailed(FillFailure::LeaderGone));
             }
         }
     }
@@ -307,13 +378,13 @@ impl<H> FillFollower<H> {
                 }
                 match &st.end {
                     Some(End::Complete) => return None,
-                    Some(End::Failed(r)) => return Some(Err(FillError::LeaderFailed(r.clone()))),
+                    Some(End::Failed(r)) => return Some(Err(FillError::LeaderFailed(*r))),
                     Some(End::Released) => return Some(Err(FillError::Released)),
                     None => {}
                 }
             }
             if self.rx.changed().await.is_err() {
-                return Some(Err(FillError::LeaderFailed("leader vanished".into())));
+                return Some(Err(FillError::LeaderFailed(FillFailure::LeaderGone)));
             }
         }
     }
@@ -413,10 +484,10 @@ mod tests {
         let mut f = follower(reg.join(&k, Instant::now()));
         l.set_head(Arc::new(200));
         l.push(Bytes::from_static(b"part"));
-        l.fail("origin reset");
+        l.fail(FillFailure::BodyFailed);
         assert_eq!(
             f.head().await.unwrap_err(),
-            FillError::LeaderFailed("origin reset".into())
+            FillError::LeaderFailed(FillFailure::BodyFailed)
         );
     }
 

@@ -14,6 +14,9 @@ use crate::lex;
 
 /// RFC 9213 CDN-Cache-Control field name.
 pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+/// The field targeted at Outpost alone (RFC 9213 §2's convention of a CDN-specific field, like
+/// `Akamai-Cache-Control`): it takes precedence over CDN-Cache-Control and is never forwarded.
+pub const OUTPOST_CACHE_CONTROL: HeaderName = HeaderName::from_static("outpost-cache-control");
 /// Surrogate-Control field name (W3C Edge Architecture 1.0).
 pub const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 /// Surrogate-Capability request field name (W3C Edge Architecture 1.0).
@@ -317,6 +320,19 @@ fn is_caching_directive(name: &str) -> bool {
 pub fn strip_targeted(h: &mut HeaderMap) {
     h.remove(CDN_CACHE_CONTROL);
     h.remove(SURROGATE_CONTROL);
+}
+
+/// Whether a response field is addressed to this cache alone (Surrogate-Control, and the
+/// Outpost-targeted field of RFC 9213's convention), so it is used and never passed on.
+/// `CDN-Cache-Control` is not: it is for every CDN in a chain and is forwarded downstream.
+pub fn is_ours(name: &HeaderName) -> bool {
+    name == SURROGATE_CONTROL || name == OUTPOST_CACHE_CONTROL
+}
+
+/// Remove the fields [`is_ours`] names.
+pub fn strip_ours(h: &mut HeaderMap) {
+    h.remove(SURROGATE_CONTROL);
+    h.remove(OUTPOST_CACHE_CONTROL);
 }
 
 // ---------------------------------------------------------------------------

@@ -11,9 +11,10 @@
 //! 2. [`storability::check_storable`] → store or a [`NotStorable`] reason;
 //! 3. [`freshness::freshness_lifetime`] and [`freshness::corrected_initial_age`];
 //! 4. [`headers::strip_before_store`] on the copy that is stored;
-//! 5. on each later request, [`freshness::current_age`] and
-//!    [`freshness::evaluate_reuse`], then [`conditional`] / [`range`] to shape
-//!    the answer, with [`vary::variance_key`] selecting the variant.
+//! 5. on each later request, [`freshness::current_age`] and the reuse engine
+//!    (`outpost_cache::decide::evaluate_reuse`), then [`conditional`] /
+//!    [`range`] to shape the answer, with [`vary::variance_key`] selecting the
+//!    variant.
 
 pub mod cache_control;
 pub mod cache_status;
@@ -31,7 +32,7 @@ mod test_util;
 
 pub use cache_control::{CcSource, MaxStale, RequestCacheControl, ResponseCacheControl};
 pub use cache_status::{CacheStatus, Fwd};
-pub use freshness::{Lifetime, Reuse};
+pub use freshness::Lifetime;
 pub use lex::DELTA_SECONDS_MAX;
 pub use range::{ByteRangeSpec, RangeDecision};
 pub use storability::{NotStorable, SetCookiePolicy};

@@ -72,11 +72,13 @@ impl std::fmt::Display for NotStorable {
 /// What to do with responses that carry `Set-Cookie`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SetCookiePolicy {
-    /// RFC 9111 behaviour: no special treatment (the default; passes the suite).
-    #[default]
+    /// RFC 9111 behaviour (§3.1, §7.3): stored and replayed like any other field.
     Store,
-    /// Store only when explicitly meant for shared caches: `public`,
-    /// `s-maxage`, or a targeted field (CDN-Cache-Control / Surrogate-Control).
+    /// The default, as Varnish, nginx and Cloudflare default to not sharing cookies: store only
+    /// when explicitly meant for shared caches (`public`, `s-maxage`, or a targeted field such
+    /// as CDN-Cache-Control), and keep `Set-Cookie` out of the shared copy
+    /// ([`SetCookiePolicy::shares_cookie`]), so no client is ever handed another's cookie.
+    #[default]
     RequireExplicitShared,
     /// Never store.
     Never,
@@ -87,8 +89,9 @@ pub enum SetCookiePolicy {
 /// explicitly shared-cacheable (s-maxage or public or targeted cc) — decide per the conformance tests and document the choice.
 /// 206 responses are never stored by us (we fetch whole objects). Methods: GET and HEAD are storable (POST is not, for us).
 ///
-/// Decision taken: Set-Cookie follows RFC 9111 ([`SetCookiePolicy::Store`]) because
-/// the suite's required tests demand it; see the module docs. "Heuristically
+/// [`check_storable`] applies RFC 9111 to Set-Cookie ([`SetCookiePolicy::Store`]);
+/// the node's default is stricter ([`check_storable_with`] and
+/// [`SetCookiePolicy::RequireExplicitShared`], docs/behaviour.md). "Heuristically
 /// cacheable" additionally requires `Last-Modified` or `ETag`, since without
 /// either the response could never be reused or revalidated.
 pub fn check_storable(
@@ -183,6 +186,14 @@ pub fn check_storable_with(
         Ok(())
     } else {
         Err(NotStorable::NoFreshness)
+    }
+}
+
+impl SetCookiePolicy {
+    /// Whether a stored copy keeps the `Set-Cookie` of the response that filled it (only in the
+    /// RFC 9111 mode; otherwise the filling client gets it and the stored copy does not).
+    pub fn shares_cookie(&self) -> bool {
+        matches!(self, SetCookiePolicy::Store)
     }
 }
 
@@ -573,7 +584,12 @@ mod tests {
             run(&public, SetCookiePolicy::Never),
             Err(NotStorable::SetCookie)
         );
-        assert_eq!(SetCookiePolicy::default(), SetCookiePolicy::Store);
+        assert_eq!(
+            SetCookiePolicy::default(),
+            SetCookiePolicy::RequireExplicitShared
+        );
+        assert!(SetCookiePolicy::Store.shares_cookie());
+        assert!(!SetCookiePolicy::RequireExplicitShared.shares_cookie());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! either the fill registry's chunks or, for a fill streamed onto SSD, the SSD tier; and an SSD
 //! object read chunk by chunk (large hits and ranges).
 
-use crate::driver::FillHead;
+use crate::fill::FillHead;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -14,6 +14,7 @@ use outpost_store::{ChunkReader, TapReader};
 use outpost_upstream::BoxError;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Every response body the node sends: whole bytes without an allocation (every hit), or any
@@ -97,6 +98,9 @@ pub struct FollowerBody {
     skip: u64,
     take: Option<u64>,
     done: bool,
+    /// Resuming a fill that spilled from SSD into the registry: the body position reached, to
+    /// turn into `skip` once the spill offset is known (it is set before the first spilled chunk).
+    resume: Option<(Arc<FillHead>, u64)>,
 }
 
 impl FollowerBody {
@@ -108,6 +112,21 @@ impl FollowerBody {
             skip,
             take,
             done: false,
+            resume: None,
+        }
+    }
+
+    /// A body that goes on at body position `pos` with what the fill spilled into the registry
+    /// after its SSD stream failed (see `fill::Filling`).
+    pub fn resume(
+        f: FillFollower<FillHead>,
+        head: Arc<FillHead>,
+        pos: u64,
+        take: Option<u64>,
+    ) -> Self {
+        Self {
+            resume: Some((head, pos)),
+            ..Self::new(f, 0, take)
         }
     }
 }
@@ -142,7 +161,22 @@ impl Body for FollowerBody {
             };
             self.pending = None;
             self.follower = Some(f);
+            if let (Some(Ok(_)), Some((head, pos))) = (&r, self.resume.take()) {
+                // The registry holds the body from the spill offset on.
+                match head.spilled_from().and_then(|from| pos.checked_sub(from)) {
+                    Some(skip) => self.skip = skip,
+                    None => {
+                        self.done = true;
+                        return Poll::Ready(Some(Err("fill lost bytes it had not spilled".into())));
+                    }
+                }
+            }
             match r {
+                None if self.resume.is_some() => {
+                    // The fill ended without spilling what this client still needed.
+                    self.done = true;
+                    return Poll::Ready(Some(Err("streamed fill ended short".into())));
+                }
                 None => {
                     self.done = true;
                     return Poll::Ready(None);
@@ -181,18 +215,30 @@ impl Body for FollowerBody {
 }
 
 /// Streams a fill being written onto SSD to one client, from the reader's start position,
-/// sending at most `take` bytes.
+/// sending at most `take` bytes. When the SSD stream fails (a full disk), the fill spills the
+/// rest of the body into the fill registry and this body goes on from there: no client sees a
+/// short body because the cache's disk filled up.
 pub struct TapBody {
     reader: TapReader,
+    spill: Option<(FillFollower<FillHead>, Arc<FillHead>)>,
+    fallback: Option<FollowerBody>,
     take: Option<u64>,
     done: bool,
 }
 
 impl TapBody {
-    /// A body reading `reader`, `take` bytes (all when `None`).
-    pub fn new(reader: TapReader, take: Option<u64>) -> Self {
+    /// A body reading `reader`, `take` bytes (all when `None`), with `f` on the same fill for
+    /// what it spills.
+    pub fn new(
+        reader: TapReader,
+        f: FillFollower<FillHead>,
+        head: Arc<FillHead>,
+        take: Option<u64>,
+    ) -> Self {
         Self {
             reader,
+            spill: Some((f, head)),
+            fallback: None,
             take,
             done: false,
         }
@@ -207,6 +253,9 @@ impl Body for TapBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(fb) = self.fallback.as_mut() {
+            return Pin::new(fb).poll_frame(cx);
+        }
         if self.done || self.take == Some(0) {
             return Poll::Ready(None);
         }
@@ -216,10 +265,21 @@ impl Body for TapBody {
                 self.done = true;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
+            Poll::Ready(Some(Err(e))) => match self.spill.take() {
+                Some((f, head)) => {
+                    tracing::debug!(error = %e, "SSD tap failed; following the fill's spill");
+                    let pos = self.reader.position();
+                    let take = self.take;
+                    let fb = self
+                        .fallback
+                        .insert(FollowerBody::resume(f, head, pos, take));
+                    Pin::new(fb).poll_frame(cx)
+                }
+                None => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(Box::new(e))))
+                }
+            },
             Poll::Ready(Some(Ok(mut chunk))) => {
                 limit(&mut chunk, &mut self.take);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -228,7 +288,10 @@ impl Body for TapBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.take == Some(0)
+        match &self.fallback {
+            Some(fb) => fb.is_end_stream(),
+            None => self.done || self.take == Some(0),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {

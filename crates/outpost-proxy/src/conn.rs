@@ -9,13 +9,15 @@
 //!   header timeout (slowloris), or that show no progress for the idle timeout. It replaces hyper's
 //!   per-request header timer (a timer-wheel entry per request cost ~10% of a cache hit's CPU)
 //!   with one coarse clock and a sweep every 250 ms.
+//! - **Draining.** On shutdown the watchdog asks every connection to finish its request in flight
+//!   and close ([`Watched`] calls hyper's graceful shutdown).
 
+use std::future::Future;
 use std::io;
-use std::net::Shutdown;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -230,12 +232,16 @@ fn chunk_step(c: Chunk, b: u8) -> BodyState {
 /// Milliseconds value meaning "no deadline".
 const NO_DEADLINE: u64 = u64::MAX;
 
-/// Closes connections that are too slow to send a request head or idle for too long.
+/// Closes connections that are too slow to send a request head or idle for too long, and asks
+/// every connection to finish its request in flight and close when the node drains. It holds no
+/// descriptor of its own: a connection it ends is dropped by its own task ([`Watched`]), so each
+/// client connection costs one file descriptor.
 pub struct Watchdog {
     epoch: Instant,
     now_ms: AtomicU64,
     header_ms: u64,
     idle_ms: u64,
+    draining: AtomicBool,
     conns: Mutex<Vec<Weak<ConnWatch>>>,
 }
 
@@ -247,6 +253,7 @@ impl Watchdog {
             now_ms: AtomicU64::new(0),
             header_ms: header_timeout.as_millis() as u64,
             idle_ms: idle_timeout.as_millis() as u64,
+            draining: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
         })
     }
@@ -255,18 +262,24 @@ impl Watchdog {
         self.now_ms.load(Ordering::Relaxed)
     }
 
-    /// Watch a connection; `closer` is a duplicate handle used to shut the socket down.
-    pub fn watch(self: &Arc<Self>, closer: std::net::TcpStream) -> Arc<ConnWatch> {
+    /// Watch a new connection.
+    pub fn watch(self: &Arc<Self>) -> Arc<ConnWatch> {
         let w = Arc::new(ConnWatch {
             dog: self.clone(),
             deadline: AtomicU64::new(self.now().saturating_add(self.header_ms)),
-            closer,
+            end: AtomicU8::new(if self.draining.load(Ordering::Relaxed) {
+                END_DRAIN
+            } else {
+                END_NONE
+            }),
+            waker: Mutex::new(None),
         });
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&w));
+        self.lock().push(Arc::downgrade(&w));
         w
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<ConnWatch>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Advance the clock and close overdue connections, forever (every 250 ms).
@@ -279,17 +292,16 @@ impl Watchdog {
         }
     }
 
-    /// One sweep: update the coarse clock, shut down overdue connections, forget closed ones.
+    /// One sweep: update the coarse clock, end overdue connections, forget closed ones.
     pub fn sweep(&self) {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.now_ms.store(now, Ordering::Relaxed);
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|w| match w.upgrade() {
+        self.lock().retain(|w| match w.upgrade() {
             None => false,
             Some(c) => {
                 if c.deadline.load(Ordering::Relaxed) <= now {
                     tracing::debug!("closing a connection past its header/idle deadline");
-                    let _ = c.closer.shutdown(Shutdown::Both);
+                    c.end(END_KILL);
                     false
                 } else {
                     true
@@ -297,13 +309,32 @@ impl Watchdog {
             }
         });
     }
+
+    /// Ask every connection (and every one accepted from now on) to finish the request in
+    /// flight and close: the node is draining.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        for c in self.lock().iter().filter_map(Weak::upgrade) {
+            c.end(END_DRAIN);
+        }
+    }
+
+    /// Connections still open.
+    pub fn live(&self) -> usize {
+        self.lock().iter().filter(|w| w.strong_count() > 0).count()
+    }
 }
 
-/// One watched connection's deadline.
+const END_NONE: u8 = 0;
+const END_DRAIN: u8 = 1;
+const END_KILL: u8 = 2;
+
+/// One watched connection: its deadline, and whether it was asked to end.
 pub struct ConnWatch {
     dog: Arc<Watchdog>,
     deadline: AtomicU64,
-    closer: std::net::TcpStream,
+    end: AtomicU8,
+    waker: Mutex<Option<Waker>>,
 }
 
 impl ConnWatch {
@@ -332,6 +363,78 @@ impl ConnWatch {
     /// Stop enforcing deadlines (e.g. for a connection being upgraded).
     pub fn disarm(&self) {
         self.deadline.store(NO_DEADLINE, Ordering::Relaxed);
+    }
+
+    fn end(&self, how: u8) {
+        self.end.fetch_max(how, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Remember the waker of the task serving the connection (once per task, not per poll).
+    fn register(&self, w: &Waker) {
+        let mut slot = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+        if !slot.as_ref().is_some_and(|old| old.will_wake(w)) {
+            *slot = Some(w.clone());
+        }
+    }
+}
+
+/// What a served connection must support to be ended early.
+pub trait GracefulConnection: Future {
+    /// Finish the request in flight, then close.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for hyper::server::conn::http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::Connection::graceful_shutdown(self);
+    }
+}
+
+/// A connection future under a [`ConnWatch`]: dropped (closing the socket) when its deadline
+/// passes, shut down gracefully when the node drains.
+pub struct Watched<C> {
+    conn: Pin<Box<C>>,
+    watch: Arc<ConnWatch>,
+    draining: bool,
+}
+
+impl<C> Watched<C> {
+    /// Watch `conn` with `watch`.
+    pub fn new(conn: C, watch: Arc<ConnWatch>) -> Self {
+        Self {
+            conn: Box::pin(conn),
+            watch,
+            draining: false,
+        }
+    }
+}
+
+impl<C: GracefulConnection> Future for Watched<C> {
+    type Output = Option<C::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Register before reading the flag: an end() that lands in between then wakes us.
+        self.watch.register(cx.waker());
+        let end = self.watch.end.load(Ordering::Acquire);
+        if end == END_KILL {
+            return Poll::Ready(None);
+        }
+        if end == END_DRAIN && !self.draining {
+            self.draining = true;
+            self.conn.as_mut().graceful_shutdown();
+        }
+        self.conn.as_mut().poll(cx).map(Some)
     }
 }
 

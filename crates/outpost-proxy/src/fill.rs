@@ -1,22 +1,31 @@
-//! The leader's side of a cache fill: [`Filling`] takes each origin body chunk, hands it to the
-//! followers, keeps a copy for the store (up to the tenant's object limit) and stores the object
-//! when the body is complete. A fill streamed onto SSD instead writes each chunk there at once
-//! (followers read it back from SSD, nothing is buffered) and commits it at the end. [`FillingBody`] is the leader's own client body: it reads the origin
-//! body directly (no task between origin and client) and, if the client goes away early, hands the
-//! rest of the fill to a background task so followers and the store still get the whole object.
+//! The leader's side of a cache fill. [`FillHead`] is what a fill publishes to its followers.
+//! [`Filling`] takes each origin body chunk, hands it to the followers, keeps a copy for the store
+//! (up to the tenant's object limit) and stores the object when the body is complete, through the
+//! purge log, so a purge that lands while the fill runs is never undone by it. A fill streamed
+//! onto SSD instead writes each chunk there at once (followers read it back from SSD, nothing is
+//! buffered) and commits it at the end; if an SSD write fails (a full disk), the rest of the body
+//! *spills* into the fill registry and every reader carries on from there, so no client sees a
+//! short body because the cache's disk filled up. [`FillingBody`] is the leader's own client body:
+//! it reads the origin body directly (no task between origin and client) and, if the client goes
+//! away early, hands the rest of the fill to a background task so followers and the store still
+//! get the whole object.
 
-use crate::driver::{cacheable_object, invalidate, store_variant, stored_vary_marker, FillHead};
-use crate::tenant::Tenant;
-use crate::Node;
+use crate::key::CacheRequest;
+use crate::objects::{self, cacheable_object};
 use bytes::{Bytes, BytesMut};
+use http::header::HeaderName;
+use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use outpost_fill::{FillFollower, FillLeader};
-use outpost_store::{CacheKey, StreamFill};
+use outpost_cache::StoredTiming;
+use outpost_fill::{FillFailure, FillFollower, FillLeader};
+use outpost_http::freshness::current_age;
+use outpost_store::{CacheKey, StreamFill, StreamTap};
 use outpost_upstream::BoxError;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -24,38 +33,122 @@ use std::time::{Duration, SystemTime};
 /// Longest pause between two origin body chunks before the fill is abandoned.
 const BODY_IDLE: Duration = Duration::from_secs(30);
 
+/// Spill offset meaning "not spilled".
+const NOT_SPILLED: u64 = u64::MAX;
+
+/// What a fill publishes to its followers: everything needed to answer from it.
+pub struct FillHead {
+    status: StatusCode,
+    headers: HeaderMap,
+    timing: StoredTiming,
+    /// Vary fields and the leader's variance key, when the response varies.
+    vary: Option<(Arc<[HeaderName]>, String)>,
+    content_length: Option<u64>,
+    /// Tenant-namespaced surrogate-key tags (a tag purge matches in-flight fills by them).
+    tags: Vec<String>,
+    /// When the body streams onto SSD: followers read it there as it is written, and the fill
+    /// registry holds no copy of it (until a failed SSD write spills the rest there).
+    tap: Option<StreamTap>,
+    /// Body offset from which the registry holds the body, after an SSD write failed.
+    spilled_from: AtomicU64,
+}
+
+impl FillHead {
+    /// A head for a response about to be filled.
+    pub(crate) fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        timing: StoredTiming,
+        vary: Option<(Arc<[HeaderName]>, String)>,
+        content_length: Option<u64>,
+        tags: Vec<String>,
+        tap: Option<StreamTap>,
+    ) -> Self {
+        Self {
+            status,
+            headers,
+            timing,
+            vary,
+            content_length,
+            tags,
+            tap,
+            spilled_from: AtomicU64::new(NOT_SPILLED),
+        }
+    }
+
+    /// Response status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+    /// Headers in stored form.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    /// Timing for freshness and age.
+    pub fn timing(&self) -> &StoredTiming {
+        &self.timing
+    }
+    /// Current age of the response (RFC 9111 §4.2.3).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        current_age(self.timing.initial_age, self.timing.response_time, now)
+    }
+    /// Vary fields and the leader's variance key.
+    pub fn vary(&self) -> Option<&(Arc<[HeaderName]>, String)> {
+        self.vary.as_ref()
+    }
+    /// Declared body length.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+    /// Tenant-namespaced tags.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+    /// The SSD stream followers read, when the fill streams there.
+    pub fn tap(&self) -> Option<&StreamTap> {
+        self.tap.as_ref()
+    }
+    /// The body offset from which the fill registry holds the body, once an SSD write failed.
+    pub fn spilled_from(&self) -> Option<u64> {
+        match self.spilled_from.load(Ordering::Acquire) {
+            NOT_SPILLED => None,
+            n => Some(n),
+        }
+    }
+}
+
 /// One fill in progress, owned by its leader.
 pub struct Filling {
-    node: Arc<Node>,
-    tenant: Arc<Tenant>,
-    primary: CacheKey,
+    req: Arc<CacheRequest>,
     key: CacheKey,
     leader: FillLeader<CacheKey, FillHead>,
     head: Arc<FillHead>,
     keep_until: SystemTime,
+    /// The purge sequence when the fill started.
+    since: u64,
     buf: BytesMut,
     keep: bool,
-    /// The SSD reservation the body streams into (see `STREAM_MIN_BYTES` in the driver).
+    /// The SSD reservation the body streams into.
     stream: Option<StreamFill>,
-    /// Whether the fill started streaming (followers read the SSD tier, not the registry).
+    /// Whether the fill started streaming onto SSD (followers read the SSD tier first).
     streaming: bool,
+    /// Body bytes received.
+    received: u64,
 }
 
 impl Filling {
-    /// Start filling `key` (whose response head is already published), streaming the body into
-    /// `stream` when given.
-    #[allow(clippy::too_many_arguments)]
+    /// Start filling `key` for `req` (whose response head is already published), streaming the
+    /// body into `stream` when given; `since` is the purge sequence when the fill started.
     pub fn new(
-        node: Arc<Node>,
-        tenant: Arc<Tenant>,
-        primary: CacheKey,
+        req: Arc<CacheRequest>,
         key: CacheKey,
         leader: FillLeader<CacheKey, FillHead>,
         head: Arc<FillHead>,
         keep_until: SystemTime,
+        since: u64,
         stream: Option<StreamFill>,
     ) -> Self {
-        let limit = tenant.max_object_bytes;
+        let limit = req.tenant.max_object_bytes;
         let streaming = stream.is_some();
         let cap = if streaming {
             0
@@ -63,17 +156,17 @@ impl Filling {
             head.content_length().unwrap_or(16 * 1024).min(limit) as usize
         };
         Self {
-            node,
-            tenant,
-            primary,
+            req,
             key,
             leader,
             head,
             keep_until,
+            since,
             buf: BytesMut::with_capacity(cap),
             keep: !streaming,
             stream,
             streaming,
+            received: 0,
         }
     }
 
@@ -82,27 +175,20 @@ impl Filling {
         self.leader.follower()
     }
 
-    /// Takes one origin body chunk; `false` when the fill cannot go on (its SSD stream failed:
-    /// the caller fails the fill so that new requests go to the origin instead of following it).
-    #[must_use]
-    fn on_data(&mut self, data: &Bytes) -> bool {
-        self.node
-            .metrics
-            .origin_bytes(self.tenant.index, data.len() as u64);
-        if self.streaming {
-            // Followers read what is written; a failed write fails them (the stream drops).
-            let Some(stream) = self.stream.as_mut() else {
-                return false;
-            };
-            if let Err(e) = stream.write(data) {
-                tracing::warn!(key = %self.key, error = %e, "SSD stream write failed; fill abandoned");
-                self.stream = None;
-                return false;
+    /// Takes one origin body chunk.
+    fn on_data(&mut self, data: &Bytes) {
+        self.req.tenant.stats.origin_bytes(data.len() as u64);
+        let at = self.received;
+        self.received += data.len() as u64;
+        if let Some(stream) = self.stream.as_mut() {
+            // Followers read what is written to SSD.
+            match stream.write(data) {
+                Ok(()) => return,
+                Err(e) => self.spill(at, &e),
             }
-            return true;
         }
         if self.keep {
-            if (self.buf.len() + data.len()) as u64 > self.tenant.max_object_bytes {
+            if (self.buf.len() + data.len()) as u64 > self.req.tenant.max_object_bytes {
                 self.keep = false;
                 self.buf = BytesMut::new();
             } else {
@@ -110,93 +196,89 @@ impl Filling {
             }
         }
         self.leader.push(data.clone());
-        true
     }
 
-    fn fail(mut self, reason: &str) {
-        tracing::debug!(key = %self.key, reason, "fill failed");
+    /// The SSD stream failed at body offset `at`: from here on the body goes through the fill
+    /// registry (readers of the SSD stream switch to it where the stream stops), and the object
+    /// is not stored (its first `at` bytes are nowhere else).
+    fn spill(&mut self, at: u64, e: &std::io::Error) {
+        let node = &self.req.node;
+        if let Some(suppressed) = node.warnings.disk.allow() {
+            tracing::warn!(key = %self.key, error = %e, at, suppressed,
+                "SSD write failed during a streamed fill; serving the rest from the origin stream");
+        }
+        self.stream = None;
+        self.keep = false;
+        self.head.spilled_from.store(at, Ordering::Release);
+    }
+
+    fn fail(mut self, why: FillFailure) {
+        tracing::debug!(key = %self.key, reason = why.as_str(), "fill failed");
         drop(self.stream.take());
-        self.leader.fail(reason);
+        self.leader.fail(why);
     }
 
     /// Whether every byte the origin announced has arrived (so the fill can be stored before the
     /// client sees its last byte, and an invalidation that follows it cannot be overtaken).
     fn all_received(&self) -> bool {
-        self.keep
+        !self.streaming
             && self
                 .head
                 .content_length()
-                .is_some_and(|l| self.buf.len() as u64 == l)
+                .is_some_and(|l| self.received == l)
     }
 
     /// The origin body ended cleanly: store the object (if kept) and end the fill.
-    fn complete(self) {
-        if self.streaming {
-            return self.complete_stream();
-        }
-        if self.leader.is_poisoned() {
-            // Invalidated while filling: followers still get the body, the store does not.
-            self.leader.finish();
-            return;
-        }
+    fn complete(mut self) {
         if let Some(expected) = self.head.content_length() {
-            if self.keep && self.buf.len() as u64 != expected {
-                self.leader.fail("origin body shorter than Content-Length");
-                return;
+            if self.received != expected {
+                drop(self.stream.take());
+                return self.leader.fail(FillFailure::BodyShort);
             }
         }
-        if self.keep {
+        let node = self.req.node.clone();
+        let purges = &node.purges;
+        let tags = self.head.tags();
+        if let Some(stream) = self.stream.take() {
+            let committed = purges.commit_unless_purged(self.since, self.key.text(), tags, || {
+                node.store.commit_stream(stream, node.clock.now())
+            });
+            if committed.is_none() {
+                tracing::debug!(key = %self.key, "purged while filling: not stored");
+            }
+            return self.leader.finish();
+        }
+        if self.keep && !self.streaming {
             let head = &self.head;
-            let body = self.buf.freeze();
+            let body = std::mem::take(&mut self.buf).freeze();
             let obj = Arc::new(cacheable_object(
+                &self.req.tenant.name,
                 head.status(),
                 head.headers().clone(),
                 body,
                 head.timing(),
                 self.keep_until,
             ));
-            let now = SystemTime::now();
-            let node = &self.node;
-            match head.vary() {
-                None => {
-                    if self.key == self.primary
-                        && stored_vary_marker(node, &self.primary, now).is_some()
-                    {
-                        invalidate(node, &self.primary);
-                    }
-                    node.store.insert(self.key.clone(), obj, now);
-                }
-                Some((fields, variance)) => {
-                    store_variant(
-                        node,
-                        &self.tenant,
-                        &self.primary,
+            let now = node.clock.now();
+            let req = &self.req;
+            let key = &self.key;
+            let stored =
+                purges.commit_unless_purged(self.since, key.text(), tags, || match head.vary() {
+                    None => objects::store_primary(&node, key.clone(), obj, now),
+                    Some((fields, variance)) => objects::store_variant(
+                        &node,
+                        req.tenant.max_variants,
+                        &req.primary,
                         fields,
                         variance,
                         obj,
                         self.keep_until,
                         now,
-                    );
-                }
+                    ),
+                });
+            if stored.is_none() {
+                tracing::debug!(key = %self.key, "purged while filling: not stored");
             }
-        }
-        self.leader.finish();
-    }
-
-    /// [`Filling::complete`] of a fill streamed onto SSD: commit it unless it was invalidated
-    /// meanwhile (followers still read the whole body then) or the body is short.
-    fn complete_stream(mut self) {
-        let Some(stream) = self.stream.take() else {
-            return self.leader.fail("SSD stream failed");
-        };
-        if stream.written() != stream.body_len() {
-            drop(stream);
-            return self.leader.fail("origin body shorter than Content-Length");
-        }
-        if self.leader.is_poisoned() {
-            stream.close_uncommitted();
-        } else {
-            self.node.store.commit_stream(stream, SystemTime::now());
         }
         self.leader.finish();
     }
@@ -207,17 +289,15 @@ impl Filling {
             match tokio::time::timeout(BODY_IDLE, body.frame()).await {
                 Ok(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
-                        if !self.on_data(data) {
-                            return self.fail("SSD stream failed");
-                        }
+                        self.on_data(data);
                     }
                 }
                 Ok(None) => return self.complete(),
                 Ok(Some(Err(e))) => {
                     tracing::debug!(error = %e, "origin body failed mid-fill");
-                    return self.fail("origin body error");
+                    return self.fail(FillFailure::BodyFailed);
                 }
-                Err(_) => return self.fail("origin body idle timeout"),
+                Err(_) => return self.fail(FillFailure::BodyStalled),
             }
         }
     }
@@ -256,12 +336,8 @@ impl Body for FillingBody {
         match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(f)) = (frame.data_ref(), this.filling.as_mut()) {
-                    if !f.on_data(data) {
-                        // The client still gets the origin body; the fill ends here.
-                        if let Some(f) = this.filling.take() {
-                            f.fail("SSD stream failed");
-                        }
-                    } else if f.all_received() {
+                    f.on_data(data);
+                    if f.all_received() {
                         if let Some(f) = this.filling.take() {
                             f.complete();
                         }
@@ -275,7 +351,7 @@ impl Body for FillingBody {
             Poll::Ready(Some(Err(e))) => {
                 this.body = None;
                 if let Some(f) = this.filling.take() {
-                    f.fail("origin body error");
+                    f.fail(FillFailure::BodyFailed);
                 }
                 Poll::Ready(Some(Err(Box::new(e))))
             }
@@ -290,7 +366,7 @@ impl Body for FillingBody {
                 if this.idle.as_mut().poll(cx).is_ready() {
                     this.body = None;
                     if let Some(f) = this.filling.take() {
-                        f.fail("origin body idle timeout");
+                        f.fail(FillFailure::BodyStalled);
                     }
                     return Poll::Ready(Some(Err("origin body idle timeout".into())));
                 }
@@ -318,7 +394,7 @@ impl Drop for FillingBody {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(filling.drain(body));
             } else {
-                filling.fail("client went away");
+                filling.fail(FillFailure::LeaderGone);
             }
         }
     }

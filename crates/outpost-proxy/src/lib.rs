@@ -1,131 +1,44 @@
 //! The edge/shield node: listeners, the per-connection HTTP/1.1 server with its limits (header read
-//! timeout, header size), the request driver ([`driver`]), metrics and access logs.
+//! timeout, header size, one descriptor per connection), the request path ([`request::handle`]
+//! and the modules it reads through), the admin listener (metrics, health, purge), and draining
+//! on shutdown.
 //!
-//! [`start`] binds the listeners of a validated [`Config`] and serves until the runtime stops;
-//! it returns the bound addresses so tests can use port 0.
+//! [`start`] binds the listeners of a validated [`Config`] and serves until the runtime stops or
+//! [`RunningNode::drain`] is called; it returns the bound addresses so tests can use port 0.
 
+pub mod admin;
+pub mod admit;
 pub mod body;
 pub mod conn;
-pub mod driver;
+pub mod error;
 pub mod fill;
+pub mod filters;
+pub mod flow;
+pub mod hop;
+pub mod key;
+pub mod log;
 pub mod metrics;
+pub mod node;
+pub mod objects;
+pub mod pass;
+pub mod purge;
+pub mod request;
+pub mod respond;
 pub mod tenant;
 
-use crate::metrics::Metrics;
-use crate::tenant::Tenants;
+pub use node::{ConfigSnapshot, Node, NodeOptions};
+
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use outpost_config::Config;
-use outpost_fill::FillRegistry;
-use outpost_store::{CacheKey, HybridStore, MemoryStore, PolicyKind, Store};
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-
-/// Shared state of a running node.
-pub struct Node {
-    /// Name in `Cache-Status` and metrics.
-    pub name: String,
-    /// Tenants by host.
-    pub tenants: Tenants,
-    /// The object store.
-    pub store: Arc<dyn Store>,
-    /// Whether the store has an SSD tier (hits that read SSD chunks are only tried then).
-    pub has_disk: bool,
-    /// In-flight fills.
-    pub fills: FillRegistry<CacheKey, driver::FillHead>,
-    /// Counters.
-    pub metrics: Metrics,
-    /// Whether to write JSON access log lines to stdout.
-    pub access_log: bool,
-    /// This node's `Cache-Status` hit member, pre-rendered.
-    pub hit_status: outpost_http::cache_status::HitStatus,
-    next_id: AtomicU64,
-    log_out: Mutex<std::io::Stdout>,
-}
-
-impl Node {
-    /// Build a node from a validated config.
-    pub fn new(cfg: &Config) -> Result<Self, String> {
-        let store = open_store(cfg)?;
-        let tenants = Tenants::from_config(cfg);
-        let names: Vec<String> = tenants.all().iter().map(|t| t.name.clone()).collect();
-        Ok(Node {
-            name: cfg.node.name.clone(),
-            metrics: Metrics::new(&names),
-            tenants,
-            has_disk: store.stats_disk().is_some(),
-            store,
-            fills: FillRegistry::new(),
-            access_log: cfg.node.access_log,
-            hit_status: outpost_http::cache_status::HitStatus::new(&cfg.node.name),
-            next_id: AtomicU64::new(1),
-            log_out: Mutex::new(std::io::stdout()),
-        })
-    }
-
-    /// A fresh request id.
-    pub fn next_request_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Write one access-log line.
-    pub fn write_access_log(&self, line: &str) {
-        let mut out = self.log_out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(out, "{line}");
-    }
-
-    /// Metrics text.
-    pub fn render_metrics(&self) -> String {
-        let mut text = self
-            .metrics
-            .render(&self.name, &self.store.stats(), self.fills.in_flight());
-        if let Some(disk) = self.store.stats_disk() {
-            text.push_str(&metrics::render_disk(&self.name, &disk));
-        }
-        text
-    }
-}
-
-/// The object store a config asks for: RAM only, or RAM + SSD when `store.dir` is set. An SSD
-/// directory that cannot be used (missing, unwritable, I/O errors) is logged and the node serves
-/// from RAM and origin; one written by a newer on-disk format is refused (never misread).
-fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
-    let policy: PolicyKind = cfg.store.policy.parse().unwrap_or_default();
-    let cap = cfg.store.ram_bytes.0;
-    // Shards of ~128 MiB (power of two, 1..=64): objects up to 1/8 of a shard are storable, so
-    // the default 512 MiB keeps 16 MiB objects, and 2-4 shards are plenty for a few cores.
-    let shards = ((cap / (128 << 20)).clamp(1, 64) as usize)
-        .next_power_of_two()
-        .min(64);
-    let ram = || Arc::new(MemoryStore::with_shards(cap, policy, shards)) as Arc<dyn Store>;
-    if cfg.store.dir.is_empty() {
-        return Ok(ram());
-    }
-    let dir = std::path::Path::new(&cfg.store.dir);
-    match HybridStore::open(
-        dir,
-        cap,
-        cfg.store.disk_bytes.0,
-        policy,
-        cfg.store.segment_bytes.0.min(cfg.store.disk_bytes.0 / 4),
-    ) {
-        Ok((store, report)) => {
-            tracing::info!(dir = %dir.display(), ?report, "SSD tier opened");
-            Ok(Arc::new(store))
-        }
-        Err(e) if e.fallback_to_ram() => {
-            tracing::error!(error = %e, "SSD tier unavailable: serving from RAM and origin only");
-            Ok(ram())
-        }
-        Err(e) => Err(e.to_string()),
-    }
-}
+use tokio::sync::watch;
 
 /// A started node.
 pub struct RunningNode {
@@ -133,8 +46,71 @@ pub struct RunningNode {
     pub node: Arc<Node>,
     /// HTTP listener address.
     pub addr: SocketAddr,
-    /// Metrics listener address, if enabled.
+    /// Admin (metrics, health, purge) listener address, if enabled.
     pub metrics_addr: Option<SocketAddr>,
+    dog: Arc<conn::Watchdog>,
+    stop_accepting: watch::Sender<bool>,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Time taken.
+    pub elapsed: Duration,
+    /// Connections still open at the end (0 unless the deadline passed).
+    pub connections_left: usize,
+    /// Fills still running at the end (0 unless the deadline passed).
+    pub fills_left: usize,
+}
+
+impl DrainReport {
+    /// Whether everything in flight finished before the deadline.
+    pub fn complete(&self) -> bool {
+        self.connections_left == 0 && self.fills_left == 0
+    }
+}
+
+impl RunningNode {
+    /// Drain: stop accepting, let every connection finish the request in flight (new requests
+    /// on kept-alive connections are not read) and every fill complete, up to `deadline`.
+    pub async fn drain(&self, deadline: Duration) -> DrainReport {
+        let started = Instant::now();
+        self.node.draining.store(true, Ordering::Relaxed);
+        let _ = self.stop_accepting.send(true);
+        self.dog.drain();
+        tracing::info!(
+            connections = self.dog.live(),
+            fills = self.node.fills.in_flight(),
+            deadline_secs = deadline.as_secs_f64(),
+            "draining: no new connections; finishing responses and fills in flight"
+        );
+        loop {
+            let (conns, fills) = (self.dog.live(), self.node.fills.in_flight());
+            if (conns == 0 && fills == 0) || started.elapsed() >= deadline {
+                let report = DrainReport {
+                    elapsed: started.elapsed(),
+                    connections_left: conns,
+                    fills_left: fills,
+                };
+                if report.complete() {
+                    tracing::info!(elapsed_ms = report.elapsed.as_millis() as u64, "drained");
+                } else {
+                    tracing::warn!(
+                        connections = conns,
+                        fills = fills,
+                        "drain deadline passed; exiting with work in flight"
+                    );
+                }
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Bind and serve a node with the default options (system clock, no filters).
+pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
+    start_with(cfg, NodeOptions::default()).await
 }
 
 /// Bind and serve a node.
@@ -146,28 +122,17 @@ pub struct RunningNode {
 /// stealing. That was ~3% cheaper per hit in A/B runs, but when the cores are shared (a load
 /// generator on the same machine) a descheduled loop stalls all its connections and the p99 tail
 /// was wider (docs/benchmarks.md), so it is opt-in. Shared state (store, fills, metrics) is the
-/// same `Node`.
-/// Workers stop when the calling runtime does.
-pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
-    let node = Arc::new(Node::new(cfg).map_err(std::io::Error::other)?);
-    let listener = TcpListener::bind(&cfg.node.listen).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {}: {e}", cfg.node.listen),
-        )
-    })?;
+/// same `Node`. Workers stop when the calling runtime does.
+pub async fn start_with(cfg: &Config, opts: NodeOptions) -> std::io::Result<RunningNode> {
+    let node = Arc::new(Node::new(cfg, opts).map_err(std::io::Error::other)?);
+    let listener = bind(&cfg.node.listen).await?;
     let addr = listener.local_addr()?;
     let metrics_addr = if cfg.node.metrics.is_empty() {
         None
     } else {
-        let ml = TcpListener::bind(&cfg.node.metrics).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", cfg.node.metrics),
-            )
-        })?;
+        let ml = bind(&cfg.node.metrics).await?;
         let a = ml.local_addr()?;
-        tokio::spawn(serve_metrics(ml, node.clone()));
+        tokio::spawn(admin::serve(ml, node.clone()));
         Some(a)
     };
     let limits = Limits {
@@ -175,22 +140,39 @@ pub async fn start(cfg: &Config) -> std::io::Result<RunningNode> {
     };
     let dog = conn::Watchdog::new(cfg.node.header_read_timeout.0, cfg.node.idle_timeout.0);
     tokio::spawn(dog.clone().run());
-    let handles = match cfg.node.workers {
+    let workers = match cfg.node.workers {
         0 => Vec::new(),
         n => spawn_workers(n)?,
     };
-    tokio::spawn(accept_loop(listener, node.clone(), limits, dog, handles));
+    let (stop_accepting, stop_rx) = watch::channel(false);
+    let accept = Accept {
+        listener,
+        node: node.clone(),
+        limits,
+        dog: dog.clone(),
+        workers,
+        stop: stop_rx,
+    };
+    tokio::spawn(accept.run());
     Ok(RunningNode {
         node,
         addr,
         metrics_addr,
+        dog,
+        stop_accepting,
     })
+}
+
+async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Start `n` worker threads, each running a single-threaded runtime until the calling runtime
 /// stops (a task of it holds the stop signal), and return handles to spawn connections on them.
 fn spawn_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let (stop_tx, stop_rx) = watch::channel(());
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -218,50 +200,70 @@ struct Limits {
     max_header_bytes: usize,
 }
 
-/// Accept connections and serve each one on the next worker (or here, without workers).
-async fn accept_loop(
+/// The accept loop of the client listener.
+struct Accept {
     listener: TcpListener,
     node: Arc<Node>,
     limits: Limits,
     dog: Arc<conn::Watchdog>,
     workers: Vec<tokio::runtime::Handle>,
-) {
-    let mut next = 0usize;
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
+    stop: watch::Receiver<bool>,
+}
+
+impl Accept {
+    /// Accept connections and serve each one on the next worker (or here, without workers),
+    /// until the node drains (the listener is then closed).
+    async fn run(self) {
+        let mut next = 0usize;
+        let mut stop = self.stop.clone();
+        // A dropped `RunningNode` (tests keep only the address) is not a drain.
+        let stopped = async move {
+            if stop.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
             }
         };
-        let _ = stream.set_nodelay(true);
-        // The stream leaves this runtime's reactor (it is registered again where it is served),
-        // and a duplicate handle lets the watchdog shut it down.
-        let (stream, closer) = match stream
-            .into_std()
-            .and_then(|s| s.try_clone().map(|c| (s, c)))
-        {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot set up a connection");
-                continue;
+        tokio::pin!(stopped);
+        loop {
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                _ = &mut stopped => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) or a transient error: one line a
+                    // second at most, then a short pause so the loop does not spin.
+                    if let Some(suppressed) = self.node.warnings.accept.allow() {
+                        tracing::warn!(error = %e, suppressed, "accept failed; refusing connections");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            // The stream leaves this runtime's reactor (it is registered again where it is
+            // served).
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot set up a connection");
+                    continue;
+                }
+            };
+            let watch = self.dog.watch();
+            let conn = serve_connection(stream, peer, self.node.clone(), self.limits, watch);
+            if self.workers.is_empty() {
+                tokio::spawn(conn);
+            } else {
+                self.workers[next % self.workers.len()].spawn(conn);
+                next = next.wrapping_add(1);
             }
-        };
-        let watch = dog.watch(closer);
-        let conn = serve_connection(stream, peer, node.clone(), limits, watch);
-        if workers.is_empty() {
-            tokio::spawn(conn);
-        } else {
-            workers[next % workers.len()].spawn(conn);
-            next = next.wrapping_add(1);
         }
     }
 }
 
-/// One client connection: HTTP/1.1 with keep-alive until the client, an error or the watchdog
-/// (header and idle timeouts, conn.rs) ends it.
+/// One client connection: HTTP/1.1 with keep-alive until the client, an error, the watchdog
+/// (header and idle timeouts, conn.rs) or a drain ends it.
 async fn serve_connection(
     stream: std::net::TcpStream,
     peer: SocketAddr,
@@ -277,47 +279,19 @@ async fn serve_connection(
         }
     };
     let ambiguous = Arc::new(AtomicBool::new(false));
-    let stream = conn::SniffStream::new(stream, ambiguous.clone(), Some(watch));
+    let stream = conn::SniffStream::new(stream, ambiguous.clone(), Some(watch.clone()));
     let svc = service_fn(move |req| {
         let node = node.clone();
         let flagged = ambiguous.load(Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(driver::handle(node, req, peer, flagged).await) }
+        async move { Ok::<_, Infallible>(request::handle(node, req, peer, flagged).await) }
     });
     let mut b = http1::Builder::new();
     b.max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
-    if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
-        tracing::debug!(error = %e, %peer, "connection ended with error");
-    }
-}
-
-async fn serve_metrics(listener: TcpListener, node: Arc<Node>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let node = node.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let node = node.clone();
-                async move {
-                    let (status, ctype, text) = match req.uri().path() {
-                        "/metrics" => (200, "text/plain; version=0.0.4", node.render_metrics()),
-                        "/healthz" => (200, "text/plain", "ok\n".to_string()),
-                        _ => (404, "text/plain", "not found: try /metrics\n".to_string()),
-                    };
-                    let mut resp = hyper::Response::new(body::full(bytes::Bytes::from(text)));
-                    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
-                    resp.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static(ctype),
-                    );
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+    let conn = b.serve_connection(TokioIo::new(stream), svc);
+    match conn::Watched::new(conn, watch).await {
+        Some(Err(e)) => tracing::debug!(error = %e, %peer, "connection ended with error"),
+        None => tracing::debug!(%peer, "connection closed by the watchdog"),
+        Some(Ok(())) => {}
     }
 }

@@ -1,13 +1,16 @@
-//! Node metrics: lock-free counters indexed by tenant, cache outcome and status class, a latency
-//! histogram, origin fetch counts, and store gauges (with the SSD tier's own, see
-//! [`render_disk`]), rendered in the Prometheus text format.
+//! Node metrics: lock-free counters by tenant *name* ([`TenantStats`], so a new config snapshot
+//! never renumbers them), cache outcome and status class, a latency histogram, origin fetch
+//! counts, purges, and store gauges (with the SSD tier's own, see [`render_disk`]), rendered in
+//! the Prometheus text format with label values escaped ([`label`]).
 //!
 //! The counters every request touches are sharded: each thread adds to its own shard (its own
 //! cache lines), and rendering sums the shards, so serving threads never contend on a counter.
 
 use outpost_store::{DiskStats, StoreStats};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// How a request was answered, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +70,7 @@ impl Outcome {
 }
 
 /// Name, help text and reader of one per-tenant counter.
-type CounterDef = (&'static str, &'static str, fn(&TenantCounters) -> u64);
+type CounterDef = (&'static str, &'static str, fn(&TenantStats) -> u64);
 
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 const LATENCY_BUCKETS_US: [u64; 14] = [
@@ -75,35 +78,15 @@ const LATENCY_BUCKETS_US: [u64; 14] = [
     1_000_000, 5_000_000,
 ];
 
-struct TenantCounters {
-    name: String,
-    origin_fetches: AtomicU64,
-    origin_errors: AtomicU64,
-    origin_bytes_in: AtomicU64,
-}
-
-impl TenantCounters {
-    fn new(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            origin_fetches: AtomicU64::new(0),
-            origin_errors: AtomicU64::new(0),
-            origin_bytes_in: AtomicU64::new(0),
-        }
-    }
-}
-
-/// Per-request counters of one shard: requests by (tenant, outcome, status class), then bytes out
-/// by tenant, then the latency buckets, their sum and their count, in one allocation padded with
-/// 128 bytes at its end, so a shard's busy cells never share a cache line with the next one's.
-struct Shard {
-    cells: Box<[AtomicU64]>,
-}
-
-/// Requests per tenant in a shard (outcomes × status classes).
+/// Requests per tenant in a shard (outcomes × status classes), then bytes out.
 const PER_TENANT: usize = Outcome::ALL.len() * CLASSES.len();
-/// Latency cells: one per bucket plus +Inf, then sum, then count.
+const BYTES_CELL: usize = PER_TENANT;
+/// Cells of one tenant shard, rounded up to whole 128-byte pairs of lines (16 counters) so
+/// neighbouring shards never share one.
+const TENANT_SHARD_CELLS: usize = (PER_TENANT + 1).div_ceil(16) * 16;
+/// Latency cells: one per bucket plus +Inf, then sum, then count, padded the same way.
 const LATENCY_CELLS: usize = LATENCY_BUCKETS_US.len() + 3;
+const LATENCY_SHARD_CELLS: usize = LATENCY_CELLS.div_ceil(16) * 16;
 /// Shards (a power of two; threads beyond it share).
 const SHARDS: usize = 16;
 
@@ -117,72 +100,126 @@ fn shard_index() -> usize {
     INDEX.with(|i| *i)
 }
 
-/// All counters of a node. Tenant index `n` (one past the last tenant) counts unknown hosts.
-pub struct Metrics {
-    tenants: Vec<TenantCounters>,
-    shards: Vec<Shard>,
-    collapsed_waiters: AtomicU64,
-    revalidations: AtomicU64,
+/// Counters in `SHARDS` per-thread shards of `width` cells each (one allocation).
+struct Sharded {
+    cells: Box<[AtomicU64]>,
+    width: usize,
 }
 
-impl Metrics {
-    /// Counters for these tenant names (plus one slot for requests matching no tenant).
-    pub fn new(tenant_names: &[String]) -> Self {
-        let mut tenants: Vec<TenantCounters> = tenant_names
-            .iter()
-            .map(|n| TenantCounters::new(n))
-            .collect();
-        tenants.push(TenantCounters::new("_none"));
-        // Whole 128-byte pairs of lines per shard (16 counters), so neighbours never share one.
-        let cells = (tenants.len() * (PER_TENANT + 1) + LATENCY_CELLS).div_ceil(16) * 16 + 16;
-        let shards = (0..SHARDS)
-            .map(|_| Shard {
-                cells: (0..cells).map(|_| AtomicU64::new(0)).collect(),
-            })
-            .collect();
+impl Sharded {
+    fn new(width: usize) -> Self {
         Self {
-            tenants,
-            shards,
-            collapsed_waiters: AtomicU64::new(0),
-            revalidations: AtomicU64::new(0),
+            cells: (0..width * SHARDS).map(|_| AtomicU64::new(0)).collect(),
+            width,
         }
     }
 
-    fn tenant_index(&self, idx: Option<usize>) -> usize {
-        let last = self.tenants.len() - 1;
-        idx.unwrap_or(last).min(last)
-    }
-
-    fn tenant(&self, idx: Option<usize>) -> &TenantCounters {
-        &self.tenants[self.tenant_index(idx)]
-    }
-
-    /// Offsets of a shard's cells.
-    fn bytes_cell(&self, tenant: usize) -> usize {
-        self.tenants.len() * PER_TENANT + tenant
-    }
-    fn latency_cell(&self, i: usize) -> usize {
-        self.tenants.len() * (PER_TENANT + 1) + i
+    /// The calling thread's cells.
+    fn mine(&self) -> &[AtomicU64] {
+        let i = shard_index() * self.width;
+        &self.cells[i..i + self.width]
     }
 
     /// A cell summed over the shards.
     fn sum(&self, cell: usize) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.cells[cell].load(Relaxed))
+        (0..SHARDS)
+            .map(|s| self.cells[s * self.width + cell].load(Relaxed))
             .sum()
     }
+}
 
-    /// Count one finished request.
+/// One tenant's counters, found by name: a config snapshot that renames, adds or reorders
+/// tenants keeps every counter where it was (a compiled tenant holds its `Arc`).
+pub struct TenantStats {
+    name: String,
+    requests: Sharded,
+    origin_fetches: AtomicU64,
+    origin_errors: AtomicU64,
+    origin_bytes_in: AtomicU64,
+}
+
+impl TenantStats {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            requests: Sharded::new(TENANT_SHARD_CELLS),
+            origin_fetches: AtomicU64::new(0),
+            origin_errors: AtomicU64::new(0),
+            origin_bytes_in: AtomicU64::new(0),
+        }
+    }
+
+    /// The tenant name these counters are labelled with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Count an origin fetch (and whether it failed).
+    pub fn origin_fetch(&self, failed: bool) {
+        self.origin_fetches.fetch_add(1, Relaxed);
+        if failed {
+            self.origin_errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Count body bytes received from an origin.
+    pub fn origin_bytes(&self, n: u64) {
+        self.origin_bytes_in.fetch_add(n, Relaxed);
+    }
+}
+
+/// All counters of a node. Requests that match no tenant are counted under `_none`.
+pub struct Metrics {
+    tenants: Mutex<HashMap<String, Arc<TenantStats>>>,
+    unknown: Arc<TenantStats>,
+    latency: Sharded,
+    collapsed_waiters: AtomicU64,
+    revalidations: AtomicU64,
+    purges: AtomicU64,
+    purged_objects: AtomicU64,
+    config_version: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self {
+            tenants: Mutex::new(HashMap::new()),
+            unknown: Arc::new(TenantStats::new("_none")),
+            latency: Sharded::new(LATENCY_SHARD_CELLS),
+            collapsed_waiters: AtomicU64::new(0),
+            revalidations: AtomicU64::new(0),
+            purges: AtomicU64::new(0),
+            purged_objects: AtomicU64::new(0),
+            config_version: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters of the tenant called `name` (created on first use, then the same ones for
+    /// every later config snapshot).
+    pub fn tenant(&self, name: &str) -> Arc<TenantStats> {
+        let mut map = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_string())
+            .or_insert_with(|| Arc::new(TenantStats::new(name)))
+            .clone()
+    }
+
+    /// Count one finished request (`tenant` is `None` when no tenant matched).
     pub fn record(
         &self,
-        tenant: Option<usize>,
+        tenant: Option<&TenantStats>,
         outcome: Outcome,
         status: u16,
         bytes_out: u64,
         micros: u64,
     ) {
-        let t = self.tenant_index(tenant);
+        let t = tenant.unwrap_or(&self.unknown);
         let class = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -195,28 +232,13 @@ impl Metrics {
             .iter()
             .position(|&le| micros <= le)
             .unwrap_or(LATENCY_BUCKETS_US.len());
-        let cells = &self.shards[shard_index()].cells;
-        cells[t * PER_TENANT + outcome.index() * CLASSES.len() + class].fetch_add(1, Relaxed);
-        cells[self.bytes_cell(t)].fetch_add(bytes_out, Relaxed);
-        cells[self.latency_cell(b)].fetch_add(1, Relaxed);
-        cells[self.latency_cell(LATENCY_BUCKETS_US.len() + 1)].fetch_add(micros, Relaxed);
-        cells[self.latency_cell(LATENCY_BUCKETS_US.len() + 2)].fetch_add(1, Relaxed);
-    }
-
-    /// Count an origin fetch (and whether it failed).
-    pub fn origin_fetch(&self, tenant: usize, failed: bool) {
-        let t = self.tenant(Some(tenant));
-        t.origin_fetches.fetch_add(1, Relaxed);
-        if failed {
-            t.origin_errors.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// Count body bytes received from an origin.
-    pub fn origin_bytes(&self, tenant: usize, n: u64) {
-        self.tenant(Some(tenant))
-            .origin_bytes_in
-            .fetch_add(n, Relaxed);
+        let cells = t.requests.mine();
+        cells[outcome.index() * CLASSES.len() + class].fetch_add(1, Relaxed);
+        cells[BYTES_CELL].fetch_add(bytes_out, Relaxed);
+        let lat = self.latency.mine();
+        lat[b].fetch_add(1, Relaxed);
+        lat[LATENCY_BUCKETS_US.len() + 1].fetch_add(micros, Relaxed);
+        lat[LATENCY_BUCKETS_US.len() + 2].fetch_add(1, Relaxed);
     }
 
     /// Count a request that waited on another's fill.
@@ -229,20 +251,43 @@ impl Metrics {
         self.revalidations.fetch_add(1, Relaxed);
     }
 
+    /// Count one purge and the objects it removed.
+    pub fn purged(&self, objects: u64) {
+        self.purges.fetch_add(1, Relaxed);
+        self.purged_objects.fetch_add(objects, Relaxed);
+    }
+
+    /// The config version now in force.
+    pub fn set_config_version(&self, v: u64) {
+        self.config_version.store(v, Relaxed);
+    }
+
+    /// Every tenant's counters, sorted by name, then `_none`.
+    fn all_tenants(&self) -> Vec<Arc<TenantStats>> {
+        let map = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<Arc<TenantStats>> = map.values().cloned().collect();
+        drop(map);
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v.push(self.unknown.clone());
+        v
+    }
+
     /// Render everything in the Prometheus text exposition format.
     pub fn render(&self, node: &str, store: &StoreStats, fills_in_flight: usize) -> String {
         let mut s = String::with_capacity(8192);
+        let node = label(node);
+        let tenants = self.all_tenants();
         let _ = writeln!(s, "# HELP outpost_requests_total Requests answered, by tenant, cache outcome and status class.");
         let _ = writeln!(s, "# TYPE outpost_requests_total counter");
-        for (ti, t) in self.tenants.iter().enumerate() {
+        for t in &tenants {
+            let tname = label(&t.name);
             for o in Outcome::ALL {
                 for (ci, c) in CLASSES.iter().enumerate() {
-                    let v = self.sum(ti * PER_TENANT + o.index() * CLASSES.len() + ci);
+                    let v = t.requests.sum(o.index() * CLASSES.len() + ci);
                     if v > 0 {
                         let _ = writeln!(
                             s,
-                            "outpost_requests_total{{node=\"{node}\",tenant=\"{}\",outcome=\"{}\",status=\"{c}\"}} {v}",
-                            t.name,
+                            "outpost_requests_total{{node=\"{node}\",tenant=\"{tname}\",outcome=\"{}\",status=\"{c}\"}} {v}",
                             o.as_str()
                         );
                     }
@@ -253,12 +298,12 @@ impl Metrics {
             s,
             "# HELP outpost_response_bytes_total Body bytes sent to clients.\n# TYPE outpost_response_bytes_total counter"
         );
-        for (ti, t) in self.tenants.iter().enumerate() {
+        for t in &tenants {
             let _ = writeln!(
                 s,
                 "outpost_response_bytes_total{{node=\"{node}\",tenant=\"{}\"}} {}",
-                t.name,
-                self.sum(self.bytes_cell(ti))
+                label(&t.name),
+                t.requests.sum(BYTES_CELL)
             );
         }
         let per_tenant: [CounterDef; 3] = [
@@ -280,11 +325,11 @@ impl Metrics {
         ];
         for (name, help, get) in per_tenant {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
-            for t in &self.tenants {
+            for t in &tenants {
                 let _ = writeln!(
                     s,
                     "{name}{{node=\"{node}\",tenant=\"{}\"}} {}",
-                    t.name,
+                    label(&t.name),
                     get(t)
                 );
             }
@@ -296,14 +341,14 @@ impl Metrics {
         let _ = writeln!(s, "# TYPE outpost_request_duration_seconds histogram");
         let mut cum = 0;
         for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
-            cum += self.sum(self.latency_cell(i));
+            cum += self.latency.sum(i);
             let _ = writeln!(
                 s,
                 "outpost_request_duration_seconds_bucket{{node=\"{node}\",le=\"{}\"}} {cum}",
                 *le as f64 / 1e6
             );
         }
-        cum += self.sum(self.latency_cell(LATENCY_BUCKETS_US.len()));
+        cum += self.latency.sum(LATENCY_BUCKETS_US.len());
         let _ = writeln!(
             s,
             "outpost_request_duration_seconds_bucket{{node=\"{node}\",le=\"+Inf\"}} {cum}"
@@ -311,14 +356,14 @@ impl Metrics {
         let _ = writeln!(
             s,
             "outpost_request_duration_seconds_sum{{node=\"{node}\"}} {}",
-            self.sum(self.latency_cell(LATENCY_BUCKETS_US.len() + 1)) as f64 / 1e6
+            self.latency.sum(LATENCY_BUCKETS_US.len() + 1) as f64 / 1e6
         );
         let _ = writeln!(
             s,
             "outpost_request_duration_seconds_count{{node=\"{node}\"}} {}",
-            self.sum(self.latency_cell(LATENCY_BUCKETS_US.len() + 2))
+            self.latency.sum(LATENCY_BUCKETS_US.len() + 2)
         );
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "outpost_collapsed_waiters_total",
                 "Requests that joined another request's origin fetch.",
@@ -328,6 +373,16 @@ impl Metrics {
                 "outpost_revalidations_total",
                 "Conditional revalidations sent to origins.",
                 self.revalidations.load(Relaxed),
+            ),
+            (
+                "outpost_purges_total",
+                "Purges applied (URL, prefix, tag, tenant).",
+                self.purges.load(Relaxed),
+            ),
+            (
+                "outpost_purged_objects_total",
+                "Objects removed by purges.",
+                self.purged_objects.load(Relaxed),
             ),
             (
                 "outpost_store_evictions_total",
@@ -350,8 +405,8 @@ impl Metrics {
                 store.misses,
             ),
         ];
-        write_singles(&mut s, "counter", node, &counters);
-        let gauges: [(&str, &str, u64); 4] = [
+        write_singles(&mut s, "counter", &node, &counters);
+        let gauges: [(&str, &str, u64); 5] = [
             (
                 "outpost_store_bytes",
                 "Bytes held by the store.",
@@ -372,10 +427,32 @@ impl Metrics {
                 "Origin fills in progress.",
                 fills_in_flight as u64,
             ),
+            (
+                "outpost_config_version",
+                "Version of the config snapshot in force.",
+                self.config_version.load(Relaxed),
+            ),
         ];
-        write_singles(&mut s, "gauge", node, &gauges);
+        write_singles(&mut s, "gauge", &node, &gauges);
         s
     }
+}
+
+/// A Prometheus label value with `\`, `"` and newlines escaped (text format 0.0.4).
+pub fn label(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let mut out = String::with_capacity(v.len() + 4);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Writes one-sample metric families (`kind` is `counter` or `gauge`) labelled with the node.
@@ -478,9 +555,10 @@ mod tests {
 
     #[test]
     fn renders_counts() {
-        let m = Metrics::new(&["shop".to_string()]);
-        m.record(Some(0), Outcome::Hit, 200, 10, 50);
-        m.record(Some(0), Outcome::Hit, 200, 10, 50);
+        let m = Metrics::new();
+        let shop = m.tenant("shop");
+        m.record(Some(&shop), Outcome::Hit, 200, 10, 50);
+        m.record(Some(&m.tenant("shop")), Outcome::Hit, 200, 10, 50);
         m.record(None, Outcome::Rejected, 421, 0, 5);
         let text = m.render("edge1", &StoreStats::default(), 0);
         assert!(text.contains(
@@ -488,5 +566,38 @@ mod tests {
         ));
         assert!(text.contains("tenant=\"_none\",outcome=\"rejected\",status=\"4xx\"} 1"));
         assert!(text.contains("outpost_request_duration_seconds_count{node=\"edge1\"} 3"));
+    }
+
+    #[test]
+    fn counters_follow_names_not_positions() {
+        let m = Metrics::new();
+        let a = m.tenant("a");
+        m.record(Some(&a), Outcome::Miss, 200, 1, 1);
+        // A new snapshot adds "0first" before "a": "a" keeps its count.
+        let first = m.tenant("0first");
+        m.record(Some(&first), Outcome::Hit, 200, 1, 1);
+        m.record(Some(&m.tenant("a")), Outcome::Miss, 200, 1, 1);
+        let text = m.render("n", &StoreStats::default(), 0);
+        assert!(
+            text.contains("tenant=\"a\",outcome=\"miss\",status=\"2xx\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tenant=\"0first\",outcome=\"hit\",status=\"2xx\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("plain"), "plain");
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let m = Metrics::new();
+        m.record(Some(&m.tenant("we\"ird")), Outcome::Hit, 200, 1, 1);
+        let text = m.render("node\"x", &StoreStats::default(), 0);
+        assert!(
+            text.contains("node=\"node\\\"x\",tenant=\"we\\\"ird\""),
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,10 @@
-//! Tenants as the request path uses them: compiled from config once (origin pool, cache policy,
-//! key rules, per-path rules) and looked up by Host. An unknown Host never reaches the cache.
+//! Tenants as the request path uses them: compiled from a config snapshot (upstream hop, cache
+//! policy, key rules, per-path rules, metrics handle) and looked up by Host. An unknown Host
+//! never reaches the cache. A new snapshot keeps each unchanged tenant's origin connection pool
+//! and every tenant's counters (found by name).
 
+use crate::hop::{OriginHop, Upstream};
+use crate::metrics::{Metrics, TenantStats};
 use outpost_cache::cookie::CookiePolicy;
 use outpost_cache::{QueryRules, TenantPolicy};
 use outpost_config::{Config, CookiePolicyKind, SetCookieMode, TenantConfig};
@@ -27,10 +31,14 @@ pub struct Rule {
 pub struct Tenant {
     /// Name: cache namespace and metrics label.
     pub name: String,
-    /// Index into metrics arrays.
-    pub index: usize,
-    /// Origins.
-    pub pool: OriginPool,
+    /// Its counters.
+    pub stats: Arc<TenantStats>,
+    /// Where misses and passes go (the origin pool today; an owner box or shield set later).
+    pub upstream: Arc<dyn Upstream>,
+    /// The origin hop (kept so a later snapshot can reuse its connection pool).
+    origin: Arc<OriginHop>,
+    /// Origin timeouts the pool was built with.
+    timeouts: Timeouts,
     /// Cache defaults.
     pub policy: TenantPolicy,
     /// Query parameter rules for keys.
@@ -51,6 +59,13 @@ static DEFAULT_RULE: Rule = Rule {
 };
 
 impl Tenant {
+    /// Whether any rule keys on a cookie bucket (so one URL may have several primary keys).
+    pub fn keys_on_cookies(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.cookie, CookiePolicy::Bucket { .. }))
+    }
+
     /// The rule for a path (a default that caches normally when none matches).
     pub fn rule_for(&self, path: &str) -> &Rule {
         self.rules
@@ -59,20 +74,26 @@ impl Tenant {
             .unwrap_or(&DEFAULT_RULE)
     }
 
-    fn from_config(index: usize, t: &TenantConfig) -> Self {
-        let origins = t
+    fn from_config(t: &TenantConfig, metrics: &Metrics, previous: Option<&Tenants>) -> Self {
+        let origins: Vec<String> = t
             .origins
             .iter()
             .filter_map(|o| outpost_config::parse_origin(o).ok())
             .map(|o| o.authority)
             .collect();
-        let pool = OriginPool::new(
-            origins,
-            Timeouts {
-                connect: t.cache.connect_timeout.0,
-                first_byte: t.cache.origin_timeout.0,
-            },
-        );
+        let timeouts = Timeouts {
+            connect: t.cache.connect_timeout.0,
+            first_byte: t.cache.origin_timeout.0,
+        };
+        // An unchanged origin list keeps its pool: keep-alive connections and passive health.
+        let reused = previous
+            .and_then(|p| p.by_name(&t.name))
+            .filter(|old| old.origin.origins() == origins.as_slice() && old.timeouts == timeouts)
+            .map(|old| old.origin.clone());
+        let origin = reused.unwrap_or_else(|| {
+            let pool = OriginPool::new(origins.clone(), timeouts);
+            Arc::new(OriginHop::new(&t.name, origins, pool))
+        });
         let rules = t
             .rules
             .iter()
@@ -92,8 +113,10 @@ impl Tenant {
             .collect();
         Tenant {
             name: t.name.clone(),
-            index,
-            pool,
+            stats: metrics.tenant(&t.name),
+            upstream: origin.clone(),
+            origin,
+            timeouts,
             policy: TenantPolicy {
                 negative_ttl: t.cache.negative_ttl.0,
                 grace: t.cache.grace.0,
@@ -127,13 +150,13 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    /// Compile every tenant of a (validated) config.
-    pub fn from_config(cfg: &Config) -> Self {
+    /// Compile every tenant of a (validated) config, reusing what `previous` already built.
+    pub fn from_config(cfg: &Config, metrics: &Metrics, previous: Option<&Tenants>) -> Self {
         let mut by_host = HashMap::new();
         let mut wildcard = None;
         let mut all = Vec::new();
-        for (i, t) in cfg.tenants.iter().enumerate() {
-            let tenant = Arc::new(Tenant::from_config(i, t));
+        for t in &cfg.tenants {
+            let tenant = Arc::new(Tenant::from_config(t, metrics, previous));
             for h in &t.hostnames {
                 if h == "*" {
                     wildcard = Some(tenant.clone());
@@ -157,6 +180,16 @@ impl Tenants {
             _ => host,
         };
         self.by_host.get(name).or(self.wildcard.as_ref())
+    }
+
+    /// The tenant answering any Host (`*`), if one is configured.
+    pub fn wildcard(&self) -> Option<&Arc<Tenant>> {
+        self.wildcard.as_ref()
+    }
+
+    /// The tenant called `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.all.iter().find(|t| t.name == name)
     }
 
     /// All tenants in config order.

@@ -1,4 +1,6 @@
-//! A manually advanced wall clock for pure tests of time-dependent logic (freshness, TTLs, purges).
+//! A manually advanced wall clock for tests of time-dependent logic (freshness, TTLs, purges): pure
+//! tests read it directly, and a node started with it (`outpost_proxy::NodeOptions::clock`) reads
+//! it through [`outpost_cache::Clock`], so tests move time instead of sleeping.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,6 +38,12 @@ impl FakeClock {
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = to;
+    }
+}
+
+impl outpost_cache::Clock for FakeClock {
+    fn now(&self) -> SystemTime {
+        FakeClock::now(self)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Upstream connections: an origin pool with keep-alive connection reuse, connect and first-byte
 //! timeouts, failover to the next origin on connection failure, and passive health (an origin that
-//! refused a connection is skipped for a few seconds). Errors are classified so the proxy can answer
-//! 502 (refused, DNS) or 504 (timeout), or serve stale instead.
+//! refused a connection is skipped for a few seconds). Errors are typed ([`UpstreamError`]: a
+//! class, the origin, the cause as its source) so the proxy can answer 502 (refused,
+//! unreachable, protocol) or 504 (timeout), or serve stale instead, and log the cause.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
@@ -33,8 +34,9 @@ pub fn empty_body() -> ReqBody {
 pub enum UpstreamErrorKind {
     /// Connection refused or reset while connecting.
     Refused,
-    /// The origin's name did not resolve.
-    Dns,
+    /// The connection could not be made for another reason (the name did not resolve, no
+    /// route, no origin configured).
+    Unreachable,
     /// No connection within the connect timeout.
     ConnectTimeout,
     /// Connected, but no response head within the origin timeout.
@@ -48,7 +50,7 @@ impl UpstreamErrorKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             UpstreamErrorKind::Refused => "origin-refused",
-            UpstreamErrorKind::Dns => "origin-dns-failure",
+            UpstreamErrorKind::Unreachable => "origin-unreachable",
             UpstreamErrorKind::ConnectTimeout => "origin-connect-timeout",
             UpstreamErrorKind::Timeout => "origin-timeout",
             UpstreamErrorKind::Protocol => "origin-protocol-error",
@@ -57,25 +59,63 @@ impl UpstreamErrorKind {
 
     /// The status a client gets when nothing stale can be served.
     pub fn status(&self) -> http::StatusCode {
-        match self {
-            UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::Timeout => {
-                http::StatusCode::GATEWAY_TIMEOUT
-            }
-            _ => http::StatusCode::BAD_GATEWAY,
+        if self.is_timeout() {
+            http::StatusCode::GATEWAY_TIMEOUT
+        } else {
+            http::StatusCode::BAD_GATEWAY
         }
+    }
+
+    /// Whether the failure is a timeout (504 rather than 502).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::Timeout
+        )
+    }
+
+    /// Whether nothing reached the origin, so the same request may be retried elsewhere.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamErrorKind::Refused
+                | UpstreamErrorKind::Unreachable
+                | UpstreamErrorKind::ConnectTimeout
+        )
     }
 }
 
-/// An upstream failure with the origin it concerned.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{} at {origin}: {detail}", kind.as_str())]
+/// An upstream failure: its class, the origin it concerned, and the underlying error as its
+/// source (for logs: clients only ever see the class).
+#[derive(Debug, thiserror::Error)]
+#[error("{} at {origin}", kind.as_str())]
 pub struct UpstreamError {
     /// Class.
     pub kind: UpstreamErrorKind,
     /// `host:port` of the origin.
     pub origin: String,
-    /// Lower-level detail.
-    pub detail: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl UpstreamError {
+    /// An error of `kind` at `origin` caused by `source`.
+    pub fn new(
+        kind: UpstreamErrorKind,
+        origin: impl Into<String>,
+        source: Option<BoxError>,
+    ) -> Self {
+        Self {
+            kind,
+            origin: origin.into(),
+            source,
+        }
+    }
+
+    /// The whole chain, `kind at origin: cause: cause`, for logs.
+    pub fn detail(&self) -> String {
+        error_chain(self)
+    }
 }
 
 struct Origin {
@@ -84,7 +124,7 @@ struct Origin {
 }
 
 /// Timeouts for an origin pool.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP connect.
     pub connect: Duration,
@@ -161,22 +201,21 @@ impl OriginPool {
             let origin = &self.origins[*idx];
             let b = body.take().unwrap_or_else(empty_body);
             let had_body = !b.is_end_stream();
-            let req = match build(method, &origin.authority, path_and_query, headers, b) {
-                Ok(r) => r,
-                Err(detail) => {
-                    return Err(UpstreamError {
-                        kind: UpstreamErrorKind::Protocol,
-                        origin: origin.authority.clone(),
-                        detail,
-                    })
-                }
-            };
+            let req =
+                build(method, &origin.authority, path_and_query, headers, b).map_err(|e| {
+                    UpstreamError::new(
+                        UpstreamErrorKind::Protocol,
+                        origin.authority.clone(),
+                        Some(Box::new(e)),
+                    )
+                })?;
             match tokio::time::timeout(self.timeouts.first_byte, self.client.request(req)).await {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(e)) => {
-                    let err = classify(&e, &origin.authority);
-                    let retryable = e.is_connect() && !had_body;
-                    if e.is_connect() {
+                    let err = classify(e, &origin.authority);
+                    let connect = err.kind.is_connect();
+                    let retryable = connect && !had_body;
+                    if connect {
                         origin.down_until_ms.store(
                             self.now_ms() + DOWN_FOR.as_millis() as u64,
                             Ordering::Relaxed,
@@ -189,18 +228,20 @@ impl OriginPool {
                     last_err = Some(err);
                 }
                 Err(_) => {
-                    return Err(UpstreamError {
-                        kind: UpstreamErrorKind::Timeout,
-                        origin: origin.authority.clone(),
-                        detail: format!("no response within {:?}", self.timeouts.first_byte),
-                    })
+                    return Err(UpstreamError::new(
+                        UpstreamErrorKind::Timeout,
+                        origin.authority.clone(),
+                        Some(format!("no response within {:?}", self.timeouts.first_byte).into()),
+                    ))
                 }
             }
         }
-        Err(last_err.unwrap_or(UpstreamError {
-            kind: UpstreamErrorKind::Refused,
-            origin: String::new(),
-            detail: "no origins configured".into(),
+        Err(last_err.unwrap_or_else(|| {
+            UpstreamError::new(
+                UpstreamErrorKind::Unreachable,
+                "",
+                Some("no origins configured".into()),
+            )
         }))
     }
 }
@@ -211,10 +252,8 @@ fn build(
     path_and_query: &str,
     headers: &HeaderMap,
     body: ReqBody,
-) -> Result<Request<ReqBody>, String> {
-    let uri: Uri = format!("http://{authority}{path_and_query}")
-        .parse()
-        .map_err(|e| format!("bad upstream uri: {e}"))?;
+) -> Result<Request<ReqBody>, http::uri::InvalidUri> {
+    let uri: Uri = format!("http://{authority}{path_and_query}").parse()?;
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
@@ -227,25 +266,35 @@ fn build(
     Ok(req)
 }
 
-fn classify(e: &hyper_util::client::legacy::Error, origin: &str) -> UpstreamError {
-    let detail = error_chain(e);
+/// The class of a client error, from its type and the I/O error kinds in its source chain (never
+/// from message text).
+fn classify(e: hyper_util::client::legacy::Error, origin: &str) -> UpstreamError {
     let kind = if e.is_connect() {
-        let lower = detail.to_ascii_lowercase();
-        if lower.contains("dns") || lower.contains("resolve") || lower.contains("name or service") {
-            UpstreamErrorKind::Dns
-        } else if lower.contains("timed out") || lower.contains("timeout") {
-            UpstreamErrorKind::ConnectTimeout
-        } else {
-            UpstreamErrorKind::Refused
+        match io_kind(&e) {
+            Some(std::io::ErrorKind::TimedOut) => UpstreamErrorKind::ConnectTimeout,
+            Some(
+                std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted,
+            ) => UpstreamErrorKind::Refused,
+            _ => UpstreamErrorKind::Unreachable,
         }
     } else {
         UpstreamErrorKind::Protocol
     };
-    UpstreamError {
-        kind,
-        origin: origin.to_string(),
-        detail,
+    UpstreamError::new(kind, origin, Some(Box::new(e)))
+}
+
+/// The kind of the first `io::Error` in an error's source chain.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cur = err.source();
     }
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -257,8 +257,8 @@ async fn up(
     }
     eprintln!("  outpost explain '{base}/?utm_source=x&b=2&a=1'");
     eprintln!();
-    eprintln!("Ctrl-C to stop.");
-    wait_for_shutdown().await;
+    eprintln!("Ctrl-C to stop (in-flight responses finish first; twice to exit at once).");
+    serve_until_signal(&running, cfg.node.drain_timeout.0, None).await;
     Ok(())
 }
 
@@ -322,23 +322,54 @@ async fn node(
         node = %cfg.node.name,
         "outpost node serving"
     );
-    wait_for_shutdown().await;
+    serve_until_signal(&running, cfg.node.drain_timeout.0, config.as_deref()).await;
     Ok(())
 }
 
-async fn wait_for_shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+/// Serve until SIGTERM or SIGINT, then drain: stop accepting, finish responses and fills in
+/// flight up to `drain_timeout`, and return (the process exits). A second signal exits at once.
+/// SIGHUP re-reads `reload` (the `--config` file) and applies its tenants without a restart.
+async fn serve_until_signal(
+    running: &outpost_proxy::RunningNode,
+    drain_timeout: Duration,
+    reload: Option<&std::path::Path>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; serving until killed");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match reload {
+                Some(path) => match Config::from_file(path) {
+                    Ok(cfg) => match running.node.apply_config(&cfg) {
+                        Ok(v) => tracing::info!(version = v, file = %path.display(), "config reloaded"),
+                        Err(e) => tracing::error!(error = %e, "config reload refused; keeping the config in force"),
+                    },
+                    Err(e) => tracing::error!(error = %e, "config reload refused; keeping the config in force"),
+                },
+                None => tracing::info!("SIGHUP ignored: no --config file to reload"),
+            },
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!(
+        deadline_secs = drain_timeout.as_secs_f64(),
+        "shutdown signal: draining (send it again to exit at once)"
+    );
+    tokio::select! {
+        report = running.drain(drain_timeout) => {
+            tracing::info!(?report, "exiting");
+        }
+        _ = term.recv() => tracing::warn!("second signal: exiting now"),
+        _ = int.recv() => tracing::warn!("second signal: exiting now"),
+    }
 }
 
 async fn explain(
@@ -373,7 +404,8 @@ async fn explain(
             .map_err(|_| format!("-H {h:?}: bad header value"))?;
         hm.append(name, value);
     }
-    let tenants = outpost_proxy::tenant::Tenants::from_config(&cfg);
+    let metrics = outpost_proxy::metrics::Metrics::new();
+    let tenants = outpost_proxy::tenant::Tenants::from_config(&cfg, &metrics, None);
     let host = outpost_cache::key::canonical_host(authority).map_err(|e| e.to_string())?;
     println!("url            {url}");
     let Some(tenant) = tenants.find(&host) else {

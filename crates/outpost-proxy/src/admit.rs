@@ -1,0 +1,110 @@
+//! Admission: what a request must be before anything else looks at it. Unambiguous framing (a
+//! request with both Content-Length and Transfer-Encoding is how requests get smuggled between
+//! hops, RFC 9112 §6.1: 400 and close); a method the node proxies (`CONNECT` would turn the edge
+//! into a tunnel to the origin: 405, the origin is never contacted); one Host (RFC 9112 §3.2: 400
+//! when missing or repeated, except that an HTTP/1.0 request without Host is served by the `*`
+//! tenant when one is configured); a tenant for that Host (421 otherwise: unknown hosts never
+//! touch the cache); and no loop through this node (`CDN-Loop` already naming it, RFC 8586: 508).
+
+use crate::error::{ErrorClass, ProxyError};
+use crate::tenant::{Tenant, Tenants};
+use http::{header, HeaderMap, Method, Request, Version};
+use std::sync::Arc;
+
+/// An admitted request: its tenant and canonical host.
+pub struct Admitted {
+    /// The tenant serving the Host.
+    pub tenant: Arc<Tenant>,
+    /// Canonical host (lower case, no default port).
+    pub host: String,
+}
+
+/// Admit `req` (`ambiguous_framing`: the connection saw both framing fields, conn.rs).
+pub fn admit<B>(
+    tenants: &Tenants,
+    node_name: &str,
+    req: &Request<B>,
+    ambiguous_framing: bool,
+) -> Result<Admitted, ProxyError> {
+    let h = req.headers();
+    let has_te = h.contains_key(header::TRANSFER_ENCODING);
+    if has_te && (ambiguous_framing || h.contains_key(header::CONTENT_LENGTH)) {
+        return Err(bad("both Content-Length and Transfer-Encoding"));
+    }
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::client(
+            ErrorClass::MethodNotAllowed,
+            "CONNECT is not proxied",
+        ));
+    }
+    if h.get_all(header::HOST).iter().count() > 1 {
+        return Err(bad("more than one Host header"));
+    }
+    if loops_through(h, node_name) {
+        return Err(ProxyError::client(
+            ErrorClass::LoopDetected,
+            "CDN-Loop already names this node",
+        ));
+    }
+    let Some(raw_host) = host_of(req) else {
+        // RFC 9112 §3.2: HTTP/1.1 requires Host; an HTTP/1.0 client may not know it.
+        if req.version() <= Version::HTTP_10 {
+            if let Some(tenant) = tenants.wildcard() {
+                return Ok(Admitted {
+                    tenant: tenant.clone(),
+                    host: String::new(),
+                });
+            }
+        }
+        return Err(bad("missing Host header"));
+    };
+    let host = outpost_cache::key::canonical_host(raw_host).map_err(|e| bad(&e.to_string()))?;
+    let Some(tenant) = tenants.find(&host) else {
+        return Err(ProxyError::client(
+            ErrorClass::UnknownHost,
+            format!("no tenant is configured for host {host}"),
+        ));
+    };
+    Ok(Admitted {
+        tenant: tenant.clone(),
+        host,
+    })
+}
+
+fn bad(message: &str) -> ProxyError {
+    ProxyError::client(ErrorClass::BadRequest, message)
+}
+
+/// The request's authority: absolute-form target first, then Host.
+pub fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })
+}
+
+/// Whether `CDN-Loop` (RFC 8586 §2: a list of `cdn-id [; params]`) already names this node.
+fn loops_through(h: &HeaderMap, node: &str) -> bool {
+    h.get_all("cdn-loop")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|member| member.split(';').next())
+        .any(|id| id.trim().eq_ignore_ascii_case(node))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn cdn_loop_members() {
+        let mut h = HeaderMap::new();
+        h.append("cdn-loop", "other; v=1, Edge1".parse().unwrap());
+        assert!(loops_through(&h, "edge1"));
+        assert!(!loops_through(&h, "edge2"));
+        assert!(!loops_through(&HeaderMap::new(), "edge1"));
+    }
+}

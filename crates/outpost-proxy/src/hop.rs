@@ -1,0 +1,242 @@
+//! Upstream hops: where a node sends what it cannot answer. [`Upstream`] is the seam: the
+//! tenant's origin pool ([`OriginHop`]) is its first implementation; the PoP owner box, a
+//! regional mid-tier and the origin's shield set are the next ones. Everything a hop adds to a
+//! request is built here, in one place ([`HopHeaders`]): hop-by-hop fields removed, `Via`,
+//! `X-Forwarded-For`, `CDN-Loop` (RFC 8586), `Surrogate-Capability`, and for cache fills the
+//! removal of what the cache key does not account for. On the way back, the upstream's
+//! `Cache-Status` members are kept and this node's member is appended after them (RFC 9211 §2),
+//! by `respond::finish`.
+
+use crate::error::ProxyError;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Response};
+use hyper::body::Incoming;
+use outpost_http::headers::strip_hop_by_hop;
+use outpost_http::vary;
+use outpost_upstream::{OriginPool, ReqBody};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+/// One request for an upstream hop.
+pub struct HopRequest<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Path and query (origin-form).
+    pub path_and_query: &'a str,
+    /// Headers, already shaped by [`HopHeaders`].
+    pub headers: HeaderMap,
+    /// Body (`None`: bodiless, so it may be retried on another server of the hop).
+    pub body: Option<ReqBody>,
+}
+
+/// What a hop returns.
+pub type HopResult = Result<Response<Incoming>, ProxyError>;
+
+/// The future of a hop request.
+pub type HopFuture<'a> = Pin<Box<dyn Future<Output = HopResult> + Send + 'a>>;
+
+/// An upstream hop: a set of servers that answer HTTP requests for a node.
+pub trait Upstream: Send + Sync + 'static {
+    /// Name for logs.
+    fn name(&self) -> &str;
+    /// Send one request.
+    fn send<'a>(&'a self, req: HopRequest<'a>) -> HopFuture<'a>;
+}
+
+/// The tenant's origins: keep-alive pool, failover in order, timeouts.
+pub struct OriginHop {
+    name: String,
+    pool: OriginPool,
+    origins: Vec<String>,
+}
+
+impl OriginHop {
+    /// A hop to `origins` (`host:port`) through `pool`.
+    pub fn new(tenant: &str, origins: Vec<String>, pool: OriginPool) -> Self {
+        Self {
+            name: format!("origin:{tenant}"),
+            pool,
+            origins,
+        }
+    }
+
+    /// The origin authorities, in failover order.
+    pub fn origins(&self) -> &[String] {
+        &self.origins
+    }
+
+    /// The connection pool (shared with a later snapshot whose origins did not change).
+    pub fn pool(&self) -> &OriginPool {
+        &self.pool
+    }
+}
+
+impl Upstream for OriginHop {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send<'a>(&'a self, req: HopRequest<'a>) -> HopFuture<'a> {
+        Box::pin(async move {
+            self.pool
+                .send(req.method, req.path_and_query, &req.headers, req.body)
+                .await
+                .map_err(ProxyError::upstream)
+        })
+    }
+}
+
+static CDN_LOOP: header::HeaderName = header::HeaderName::from_static("cdn-loop");
+static SURROGATE_CAPABILITY: header::HeaderName =
+    header::HeaderName::from_static("surrogate-capability");
+static X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
+
+/// Request headers an origin may reflect into a response but the cache key does not account for
+/// (reference 003 §16: unkeyed input → keyed output is how caches get poisoned).
+const UNKEYED: [&str; 11] = [
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-proto",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+];
+
+/// Builds the request headers of one hop.
+pub struct HopHeaders<'a> {
+    /// This node's name (`Via`, `CDN-Loop`).
+    pub node: &'a str,
+    /// The client (appended to `X-Forwarded-For`).
+    pub peer: SocketAddr,
+}
+
+impl HopHeaders<'_> {
+    /// Headers for a request forwarded as is (pass, unsafe methods): hop-by-hop fields removed,
+    /// forwarding fields added.
+    pub fn pass(&self, mut h: HeaderMap) -> HeaderMap {
+        strip_hop_by_hop(&mut h);
+        self.forwarding(&mut h);
+        h
+    }
+
+    /// Headers for a cache fill or revalidation made on behalf of `client`: what the cache key
+    /// does not account for is removed (client conditionals and Range, since the cache fetches
+    /// whole objects; its own Cache-Control; unkeyed override headers; Cookie unless the key holds
+    /// a cookie bucket), and the normalised `Accept-Encoding` / `Accept-Language` buckets the key
+    /// holds are sent instead of the raw values, so a stored variant is what its key promises.
+    pub fn fill(&self, client: &HeaderMap, keep_cookie: bool) -> HeaderMap {
+        let mut h = client.clone();
+        strip_hop_by_hop(&mut h);
+        for name in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+            header::RANGE,
+            header::CACHE_CONTROL,
+            header::PRAGMA,
+        ] {
+            h.remove(name);
+        }
+        strip_unkeyed(&mut h);
+        if let Some(ae) = vary::normalised_accept_encoding(client) {
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(ae));
+        }
+        if let Some(al) = vary::normalised_accept_language(client).filter(|a| !a.is_empty()) {
+            if let Ok(v) = HeaderValue::from_str(&al) {
+                h.insert(header::ACCEPT_LANGUAGE, v);
+            }
+        }
+        h.insert(
+            SURROGATE_CAPABILITY.clone(),
+            HeaderValue::from_static("outpost=\"Surrogate/1.0\""),
+        );
+        if !keep_cookie {
+            h.remove(header::COOKIE);
+        }
+        self.forwarding(&mut h);
+        h
+    }
+
+    /// `Via`, `X-Forwarded-For` and `CDN-Loop` (RFC 8586 §2: each CDN adds its own member, so a
+    /// request that comes back to a node that already handled it can be recognised).
+    fn forwarding(&self, h: &mut HeaderMap) {
+        if let Ok(v) = HeaderValue::from_str(&format!("1.1 {}", self.node)) {
+            h.append(header::VIA, v);
+        }
+        let ip = self.peer.ip().to_string();
+        let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(self.node) {
+            h.append(CDN_LOOP.clone(), v);
+        }
+    }
+}
+
+fn strip_unkeyed(h: &mut HeaderMap) {
+    for name in UNKEYED {
+        h.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn hh() -> HopHeaders<'static> {
+        HopHeaders {
+            node: "edge1",
+            peer: "192.0.2.9:5555".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn fill_headers_drop_what_the_key_does_not_hold() {
+        let mut c = HeaderMap::new();
+        c.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        c.insert("range", HeaderValue::from_static("bytes=0-1"));
+        c.insert("if-none-match", HeaderValue::from_static("\"a\""));
+        c.insert("cookie", HeaderValue::from_static("s=1"));
+        c.insert("accept", HeaderValue::from_static("*/*"));
+        c.insert("connection", HeaderValue::from_static("close"));
+        let h = hh().fill(&c, false);
+        for gone in [
+            "x-forwarded-host",
+            "range",
+            "if-none-match",
+            "cookie",
+            "connection",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        assert_eq!(h["accept"], "*/*");
+        assert_eq!(h["via"], "1.1 edge1");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(h["cdn-loop"], "edge1");
+        assert!(hh().fill(&c, true).contains_key("cookie"));
+    }
+
+    #[test]
+    fn forwarding_appends() {
+        let mut c = HeaderMap::new();
+        c.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        c.insert("cdn-loop", HeaderValue::from_static("other-cdn"));
+        let h = hh().pass(c);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.1, 192.0.2.9");
+        let loops: Vec<_> = h.get_all("cdn-loop").iter().collect();
+        assert_eq!(loops, ["other-cdn", "edge1"]);
+    }
+}

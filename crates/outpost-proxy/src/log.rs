@@ -1,0 +1,215 @@
+//! What one request leaves behind: the facts gathered on its way ([`RequestLog`]), counted in the
+//! metrics and written as one JSON access-log line when enabled; and warnings about failures
+//! that can come in floods (origin down, descriptors exhausted), written at most once a second
+//! per kind with a count of what was suppressed ([`Throttle`]).
+
+use crate::metrics::{Outcome, TenantStats};
+use crate::Node;
+use http::{HeaderMap, Method};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Facts about one request gathered for metrics and the access log.
+pub struct RequestLog {
+    /// Request id (0 until one is needed: access log, debug span or an error answer).
+    pub id: u64,
+    /// The tenant's counters, once the tenant is known.
+    pub tenant: Option<Arc<TenantStats>>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Canonical URL, once known (kept only when `detailed`).
+    pub url: String,
+    /// Cache-Status value sent (kept only when `detailed`).
+    pub cache_status: String,
+    /// Whether the access log wants the string fields.
+    pub detailed: bool,
+    started: Instant,
+    method: Method,
+    host: String,
+    path: String,
+    peer: SocketAddr,
+}
+
+impl RequestLog {
+    /// Start the record of a request.
+    pub fn start(
+        node: &Node,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Self {
+        let detailed = node.access_log;
+        let (host, path) = if detailed {
+            let host = uri
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    headers
+                        .get(http::header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                })
+                .unwrap_or("");
+            (host.to_string(), uri.path().to_string())
+        } else {
+            (String::new(), String::new())
+        };
+        Self {
+            id: if detailed { node.next_request_id() } else { 0 },
+            tenant: None,
+            outcome: Outcome::Rejected,
+            url: String::new(),
+            cache_status: String::new(),
+            detailed,
+            started: Instant::now(),
+            method: method.clone(),
+            host,
+            path,
+            peer,
+        }
+    }
+
+    /// The record of a request the node makes itself (a background revalidation): counted under
+    /// its tenant, never written to the access log.
+    pub fn background(tenant: Arc<TenantStats>) -> Self {
+        Self {
+            id: 0,
+            tenant: Some(tenant),
+            outcome: Outcome::Miss,
+            url: String::new(),
+            cache_status: String::new(),
+            detailed: false,
+            started: Instant::now(),
+            method: Method::GET,
+            host: String::new(),
+            path: String::new(),
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+
+    /// The request id, made now if none was needed so far.
+    pub fn id(&mut self, node: &Node) -> u64 {
+        if self.id == 0 {
+            self.id = node.next_request_id();
+        }
+        self.id
+    }
+
+    /// Count the request and write its access-log line.
+    pub fn finish(self, node: &Node, status: u16, headers: &HeaderMap) {
+        let micros = self.started.elapsed().as_micros() as u64;
+        let bytes = if self.method == Method::HEAD {
+            0
+        } else {
+            headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        node.metrics
+            .record(self.tenant.as_deref(), self.outcome, status, bytes, micros);
+        if !self.detailed {
+            return;
+        }
+        let line = serde_json::json!({
+            "ts": httpdate::fmt_http_date(node.clock.now()),
+            "id": self.id,
+            "node": node.name,
+            "client": self.peer.ip().to_string(),
+            "method": self.method.as_str(),
+            "host": self.host,
+            "path": self.path,
+            "url": self.url,
+            "status": status,
+            "outcome": self.outcome.as_str(),
+            "cache_status": self.cache_status,
+            "bytes": bytes,
+            "duration_ms": micros as f64 / 1000.0,
+            "tenant": self.tenant.as_ref().map(|t| t.name()),
+        });
+        node.write_access_log(&line.to_string());
+    }
+}
+
+/// At most one log line per second for one kind of event, with how many were suppressed.
+#[derive(Debug)]
+pub struct Throttle {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last line written (`u64::MAX`: never).
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Throttle {
+    /// `Some(n)` when a line may be written now (`n` events were suppressed since the last
+    /// one), `None` when this event is to be suppressed.
+    pub fn allow(&self) -> Option<u64> {
+        self.allow_at(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// [`Throttle::allow`] at `now` milliseconds since the throttle was made.
+    fn allow_at(&self, now: u64) -> Option<u64> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != u64::MAX && now < last.saturating_add(1000) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// The throttles of one node.
+#[derive(Debug, Default)]
+pub struct Warnings {
+    /// Upstream failures answered with 502/504.
+    pub upstream: Throttle,
+    /// Accept failures (descriptor exhaustion).
+    pub accept: Throttle,
+    /// SSD write failures that a fill carried on through.
+    pub disk: Throttle,
+}
+
+/// The current time as an HTTP-date, for `Date` fields the node adds.
+pub fn http_date(t: SystemTime) -> http::HeaderValue {
+    http::HeaderValue::from_str(&httpdate::fmt_http_date(t)).unwrap_or(
+        http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn throttle_writes_once_a_second_then_counts() {
+        let t = Throttle::default();
+        assert_eq!(t.allow_at(5), Some(0));
+        for ms in [6, 500, 1004] {
+            assert_eq!(t.allow_at(ms), None);
+        }
+        assert_eq!(t.allow_at(1005), Some(3));
+        assert_eq!(t.allow_at(1006), None);
+    }
+}

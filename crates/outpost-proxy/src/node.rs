@@ -1,0 +1,202 @@
+//! The shared state of a running node ([`Node`]): the config snapshot in force (swapped at run
+//! time without a restart: [`Node::apply_config`]), the store, the fill registry, the purge log,
+//! metrics, the injected clock and the request filter chain.
+
+use crate::filters::FilterChain;
+use crate::log::Warnings;
+use crate::metrics::{self, Metrics};
+use crate::purge::{self, Purge};
+use crate::tenant::Tenants;
+use arc_swap::ArcSwap;
+use outpost_cache::{Clock, SystemClock};
+use outpost_config::{Config, ConfigError};
+use outpost_fill::FillRegistry;
+use outpost_store::{CacheKey, HybridStore, MemoryStore, PolicyKind, Store};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What a node is built with besides its config: the seams tests and embedders replace.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// The wall clock the node reads (freshness, ages, dates); a fake one in tests.
+    pub clock: Arc<dyn Clock>,
+    /// Request filters run after admission.
+    pub filters: FilterChain,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            filters: FilterChain::default(),
+        }
+    }
+}
+
+/// The tenant configuration in force, immutable; a new config replaces it whole.
+pub struct ConfigSnapshot {
+    /// Monotonic version (1 for the config the node started with).
+    pub version: u64,
+    /// Tenants by host.
+    pub tenants: Tenants,
+}
+
+/// Shared state of a running node.
+pub struct Node {
+    /// Name in `Cache-Status`, `Via`, `CDN-Loop` and metrics.
+    pub name: String,
+    config: ArcSwap<ConfigSnapshot>,
+    /// The object store.
+    pub store: Arc<dyn Store>,
+    /// Whether the store has an SSD tier (hits that read SSD chunks are only tried then).
+    pub has_disk: bool,
+    /// In-flight fills.
+    pub fills: FillRegistry<CacheKey, crate::fill::FillHead>,
+    /// The purge sequence fills check before storing.
+    pub purges: purge::PurgeLog,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Request filters.
+    pub filters: FilterChain,
+    /// Whether to write JSON access log lines to stdout.
+    pub access_log: bool,
+    /// This node's `Cache-Status` hit member, pre-rendered.
+    pub hit_status: outpost_http::cache_status::HitStatus,
+    /// Rate-limited warnings.
+    pub warnings: Warnings,
+    /// Bearer token that admits admin requests from non-loopback clients (none: loopback only).
+    pub admin_token: Option<String>,
+    /// Set once the node drains (health checks then answer 503).
+    pub draining: AtomicBool,
+    next_id: AtomicU64,
+    log_out: Mutex<std::io::Stdout>,
+}
+
+impl Node {
+    /// Build a node from a validated config.
+    pub fn new(cfg: &Config, opts: NodeOptions) -> Result<Self, String> {
+        let store = open_store(cfg)?;
+        let metrics = Metrics::new();
+        let tenants = Tenants::from_config(cfg, &metrics, None);
+        metrics.set_config_version(1);
+        Ok(Node {
+            name: cfg.node.name.clone(),
+            config: ArcSwap::from_pointee(ConfigSnapshot {
+                version: 1,
+                tenants,
+            }),
+            has_disk: store.stats_disk().is_some(),
+            store,
+            fills: FillRegistry::new(),
+            purges: purge::PurgeLog::default(),
+            metrics,
+            clock: opts.clock,
+            filters: opts.filters,
+            access_log: cfg.node.access_log,
+            hit_status: outpost_http::cache_status::HitStatus::new(&cfg.node.name),
+            warnings: Warnings::default(),
+            admin_token: cfg.node.admin_token.clone(),
+            draining: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            log_out: Mutex::new(std::io::stdout()),
+        })
+    }
+
+    /// The config snapshot in force (hold it briefly: a request takes its tenant and lets go).
+    pub fn config(&self) -> arc_swap::Guard<Arc<ConfigSnapshot>> {
+        self.config.load()
+    }
+
+    /// Validate `cfg` and make its tenants the ones in force, without a restart: requests already
+    /// running finish with the snapshot they started with, new ones use the new one. Tenants
+    /// keep their counters (by name) and, when their origins did not change, their origin
+    /// connection pools. Node-level settings (listeners, store) need a restart and are ignored
+    /// here with a warning. Returns the new version.
+    pub fn apply_config(&self, cfg: &Config) -> Result<u64, ConfigError> {
+        cfg.validate()?;
+        if cfg.node.name != self.name {
+            tracing::warn!("node.name changes need a restart; keeping {:?}", self.name);
+        }
+        let old = self.config.load_full();
+        let tenants = Tenants::from_config(cfg, &self.metrics, Some(&old.tenants));
+        let version = old.version + 1;
+        self.config
+            .store(Arc::new(ConfigSnapshot { version, tenants }));
+        self.metrics.set_config_version(version);
+        tracing::info!(
+            version,
+            tenants = cfg.tenants.len(),
+            "config snapshot applied"
+        );
+        Ok(version)
+    }
+
+    /// Apply a purge for the tenant called `tenant`; returns the objects removed, or `None`
+    /// when no such tenant exists.
+    pub fn purge(&self, tenant: &str, p: &Purge) -> Option<usize> {
+        let snapshot = self.config();
+        let t = snapshot.tenants.by_name(tenant)?.clone();
+        drop(snapshot);
+        Some(purge::apply(self, &t, p))
+    }
+
+    /// A fresh request id.
+    pub fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Write one access-log line.
+    pub fn write_access_log(&self, line: &str) {
+        let mut out = self.log_out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{line}");
+    }
+
+    /// Metrics text.
+    pub fn render_metrics(&self) -> String {
+        let mut text = self
+            .metrics
+            .render(&self.name, &self.store.stats(), self.fills.in_flight());
+        if let Some(disk) = self.store.stats_disk() {
+            text.push_str(&metrics::render_disk(&self.name, &disk));
+        }
+        text
+    }
+}
+
+/// The object store a config asks for: RAM only, or RAM + SSD when `store.dir` is set. An SSD
+/// directory that cannot be used (missing, unwritable, I/O errors) is logged and the node serves
+/// from RAM and origin; one written by a newer on-disk format is refused (never misread).
+fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
+    let policy: PolicyKind = cfg.store.policy.parse().unwrap_or_default();
+    let cap = cfg.store.ram_bytes.0;
+    // Shards of ~128 MiB (power of two, 1..=64): objects up to 1/8 of a shard are storable, so
+    // the default 512 MiB keeps 16 MiB objects, and 2-4 shards are plenty for a few cores.
+    let shards = ((cap / (128 << 20)).clamp(1, 64) as usize)
+        .next_power_of_two()
+        .min(64);
+    let ram = || Arc::new(MemoryStore::with_shards(cap, policy, shards)) as Arc<dyn Store>;
+    if cfg.store.dir.is_empty() {
+        return Ok(ram());
+    }
+    let dir = std::path::Path::new(&cfg.store.dir);
+    match HybridStore::open(
+        dir,
+        cap,
+        cfg.store.disk_bytes.0,
+        policy,
+        cfg.store.segment_bytes.0.min(cfg.store.disk_bytes.0 / 4),
+    ) {
+        Ok((store, report)) => {
+            tracing::info!(dir = %dir.display(), ?report, "SSD tier opened");
+            Ok(Arc::new(store))
+        }
+        Err(e) if e.fallback_to_ram() => {
+            tracing::error!(error = %e, "SSD tier unavailable: serving from RAM and origin only");
+            Ok(ram())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

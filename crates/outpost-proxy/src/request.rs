@@ -1,0 +1,119 @@
+//! One request through a node, top to bottom. [`handle`] is the whole story; each step is one
+//! module:
+//!
+//! 1. [`admit`](crate::admit): framing, method, Host, tenant, loop check;
+//! 2. [`filters`](crate::filters): rate limits, WAF, signed URLs (the chain is empty today);
+//! 3. [`key`](crate::key): canonical URL; unsafe methods are forwarded ([`pass`](crate::pass)) and
+//!    invalidate ([`purge`](crate::purge)); a bypass is forwarded as is; otherwise the cache key;
+//! 4. [`flow`](crate::flow): the `CacheFlow` state machine run against the store
+//!    ([`objects`](crate::objects)), the fill registry ([`fill`](crate::fill)) and the upstream
+//!    hop ([`hop`](crate::hop));
+//! 5. [`respond`](crate::respond): 304 / 206 / HEAD shaping, `Age`, `Cache-Status`, errors;
+//! 6. [`log`](crate::log): metrics and the access-log line.
+
+use crate::admit::{self, Admitted};
+use crate::body::RespBody;
+use crate::filters::{FilterRequest, Verdict};
+use crate::key::{self, CacheRequest, Keyed};
+use crate::log::RequestLog;
+use crate::metrics::Outcome;
+use crate::{flow, pass, respond, Node};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use outpost_http::cache_control::RequestCacheControl;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// Handle one request and account for it.
+pub async fn handle(
+    node: Arc<Node>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ambiguous_framing: bool,
+) -> Response<RespBody> {
+    let mut log = RequestLog::start(&node, req.method(), req.uri(), req.headers(), peer);
+    // The span costs ~1% of a hit even when disabled, so it exists only when debug logging is on.
+    let resp = if tracing::enabled!(tracing::Level::DEBUG) {
+        let id = log.id(&node);
+        let span =
+            tracing::debug_span!("request", id, method = %req.method(), path = %req.uri().path());
+        serve(&node, req, peer, ambiguous_framing, &mut log)
+            .instrument(span)
+            .await
+    } else {
+        serve(&node, req, peer, ambiguous_framing, &mut log).await
+    };
+    log.finish(&node, resp.status().as_u16(), resp.headers());
+    resp
+}
+
+async fn serve(
+    node: &Arc<Node>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ambiguous_framing: bool,
+    log: &mut RequestLog,
+) -> Response<RespBody> {
+    // 1. Admission, against the config snapshot in force now.
+    let admitted = admit::admit(&node.config().tenants, &node.name, &req, ambiguous_framing);
+    let Admitted { tenant, host } = match admitted {
+        Ok(a) => a,
+        Err(e) => return respond::error(node, &e, log),
+    };
+    log.tenant = Some(tenant.stats.clone());
+
+    // 2. Filters.
+    if !node.filters.is_empty() {
+        let input = FilterRequest {
+            tenant: &tenant,
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            peer,
+        };
+        if let Verdict::Respond(resp) = node.filters.run(&input) {
+            log.outcome = Outcome::Rejected;
+            return resp;
+        }
+    }
+
+    // 3. The canonical URL; what the cache does not answer goes straight through.
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let url = match key::canonical_url(&tenant, &host, target) {
+        Ok(u) => u,
+        Err(e) => return respond::error(node, &e, log),
+    };
+    if log.detailed {
+        log.url = url.to_string();
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return pass::forward_unsafe(node, &tenant, req, &url, peer, log).await;
+    }
+    let (primary, policy, keep_cookie) = match key::decide(&tenant, &url, req.headers()) {
+        Keyed::Bypass { fwd, detail } => {
+            return pass::forward(node, &tenant, req, &url, peer, fwd, Some(detail), log).await;
+        }
+        Keyed::Cache {
+            primary,
+            policy,
+            keep_cookie,
+        } => (primary, policy, keep_cookie),
+    };
+
+    // 4. The cache flow (the request body is not part of the key, so it is dropped).
+    let (parts, _unkeyed_body) = req.into_parts();
+    let cache_request = CacheRequest {
+        node: node.clone(),
+        cc: RequestCacheControl::from_headers(&parts.headers),
+        tenant,
+        method: parts.method,
+        headers: parts.headers,
+        url,
+        primary,
+        policy,
+        peer,
+        keep_cookie,
+    };
+    flow::run(cache_request, log).await
+}
