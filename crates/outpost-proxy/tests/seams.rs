@@ -53,6 +53,7 @@ async fn expiry_and_stale_windows_follow_the_injected_clock() {
         RouteSpec::ok("", "max-age=60, stale-while-revalidate=600"),
     );
     let clock = clock();
+    origin.use_clock(&clock);
     let node = node_with(&config_for(&origin), &clock).await;
     assert_eq!(get(node.addr, "/a").await.text(), "1");
     assert_eq!(get(node.addr, "/swr").await.text(), "1");

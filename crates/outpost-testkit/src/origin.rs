@@ -161,6 +161,8 @@ struct State {
     routes: HashMap<String, RouteSpec>,
     /// Times each path (routed or not) was answered, for `X-Origin-Count`.
     served: HashMap<String, u64>,
+    /// The clock `Date` is read from (the system clock when unset).
+    clock: Option<crate::FakeClock>,
 }
 
 struct Shared {
@@ -285,6 +287,12 @@ impl TestOrigin {
         self.shared.lock().routes.insert(path.to_string(), spec);
     }
 
+    /// Reads `Date` from `clock` from now on, so an origin and a node on the same fake clock
+    /// agree on the time (a node's `Age` then comes from its clock alone).
+    pub fn use_clock(&self, clock: &crate::FakeClock) {
+        self.shared.lock().clock = Some(clock.clone());
+    }
+
     /// Forgets recorded requests and hit counts (routes and served counters are kept).
     pub fn clear_hits(&self) {
         let mut state = self.shared.lock();
@@ -344,7 +352,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<OriginBody>
         .map(|pq| pq.as_str().to_string())
         .unwrap_or_else(|| parts.uri.path().to_string());
     let path = parts.uri.path().to_string();
-    let (spec, served) = {
+    let (spec, served, now) = {
         let mut state = shared.lock();
         *state.hits.entry(path_and_query.clone()).or_insert(0) += 1;
         state.total += 1;
@@ -360,20 +368,24 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<OriginBody>
             *n += 1;
             *n
         };
-        (state.routes.get(&path).cloned(), served)
+        let now = state
+            .clock
+            .as_ref()
+            .map_or_else(SystemTime::now, |c| c.now());
+        (state.routes.get(&path).cloned(), served, now)
     };
     let head = parts.method == Method::HEAD;
     let spec = match spec {
         Some(spec) => spec,
         None => {
             let spec = RouteSpec::ok(&format!("path:{path_and_query}"), "max-age=60");
-            return respond(&spec, &parts.headers, head, served);
+            return respond(&spec, &parts.headers, head, served, now);
         }
     };
     if !spec.delay.is_zero() {
         tokio::time::sleep(spec.delay).await;
     }
-    respond(&spec, &parts.headers, head, served)
+    respond(&spec, &parts.headers, head, served, now)
 }
 
 /// Weak comparison of an `If-None-Match` list against `etag` (RFC 9110 §13.1.2).
@@ -388,7 +400,13 @@ fn none_match(if_none_match: &str, etag: &str) -> bool {
         .any(|c| c.trim() == "*" || (!c.trim().is_empty() && opaque(c) == want))
 }
 
-fn respond(spec: &RouteSpec, request: &HeaderMap, head: bool, served: u64) -> Response<OriginBody> {
+fn respond(
+    spec: &RouteSpec,
+    request: &HeaderMap,
+    head: bool,
+    served: u64,
+    now: SystemTime,
+) -> Response<OriginBody> {
     let mut status = StatusCode::from_u16(spec.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut headers = HeaderMap::new();
     for (name, value) in &spec.headers {
@@ -403,7 +421,7 @@ fn respond(spec: &RouteSpec, request: &HeaderMap, head: bool, served: u64) -> Re
         }
     }
     if spec.add_date && !spec.has_header("date") {
-        if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+        if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
             headers.insert(header::DATE, date);
         }
     }
