@@ -57,7 +57,9 @@ impl ByteSize {
             .parse()
             .map_err(|_| format!("invalid size {s:?} (examples: 4096, 512M, 10G)"))?;
         if !v.is_finite() || v < 0.0 {
-            return Err(format!("invalid size {s:?}"));
+            return Err(format!(
+                "expected a size of 0 or more bytes (e.g. 4096, 512M), found {s:?}"
+            ));
         }
         let bytes = v * mult as f64;
         if bytes > u64::MAX as f64 / 2.0 {
@@ -69,16 +71,32 @@ impl ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size of 0 or more bytes: an integer, or a string like \"512M\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v).map(ByteSize).map_err(|_| {
+                    E::custom(format!(
+                        "expected a size of 0 or more bytes (e.g. 4096 or \"512M\"), found {v}"
+                    ))
+                })
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ByteSize, E> {
+                Err(E::custom(format!(
+                    "expected a whole number of bytes or a string like \"1.5G\", found {v}"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -93,6 +111,11 @@ impl Dur {
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(t.len());
+        if t.starts_with('-') {
+            return Err(format!(
+                "expected a duration of 0 or more (e.g. 250ms, 10s), found {s:?}"
+            ));
+        }
         let (num, unit) = t.split_at(split);
         let v: f64 = num
             .parse()
@@ -114,16 +137,40 @@ impl Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration: seconds as an integer, or a string like \"250ms\" or \"5m\"",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
+                Ok(Dur(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
+                u64::try_from(v)
+                    .map(|s| Dur(Duration::from_secs(s)))
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "expected a duration of 0 or more (e.g. 10 or \"250ms\"), found {v}"
+                        ))
+                    })
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dur, E> {
+                if v.is_finite() && (0.0..=1e10).contains(&v) {
+                    Ok(Dur(Duration::from_secs_f64(v)))
+                } else {
+                    Err(E::custom(format!(
+                        "expected a duration of 0 or more seconds, found {v}"
+                    )))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+                Dur::parse(v).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::S(s) => Dur::parse(&s).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -413,6 +460,13 @@ impl Config {
         if !self.node.metrics.is_empty() {
             check_addr("node.metrics", &self.node.metrics)?;
         }
+        for (path, d) in [
+            ("node.header_read_timeout", self.node.header_read_timeout),
+            ("node.idle_timeout", self.node.idle_timeout),
+            ("node.drain_timeout", self.node.drain_timeout),
+        ] {
+            nonzero(path, d)?;
+        }
         if self.node.max_header_bytes.0 < 1024 {
             return Err(ConfigError::new(
                 "node.max_header_bytes",
@@ -513,6 +567,11 @@ impl Config {
             for (j, o) in t.origins.iter().enumerate() {
                 parse_origin(o).map_err(|m| ConfigError::new(format!("{p}.origins[{j}]"), m))?;
             }
+            nonzero(
+                &format!("{p}.cache.connect_timeout"),
+                t.cache.connect_timeout,
+            )?;
+            nonzero(&format!("{p}.cache.origin_timeout"), t.cache.origin_timeout)?;
             if t.cache.ttl_jitter_percent > 50 {
                 return Err(ConfigError::new(
                     format!("{p}.cache.ttl_jitter_percent"),
@@ -623,6 +682,18 @@ pub fn parse_origin(s: &str) -> Result<OriginUrl, String> {
     })
 }
 
+/// A timeout of zero would fail every request (or never time out, depending on the library):
+/// refuse it, naming the field.
+fn nonzero(path: &str, d: Dur) -> Result<(), ConfigError> {
+    if d.0.is_zero() {
+        return Err(ConfigError::new(
+            path,
+            "must be more than zero (e.g. \"250ms\", \"10s\")",
+        ));
+    }
+    Ok(())
+}
+
 fn check_addr(path: &str, s: &str) -> Result<(), ConfigError> {
     s.parse::<std::net::SocketAddr>()
         .map(|_| ())
@@ -707,6 +778,53 @@ bypass = true
         assert_eq!(Dur::parse("250ms").unwrap().0, Duration::from_millis(250));
         assert_eq!(Dur::parse("5m").unwrap().0, Duration::from_secs(300));
         assert!(Dur::parse("5y").is_err());
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused_naming_the_field() {
+        let e = Config::from_toml(
+            &GOOD.replace("grace = \"1h\"", "grace = \"1h\"\norigin_timeout = 0"),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "tenant[0].cache.origin_timeout", "{e}");
+        assert!(e.message.contains("more than zero"), "{e}");
+        let e = Config::from_toml(&GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\nheader_read_timeout = \"0s\"",
+        ))
+        .unwrap_err();
+        assert_eq!(e.path, "node.header_read_timeout", "{e}");
+        let e = Config::from_toml(&GOOD.replace(
+            "grace = \"1h\"",
+            "grace = \"1h\"\nconnect_timeout = \"0ms\"",
+        ))
+        .unwrap_err();
+        assert_eq!(e.path, "tenant[0].cache.connect_timeout", "{e}");
+    }
+
+    #[test]
+    fn negative_values_say_what_was_expected() {
+        let e = Config::from_toml(&GOOD.replace("\"256M\"", "-5")).unwrap_err();
+        assert_eq!(e.path, "store.ram_bytes", "{e}");
+        assert!(
+            e.message.contains("0 or more bytes") && e.message.contains("-5"),
+            "{e}"
+        );
+        let e = Config::from_toml(&GOOD.replace("\"256M\"", "\"-1M\"")).unwrap_err();
+        assert!(e.message.contains("0 or more bytes"), "{e}");
+        let e = Config::from_toml(&GOOD.replace("\"30s\"", "-30")).unwrap_err();
+        assert_eq!(e.path, "tenant[0].cache.negative_ttl", "{e}");
+        assert!(e.message.contains("duration of 0 or more"), "{e}");
+        let e = Config::from_toml(&GOOD.replace("\"30s\"", "\"-30s\"")).unwrap_err();
+        assert!(e.message.contains("duration of 0 or more"), "{e}");
+        let e = Config::from_toml(&GOOD.replace("\"256M\"", "true")).unwrap_err();
+        assert!(e.message.contains("a size of 0 or more bytes"), "{e}");
+        // Fractional seconds stay accepted where a duration is expected.
+        let c = Config::from_toml(&GOOD.replace("\"30s\"", "1.5")).unwrap();
+        assert_eq!(
+            c.tenants[0].cache.negative_ttl.0,
+            Duration::from_millis(1500)
+        );
     }
 
     #[test]
