@@ -282,9 +282,10 @@ fn suite_scenarios() {
             p,
             true,
         ),
-        // age-parse (RFC reading: anything but one line of digits ⇒ stale; the
-        // suite's age-parse-prefix expects `0,7200` to be fresh, contradicting
-        // its own name — see crate docs).
+        // age-parse, as RFC 9111 §5.1 reads (and as the current upstream cache-tests expect):
+        // a list-valued Age uses its first member, an invalid one is ignored. http-cache-tests
+        // 0.4.5 expected the RFC 7234-era opposite for the cases marked `rfc` below
+        // (scripts/conformance/rfc9111.json; docs/behaviour.md).
         case(
             "age-parse-nonnumeric",
             vec![
@@ -293,7 +294,7 @@ fn suite_scenarios() {
                 ("age", S("abc")),
             ],
             p,
-            false,
+            true, // rfc
         ),
         case(
             "age-parse-negative",
@@ -303,7 +304,7 @@ fn suite_scenarios() {
                 ("age", S("-7200")),
             ],
             p,
-            false,
+            true, // rfc
         ),
         case(
             "age-parse-float",
@@ -313,7 +314,7 @@ fn suite_scenarios() {
                 ("age", S("7200.0")),
             ],
             p,
-            false,
+            true, // rfc
         ),
         case(
             "age-parse-suffix",
@@ -345,7 +346,7 @@ fn suite_scenarios() {
                 ("age", S("7200")),
             ],
             p,
-            false,
+            true, // rfc
         ),
         case(
             "age-parse-dup-0",
@@ -355,7 +356,7 @@ fn suite_scenarios() {
                 ("age", S("0, 0")),
             ],
             p,
-            false,
+            true, // rfc
         ),
         case(
             "age-parse-dup-0-twoline",
@@ -366,7 +367,7 @@ fn suite_scenarios() {
                 ("age", S("0")),
             ],
             p,
-            false,
+            true, // rfc
         ),
         case(
             "age-parse-dup-old",
@@ -376,7 +377,7 @@ fn suite_scenarios() {
                 ("age", S("3600, 3600")),
             ],
             p,
-            false,
+            true, // rfc
         ),
         case(
             "age-parse-parameter",
@@ -386,7 +387,7 @@ fn suite_scenarios() {
                 ("age", S("7200;foo=bar")),
             ],
             p,
-            false,
+            true, // rfc
         ),
         case(
             "age-parse-numeric-parameter",
@@ -396,9 +397,90 @@ fn suite_scenarios() {
                 ("age", S("7200;foo=111")),
             ],
             p,
-            false,
+            true, // rfc
         ),
-        // expires
+        // Expires (RFC 9111 §5.3 + §4.2): only the three HTTP-date formats of RFC 9110 §5.6.7,
+        // names case-insensitive, GMT only; anything else is already expired. http-cache-tests
+        // 0.4.5 (`kind: check`) expected these to be cached; the current upstream suite makes
+        // them required with `not_cached`.
+        case(
+            "freshness-expires-invalid-utc",
+            vec![
+                ("expires", S("Thu, 18 Aug 2050 02:01:18 UTC")),
+                ("date", D(0)),
+            ],
+            p,
+            false, // rfc
+        ),
+        case(
+            "freshness-expires-invalid-no-comma",
+            vec![
+                ("expires", S("Thu 18 Aug 2050 02:01:18 GMT")),
+                ("date", D(0)),
+            ],
+            p,
+            false, // rfc
+        ),
+        case(
+            "freshness-expires-invalid-multiple-spaces",
+            vec![
+                ("expires", S("Thu, 18  Aug  2050 02:01:18 GMT")),
+                ("date", D(0)),
+            ],
+            p,
+            false, // rfc
+        ),
+        case(
+            "freshness-expires-invalid-date-dashes",
+            vec![
+                ("expires", S("Thu, 18-Aug-2050 02:01:18 GMT")),
+                ("date", D(0)),
+            ],
+            p,
+            false, // rfc
+        ),
+        case(
+            "freshness-expires-invalid-2-digit-year",
+            vec![
+                ("expires", S("Thu, 18 Aug 50 02:01:18 GMT")),
+                ("date", D(0)),
+            ],
+            p,
+            false, // rfc
+        ),
+        case(
+            "freshness-expires-invalid-1-digit-hour",
+            vec![
+                ("expires", S("Thu, 18 Aug 2050 2:01:18 GMT")),
+                ("date", D(0)),
+            ],
+            p,
+            false, // rfc
+        ),
+        case(
+            "freshness-expires-wrong-case-month",
+            vec![
+                ("expires", S("Thu, 18 AUG 2050 02:01:18 GMT")),
+                ("date", D(0)),
+            ],
+            p,
+            true,
+        ),
+        case(
+            "freshness-expires-rfc850",
+            vec![
+                ("expires", S("Thursday, 18-Aug-50 02:01:18 GMT")),
+                ("date", D(0)),
+            ],
+            p,
+            true,
+        ),
+        case(
+            "freshness-expires-ansi-c",
+            vec![("expires", S("Thu Aug 18 02:01:18 2050")), ("date", D(0))],
+            p,
+            true,
+        ),
         case(
             "freshness-expires-future",
             vec![("expires", D(30 * 86_400)), ("date", D(0))],

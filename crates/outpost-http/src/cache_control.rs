@@ -218,6 +218,8 @@ impl RequestCacheControl {
 /// Which field supplied the directives Outpost obeys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CcSource {
+    /// `Outpost-Cache-Control`, the field targeted at Outpost alone (RFC 9213 §2.2 target list).
+    OutpostCacheControl,
     /// RFC 9213 CDN-Cache-Control.
     CdnCacheControl,
     /// Surrogate-Control.
@@ -232,6 +234,7 @@ impl CcSource {
     /// Stable name for logs and metrics.
     pub fn as_str(&self) -> &'static str {
         match self {
+            CcSource::OutpostCacheControl => "outpost-cache-control",
             CcSource::CdnCacheControl => "cdn-cache-control",
             CcSource::SurrogateControl => "surrogate-control",
             CcSource::CacheControl => "cache-control",
@@ -241,17 +244,21 @@ impl CcSource {
 
     /// A targeted field (RFC 9213 §2.1) replaced Cache-Control and Expires.
     pub fn is_targeted(&self) -> bool {
-        matches!(self, CcSource::CdnCacheControl | CcSource::SurrogateControl)
+        matches!(
+            self,
+            CcSource::OutpostCacheControl | CcSource::CdnCacheControl | CcSource::SurrogateControl
+        )
     }
 }
 
-/// The directives Outpost obeys for its own caching: CDN-Cache-Control (RFC 9213) if present, else
-/// Surrogate-Control if present, else Cache-Control. (Targeted fields replace Cache-Control wholesale.)
-///
-/// A targeted field only counts when it yields at least one caching directive
-/// (RFC 9213 §2.1: fall back when no valid, non-empty value is available);
-/// Surrogate-Control directives targeted at another device (`;other`) are
-/// dropped, those for [`SURROGATE_DEVICE_TOKEN`] or untargeted are kept.
+/// The directives Outpost obeys for its own caching. RFC 9213 §2.2: the first field of the
+/// target list `[Outpost-Cache-Control, CDN-Cache-Control]` with a valid, non-empty value wins,
+/// and then Cache-Control and Expires are ignored; a targeted field that is empty, does not parse
+/// as an RFC 8941 Dictionary, or gives a known directive a value of the wrong type is ignored as a
+/// whole (§2.1), falling through to the next. After the target list, Surrogate-Control (W3C Edge
+/// Architecture) is honoured when it carries a caching directive for this device: directives
+/// targeted at another device (`;other`) are dropped, those for [`SURROGATE_DEVICE_TOKEN`] or
+/// untargeted are kept. Plain Cache-Control comes last.
 pub fn effective_response_cc(h: &HeaderMap) -> (ResponseCacheControl, CcSource) {
     effective_response_cc_for(h, SURROGATE_DEVICE_TOKEN)
 }
@@ -261,7 +268,10 @@ pub fn effective_response_cc_for(
     h: &HeaderMap,
     surrogate_token: &str,
 ) -> (ResponseCacheControl, CcSource) {
-    if let Some(cc) = targeted(h, &CDN_CACHE_CONTROL, Syntax::Dictionary) {
+    if let Some(cc) = targeted_sf(h, &OUTPOST_CACHE_CONTROL) {
+        return (cc, CcSource::OutpostCacheControl);
+    }
+    if let Some(cc) = targeted_sf(h, &CDN_CACHE_CONTROL) {
         return (cc, CcSource::CdnCacheControl);
     }
     if let Some(cc) = targeted(
@@ -279,6 +289,75 @@ pub fn effective_response_cc_for(
     } else {
         (ResponseCacheControl::default(), CcSource::None)
     }
+}
+
+/// An RFC 9213 targeted field, parsed as an RFC 8941 Dictionary (all field lines combined,
+/// RFC 8941 §4.2). `None` when absent, empty or invalid as a whole.
+fn targeted_sf(h: &HeaderMap, name: &HeaderName) -> Option<ResponseCacheControl> {
+    let mut lines = h.get_all(name).iter();
+    let first = lines.next()?;
+    let mut joined: Vec<u8> = first.as_bytes().to_vec();
+    for more in lines {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(more.as_bytes());
+    }
+    let dict: sfv::Dictionary = sfv::Parser::new(&joined).parse().ok()?;
+    if dict.is_empty() {
+        return None;
+    }
+    let mut cc = ResponseCacheControl::default();
+    for (key, entry) in &dict {
+        let name = key.as_str();
+        let known = is_caching_directive(name) || name == "no-transform";
+        // Parameters are ignored (§2.1); unknown directives are ignored whatever their value.
+        let item = match entry {
+            sfv::ListEntry::Item(item) => &item.bare_item,
+            sfv::ListEntry::InnerList(_) if known => return None,
+            sfv::ListEntry::InnerList(_) => continue,
+        };
+        // A known directive with a value of the wrong type (`max-age="60"`, `max-age=1.5`,
+        // `no-store=1`) violates its inferred constraint: the field is ignored (§2.1 "SHOULD NOT
+        // consume values that violate these inferred constraints"; RFC 8941 §2).
+        match name {
+            "max-age" => cc.max_age = Some(sf_delta(item)?),
+            "s-maxage" => cc.s_maxage = Some(sf_delta(item)?),
+            "stale-while-revalidate" => cc.stale_while_revalidate = Some(sf_delta(item)?),
+            "stale-if-error" => cc.stale_if_error = Some(sf_delta(item)?),
+            "public" => cc.public = item.as_boolean()?,
+            "no-store" | "no-store-remote" => cc.no_store |= item.as_boolean()?,
+            "must-revalidate" => cc.must_revalidate = item.as_boolean()?,
+            "proxy-revalidate" => cc.proxy_revalidate = item.as_boolean()?,
+            "immutable" => cc.immutable = item.as_boolean()?,
+            "must-understand" => cc.must_understand = item.as_boolean()?,
+            "no-transform" => cc.no_transform = item.as_boolean()?,
+            "private" => cc.private = sf_field_list(item)?,
+            "no-cache" => cc.no_cache = sf_field_list(item)?,
+            _ => {}
+        }
+    }
+    Some(cc)
+}
+
+/// A delta-seconds directive as a Structured Field: a non-negative Integer (saturated at 2^31).
+fn sf_delta(item: &sfv::BareItem) -> Option<u64> {
+    let n = u64::try_from(item.as_integer()?).ok()?;
+    Some(n.min(lex::DELTA_SECONDS_MAX))
+}
+
+/// `private` / `no-cache` as a Structured Field: `true` (unqualified), `?0` (absent), or a String
+/// of comma-separated field names (qualified).
+fn sf_field_list(item: &sfv::BareItem) -> Option<Option<Vec<String>>> {
+    if let Some(b) = item.as_boolean() {
+        return Some(b.then(Vec::new));
+    }
+    let names = item.as_string()?.as_str();
+    Some(Some(
+        names
+            .split(',')
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect(),
+    ))
 }
 
 /// The source [`effective_response_cc`] would pick, without building the directives.
@@ -316,12 +395,6 @@ fn is_caching_directive(name: &str) -> bool {
     )
 }
 
-/// Remove CDN-Cache-Control and Surrogate-Control (they are for us, not for clients).
-pub fn strip_targeted(h: &mut HeaderMap) {
-    h.remove(CDN_CACHE_CONTROL);
-    h.remove(SURROGATE_CONTROL);
-}
-
 /// Whether a response field is addressed to this cache alone (Surrogate-Control, and the
 /// Outpost-targeted field of RFC 9213's convention), so it is used and never passed on.
 /// `CDN-Cache-Control` is not: it is for every CDN in a chain and is forwarded downstream.
@@ -344,9 +417,6 @@ enum Syntax<'a> {
     /// RFC 9111 §5.2: `token [ "=" ( token / quoted-string ) ]`. Anything after
     /// the argument (e.g. `max-age=1;x`) makes the directive malformed.
     CacheControl,
-    /// RFC 9213 uses an RFC 8941 Dictionary: members may carry `;parameters`,
-    /// which are ignored; `key=?1`/`key=?0` are booleans.
-    Dictionary,
     /// Surrogate-Control: `directive[;device-token]`; a directive targeted at a
     /// different device is dropped. `max-age=N+M` keeps N.
     Surrogate(&'a [u8]),
@@ -393,19 +463,6 @@ fn lex_directive(member: &[u8], syntax: Syntax<'_>) -> Option<Directive> {
     let mut malformed = false;
     let mut value = None;
     let mut rest = rest;
-    if matches!(syntax, Syntax::Dictionary) {
-        // RFC 8941 booleans: `key=?1` is true (a bare flag), `key=?0` false (absent).
-        if let Some(b) = rest.strip_prefix(b"=?") {
-            match b.first() {
-                Some(b'0') => return None,
-                Some(b'1') => rest = b.get(1..).unwrap_or(&[]),
-                _ => {
-                    malformed = true;
-                    rest = &[];
-                }
-            }
-        }
-    }
     if let Some(after_eq) = rest.strip_prefix(b"=") {
         if after_eq.first() == Some(&b'"') {
             match lex::parse_quoted(after_eq) {
@@ -420,7 +477,7 @@ fn lex_directive(member: &[u8], syntax: Syntax<'_>) -> Option<Directive> {
             }
         } else {
             let (tok, r) = lex::take_token(after_eq);
-            if tok.is_empty() && !matches!(syntax, Syntax::Dictionary) {
+            if tok.is_empty() {
                 malformed = true;
             }
             value = Some(tok.to_vec());
@@ -430,11 +487,6 @@ fn lex_directive(member: &[u8], syntax: Syntax<'_>) -> Option<Directive> {
     match syntax {
         Syntax::CacheControl => {
             if !rest.is_empty() {
-                malformed = true;
-            }
-        }
-        Syntax::Dictionary => {
-            if !rest.is_empty() && rest.first() != Some(&b';') {
                 malformed = true;
             }
         }
@@ -726,9 +778,10 @@ mod tests {
         assert!(effective_response_cc(&h).0.no_store);
         h.insert(CDN_CACHE_CONTROL, hv(""));
         assert_eq!(effective_response_cc(&h).1, CcSource::SurrogateControl);
+        h.remove(CDN_CACHE_CONTROL);
 
-        strip_targeted(&mut h);
-        assert!(!h.contains_key(CDN_CACHE_CONTROL) && !h.contains_key(SURROGATE_CONTROL));
+        strip_ours(&mut h);
+        assert!(!h.contains_key(SURROGATE_CONTROL));
         assert!(h.contains_key(CACHE_CONTROL));
 
         assert_eq!(
@@ -737,6 +790,167 @@ mod tests {
         );
         assert_eq!(CcSource::CdnCacheControl.as_str(), "cdn-cache-control");
         assert_eq!(CcSource::None.as_str(), "none");
+    }
+
+    /// RFC 9213 + RFC 8941: which field governs, and what it says.
+    #[test]
+    fn targeted_fields_are_structured_dictionaries() {
+        type Fields = &'static [(&'static str, &'static str)];
+        let cases: &[(Fields, CcSource, Option<u64>)] = &[
+            (
+                &[("cdn-cache-control", "max-age=60")],
+                CcSource::CdnCacheControl,
+                Some(60),
+            ),
+            // Lines combine into one dictionary; a repeated key's last value wins.
+            (
+                &[
+                    ("cdn-cache-control", "max-age=60"),
+                    ("cdn-cache-control", "max-age=30"),
+                ],
+                CcSource::CdnCacheControl,
+                Some(30),
+            ),
+            (
+                &[("cdn-cache-control", "max-age=60, max-age=90")],
+                CcSource::CdnCacheControl,
+                Some(90),
+            ),
+            // Parameters are ignored.
+            (
+                &[("cdn-cache-control", "max-age=60;x=1")],
+                CcSource::CdnCacheControl,
+                Some(60),
+            ),
+            // Invalid as a whole ⇒ ignored: Cache-Control governs.
+            (
+                &[("cdn-cache-control", "max-age=10000, &&&&&")],
+                CcSource::CacheControl,
+                None,
+            ),
+            (
+                &[("cdn-cache-control", "MaX-aGe=10000")],
+                CcSource::CacheControl,
+                None,
+            ),
+            (
+                &[("cdn-cache-control", "max-age =10000")],
+                CcSource::CacheControl,
+                None,
+            ),
+            (
+                &[("cdn-cache-control", "max-age= 10000")],
+                CcSource::CacheControl,
+                None,
+            ),
+            (
+                &[("cdn-cache-control", "max-age=10000,,public")],
+                CcSource::CacheControl,
+                None,
+            ),
+            (
+                &[("cdn-cache-control", "max-age=1234567890123456")],
+                CcSource::CacheControl,
+                None,
+            ),
+            // A known directive with a value of the wrong type ⇒ the field is ignored.
+            (
+                &[("cdn-cache-control", "max-age=\"10000\"")],
+                CcSource::CacheControl,
+                None,
+            ),
+            (
+                &[("cdn-cache-control", "max-age=10.5")],
+                CcSource::CacheControl,
+                None,
+            ),
+            (
+                &[("cdn-cache-control", "max-age=-1")],
+                CcSource::CacheControl,
+                None,
+            ),
+            (
+                &[("cdn-cache-control", "no-store=1")],
+                CcSource::CacheControl,
+                None,
+            ),
+            (
+                &[("cdn-cache-control", "max-age=(1 2)")],
+                CcSource::CacheControl,
+                None,
+            ),
+            // Unknown directives are ignored whatever their value; `none` is a valid, non-empty
+            // field that governs (RFC 9213 §3.1): Cache-Control is ignored.
+            (
+                &[("cdn-cache-control", "max-age=60, x-foo=(a b), y=\"z\"")],
+                CcSource::CdnCacheControl,
+                Some(60),
+            ),
+            (
+                &[("cdn-cache-control", "none")],
+                CcSource::CdnCacheControl,
+                None,
+            ),
+            // The Outpost-targeted field comes first in the target list ...
+            (
+                &[
+                    ("cdn-cache-control", "max-age=60"),
+                    ("outpost-cache-control", "max-age=5"),
+                ],
+                CcSource::OutpostCacheControl,
+                Some(5),
+            ),
+            // ... and falls through to CDN-Cache-Control when invalid.
+            (
+                &[
+                    ("cdn-cache-control", "max-age=60"),
+                    ("outpost-cache-control", "max-age=five"),
+                ],
+                CcSource::CdnCacheControl,
+                Some(60),
+            ),
+        ];
+        for (fields, source, max_age) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(CACHE_CONTROL, hv("no-store"));
+            for (k, v) in *fields {
+                h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), hv(v));
+            }
+            let (cc, src) = effective_response_cc(&h);
+            assert_eq!(src, *source, "{fields:?}");
+            if src == CcSource::CacheControl {
+                assert!(cc.no_store, "{fields:?}");
+            } else {
+                assert_eq!(cc.max_age, *max_age, "{fields:?}");
+                assert!(!cc.no_store, "Cache-Control is ignored: {fields:?}");
+            }
+        }
+        // Booleans, qualified lists, stale extensions.
+        let mut h = HeaderMap::new();
+        h.insert(
+            CDN_CACHE_CONTROL,
+            hv("s-maxage=9, private=\"Set-Cookie, X-A\", no-cache, must-revalidate, immutable=?0, stale-if-error=30"),
+        );
+        let (cc, _) = effective_response_cc(&h);
+        assert_eq!(cc.s_maxage, Some(9));
+        assert_eq!(cc.private, Some(vec!["set-cookie".into(), "x-a".into()]));
+        assert_eq!(cc.no_cache, Some(vec![]));
+        assert!(cc.must_revalidate && !cc.immutable);
+        assert_eq!(cc.stale_if_error, Some(30));
+        // What this cache alone may see is stripped; CDN-Cache-Control is passed on.
+        let mut h = HeaderMap::new();
+        for n in [
+            "cdn-cache-control",
+            "outpost-cache-control",
+            "surrogate-control",
+        ] {
+            h.insert(HeaderName::from_static(n), hv("max-age=1"));
+        }
+        assert!(is_ours(&OUTPOST_CACHE_CONTROL) && is_ours(&SURROGATE_CONTROL));
+        assert!(!is_ours(&CDN_CACHE_CONTROL));
+        strip_ours(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(CDN_CACHE_CONTROL));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use http::header::{AGE, DATE, EXPIRES, LAST_MODIFIED};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::cache_control::{effective_source, ResponseCacheControl};
-use crate::date::{header_date, parse_http_date, single_value, SingleValue};
+use crate::date::{header_date, parse_http_date_strict, single_value, SingleValue};
 use crate::lex::{self, DELTA_SECONDS_MAX};
 
 /// How long a response is fresh for, and where that came from.
@@ -66,8 +66,10 @@ pub fn freshness_lifetime(
     let targeted = effective_source(h).is_targeted();
     if !targeted {
         if let Some(expires) = single_value(h, &EXPIRES) {
+            // RFC 9111 §5.3 + §4.2: only a grammatical HTTP-date counts (case-insensitive
+            // names, GMT only); anything else is already expired.
             let expires = match expires {
-                SingleValue::One(v) => parse_http_date(v),
+                SingleValue::One(v) => parse_http_date_strict(v, response_time),
                 SingleValue::Conflicting => None,
             };
             // §5.3: an invalid Expires (e.g. "0") means "already expired".
@@ -97,27 +99,26 @@ fn cap_delta(d: Duration) -> Duration {
 
 /// The `Age` value of a response (RFC 9111 §5.1), in seconds.
 ///
-/// `Age` is a singleton `delta-seconds`; it is valid only as exactly one field
-/// line of digits. Anything else — non-numeric, negative, fractional, a list
-/// (`0, 0`), repeated lines, parameters — is invalid freshness information and,
-/// per §4.2.1 ("caches are encouraged to consider responses that have invalid
-/// freshness information to be stale"), is read as 2^31 so the response is
-/// stale. Absent ⇒ 0.
+/// §5.1: "a cache encountering a message with a list-based Age field value SHOULD use the
+/// first member of the field value, discarding subsequent ones. If the field value (after
+/// discarding additional members ...) is invalid (e.g., it contains something other than a
+/// non-negative integer), a cache SHOULD ignore the field." Repeated field lines are one
+/// comma-joined value (RFC 9110 §5.3), and empty list elements do not count (§5.6.1), so the
+/// first member is the first non-empty member of the first line that has one. An ignored field
+/// is "not available": age_value 0 (§4.2.3); a Date still gives the apparent age. Values too
+/// large saturate at 2^31 (§1.2.2). The older suite's expectation that an invalid or list-valued
+/// Age makes the response stale is RFC 7234 era (docs/behaviour.md).
 pub fn age_value(h: &HeaderMap) -> u64 {
-    let mut it = h.get_all(AGE).iter();
-    let Some(first) = it.next() else {
-        return 0;
-    };
-    if it.next().is_some() {
-        return DELTA_SECONDS_MAX;
-    }
-    lex::parse_delta_seconds(lex::trim_ows(first.as_bytes())).unwrap_or(DELTA_SECONDS_MAX)
+    h.get_all(AGE)
+        .iter()
+        .find_map(|v| lex::split_list(v.as_bytes()).into_iter().next())
+        .and_then(lex::parse_delta_seconds)
+        .unwrap_or(0)
 }
 
-/// RFC 9111 §4.2.3 corrected_initial_age (apparent_age, corrected_age_value with response_delay). Invalid/negative/repeated Age per §5.1 (use first valid value; invalid ⇒ ignore... read the RFC and pick).
-///
-/// Chosen: see [`age_value`] — an invalid `Age` makes the response stale. An
-/// absent or invalid `Date` gives apparent_age 0 (Date taken as response_time).
+/// RFC 9111 §4.2.3 `corrected_initial_age`: the larger of the apparent age (`response_time -
+/// Date`, 0 when Date is absent, invalid or in the future) and the corrected Age value (Age, see
+/// [`age_value`], plus the response delay).
 pub fn corrected_initial_age(
     h: &HeaderMap,
     request_time: SystemTime,
@@ -358,27 +359,31 @@ mod tests {
 
     #[test]
     fn age_values() {
-        // http-cache-tests age-parse-*: anything but one line of digits is invalid ⇒ stale.
+        // RFC 9111 §5.1: a list uses its first member; an invalid value is ignored (0).
         let cases: &[(&[&str], u64)] = &[
             (&[], 0),
             (&["0"], 0),
             (&["7200"], 7200),
             (&[" 30 "], 30),
             (&["0030"], 30),
-            (&["abc"], DELTA_SECONDS_MAX),
-            (&["-7200"], DELTA_SECONDS_MAX),
-            (&["7200.0"], DELTA_SECONDS_MAX),
-            (&["7200,0"], DELTA_SECONDS_MAX),
-            (&["0,7200"], DELTA_SECONDS_MAX),
-            (&["0, 0"], DELTA_SECONDS_MAX),
-            (&["3600, 3600"], DELTA_SECONDS_MAX),
-            (&["7200", "0"], DELTA_SECONDS_MAX),
-            (&["0", "7200"], DELTA_SECONDS_MAX),
-            (&["0", "0"], DELTA_SECONDS_MAX),
-            (&["7200;foo=bar"], DELTA_SECONDS_MAX),
-            (&["7200;foo=111"], DELTA_SECONDS_MAX),
-            (&[""], DELTA_SECONDS_MAX),
+            (&["abc"], 0),
+            (&["-7200"], 0),
+            (&["7200.0"], 0),
+            (&["7200,0"], 7200),
+            (&["0,7200"], 0),
+            (&["0, 0"], 0),
+            (&["3600, 3600"], 3600),
+            (&[", 5"], 5),
+            (&["7200", "0"], 7200),
+            (&["0", "7200"], 0),
+            (&["", "30"], 30),
+            (&["0", "0"], 0),
+            (&["7200;foo=bar"], 0),
+            (&["7200;foo=111"], 0),
+            (&["\"7200\""], 0),
+            (&[""], 0),
             (&["99999999999999999999"], DELTA_SECONDS_MAX),
+            (&["2147483649"], DELTA_SECONDS_MAX),
         ];
         for (lines, want) in cases {
             let pairs: Vec<(&str, &str)> = lines.iter().map(|v| ("age", *v)).collect();
@@ -407,12 +412,11 @@ mod tests {
         // request_time after response_time (clock skew) ⇒ no delay.
         let h = headers(&[("age", "5")]);
         assert_eq!(corrected_initial_age(&h, at(T0 + 9), at(T0)), secs(5));
-        // Invalid Age ⇒ stale.
+        // Invalid Age ⇒ ignored; the Date still counts.
         let h = headers(&[("age", "abc")]);
-        assert_eq!(
-            corrected_initial_age(&h, at(T0), at(T0)),
-            secs(DELTA_SECONDS_MAX)
-        );
+        assert_eq!(corrected_initial_age(&h, at(T0), at(T0)), secs(0));
+        let h = headers(&[("age", "-7200"), ("date", &d(T0 - 60))]);
+        assert_eq!(corrected_initial_age(&h, at(T0), at(T0)), secs(60));
         // Saturation.
         let h = headers(&[("age", "99999999999")]);
         let a = corrected_initial_age(&h, UNIX_EPOCH, at(u64::from(u32::MAX)));

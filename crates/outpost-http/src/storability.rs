@@ -314,6 +314,17 @@ mod tests {
                 vec![("cache-control", "max-age=60")],
                 Err(Status),
             ),
+            // Interim responses are never stored (§3: the status must be final).
+            (
+                "GET",
+                vec![],
+                103,
+                vec![
+                    ("cache-control", "public, max-age=60"),
+                    ("link", "</a.css>"),
+                ],
+                Err(Status),
+            ),
             (
                 "GET",
                 vec![],

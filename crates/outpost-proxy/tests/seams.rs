@@ -445,6 +445,48 @@ async fn set_cookie_is_not_shared_by_default() {
     assert_eq!(r.header("set-cookie"), Some("session=alice"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targeted_fields_are_used_and_only_cdn_cache_control_is_passed_on() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/t",
+        RouteSpec::ok("", "no-store")
+            .header("cdn-cache-control", "max-age=600")
+            .header("outpost-cache-control", "max-age=60")
+            .header("surrogate-control", "max-age=30")
+            .header("surrogate-key", "a b"),
+    );
+    origin.route(
+        "/bad",
+        RouteSpec::ok("", "no-store").header("cdn-cache-control", "max-age=600, &&&"),
+    );
+    let clock = clock();
+    origin.use_clock(&clock);
+    let node = node_with(&config_for(&origin), &clock).await;
+    for _ in 0..2 {
+        let r = get(node.addr, "/t").await;
+        // Forwarded downstream for a CDN behind this one (RFC 9213 §3) ...
+        assert_eq!(r.header("cdn-cache-control"), Some("max-age=600"));
+        // ... while the fields addressed to Outpost alone are used and removed.
+        assert_eq!(r.header("outpost-cache-control"), None);
+        assert_eq!(r.header("surrogate-control"), None);
+        assert_eq!(r.header("surrogate-key"), None);
+    }
+    assert_eq!(
+        origin.hits("/t"),
+        1,
+        "stored despite Cache-Control: no-store"
+    );
+    // Outpost-Cache-Control (60 s) governs, not CDN-Cache-Control (600 s).
+    clock.advance(Duration::from_secs(61));
+    get(node.addr, "/t").await;
+    assert_eq!(origin.hits("/t"), 2);
+    // An invalid CDN-Cache-Control is ignored as a whole: Cache-Control: no-store governs.
+    get(node.addr, "/bad").await;
+    get(node.addr, "/bad").await;
+    assert_eq!(origin.hits("/bad"), 2);
+}
+
 /// A small tmpfs mounted for one test (needs root; CI runs as root).
 struct Tmpfs(std::path::PathBuf);
 
