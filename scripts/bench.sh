@@ -18,6 +18,8 @@
 #   BENCH_KEYS        distinct keys of the random case (10000)
 #   BENCH_COLD_N      sequential cold misses per contender (500; 0 skips the cold-miss test)
 #   OUTPOST_BIN       default target/release/outpost
+#   OUTPOST_BASE_BIN  the binary of contender `outpost-base`, an earlier build run as `outpost` is
+#                     (before/after comparisons in one run: BENCH_CONTENDERS="outpost outpost-base ...")
 #   BARE_HYPER_BIN    default target/release/examples/bare_hyper
 #                     (cargo build --release --example bare_hyper -p outpost-testkit)
 #   OUTPOST_RAM       --ram-bytes for outpost (1024M, like Varnish's -s malloc,1G)
@@ -88,8 +90,9 @@ for c in "${CONTENDERS[@]}"; do
     outpost) [ -x "$OUTPOST_BIN" ] || die "no outpost binary at $OUTPOST_BIN (build it, set OUTPOST_BIN, or BENCH_CONTENDERS without outpost)" ;;
     bare-hyper) [ -x "$BARE_HYPER_BIN" ] || die "no bare_hyper at $BARE_HYPER_BIN (cargo build --release --example bare_hyper -p outpost-testkit, or drop bare-hyper from BENCH_CONTENDERS)" ;;
     outpost-ssd) [ -x "$OUTPOST_BIN" ] || die "no outpost binary at $OUTPOST_BIN" ;;
+    outpost-base) [ -x "${OUTPOST_BASE_BIN:-}" ] || die "outpost-base needs OUTPOST_BASE_BIN (an earlier build of outpost)" ;;
     nginx|varnish|varnish-file|static) ;;
-    *) die "unknown contender $c (outpost nginx varnish bare-hyper static outpost-ssd varnish-file)" ;;
+    *) die "unknown contender $c (outpost outpost-base nginx varnish bare-hyper static outpost-ssd varnish-file)" ;;
   esac
 done
 for c in "${CASES[@]}"; do
@@ -119,6 +122,9 @@ for c in "${CONTENDERS[@]}"; do
   case "$c" in
     outpost)
       spawn outpost "$w/stderr.log" "$OUTPOST_BIN" node --listen "127.0.0.1:$p" \
+        --origin "http://127.0.0.1:$ORIGIN_PORT" --name bench --ram-bytes "$OUTPOST_RAM" ;;
+    outpost-base)
+      spawn outpost-base "$w/stderr.log" "$OUTPOST_BASE_BIN" node --listen "127.0.0.1:$p" \
         --origin "http://127.0.0.1:$ORIGIN_PORT" --name bench --ram-bytes "$OUTPOST_RAM" ;;
     nginx)
       write_nginx_proxy_conf "$w/nginx.conf" "$w" "$p" "$ORIGIN_PORT"
@@ -337,6 +343,16 @@ ratio() { # CASE A B
   for cs in "${CASES[@]}"; do
     echo "| $cs | $(ratio "$cs" outpost varnish) | $(ratio "$cs" outpost nginx) | $(ratio "$cs" outpost bare-hyper) |"
   done
+  if [ -n "${PORT[outpost-base]:-}" ]; then
+    echo
+    echo "This build against the earlier one (OUTPOST_BASE_BIN), req/CPU-s:"
+    echo
+    echo "| case | Outpost/Outpost-base | Outpost-base/Varnish | Outpost-base/nginx |"
+    echo "|---|---|---|---|"
+    for cs in "${CASES[@]}"; do
+      echo "| $cs | $(ratio "$cs" outpost outpost-base) | $(ratio "$cs" outpost-base varnish) | $(ratio "$cs" outpost-base nginx) |"
+    done
+  fi
   if [ -n "${PORT[outpost-ssd]:-}" ] && [ -n "${PORT[varnish-file]:-}" ]; then
     echo
     echo "SSD tier: Outpost with a 1 MiB RAM tier and --store-dir vs Varnish -s file (req/CPU-s):"
