@@ -9,14 +9,14 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::format::ChunkRef;
 use super::index::IndexEntry;
 use super::segment::{read_at, read_large, LARGE_READ};
-use super::Inner;
+use super::{add, bump, Tier};
 
 /// Why a chunk could not be returned.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +31,8 @@ pub enum ChunkError {
 
 /// What the tier knows of the record behind a hit.
 pub(super) struct Source {
-    pub inner: Arc<Mutex<Inner>>,
+    pub tier: Arc<Tier>,
     pub file: Arc<File>,
-    /// The tier's directory (large chunks are read through a handle of their own).
-    pub dir: std::path::PathBuf,
     pub hash: u64,
     pub entry: IndexEntry,
     pub key: String,
@@ -44,21 +42,18 @@ pub(super) struct Source {
 }
 
 impl Source {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Counts a failed chunk read and retires the segment if the record is still the indexed one.
     fn failed(&self, e: &ChunkError) {
-        let mut inner = self.lock();
-        let same = inner
+        let tier = &self.tier;
+        let same = tier
+            .index()
             .index
             .entries
             .get(&self.hash)
             .is_some_and(|e| e.location() == self.entry.location());
         match e {
             ChunkError::Checksum(_) => {
-                inner.c.checksum_failures += 1;
+                bump(&tier.c.checksum_failures);
                 if same {
                     tracing::warn!(
                         target: "outpost_store::disk",
@@ -67,14 +62,14 @@ impl Source {
                         error = %e,
                         "SSD tier: chunk failed verification mid-response; segment retired"
                     );
-                    inner.retire(self.entry.segment, "checksum mismatch");
+                    tier.retire(self.entry.segment, "checksum mismatch");
                 }
             }
             ChunkError::Io(err) => {
-                let path = super::segment::segment_path(&inner.dir, self.entry.segment);
-                inner.note_io("read a chunk from", &path, err);
+                let path = super::segment::segment_path(&tier.dir, self.entry.segment);
+                tier.note_io("read a chunk from", &path, err);
                 if same {
-                    inner.retire(self.entry.segment, "read error");
+                    tier.retire(self.entry.segment, "read error");
                 }
             }
         }
@@ -123,16 +118,18 @@ impl ChunkedHit {
     /// access recorded for admission (as [`DiskStore::get`](super::DiskStore::get) does).
     pub fn served(&self) {
         let src = &self.source;
-        let mut inner = src.lock();
-        if let Some(e) = inner.index.entries.get_mut(&src.hash) {
-            if e.location() == src.entry.location() {
-                e.flags |= super::index::FLAG_HOT;
-                let resident = inner.index.len();
-                inner.admission.record(src.hash, resident);
+        {
+            let mut ix = src.tier.index();
+            if let Some(e) = ix.index.entries.get_mut(&src.hash) {
+                if e.location() == src.entry.location() {
+                    e.flags |= super::index::FLAG_HOT;
+                    let resident = ix.index.len();
+                    ix.admission.record(src.hash, resident);
+                }
             }
         }
-        inner.c.hits += 1;
-        inner.c.chunked_hits += 1;
+        bump(&src.tier.c.hits);
+        bump(&src.tier.c.chunked_hits);
     }
 
     /// A reader of body bytes `range` (end exclusive, clamped to the body). A range that is not
@@ -143,9 +140,8 @@ impl ChunkedHit {
         let range = start..end;
         let chunks = self.overlapping(&range);
         if range != (0..self.body_len) {
-            let mut inner = self.source.lock();
-            inner.c.range_reads += 1;
-            inner.c.range_chunks_read += chunks.len() as u64;
+            bump(&self.source.tier.c.range_reads);
+            add(&self.source.tier.c.range_chunks_read, chunks.len() as u64);
         }
         ChunkReader {
             source: self.source.clone(),
@@ -217,7 +213,7 @@ impl ChunkReader {
         // Large chunks skip zeroing the buffer (see `read_large`); any failure of that path
         // (segment reclaimed meanwhile, no descriptor) falls back to the shared handle.
         let read = if len >= LARGE_READ {
-            let path = super::segment::segment_path(&src.dir, src.entry.segment);
+            let path = super::segment::segment_path(&src.tier.dir, src.entry.segment);
             read_large(&path, offset, len).or_else(|_| read_at(&src.file, offset, len))
         } else {
             read_at(&src.file, offset, len)
@@ -231,7 +227,7 @@ impl ChunkReader {
         });
         match read {
             Ok(buf) => {
-                self.source.lock().c.chunks_served += 1;
+                bump(&self.source.tier.c.chunks_served);
                 let from = self.range.start.saturating_sub(pos) as usize;
                 let to = (self.range.end - pos).min(u64::from(chunk.len)) as usize;
                 self.returned += (to - from) as u64;

@@ -95,18 +95,38 @@ impl DiskIndex {
         old
     }
 
-    /// Records that the live record of `hash` moved (a survivor re-appended).
-    pub fn relocate<'a>(
+    /// Records that the live record of `hash` moved (a survivor re-appended), if it is still at
+    /// `from` (a compare-and-swap: a record purged, replaced or expired meanwhile stays as it
+    /// is). Its tags are added at the new location. Returns whether it moved.
+    pub fn relocate_if<'a>(
         &mut self,
         hash: u64,
+        from: u64,
         entry: IndexEntry,
         tags: impl IntoIterator<Item = &'a str>,
-    ) {
-        if let Some(old) = self.entries.insert(hash, entry) {
-            self.live_bytes -= u64::from(old.len);
+    ) -> bool {
+        let Some(old) = self.entries.get_mut(&hash) else {
+            return false;
+        };
+        if old.location() != from {
+            return false;
         }
+        let old_len = old.len;
+        *old = entry;
+        self.live_bytes -= u64::from(old_len);
         self.live_bytes += u64::from(entry.len);
         self.add_tags(hash, entry.location(), tags);
+        true
+    }
+
+    /// Drops the entry of `hash` if it is the record at `offset` of `segment`; returns whether
+    /// it did.
+    pub fn remove_if_at(&mut self, hash: u64, segment: u32, offset: u32) -> bool {
+        let here = self
+            .entries
+            .get(&hash)
+            .is_some_and(|e| e.segment == segment && e.offset == offset);
+        here && self.remove(hash).is_some()
     }
 
     fn add_tags<'a>(&mut self, hash: u64, location: u64, tags: impl IntoIterator<Item = &'a str>) {

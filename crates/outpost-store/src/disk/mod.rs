@@ -3,6 +3,14 @@
 //! byte budget enforced by reclaiming whole segments oldest first (hot survivors are re-appended),
 //! and TinyLFU admission when the tier is full (`admission.rs`).
 //!
+//! # Locks
+//!
+//! The index (with the segment map and admission state) has a mutex of its own, apart from the
+//! writer (active segment, sequence numbers, purge log and tombstones) and from the reclamation
+//! under way (`reclaim.rs`); they are taken in the order reclaim → writer → index, and the index
+//! lock is never held across I/O. A hit takes only the index lock, twice, for O(1) work, so an
+//! append, an `fdatasync` or a reclamation never makes it wait. Counters are atomics.
+//!
 //! # Durability contract
 //!
 //! A fill (or purge) is *committed* once `insert` (or `remove*`) has returned: its record was
@@ -33,6 +41,7 @@ mod admission;
 mod chunked;
 mod format;
 mod index;
+mod reclaim;
 mod recovery;
 mod segment;
 mod stream;
@@ -42,6 +51,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -57,8 +67,8 @@ pub use stream::{StreamFill, StreamTap, TapError, TapReader};
 
 use format::{
     decode_object, encode_meta, encode_object, encode_pending, encode_purge, format_file_text,
-    object_record_len, parse_format_file, set_sequence, verify_record, DecodeError, RecordKind,
-    StreamLayout, FORMAT_FILE, SEGMENT_HEADER_LEN,
+    object_record_len, parse_format_file, set_sequence, DecodeError, RecordKind, StreamLayout,
+    FORMAT_FILE, SEGMENT_HEADER_LEN,
 };
 use index::{expiry_secs, DiskIndex, IndexEntry, FLAG_HOT};
 use segment::{read_at, PurgeFile, Segment};
@@ -209,6 +219,8 @@ pub struct DiskStats {
     pub reclaimed_segments: u64,
     /// Hot survivors re-appended by reclamation.
     pub reappended: u64,
+    /// Bounded steps the reclaimer took to move survivors ahead of a rotation.
+    pub reclaim_steps: u64,
     /// Reads whose checksum (or structure) did not verify.
     pub checksum_failures: u64,
     /// Segments retired after a checksum failure or read error.
@@ -254,28 +266,46 @@ pub struct StreamHead {
     pub body_len: u64,
 }
 
+/// Event counters, atomics so that no counter needs a lock (a chunk served, a miss, a scrape).
 #[derive(Debug, Default)]
 struct Counters {
-    hits: u64,
-    misses: u64,
-    inserts: u64,
-    rejected: u64,
-    too_large: u64,
-    evictions: u64,
-    expired: u64,
-    reclaimed_segments: u64,
-    reappended: u64,
-    checksum_failures: u64,
-    retired_segments: u64,
-    io_errors: u64,
-    range_reads: u64,
-    range_chunks_read: u64,
-    chunks_served: u64,
-    chunked_hits: u64,
-    stream_fills: u64,
-    stream_commits: u64,
-    stream_aborts: u64,
-    stream_dropped: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+    rejected: AtomicU64,
+    too_large: AtomicU64,
+    evictions: AtomicU64,
+    expired: AtomicU64,
+    reclaimed_segments: AtomicU64,
+    reappended: AtomicU64,
+    reclaim_steps: AtomicU64,
+    checksum_failures: AtomicU64,
+    retired_segments: AtomicU64,
+    io_errors: AtomicU64,
+    range_reads: AtomicU64,
+    range_chunks_read: AtomicU64,
+    chunks_served: AtomicU64,
+    chunked_hits: AtomicU64,
+    stream_fills: AtomicU64,
+    stream_commits: AtomicU64,
+    stream_aborts: AtomicU64,
+    stream_dropped: AtomicU64,
+    /// Gauge: tombstones held (they live under the writer lock; `stats` takes no writer lock).
+    tombstones: AtomicU64,
+}
+
+/// Adds one to a counter.
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter.
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
 }
 
 /// Part of a stored body with the object's head: the answer of [`DiskStore::get_range`].
@@ -351,52 +381,76 @@ pub(crate) struct Tombstone {
     pub text: Box<str>,
 }
 
-/// A hot record being moved out of a reclaimed segment.
-struct Survivor {
-    hash: u64,
-    bytes: Vec<u8>,
-    tags: Vec<String>,
-    expires: u32,
+/// The segment appends go to: the writer's own view (the index keeps its length too, updated
+/// in the same index hold as the entry an append creates).
+struct Active {
+    id: u32,
+    file: Arc<std::fs::File>,
+    /// Where the next record goes.
+    len: u64,
 }
 
-struct Inner {
+/// What only the appender touches: every `pwrite` to a segment or the purge log happens under
+/// this lock and takes its sequence there, so append order is sequence order.
+pub(super) struct Writer {
+    active: Option<Active>,
+    next_seq: u64,
+    next_segment: u32,
+    purge: Option<PurgeFile>,
+    tombstones: Vec<Tombstone>,
+}
+
+/// What readers touch: the indexes, the segment map (files shared with readers), the admission
+/// filter and the admission victims. Held only for O(1) work or one bounded batch, never across
+/// I/O, so a hit never waits for an append, a reclamation or an `fdatasync`.
+pub(super) struct IndexState {
+    index: DiskIndex,
+    admission: DiskAdmission,
+    /// Records `(hash, offset)` of `victims_segment` (the oldest) a full tier would drop next, in
+    /// order; each is checked against the index when used.
+    victims: std::collections::VecDeque<(u64, u32)>,
+    victims_segment: Option<u32>,
+    segments: BTreeMap<u32, Segment>,
+    active: Option<u32>,
+    segment_bytes: u64,
+    disk_bytes: u64,
+}
+
+/// The SSD tier's shared state, held by the store, its streamed fills and its chunked hits.
+///
+/// Three locks, always taken in this order: `reclaim` → `writer` → `index` (a reader takes only
+/// `index`). Counters are atomics.
+pub(super) struct Tier {
     /// Holds an exclusive lock on `dir/LOCK` for as long as the tier or a streamed fill of it is
     /// alive (released on drop or exit).
     _lock: std::fs::File,
     dir: PathBuf,
     segment_bytes: u64,
     disk_bytes: u64,
-    index: DiskIndex,
-    admission: DiskAdmission,
-    /// Records of `victims_segment` (the oldest) that a full tier would drop next, in order.
-    victims: std::collections::VecDeque<u64>,
-    victims_segment: Option<u32>,
-    segments: BTreeMap<u32, Segment>,
-    active: Option<u32>,
-    next_segment: u32,
-    next_seq: u64,
-    purge: Option<PurgeFile>,
-    tombstones: Vec<Tombstone>,
-    c: Counters,
-}
-
-/// The SSD tier. Thread-safe: one mutex guards the index, the admission filter and the appender; reads
-/// copy the record location under it and `pread` outside it.
-pub struct DiskStore {
-    dir: PathBuf,
     chunk_bytes: u32,
     max_record: u64,
-    inner: Arc<Mutex<Inner>>,
+    /// The reclamation under way (see `reclaim.rs`): a rotation and a reclaimer step hold it
+    /// across their I/O, so only one drains a segment at a time.
+    reclaim: Mutex<reclaim::Reclaim>,
+    writer: Mutex<Writer>,
+    index: Mutex<IndexState>,
+    c: Counters,
     /// Bytes read by followers of streamed fills (shared with every fill's readers).
     tap_bytes: Arc<AtomicU64>,
+}
+
+/// The SSD tier. Thread-safe: reads lock only the index, briefly, and `pread` outside it; appends
+/// and purges serialize on a writer lock of their own (see [`Tier`]).
+pub struct DiskStore {
+    tier: Arc<Tier>,
 }
 
 impl std::fmt::Debug for DiskStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiskStore")
-            .field("dir", &self.dir)
-            .field("chunk_bytes", &self.chunk_bytes)
-            .field("max_record", &self.max_record)
+            .field("dir", &self.tier.dir)
+            .field("chunk_bytes", &self.tier.chunk_bytes)
+            .field("max_record", &self.tier.max_record)
             .finish()
     }
 }
@@ -485,13 +539,17 @@ fn write_format_file(dir: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl DiskStore {
     /// Opens (or creates) the tier in `cfg.dir` and recovers its contents. `now` drops records
     /// already past `keep_until`.
     pub fn open(cfg: &DiskConfig, now: SystemTime) -> Result<(Self, RecoveryReport), OpenError> {
         let dir = cfg.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create the directory"))?;
-        let lock = lock_dir(&dir)?;
+        let lock_file = lock_dir(&dir)?;
         check_format_file(&dir)?;
         let segment_bytes = cfg
             .segment_bytes
@@ -502,155 +560,87 @@ impl DiskStore {
 
         let recovered = recovery::recover(&dir, now)?;
         let mut report = recovered.report;
-        let index = recovered.index;
-        report.indexed = index.len() as u64;
+        report.indexed = recovered.index.len() as u64;
         let purge = PurgeFile::open(&dir, recovered.purge_valid_len)
             .map_err(io_err(&dir, "open the purge log in"))?;
-        let mut inner = Inner {
-            _lock: lock,
-            dir: dir.clone(),
-            segment_bytes,
-            disk_bytes: cfg.disk_bytes,
-            index,
+        let c = Counters::default();
+        c.tombstones
+            .store(recovered.tombstones.len() as u64, Ordering::Relaxed);
+        let mut ix = IndexState {
+            index: recovered.index,
             admission: DiskAdmission::new(cfg.policy),
             victims: std::collections::VecDeque::new(),
             victims_segment: None,
             segments: recovered.segments,
             active: None,
-            next_segment: recovered.next_segment,
+            segment_bytes,
+            disk_bytes: cfg.disk_bytes,
+        };
+        let mut writer = Writer {
+            active: None,
             next_seq: recovered.next_seq,
+            next_segment: recovered.next_segment,
             purge: Some(purge),
             tombstones: recovered.tombstones,
-            c: Counters::default(),
         };
         // Go on appending to the newest segment when it ends with a whole record, has room and
         // the budget still holds; otherwise open a fresh one (which reclaims as needed). Either
         // way the directory is proven writable.
-        // More on disk than the budget allows (it shrank) is reclaimed oldest first here.
-        let before = inner.index.len();
-        if !inner.reuse_newest(&recovered.clean) {
-            inner
-                .rotate()
+        let reused = ix.reuse_newest(&recovered.clean);
+        if let Some(active) = reused {
+            writer.active = Some(active);
+        }
+        let before = ix.index.len();
+        let tier = Tier {
+            _lock: lock_file,
+            dir: dir.clone(),
+            segment_bytes,
+            disk_bytes: cfg.disk_bytes,
+            chunk_bytes: cfg.chunk_bytes.max(1),
+            max_record,
+            reclaim: Mutex::new(reclaim::Reclaim::default()),
+            writer: Mutex::new(writer),
+            index: Mutex::new(ix),
+            c,
+            tap_bytes: Arc::new(AtomicU64::new(0)),
+        };
+        if tier.writer().active.is_none() {
+            // More on disk than the budget allows (it shrank) is reclaimed oldest first here.
+            let mut r = tier.reclaim_lock();
+            let mut w = tier.writer();
+            tier.rotate(&mut r, &mut w, 0)
                 .map_err(io_err(&dir, "create a segment in"))?;
         }
-        report.evicted += before.saturating_sub(inner.index.len()) as u64;
-        report.indexed = inner.index.len() as u64;
+        let after = tier.index().index.len();
+        report.evicted += before.saturating_sub(after) as u64;
+        report.indexed = after as u64;
         Ok((
             Self {
-                dir,
-                chunk_bytes: cfg.chunk_bytes.max(1),
-                max_record,
-                inner: Arc::new(Mutex::new(inner)),
-                tap_bytes: Arc::new(AtomicU64::new(0)),
+                tier: Arc::new(tier),
             },
             report,
         ))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// The directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.tier.dir
     }
 
     /// The largest record (object + metadata) an insert accepts.
     pub fn max_record_bytes(&self) -> u64 {
-        self.max_record
+        self.tier.max_record
     }
 
     /// Bytes the record of `obj` under `key` takes on disk.
     pub fn record_len(&self, key: &CacheKey, obj: &StoredObject) -> u64 {
-        object_record_len(key, obj, self.chunk_bytes)
+        object_record_len(key, obj, self.tier.chunk_bytes)
     }
 
     /// Reads, verifies and decodes the object of `key`. A checksum mismatch is a miss, counted,
     /// and retires the segment. The access is recorded for admission and marks the record hot.
     pub fn get(&self, key: &CacheKey, now: SystemTime) -> Option<StoredObject> {
-        let hash = key.hash64();
-        let (file, path, entry) = {
-            let mut inner = self.lock();
-            let (entry, segment) = inner.locate(hash, Some(now))?;
-            let path = (entry.len as usize >= segment::LARGE_READ).then(|| segment.path.clone());
-            (segment.file.clone(), path, entry)
-        };
-        // I/O and verification happen outside the lock.
-        let (offset, len) = (u64::from(entry.offset), entry.len as usize);
-        let read = match &path {
-            // Any failure of the own handle (reclaimed meanwhile, out of descriptors) falls back
-            // to the shared one, so only a failed read of the record itself retires a segment.
-            Some(path) => {
-                segment::read_large(path, offset, len).or_else(|_| read_at(&file, offset, len))
-            }
-            None => read_at(&file, offset, len),
-        };
-        let result = read.map(|bytes| decode_object(Bytes::from(bytes), key.text()));
-        let mut inner = self.lock();
-        let same = |inner: &Inner| {
-            inner
-                .index
-                .entries
-                .get(&hash)
-                .is_some_and(|e| e.location() == entry.location())
-        };
-        let decoded = match result {
-            Ok(decoded) => decoded,
-            Err(e) => {
-                let path = segment::segment_path(&self.dir, entry.segment);
-                inner.note_io("read a record from", &path, &e);
-                if same(&inner) {
-                    inner.retire(entry.segment, "read error");
-                }
-                inner.c.misses += 1;
-                return None;
-            }
-        };
-        match decoded {
-            Ok(obj) => {
-                if now >= obj.meta.keep_until {
-                    if same(&inner) {
-                        inner.drop_hash(hash);
-                    }
-                    inner.c.expired += 1;
-                    inner.c.misses += 1;
-                    return None;
-                }
-                if same(&inner) {
-                    if let Some(e) = inner.index.entries.get_mut(&hash) {
-                        e.flags |= FLAG_HOT;
-                    }
-                    let resident = inner.index.len();
-                    inner.admission.record(hash, resident);
-                }
-                inner.c.hits += 1;
-                Some(obj)
-            }
-            Err(DecodeError::KeyMismatch) => {
-                inner.c.misses += 1;
-                None
-            }
-            Err(DecodeError::Corrupt(e)) => {
-                inner.c.checksum_failures += 1;
-                inner.c.misses += 1;
-                if !same(&inner) {
-                    // Moved or replaced meanwhile (a reclaimed file read while being deleted).
-                    return None;
-                }
-                tracing::warn!(
-                    target: "outpost_store::disk",
-                    segment = entry.segment,
-                    offset = entry.offset,
-                    key = key.text(),
-                    error = %e,
-                    checksum_failures = inner.c.checksum_failures,
-                    "SSD tier: record failed verification; served as a miss, segment retired"
-                );
-                inner.retire(entry.segment, "checksum mismatch");
-                None
-            }
-        }
+        self.tier.get(key, now)
     }
 
     /// Opens the object of `key` for reading chunk by chunk: its head is read and verified now,
@@ -665,79 +655,7 @@ impl DiskStore {
         min_record: u64,
         now: SystemTime,
     ) -> Option<ChunkedHit> {
-        let hash = key.hash64();
-        let (file, entry) = {
-            let mut inner = self.lock();
-            // Absent, short and expired records are left to `get`, which counts them once.
-            let take = |e: &IndexEntry| u64::from(e.len) >= min_record && !e.expired(now);
-            if !inner.index.entries.get(&hash).is_some_and(take) {
-                return None;
-            }
-            let (entry, segment) = inner.locate(hash, Some(now))?;
-            (segment.file.clone(), entry)
-        };
-        let result = read_head(&file, entry, key.text());
-        let mut inner = self.lock();
-        let same = inner
-            .index
-            .entries
-            .get(&hash)
-            .is_some_and(|e| e.location() == entry.location());
-        match result {
-            // Counted as a hit (and marked hot) only when served: see `ChunkedHit::served`.
-            Ok(head) if now < head.meta.keep_until => Some(ChunkedHit {
-                status: head.status,
-                headers: head.headers,
-                meta: head.meta,
-                body_len: head.body_len,
-                source: Arc::new(chunked::Source {
-                    inner: self.inner.clone(),
-                    file,
-                    dir: self.dir.clone(),
-                    hash,
-                    entry,
-                    key: key.text().to_owned(),
-                    chunks: head.chunks,
-                    chunk_size: head.chunk_size,
-                }),
-            }),
-            Ok(_) => {
-                // Expired: dropped and counted here; the miss is the caller's `get`.
-                if same {
-                    inner.drop_hash(hash);
-                }
-                inner.c.expired += 1;
-                None
-            }
-            Err(RangeError::KeyMismatch) => {
-                inner.c.misses += 1;
-                None
-            }
-            Err(RangeError::Io(e)) => {
-                let path = segment::segment_path(&self.dir, entry.segment);
-                inner.note_io("read a record from", &path, &e);
-                if same {
-                    inner.retire(entry.segment, "read error");
-                }
-                inner.c.misses += 1;
-                None
-            }
-            Err(RangeError::Corrupt(e)) => {
-                inner.c.checksum_failures += 1;
-                inner.c.misses += 1;
-                if same {
-                    tracing::warn!(
-                        target: "outpost_store::disk",
-                        segment = entry.segment,
-                        key = key.text(),
-                        error = %e,
-                        "SSD tier: record head failed verification; served as a miss, segment retired"
-                    );
-                    inner.retire(entry.segment, "checksum mismatch");
-                }
-                None
-            }
-        }
+        Tier::get_chunked(&self.tier, key, min_record, now)
     }
 
     /// Reads bytes `range` (end exclusive, clamped to the body) of `key`'s body into one buffer,
@@ -768,52 +686,13 @@ impl DiskStore {
 
     /// Whether `key`'s hash is indexed (no I/O, no access recorded).
     pub fn contains(&self, key: &CacheKey) -> bool {
-        self.lock().index.entries.contains_key(&key.hash64())
+        self.tier.index().index.entries.contains_key(&key.hash64())
     }
 
     /// Appends `obj` under `key` if the admission policy lets it in. A replacement of a stored
     /// key is always admitted; the older record becomes dead space.
     pub fn insert(&self, key: &CacheKey, obj: &StoredObject, _now: SystemTime) -> Admission {
-        let hash = key.hash64();
-        let len = object_record_len(key, obj, self.chunk_bytes);
-        let record = if len > self.max_record {
-            None
-        } else {
-            encode_object(0, key, obj, self.chunk_bytes).ok()
-        };
-        let mut inner = self.lock();
-        let Some(mut record) = record else {
-            // The new version supersedes the stored one even though it cannot be kept.
-            inner.drop_hash(hash);
-            inner.c.too_large += 1;
-            return Admission::TooLarge;
-        };
-        let replacing = inner.index.remove(hash).is_some();
-        let resident = inner.index.len();
-        inner.admission.record(hash, resident);
-        if !replacing && inner.full() {
-            let victim = inner.next_victim();
-            if !inner.admission.admits(hash, victim) {
-                inner.c.rejected += 1;
-                return Admission::Rejected;
-            }
-            if victim.is_some() {
-                // The records this fill displaces; the next fill meets the ones after them.
-                inner.consume_victims(record.len() as u64);
-            }
-        }
-        let expires = expiry_secs(obj.meta.keep_until);
-        match inner.append_object(hash, &mut record, key.text(), &obj.meta.tags, expires) {
-            Ok(()) => {
-                inner.c.inserts += 1;
-                Admission::Admitted
-            }
-            Err(e) => {
-                let path = inner.dir.clone();
-                inner.note_io("append a record in", &path, &e);
-                Admission::Rejected
-            }
-        }
+        self.tier.insert(key, obj)
     }
 
     /// Starts streaming a fill of `head.body_len` body bytes under `key`: reserves the whole
@@ -826,150 +705,96 @@ impl DiskStore {
         head: &StreamHead,
         _now: SystemTime,
     ) -> Result<StreamFill, Admission> {
-        let hash = key.hash64();
-        let meta = encode_meta(
-            key,
-            head.status,
-            &head.headers,
-            &head.meta,
-            head.body_len,
-            self.chunk_bytes,
-        );
-        // A refusal here is neither recorded nor counted: the caller falls back to buffering
-        // the body and `insert`, which records the access and counts its outcome once.
-        let Ok(meta) = meta else {
-            return Err(Admission::TooLarge);
-        };
-        let layout = StreamLayout::new(meta.len(), head.body_len, self.chunk_bytes);
-        if layout.total > self.max_record {
-            return Err(Admission::TooLarge);
-        }
-        let mut inner = self.lock();
-        let replacing = inner.index.entries.contains_key(&hash);
-        if !replacing && inner.full() {
-            let victim = inner.next_victim();
-            if !inner.admission.would_admit(hash, victim) {
-                return Err(Admission::Rejected);
-            }
-            if victim.is_some() {
-                inner.consume_victims(layout.total);
-            }
-        }
-        let resident = inner.index.len();
-        inner.admission.record(hash, resident);
-        let reserved = inner.ensure_room(layout.total).and_then(|()| {
-            // Read after a rotation, whose survivors took sequences of their own.
-            let seq = inner.next_seq;
-            let prefix = encode_pending(seq, hash, &meta, layout).map_err(io::Error::other)?;
-            let id = inner
-                .active
-                .ok_or_else(|| io::Error::other("no active segment"))?;
-            let seg = inner
-                .segments
-                .get_mut(&id)
-                .ok_or_else(|| io::Error::other("no active segment"))?;
-            let offset = seg.reserve(&prefix, layout.total)?;
-            Ok((id, offset, seg.file.clone(), seq))
-        });
-        let (segment, offset, file, seq) = match reserved {
-            Ok(r) => r,
-            Err(e) => {
-                let dir = inner.dir.clone();
-                inner.note_io("reserve a streamed fill in", &dir, &e);
-                return Err(Admission::Rejected);
-            }
-        };
-        inner.next_seq += 1;
-        inner.c.stream_fills += 1;
-        drop(inner);
-        Ok(StreamFill::new(stream::Reservation {
-            inner: self.inner.clone(),
-            file,
-            key: key.clone(),
-            tags: head.meta.tags.clone(),
-            expires: expiry_secs(head.meta.keep_until),
-            segment,
-            offset,
-            layout,
-            meta,
-            reserve_seq: seq,
-            body_len: head.body_len,
-            chunk_bytes: self.chunk_bytes,
-            tap_bytes: self.tap_bytes.clone(),
-        }))
+        Tier::begin_stream(&self.tier, key, head)
     }
 
     /// Removes `key` and persists a key tombstone. Returns whether it was indexed.
     pub fn remove(&self, key: &CacheKey) -> bool {
-        let mut inner = self.lock();
-        inner.persist_purge(RecordKind::PurgeKey, key.text());
-        let hash = key.hash64();
-        inner.index.remove_key(hash, key.text()).is_some()
+        let tier = &self.tier;
+        let mut w = tier.writer();
+        tier.persist_purge(&mut w, RecordKind::PurgeKey, key.text());
+        let removed = tier
+            .index()
+            .index
+            .remove_key(key.hash64(), key.text())
+            .is_some();
+        removed
     }
 
     /// Removes every object carrying `tag` and persists a tag tombstone; returns their hashes.
     pub fn remove_tag(&self, tag: &str) -> Vec<u64> {
-        let mut inner = self.lock();
-        inner.persist_purge(RecordKind::PurgeTag, tag);
-        inner.index.take_tag(tag)
+        let tier = &self.tier;
+        let mut w = tier.writer();
+        tier.persist_purge(&mut w, RecordKind::PurgeTag, tag);
+        // The writer lock is held across the batches, so no survivor moves in between.
+        tier.take_batched(|ix| ix.index.take_tag(tag))
     }
 
     /// Removes every object whose key starts with `prefix` and persists a prefix tombstone;
     /// returns their hashes.
     pub fn remove_prefix(&self, prefix: &str) -> Vec<u64> {
-        let mut inner = self.lock();
-        inner.persist_purge(RecordKind::PurgePrefix, prefix);
-        inner.index.take_prefix(prefix)
+        let tier = &self.tier;
+        let mut w = tier.writer();
+        tier.persist_purge(&mut w, RecordKind::PurgePrefix, prefix);
+        tier.take_batched(|ix| ix.index.take_prefix(prefix))
     }
 
     /// `fdatasync`s the active segment and the purge log (optional: see the durability
-    /// contract in the module docs).
+    /// contract in the module docs). The files are synced outside every lock.
     pub fn flush(&self) -> io::Result<()> {
-        let inner = self.lock();
-        if let Some(seg) = inner.active.and_then(|id| inner.segments.get(&id)) {
-            seg.file.sync_data()?;
+        let (active, purge) = {
+            let w = self.tier.writer();
+            (
+                w.active.as_ref().map(|a| a.file.clone()),
+                w.purge.as_ref().map(|p| p.file.clone()),
+            )
+        };
+        if let Some(file) = active {
+            file.sync_data()?;
         }
-        if let Some(purge) = &inner.purge {
-            purge.file.sync_data()?;
+        if let Some(file) = purge {
+            file.sync_data()?;
         }
         Ok(())
     }
 
     /// Current counters.
     pub fn stats(&self) -> DiskStats {
-        let inner = self.lock();
-        let c = &inner.c;
+        let tier = &self.tier;
+        let c = &tier.c;
+        let ix = tier.index();
         DiskStats {
-            objects: inner.index.len() as u64,
-            live_bytes: inner.index.live_bytes,
-            used_bytes: inner.segments.values().map(|s| s.len).sum(),
-            capacity_bytes: inner.disk_bytes,
-            segment_bytes: inner.segment_bytes,
-            segments: inner.segments.len() as u64,
-            hits: c.hits,
-            misses: c.misses,
-            inserts: c.inserts,
-            rejected: c.rejected,
-            too_large: c.too_large,
-            evictions: c.evictions,
-            expired: c.expired,
-            reclaimed_segments: c.reclaimed_segments,
-            reappended: c.reappended,
-            checksum_failures: c.checksum_failures,
-            retired_segments: c.retired_segments,
-            io_errors: c.io_errors,
-            tombstones: inner.tombstones.len() as u64,
-            tag_refs: inner.index.tag_refs() as u64,
-            prefix_entries: inner.index.prefix_len() as u64,
-            range_reads: c.range_reads,
-            range_chunks_read: c.range_chunks_read,
-            chunks_served: c.chunks_served,
-            chunked_hits: c.chunked_hits,
-            stream_fills: c.stream_fills,
-            stream_commits: c.stream_commits,
-            stream_aborts: c.stream_aborts,
-            stream_dropped: c.stream_dropped,
-            stream_tap_bytes: self.tap_bytes.load(Ordering::Relaxed),
+            objects: ix.index.len() as u64,
+            live_bytes: ix.index.live_bytes,
+            used_bytes: ix.used_bytes(),
+            capacity_bytes: tier.disk_bytes,
+            segment_bytes: tier.segment_bytes,
+            segments: ix.segments.values().filter(|s| !s.unlinked).count() as u64,
+            hits: load(&c.hits),
+            misses: load(&c.misses),
+            inserts: load(&c.inserts),
+            rejected: load(&c.rejected),
+            too_large: load(&c.too_large),
+            evictions: load(&c.evictions),
+            expired: load(&c.expired),
+            reclaimed_segments: load(&c.reclaimed_segments),
+            reappended: load(&c.reappended),
+            reclaim_steps: load(&c.reclaim_steps),
+            checksum_failures: load(&c.checksum_failures),
+            retired_segments: load(&c.retired_segments),
+            io_errors: load(&c.io_errors),
+            tombstones: load(&c.tombstones),
+            tag_refs: ix.index.tag_refs() as u64,
+            prefix_entries: ix.index.prefix_len() as u64,
+            range_reads: load(&c.range_reads),
+            range_chunks_read: load(&c.range_chunks_read),
+            chunks_served: load(&c.chunks_served),
+            chunked_hits: load(&c.chunked_hits),
+            stream_fills: load(&c.stream_fills),
+            stream_commits: load(&c.stream_commits),
+            stream_aborts: load(&c.stream_aborts),
+            stream_dropped: load(&c.stream_dropped),
+            stream_tap_bytes: tier.tap_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -977,33 +802,52 @@ impl DiskStore {
     #[cfg(test)]
     #[allow(clippy::expect_used)]
     pub(crate) fn check_invariants(&self) {
-        let inner = self.lock();
-        let live: u64 = inner.index.entries.values().map(|e| u64::from(e.len)).sum();
-        assert_eq!(live, inner.index.live_bytes, "live bytes");
-        for (_, entry) in inner.index.entries.iter() {
-            let seg = inner.segments.get(&entry.segment).expect("segment exists");
+        let tier = &self.tier;
+        // Every lock, in order: no reclamation step or append is half done.
+        let _r = tier.reclaim_lock();
+        let w = tier.writer();
+        let ix = tier.index();
+        let live: u64 = ix.index.entries.values().map(|e| u64::from(e.len)).sum();
+        assert_eq!(live, ix.index.live_bytes, "live bytes");
+        for (_, entry) in ix.index.entries.iter() {
+            let seg = ix.segments.get(&entry.segment).expect("segment exists");
+            assert!(!seg.unlinked, "no entry in an unlinked segment");
             assert!(u64::from(entry.offset) + u64::from(entry.len) <= seg.len);
         }
-        let used: u64 = inner.segments.values().map(|s| s.len).sum();
-        let sealed: u64 = inner
-            .segments
-            .values()
-            .filter(|s| Some(s.id) != inner.active)
-            .map(|s| s.len)
-            .sum();
+        assert_eq!(w.active.as_ref().map(|a| a.id), ix.active, "active segment");
+        if let Some(a) = &w.active {
+            assert_eq!(ix.segments.get(&a.id).map(|s| s.len), Some(a.len));
+        }
         assert!(
-            sealed + inner.segment_bytes <= inner.disk_bytes || sealed == 0,
+            ix.segments.values().all(|s| !s.unlinked),
+            "no segment left draining"
+        );
+        let used = ix.used_bytes();
+        let sealed = ix.sealed_bytes();
+        assert!(
+            sealed + ix.segment_bytes <= ix.disk_bytes || sealed == 0,
             "over budget: used {used}"
         );
     }
 }
 
-impl Inner {
+impl Tier {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        lock(&self.writer)
+    }
+
+    fn index(&self) -> MutexGuard<'_, IndexState> {
+        lock(&self.index)
+    }
+
+    fn reclaim_lock(&self) -> MutexGuard<'_, reclaim::Reclaim> {
+        lock(&self.reclaim)
+    }
+
     /// Counts and logs (at powers of two, so a failing disk does not flood the log) an I/O
     /// error.
-    fn note_io(&mut self, op: &str, path: &Path, err: &io::Error) {
-        self.c.io_errors += 1;
-        let n = self.c.io_errors;
+    fn note_io(&self, op: &str, path: &Path, err: &io::Error) {
+        let n = self.c.io_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
             tracing::warn!(
                 target: "outpost_store::disk",
@@ -1015,291 +859,331 @@ impl Inner {
         }
     }
 
-    /// Drops `hash` from the index.
-    fn drop_hash(&mut self, hash: u64) {
-        self.index.remove(hash);
-    }
-
     /// The record of `hash` and its segment, or a counted miss. With `now`, a record already
-    /// past its expiry is dropped and counted as expired; a record whose segment is gone is
-    /// dropped.
-    fn locate(&mut self, hash: u64, now: Option<SystemTime>) -> Option<(IndexEntry, &Segment)> {
-        let Some(entry) = self.index.entries.get(&hash).copied() else {
-            self.c.misses += 1;
+    /// past its expiry is dropped and counted as expired; a record whose segment is gone
+    /// (reclaimed, its entries not swept yet) is dropped.
+    fn locate<'a>(
+        &self,
+        ix: &'a mut IndexState,
+        hash: u64,
+        now: Option<SystemTime>,
+    ) -> Option<(IndexEntry, &'a Segment)> {
+        let Some(entry) = ix.index.entries.get(&hash).copied() else {
+            bump(&self.c.misses);
             return None;
         };
         if now.is_some_and(|now| entry.expired(now)) {
-            self.drop_hash(hash);
-            self.c.expired += 1;
-            self.c.misses += 1;
+            ix.index.remove(hash);
+            bump(&self.c.expired);
+            bump(&self.c.misses);
             return None;
         }
-        if !self.segments.contains_key(&entry.segment) {
-            self.drop_hash(hash);
-            self.c.misses += 1;
+        if !ix.segments.contains_key(&entry.segment) {
+            ix.index.remove(hash);
+            bump(&self.c.misses);
             return None;
         }
-        self.segments
-            .get(&entry.segment)
-            .map(|segment| (entry, segment))
+        ix.segments.get(&entry.segment).map(|seg| (entry, seg))
     }
 
-    /// Whether the next segment rotation has to reclaim (so a fill displaces live records).
-    fn full(&self) -> bool {
-        self.sealed_bytes() + 2 * self.segment_bytes > self.disk_bytes
-    }
-
-    /// The live, not-hot record that reclamation drops next (hot records are re-appended
-    /// instead): from the oldest sealed segment, then the next one once those are used up by
-    /// admitted fills. `None` when there is none (at most one segment is scanned per call).
-    fn next_victim(&mut self) -> Option<u64> {
-        let mut rebuilt = false;
-        loop {
-            while let Some(&h) = self.victims.front() {
-                if let Some(e) = self.index.entries.get(&h) {
-                    if Some(e.segment) == self.victims_segment && !e.is_hot() {
-                        return Some(h);
-                    }
-                }
-                self.victims.pop_front();
+    fn get(&self, key: &CacheKey, now: SystemTime) -> Option<StoredObject> {
+        let hash = key.hash64();
+        let (file, path, entry) = {
+            let mut ix = self.index();
+            let (entry, segment) = self.locate(&mut ix, hash, Some(now))?;
+            let path = (entry.len as usize >= segment::LARGE_READ).then(|| segment.path.clone());
+            (segment.file.clone(), path, entry)
+        };
+        // I/O and verification happen outside the lock.
+        let (offset, len) = (u64::from(entry.offset), entry.len as usize);
+        let read = match &path {
+            // Any failure of the own handle (reclaimed meanwhile, out of descriptors) falls back
+            // to the shared one, so only a failed read of the record itself retires a segment.
+            Some(path) => {
+                segment::read_large(path, offset, len).or_else(|_| read_at(&file, offset, len))
             }
-            if rebuilt {
+            None => read_at(&file, offset, len),
+        };
+        let result = read.map(|bytes| decode_object(Bytes::from(bytes), key.text()));
+        let mut ix = self.index();
+        let same = |ix: &IndexState| {
+            ix.index
+                .entries
+                .get(&hash)
+                .is_some_and(|e| e.location() == entry.location())
+        };
+        let decoded = match result {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let path = segment::segment_path(&self.dir, entry.segment);
+                self.note_io("read a record from", &path, &e);
+                bump(&self.c.misses);
+                if same(&ix) {
+                    drop(ix);
+                    self.retire(entry.segment, "read error");
+                }
                 return None;
             }
-            let next = match self.victims_segment {
-                Some(cur) if self.segments.contains_key(&cur) => self
-                    .segments
-                    .range(cur.saturating_add(1)..)
-                    .next()
-                    .map(|(id, _)| *id),
-                _ => self.segments.keys().next().copied(),
+        };
+        match decoded {
+            Ok(obj) => {
+                if now >= obj.meta.keep_until {
+                    if same(&ix) {
+                        ix.index.remove(hash);
+                    }
+                    bump(&self.c.expired);
+                    bump(&self.c.misses);
+                    return None;
+                }
+                if same(&ix) {
+                    if let Some(e) = ix.index.entries.get_mut(&hash) {
+                        e.flags |= FLAG_HOT;
+                    }
+                    let resident = ix.index.len();
+                    ix.admission.record(hash, resident);
+                }
+                bump(&self.c.hits);
+                Some(obj)
             }
-            .filter(|id| Some(*id) != self.active)?;
-            self.victims_segment = Some(next);
-            self.victims = self
-                .index
-                .entries_in(next)
-                .into_iter()
-                .map(|(h, _)| h)
-                .collect();
-            rebuilt = true;
+            Err(DecodeError::KeyMismatch) => {
+                bump(&self.c.misses);
+                None
+            }
+            Err(DecodeError::Corrupt(e)) => {
+                let n = self.c.checksum_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                bump(&self.c.misses);
+                if !same(&ix) {
+                    // Moved or replaced meanwhile (a reclaimed file read while being deleted).
+                    return None;
+                }
+                drop(ix);
+                tracing::warn!(
+                    target: "outpost_store::disk",
+                    segment = entry.segment,
+                    offset = entry.offset,
+                    key = key.text(),
+                    error = %e,
+                    checksum_failures = n,
+                    "SSD tier: record failed verification; served as a miss, segment retired"
+                );
+                self.retire(entry.segment, "checksum mismatch");
+                None
+            }
         }
     }
 
-    /// An admitted fill of `bytes` displaces victims until their lengths cover it.
-    fn consume_victims(&mut self, mut bytes: u64) {
-        while bytes > 0 {
-            let Some(h) = self.next_victim() else {
-                break;
-            };
-            let len = self.index.entries.get(&h).map_or(1, |e| u64::from(e.len));
-            self.victims.pop_front();
-            bytes = bytes.saturating_sub(len.max(1));
-        }
-    }
-
-    /// Makes the newest recovered segment the active one if it is clean, has room and fits the
-    /// budget, reopening it for writing.
-    fn reuse_newest(&mut self, clean: &std::collections::BTreeSet<u32>) -> bool {
-        let Some((&id, newest)) = self.segments.iter().next_back() else {
-            return false;
+    fn get_chunked(
+        this: &Arc<Self>,
+        key: &CacheKey,
+        min_record: u64,
+        now: SystemTime,
+    ) -> Option<ChunkedHit> {
+        let hash = key.hash64();
+        let (file, entry) = {
+            let mut ix = this.index();
+            // Absent, short and expired records are left to `get`, which counts them once.
+            let take = |e: &IndexEntry| u64::from(e.len) >= min_record && !e.expired(now);
+            if !ix.index.entries.get(&hash).is_some_and(take) {
+                return None;
+            }
+            let (entry, segment) = this.locate(&mut ix, hash, Some(now))?;
+            (segment.file.clone(), entry)
         };
-        if !clean.contains(&id) || newest.len >= self.segment_bytes {
-            return false;
+        let result = read_head(&file, entry, key.text());
+        let mut ix = this.index();
+        let same = ix
+            .index
+            .entries
+            .get(&hash)
+            .is_some_and(|e| e.location() == entry.location());
+        match result {
+            // Counted as a hit (and marked hot) only when served: see `ChunkedHit::served`.
+            Ok(head) if now < head.meta.keep_until => Some(ChunkedHit {
+                status: head.status,
+                headers: head.headers,
+                meta: head.meta,
+                body_len: head.body_len,
+                source: Arc::new(chunked::Source {
+                    tier: this.clone(),
+                    file,
+                    hash,
+                    entry,
+                    key: key.text().to_owned(),
+                    chunks: head.chunks,
+                    chunk_size: head.chunk_size,
+                }),
+            }),
+            Ok(_) => {
+                // Expired: dropped and counted here; the miss is the caller's `get`.
+                if same {
+                    ix.index.remove(hash);
+                }
+                bump(&this.c.expired);
+                None
+            }
+            Err(RangeError::KeyMismatch) => {
+                bump(&this.c.misses);
+                None
+            }
+            Err(RangeError::Io(e)) => {
+                drop(ix);
+                let path = segment::segment_path(&this.dir, entry.segment);
+                this.note_io("read a record from", &path, &e);
+                bump(&this.c.misses);
+                if same {
+                    this.retire(entry.segment, "read error");
+                }
+                None
+            }
+            Err(RangeError::Corrupt(e)) => {
+                drop(ix);
+                bump(&this.c.checksum_failures);
+                bump(&this.c.misses);
+                if same {
+                    tracing::warn!(
+                        target: "outpost_store::disk",
+                        segment = entry.segment,
+                        key = key.text(),
+                        error = %e,
+                        "SSD tier: record head failed verification; served as a miss, segment retired"
+                    );
+                    this.retire(entry.segment, "checksum mismatch");
+                }
+                None
+            }
         }
-        let others: u64 = self
-            .segments
-            .values()
-            .filter(|s| s.id != id)
-            .map(|s| s.len)
-            .sum();
-        if others + self.segment_bytes > self.disk_bytes {
-            return false;
-        }
-        let Ok(file) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&newest.path)
-        else {
-            return false;
-        };
-        if let Some(seg) = self.segments.get_mut(&id) {
-            seg.file = std::sync::Arc::new(file);
-            self.active = Some(id);
-            return true;
-        }
-        false
     }
 
-    fn sealed_bytes(&self) -> u64 {
-        self.segments
-            .values()
-            .filter(|s| Some(s.id) != self.active)
-            .map(|s| s.len)
-            .sum()
-    }
-
-    fn ensure_room(&mut self, len: u64) -> io::Result<()> {
-        let full = match self.active.and_then(|id| self.segments.get(&id)) {
-            Some(seg) => seg.len + len > self.segment_bytes,
+    /// The writer lock with room for `len` more bytes in the active segment, rotating (and so
+    /// reclaiming) first when there is none. A rotation needs the reclaim lock, taken before the
+    /// writer lock (lock order), so the check is made again once both are held.
+    fn writer_with_room(&self, len: u64) -> io::Result<MutexGuard<'_, Writer>> {
+        let needs = |w: &Writer| match &w.active {
+            Some(a) => a.len + len > self.segment_bytes,
             None => true,
         };
-        if full {
-            self.rotate()?;
+        let w = self.writer();
+        if !needs(&w) {
+            return Ok(w);
         }
-        Ok(())
+        drop(w);
+        let mut r = self.reclaim_lock();
+        let mut w = self.writer();
+        if needs(&w) {
+            self.rotate(&mut r, &mut w, len)?;
+        }
+        Ok(w)
     }
 
-    /// Seals the active segment, reclaims the oldest segments until a new one fits the
-    /// budget, opens the new active segment and re-appends the hot survivors into it.
-    fn rotate(&mut self) -> io::Result<()> {
-        self.active = None;
-        let mut survivors = Vec::new();
-        let mut budget = self.segment_bytes / 2;
-        while self.sealed_bytes() + self.segment_bytes > self.disk_bytes {
-            let Some(&oldest) = self.segments.keys().next() else {
-                break;
-            };
-            self.reclaim(oldest, &mut survivors, &mut budget);
+    /// The admission test of a fill of `hash` needing `bytes` when the tier is full: the
+    /// candidate competes with the record reclamation drops next. `record` counts the access
+    /// first (a whole insert) or only asks (a streamed fill, see `DiskAdmission::would_admit`).
+    /// Called with the writer lock held (the victims of a segment may have to be read from its
+    /// file, outside the index lock).
+    fn admit(&self, hash: u64, bytes: u64, record: bool) -> bool {
+        let mut ix = self.index();
+        let replacing = ix.index.entries.contains_key(&hash);
+        if record {
+            let resident = ix.index.len();
+            ix.admission.record(hash, resident);
         }
-        let id = self.next_segment;
-        self.next_segment = self.next_segment.wrapping_add(1).max(1);
-        match Segment::create(&self.dir, id, self.next_seq) {
-            Ok(seg) => {
-                self.segments.insert(id, seg);
-                self.active = Some(id);
+        if replacing || !ix.full() {
+            return true;
+        }
+        let mut scanned = false;
+        let victim = loop {
+            match ix.next_victim(!scanned) {
+                Victim::Found(v) => break v,
+                Victim::Scan(id, file, len) => {
+                    drop(ix);
+                    let records = reclaim::scan_records(&file, len)
+                        .map(|(records, _)| records)
+                        .unwrap_or_default();
+                    ix = self.index();
+                    if ix.segments.get(&id).is_some_and(|s| !s.unlinked) {
+                        ix.victims_segment = Some(id);
+                        ix.victims = records.into();
+                    }
+                    scanned = true;
+                }
             }
-            Err(e) => {
-                self.c.evictions += survivors.len() as u64;
-                return Err(e);
-            }
-        }
-        for survivor in survivors {
-            self.reappend(survivor);
-        }
-        self.maybe_compact_purges();
-        Ok(())
-    }
-
-    /// Deletes segment `id`; its live hot records (within `budget` bytes) become survivors, the
-    /// rest are evicted.
-    fn reclaim(&mut self, id: u32, survivors: &mut Vec<Survivor>, budget: &mut u64) {
-        let Some(seg) = self.segments.remove(&id) else {
-            return;
         };
-        for (hash, entry) in self.index.entries_in(id) {
-            self.index.remove(hash);
-            let len = u64::from(entry.len);
-            if entry.is_hot() && len <= *budget {
-                match read_at(&seg.file, u64::from(entry.offset), entry.len as usize)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| {
-                        verify_record(&bytes)
-                            .map(|tags| (bytes, tags))
-                            .map_err(|e| e.to_string())
-                    }) {
-                    Ok((bytes, tags)) => {
-                        *budget -= len;
-                        survivors.push(Survivor {
-                            hash,
-                            bytes,
-                            tags,
-                            expires: entry.expires,
-                        });
-                        continue;
-                    }
-                    Err(e) => {
-                        self.c.checksum_failures += 1;
-                        tracing::warn!(
-                            target: "outpost_store::disk",
-                            path = %seg.path.display(),
-                            error = %e,
-                            "SSD tier: survivor failed verification during reclamation; dropped"
-                        );
-                    }
-                }
-            }
-            self.c.evictions += 1;
+        let admitted = if record {
+            ix.admission.admits(hash, victim)
+        } else {
+            ix.admission.would_admit(hash, victim)
+        };
+        if admitted && victim.is_some() {
+            // The records this fill displaces; the next fill meets the ones after them.
+            ix.consume_victims(bytes);
         }
-        if let Err(e) = std::fs::remove_file(&seg.path) {
-            self.note_io("delete a reclaimed segment in", &seg.path, &e);
-        }
-        self.c.reclaimed_segments += 1;
+        admitted
     }
 
-    /// Moves a survivor into the active segment with a new sequence (so that sequence order
-    /// stays append order), or evicts it if it does not fit.
-    fn reappend(&mut self, mut s: Survivor) {
-        let len = s.bytes.len() as u64;
-        let result = (|| -> io::Result<(u32, u32)> {
-            let id = self
-                .active
-                .ok_or_else(|| io::Error::other("no active segment"))?;
-            let seq = self.next_seq;
-            let seg = self
-                .segments
-                .get_mut(&id)
-                .ok_or_else(|| io::Error::other("no active segment"))?;
-            if seg.len + len > self.segment_bytes {
-                return Err(io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    "survivor does not fit",
-                ));
-            }
-            set_sequence(&mut s.bytes, seq).map_err(io::Error::other)?;
-            let offset = seg.append(&s.bytes)?;
-            self.next_seq += 1;
-            let offset = u32::try_from(offset).map_err(io::Error::other)?;
-            Ok((id, offset))
-        })();
-        match result {
-            Ok((segment, offset)) => {
-                let entry = IndexEntry {
-                    segment,
-                    offset,
-                    len: len as u32,
-                    expires: s.expires,
-                    flags: 0,
-                };
-                self.index
-                    .relocate(s.hash, entry, s.tags.iter().map(String::as_str));
-                self.c.reappended += 1;
-            }
-            Err(e) => {
-                if e.kind() != io::ErrorKind::StorageFull {
-                    let dir = self.dir.clone();
-                    self.note_io("re-append a survivor in", &dir, &e);
-                }
-                self.c.evictions += 1;
-            }
-        }
-    }
-
-    /// Appends an encoded object record (sequence assigned here) and indexes it.
-    fn append_object(
-        &mut self,
-        hash: u64,
-        record: &mut [u8],
-        key: &str,
-        tags: &[String],
-        expires: u32,
-    ) -> io::Result<()> {
-        let len = record.len() as u64;
-        self.ensure_room(len)?;
-        let seq = self.next_seq;
-        set_sequence(record, seq).map_err(io::Error::other)?;
-        let id = self
+    /// Appends `bytes` at the end of the active segment (the writer lock is held); returns the
+    /// segment and offset. The caller updates the index in one hold (`IndexState::appended`).
+    fn append(w: &mut Writer, bytes: &[u8]) -> io::Result<(u32, u64)> {
+        let a = w
             .active
+            .as_mut()
             .ok_or_else(|| io::Error::other("no active segment"))?;
-        let seg = self
-            .segments
-            .get_mut(&id)
-            .ok_or_else(|| io::Error::other("no active segment"))?;
-        let offset = seg.append(record)?;
-        self.next_seq += 1;
-        let offset = u32::try_from(offset).map_err(io::Error::other)?;
-        let len = u32::try_from(len).map_err(io::Error::other)?;
-        self.index.insert(
+        let offset = a.len;
+        a.file.write_all_at(bytes, offset)?;
+        a.len += bytes.len() as u64;
+        Ok((a.id, offset))
+    }
+
+    fn insert(&self, key: &CacheKey, obj: &StoredObject) -> Admission {
+        let hash = key.hash64();
+        let len = object_record_len(key, obj, self.chunk_bytes);
+        let record = if len > self.max_record {
+            None
+        } else {
+            encode_object(0, key, obj, self.chunk_bytes).ok()
+        };
+        let Some(mut record) = record else {
+            // The new version supersedes the stored one even though it cannot be kept (under
+            // the writer lock, so that no survivor move re-creates it).
+            let _w = self.writer();
+            self.index().index.remove(hash);
+            bump(&self.c.too_large);
+            return Admission::TooLarge;
+        };
+        let mut w = match self.writer_with_room(record.len() as u64) {
+            Ok(w) => w,
+            Err(e) => {
+                self.note_io("append a record in", &self.dir, &e);
+                let _w = self.writer();
+                self.index().index.remove(hash);
+                return Admission::Rejected;
+            }
+        };
+        if !self.admit(hash, record.len() as u64, true) {
+            bump(&self.c.rejected);
+            return Admission::Rejected;
+        }
+        let expires = expiry_secs(obj.meta.keep_until);
+        let seq = w.next_seq;
+        let appended = set_sequence(&mut record, seq)
+            .map_err(io::Error::other)
+            .and_then(|()| Self::append(&mut w, &record));
+        let (id, offset) = match appended {
+            Ok(at) => at,
+            Err(e) => {
+                self.note_io("append a record in", &self.dir, &e);
+                self.index().index.remove(hash);
+                return Admission::Rejected;
+            }
+        };
+        w.next_seq += 1;
+        let end = offset + record.len() as u64;
+        let (Ok(offset), Ok(len)) = (u32::try_from(offset), u32::try_from(record.len())) else {
+            self.index().set_len(id, end);
+            return Admission::Rejected;
+        };
+        let mut ix = self.index();
+        ix.set_len(id, end);
+        ix.index.insert(
             hash,
             IndexEntry {
                 segment: id,
@@ -1308,27 +1192,151 @@ impl Inner {
                 expires,
                 flags: 0,
             },
-            key,
-            tags.iter().map(String::as_str),
+            key.text(),
+            obj.meta.tags.iter().map(String::as_str),
         );
-        Ok(())
+        drop(ix);
+        bump(&self.c.inserts);
+        Admission::Admitted
+    }
+
+    fn begin_stream(
+        this: &Arc<Self>,
+        key: &CacheKey,
+        head: &StreamHead,
+    ) -> Result<StreamFill, Admission> {
+        let hash = key.hash64();
+        let meta = encode_meta(
+            key,
+            head.status,
+            &head.headers,
+            &head.meta,
+            head.body_len,
+            this.chunk_bytes,
+        );
+        // A refusal here is neither recorded nor counted: the caller falls back to buffering
+        // the body and `insert`, which records the access and counts its outcome once.
+        let Ok(meta) = meta else {
+            return Err(Admission::TooLarge);
+        };
+        let layout = StreamLayout::new(meta.len(), head.body_len, this.chunk_bytes);
+        if layout.total > this.max_record {
+            return Err(Admission::TooLarge);
+        }
+        let mut w = match this.writer_with_room(layout.total) {
+            Ok(w) => w,
+            Err(e) => {
+                this.note_io("reserve a streamed fill in", &this.dir, &e);
+                return Err(Admission::Rejected);
+            }
+        };
+        if !this.admit(hash, layout.total, false) {
+            return Err(Admission::Rejected);
+        }
+        {
+            let mut ix = this.index();
+            let resident = ix.index.len();
+            ix.admission.record(hash, resident);
+        }
+        let seq = w.next_seq;
+        let reserved = encode_pending(seq, hash, &meta, layout)
+            .map_err(io::Error::other)
+            .and_then(|prefix| {
+                let a = w
+                    .active
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("no active segment"))?;
+                let offset = a.len;
+                a.file.write_all_at(&prefix, offset)?;
+                a.len += layout.total;
+                Ok((a.id, offset, a.file.clone(), a.len))
+            });
+        let (segment, offset, file, end) = match reserved {
+            Ok(r) => r,
+            Err(e) => {
+                this.note_io("reserve a streamed fill in", &this.dir, &e);
+                return Err(Admission::Rejected);
+            }
+        };
+        this.index().set_len(segment, end);
+        w.next_seq += 1;
+        drop(w);
+        bump(&this.c.stream_fills);
+        Ok(StreamFill::new(stream::Reservation {
+            tier: this.clone(),
+            file,
+            key: key.clone(),
+            tags: head.meta.tags.clone(),
+            expires: expiry_secs(head.meta.keep_until),
+            segment,
+            offset,
+            layout,
+            meta,
+            reserve_seq: seq,
+            body_len: head.body_len,
+            chunk_bytes: this.chunk_bytes,
+            tap_bytes: this.tap_bytes.clone(),
+        }))
+    }
+
+    /// Runs `take` (a tag or prefix purge's removal from the index) and returns the hashes it
+    /// removed. The caller holds the writer lock.
+    fn take_batched(&self, take: impl FnOnce(&mut IndexState) -> Vec<u64>) -> Vec<u64> {
+        take(&mut self.index())
+    }
+
+    /// Writes a tombstone before the purge takes effect in RAM (the writer lock is held). A
+    /// failure is counted and logged (the purge still applies to this process).
+    fn persist_purge(&self, w: &mut Writer, kind: RecordKind, text: &str) {
+        let seq = w.next_seq;
+        w.next_seq += 1;
+        let result = match (&mut w.purge, encode_purge(kind, seq, text)) {
+            (Some(purge), Ok(record)) => purge.append(&record),
+            (None, _) => Err(io::Error::other("purge log unavailable")),
+            (_, Err(e)) => Err(io::Error::other(e)),
+        };
+        match result {
+            Ok(()) => {
+                w.tombstones.push(Tombstone {
+                    seq,
+                    kind,
+                    text: Box::from(text),
+                });
+                bump(&self.c.tombstones);
+            }
+            Err(e) => {
+                let path = self.dir.join(segment::PURGE_LOG);
+                self.note_io("persist a purge tombstone to", &path, &e);
+            }
+        }
     }
 
     /// Retires segment `id` after a checksum mismatch or read error: its objects leave the
-    /// index and the file is deleted (readers in flight keep their handle).
-    fn retire(&mut self, id: u32, why: &str) {
-        let Some(seg) = self.segments.remove(&id) else {
+    /// index and the file is deleted (readers in flight keep their handle). Takes the writer
+    /// lock (the segment may be the active one); the caller holds no lock.
+    fn retire(&self, id: u32, why: &str) {
+        let mut w = self.writer();
+        self.retire_locked(&mut w, id, why);
+    }
+
+    /// [`Tier::retire`] with the writer lock held. The full-table scan for the segment's
+    /// entries stays: this is the error path only.
+    fn retire_locked(&self, w: &mut Writer, id: u32, why: &str) {
+        let mut ix = self.index();
+        let Some(seg) = ix.segments.remove(&id) else {
             return;
         };
-        if self.active == Some(id) {
-            self.active = None;
+        if ix.active == Some(id) {
+            ix.active = None;
+            w.active = None;
         }
         let mut dropped = 0u64;
-        for (hash, _) in self.index.entries_in(id) {
-            self.drop_hash(hash);
+        for (hash, _) in ix.index.entries_in(id) {
+            ix.index.remove(hash);
             dropped += 1;
         }
-        self.c.retired_segments += 1;
+        drop(ix);
+        bump(&self.c.retired_segments);
         tracing::warn!(
             target: "outpost_store::disk",
             path = %seg.path.display(),
@@ -1340,62 +1348,128 @@ impl Inner {
             self.note_io("delete a retired segment in", &seg.path, &e);
         }
     }
+}
 
-    /// Writes a tombstone before the purge takes effect in RAM. A failure is counted and logged
-    /// (the purge still applies to this process).
-    fn persist_purge(&mut self, kind: RecordKind, text: &str) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let result = match (&mut self.purge, encode_purge(kind, seq, text)) {
-            (Some(purge), Ok(record)) => purge.append(&record),
-            (None, _) => Err(io::Error::other("purge log unavailable")),
-            (_, Err(e)) => Err(io::Error::other(e)),
-        };
-        match result {
-            Ok(()) => self.tombstones.push(Tombstone {
-                seq,
-                kind,
-                text: Box::from(text),
-            }),
-            Err(e) => {
-                let path = self.dir.join(segment::PURGE_LOG);
-                self.note_io("persist a purge tombstone to", &path, &e);
-            }
+/// What [`IndexState::next_victim`] found.
+enum Victim {
+    /// The next victim (`None`: nothing has to go, or none is known).
+    Found(Option<u64>),
+    /// The victims of this segment (file, length) must be read from its file first.
+    Scan(u32, Arc<std::fs::File>, u64),
+}
+
+impl IndexState {
+    /// Whether the next segment rotation has to reclaim (so a fill displaces live records).
+    fn full(&self) -> bool {
+        self.sealed_bytes() + 2 * self.segment_bytes > self.disk_bytes
+    }
+
+    /// Bytes of sealed segments still counted against the budget (a segment being drained
+    /// is not: its replacement already is).
+    fn sealed_bytes(&self) -> u64 {
+        self.segments
+            .values()
+            .filter(|s| Some(s.id) != self.active && !s.unlinked)
+            .map(|s| s.len)
+            .sum()
+    }
+
+    /// Bytes of segment files counted against the budget.
+    fn used_bytes(&self) -> u64 {
+        self.segments
+            .values()
+            .filter(|s| !s.unlinked)
+            .map(|s| s.len)
+            .sum()
+    }
+
+    /// Records the new length of segment `id` after an append.
+    fn set_len(&mut self, id: u32, len: u64) {
+        if let Some(seg) = self.segments.get_mut(&id) {
+            seg.len = seg.len.max(len);
         }
     }
 
-    /// Drops tombstones older than every record still on disk once enough are obsolete
-    /// (they can no longer match anything), rewriting the purge log.
-    fn maybe_compact_purges(&mut self) {
-        let min_base = self
-            .segments
-            .values()
-            .map(|s| s.base_seq)
-            .min()
-            .unwrap_or(self.next_seq);
-        let obsolete = self.tombstones.iter().filter(|t| t.seq < min_base).count();
-        if obsolete < COMPACT_MIN_OBSOLETE || obsolete * 2 < self.tombstones.len() {
-            return;
-        }
-        let kept: Vec<Tombstone> = self
-            .tombstones
-            .iter()
-            .filter(|t| t.seq >= min_base)
-            .cloned()
-            .collect();
-        let encoded: Vec<Vec<u8>> = kept
-            .iter()
-            .filter_map(|t| encode_purge(t.kind, t.seq, &t.text).ok())
-            .collect();
-        let Some(purge) = self.purge.as_mut() else {
-            return;
-        };
-        match purge.rewrite(&self.dir, encoded.iter().map(Vec::as_slice)) {
-            Ok(()) => self.tombstones = kept,
-            Err(e) => {
-                let dir = self.dir.clone();
-                self.note_io("compact the purge log in", &dir, &e);
+    /// The live, not-hot record that reclamation drops next (hot records are re-appended
+    /// instead): from the oldest sealed segment, then the next one once those are used up by
+    /// admitted fills. With `may_scan`, a segment whose records are not known yet is named for
+    /// the caller to read (at most one per admission test).
+    fn next_victim(&mut self, may_scan: bool) -> Victim {
+        if let Some(cur) = self.victims_segment {
+            if self.segments.get(&cur).is_some_and(|s| !s.unlinked) {
+                while let Some(&(h, offset)) = self.victims.front() {
+                    let valid = self
+                        .index
+                        .entries
+                        .get(&h)
+                        .is_some_and(|e| e.segment == cur && e.offset == offset && !e.is_hot());
+                    if valid {
+                        return Victim::Found(Some(h));
+                    }
+                    self.victims.pop_front();
+                }
+            } else {
+                self.victims.clear();
             }
         }
+        if !may_scan {
+            return Victim::Found(None);
+        }
+        let next = match self.victims_segment {
+            Some(cur) if self.segments.contains_key(&cur) => self
+                .segments
+                .range(cur.saturating_add(1)..)
+                .find(|(_, s)| !s.unlinked)
+                .map(|(id, _)| *id),
+            _ => self.segments.values().find(|s| !s.unlinked).map(|s| s.id),
+        }
+        .filter(|id| Some(*id) != self.active);
+        match next.and_then(|id| self.segments.get(&id)) {
+            Some(seg) => Victim::Scan(seg.id, seg.file.clone(), seg.len),
+            None => Victim::Found(None),
+        }
+    }
+
+    /// An admitted fill of `bytes` displaces victims until their lengths cover it.
+    fn consume_victims(&mut self, mut bytes: u64) {
+        while bytes > 0 {
+            let Victim::Found(Some(h)) = self.next_victim(false) else {
+                break;
+            };
+            let len = self.index.entries.get(&h).map_or(1, |e| u64::from(e.len));
+            self.victims.pop_front();
+            bytes = bytes.saturating_sub(len.max(1));
+        }
+    }
+
+    /// Makes the newest recovered segment the active one if it is clean, has room and fits the
+    /// budget, reopening it for writing.
+    fn reuse_newest(&mut self, clean: &std::collections::BTreeSet<u32>) -> Option<Active> {
+        let (&id, newest) = self.segments.iter().next_back()?;
+        if !clean.contains(&id) || newest.len >= self.segment_bytes {
+            return None;
+        }
+        let others: u64 = self
+            .segments
+            .values()
+            .filter(|s| s.id != id)
+            .map(|s| s.len)
+            .sum();
+        if others + self.segment_bytes > self.disk_bytes {
+            return None;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&newest.path)
+            .ok()?;
+        let seg = self.segments.get_mut(&id)?;
+        seg.file = Arc::new(file);
+        self.active = Some(id);
+        Some(Active {
+            id,
+            file: seg.file.clone(),
+            len: seg.len,
+        })
     }
 }

@@ -391,6 +391,7 @@ pub(crate) fn recover(dir: &Path, now: SystemTime) -> Result<Recovered, OpenErro
                                     len,
                                     base_seq: header.base_seq,
                                     path,
+                                    unlinked: false,
                                 },
                             );
                         }

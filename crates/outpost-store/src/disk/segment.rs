@@ -42,6 +42,9 @@ pub struct Segment {
     pub base_seq: u64,
     /// Path, for deletion and logs.
     pub path: PathBuf,
+    /// Being drained by reclamation: no longer counted against the budget, its file already
+    /// unlinked, its entries still readable until it leaves the segment map.
+    pub unlinked: bool,
 }
 
 impl Segment {
@@ -60,28 +63,8 @@ impl Segment {
             len: SEGMENT_HEADER_LEN as u64,
             base_seq,
             path,
+            unlinked: false,
         })
-    }
-
-    /// Appends a record; returns its offset. On error the length is unchanged, so the next
-    /// append overwrites whatever part was written.
-    pub fn append(&mut self, bytes: &[u8]) -> io::Result<u64> {
-        let offset = self.len;
-        self.file.write_all_at(bytes, offset)?;
-        self.len += bytes.len() as u64;
-        Ok(offset)
-    }
-}
-
-impl Segment {
-    /// Reserves `total` bytes at the end for a streamed fill, writing `prefix` (its pending
-    /// header and meta section) at their start; returns the offset. The rest of the reservation
-    /// is written later by the fill through its own clone of the file handle.
-    pub fn reserve(&mut self, prefix: &[u8], total: u64) -> io::Result<u64> {
-        let offset = self.len;
-        self.file.write_all_at(prefix, offset)?;
-        self.len += total;
-        Ok(offset)
     }
 }
 
@@ -117,8 +100,8 @@ pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
 /// The append-only purge log file.
 #[derive(Debug)]
 pub struct PurgeFile {
-    /// The open file.
-    pub file: File,
+    /// The open file (shared so that `flush` syncs it outside the writer lock).
+    pub file: Arc<File>,
     /// Bytes written.
     pub len: u64,
     /// Path.
@@ -137,7 +120,11 @@ impl PurgeFile {
                 if file.metadata()?.len() != len {
                     file.set_len(len)?;
                 }
-                Ok(Self { file, len, path })
+                Ok(Self {
+                    file: Arc::new(file),
+                    len,
+                    path,
+                })
             }
             _ => {
                 let file = OpenOptions::new()
@@ -148,7 +135,7 @@ impl PurgeFile {
                     .open(&path)?;
                 file.write_all_at(&SegmentHeader::encode(0, 0), 0)?;
                 Ok(Self {
-                    file,
+                    file: Arc::new(file),
                     len: SEGMENT_HEADER_LEN as u64,
                     path,
                 })
@@ -185,7 +172,7 @@ impl PurgeFile {
             len += record.len() as u64;
         }
         std::fs::rename(&tmp, &self.path)?;
-        self.file = file;
+        self.file = Arc::new(file);
         self.len = len;
         Ok(())
     }

@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use super::format::{encode_commit, RecordKind, StreamLayout};
 use super::index::IndexEntry;
-use super::Inner;
+use super::{bump, Tier, Writer};
 use crate::store::Admission;
 use crate::CacheKey;
 
@@ -97,7 +97,7 @@ impl Shared {
 /// A fill being streamed into its reservation on SSD. Dropping it without
 /// [`StreamFill::commit`] abandons the fill: readers waiting for more bytes get an error.
 pub struct StreamFill {
-    inner: Arc<Mutex<Inner>>,
+    tier: Arc<Tier>,
     shared: Arc<Shared>,
     key: CacheKey,
     tags: Vec<String>,
@@ -118,7 +118,7 @@ pub struct StreamFill {
 
 /// What [`DiskStore::begin_stream`](super::DiskStore::begin_stream) reserved.
 pub(super) struct Reservation {
-    pub inner: Arc<Mutex<Inner>>,
+    pub tier: Arc<Tier>,
     pub file: Arc<File>,
     pub key: CacheKey,
     pub tags: Vec<String>,
@@ -162,7 +162,7 @@ impl StreamFill {
             corrupt: AtomicBool::new(false),
         });
         Self {
-            inner: r.inner,
+            tier: r.tier,
             shared,
             key: r.key,
             tags: r.tags,
@@ -219,9 +219,8 @@ impl StreamFill {
             .write_all_at(data, self.shared.body_start + self.written)
         {
             self.fail("write error");
-            let mut inner = lock(&self.inner);
-            let path = super::segment::segment_path(&inner.dir, self.segment);
-            inner.note_io("write a streamed fill to", &path, &e);
+            let path = super::segment::segment_path(&self.tier.dir, self.segment);
+            self.tier.note_io("write a streamed fill to", &path, &e);
             return Err(e);
         }
         let first_new = self.crcs.len();
@@ -254,7 +253,7 @@ impl StreamFill {
         }
         self.done = true;
         self.shared.publish(|st| st.end = End::Failed(why));
-        lock(&self.inner).c.stream_aborts += 1;
+        bump(&self.tier.c.stream_aborts);
     }
 
     /// Ends the fill without indexing it (it was invalidated meanwhile): readers still get a
@@ -262,7 +261,7 @@ impl StreamFill {
     pub fn close_uncommitted(mut self) {
         if self.written == self.shared.body_len {
             self.done = true;
-            lock(&self.inner).c.stream_dropped += 1;
+            bump(&self.tier.c.stream_dropped);
         } else {
             self.fail("fill ended early");
         }
@@ -286,27 +285,37 @@ impl StreamFill {
         }
         self.done = true;
         let hash = self.key.hash64();
-        let inner_arc = self.inner.clone();
-        let mut inner = lock(&inner_arc);
-        if inner.purged_since(self.reserve_seq, self.key.text(), &self.tags) {
-            inner.c.stream_dropped += 1;
+        let tier = self.tier.clone();
+        let c = &tier.c;
+        // Writer lock: the tombstones live there, and the commit's sequence is taken at its
+        // `pwrite` like every other append's.
+        let mut w = tier.writer();
+        if w.purged_since(self.reserve_seq, self.key.text(), &self.tags) {
+            bump(&c.stream_dropped);
             return Admission::Rejected;
         }
         // From here on a refusal still supersedes the older version.
-        let superseded = |inner: &mut Inner| {
-            inner.index.remove(hash);
-            inner.c.stream_dropped += 1;
+        let superseded = |tier: &Tier| {
+            tier.index().index.remove(hash);
+            bump(&tier.c.stream_dropped);
             Admission::Rejected
         };
         if self.shared.corrupt.load(Ordering::Relaxed) {
-            inner.c.checksum_failures += 1;
-            inner.retire(self.segment, "checksum mismatch in a streamed fill");
-            return superseded(&mut inner);
+            bump(&c.checksum_failures);
+            tier.retire_locked(&mut w, self.segment, "checksum mismatch in a streamed fill");
+            return superseded(&tier);
         }
-        if !inner.segments.contains_key(&self.segment) {
-            return superseded(&mut inner);
+        // A segment being drained (or gone) takes no new entry: its reclamation has already
+        // decided what it keeps.
+        let live = tier
+            .index()
+            .segments
+            .get(&self.segment)
+            .is_some_and(|s| !s.unlinked);
+        if !live {
+            return superseded(&tier);
         }
-        let seq = inner.next_seq;
+        let seq = w.next_seq;
         let written = encode_commit(seq, hash, &self.meta, self.layout, &self.crcs)
             .map_err(io::Error::other)
             .and_then(|(header, table)| {
@@ -315,18 +324,18 @@ impl StreamFill {
                 file.write_all_at(&header, self.offset)
             });
         if let Err(e) = written {
-            let path = super::segment::segment_path(&inner.dir, self.segment);
-            inner.note_io("commit a streamed fill to", &path, &e);
-            inner.c.stream_dropped += 1;
+            let path = super::segment::segment_path(&tier.dir, self.segment);
+            tier.note_io("commit a streamed fill to", &path, &e);
+            bump(&c.stream_dropped);
             return Admission::Rejected;
         }
-        inner.next_seq += 1;
+        w.next_seq += 1;
         let (Ok(offset), Ok(len)) = (u32::try_from(self.offset), u32::try_from(self.layout.total))
         else {
-            inner.c.stream_dropped += 1;
+            bump(&c.stream_dropped);
             return Admission::Rejected;
         };
-        inner.index.insert(
+        tier.index().index.insert(
             hash,
             IndexEntry {
                 segment: self.segment,
@@ -338,8 +347,9 @@ impl StreamFill {
             self.key.text(),
             self.tags.iter().map(String::as_str),
         );
-        inner.c.inserts += 1;
-        inner.c.stream_commits += 1;
+        drop(w);
+        bump(&c.inserts);
+        bump(&c.stream_commits);
         Admission::Admitted
     }
 }
@@ -352,11 +362,7 @@ impl Drop for StreamFill {
     }
 }
 
-fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Inner {
+impl Writer {
     /// Whether a tombstone newer than `seq` matches the key (by key, tag or prefix).
     pub(super) fn purged_since(&self, seq: u64, key: &str, tags: &[String]) -> bool {
         self.tombstones
