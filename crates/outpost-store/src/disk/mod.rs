@@ -221,6 +221,8 @@ pub struct DiskStats {
     pub reappended: u64,
     /// Bounded steps the reclaimer took to move survivors ahead of a rotation.
     pub reclaim_steps: u64,
+    /// Whether a segment is being prepared for reclamation or drained now.
+    pub reclaiming: bool,
     /// Reads whose checksum (or structure) did not verify.
     pub checksum_failures: u64,
     /// Segments retired after a checksum failure or read error.
@@ -437,12 +439,32 @@ pub(super) struct Tier {
     c: Counters,
     /// Bytes read by followers of streamed fills (shared with every fill's readers).
     tap_bytes: Arc<AtomicU64>,
+    /// Wakes the reclaimer thread (see `reclaim.rs`).
+    wake: Mutex<reclaim::Wake>,
+    wake_cv: std::sync::Condvar,
+    /// A segment is being prepared for (or drained by) reclamation.
+    reclaiming: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
+    hooks: reclaim::hooks::Hooks,
 }
 
 /// The SSD tier. Thread-safe: reads lock only the index, briefly, and `pread` outside it; appends
 /// and purges serialize on a writer lock of their own (see [`Tier`]).
 pub struct DiskStore {
     tier: Arc<Tier>,
+    /// The reclaimer thread, joined on drop (so the directory lock is released with the store).
+    reclaimer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        #[cfg(test)]
+        self.tier.hooks.off();
+        self.tier.stop_reclaimer();
+        if let Some(thread) = self.reclaimer.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -603,6 +625,11 @@ impl DiskStore {
             index: Mutex::new(ix),
             c,
             tap_bytes: Arc::new(AtomicU64::new(0)),
+            wake: Mutex::new(reclaim::Wake::default()),
+            wake_cv: std::sync::Condvar::new(),
+            reclaiming: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            hooks: reclaim::hooks::Hooks::default(),
         };
         if tier.writer().active.is_none() {
             // More on disk than the budget allows (it shrank) is reclaimed oldest first here.
@@ -614,12 +641,27 @@ impl DiskStore {
         let after = tier.index().index.len();
         report.evicted += before.saturating_sub(after) as u64;
         report.indexed = after as u64;
-        Ok((
-            Self {
-                tier: Arc::new(tier),
-            },
-            report,
-        ))
+        let tier = Arc::new(tier);
+        let reclaimer = {
+            let tier = tier.clone();
+            std::thread::Builder::new()
+                .name("ssd-reclaim".into())
+                .spawn(move || tier.reclaimer())
+        };
+        let reclaimer = match reclaimer {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                // Rotations still drain segments themselves; only the work ahead is lost.
+                tracing::warn!(
+                    target: "outpost_store::disk",
+                    error = %e,
+                    "SSD tier: cannot start the reclaimer thread; rotations reclaim inline"
+                );
+                None
+            }
+        };
+        tier.wake_reclaimer();
+        Ok((Self { tier, reclaimer }, report))
     }
 
     /// The directory.
@@ -780,6 +822,7 @@ impl DiskStore {
             reclaimed_segments: load(&c.reclaimed_segments),
             reappended: load(&c.reappended),
             reclaim_steps: load(&c.reclaim_steps),
+            reclaiming: tier.reclaiming.load(Ordering::Relaxed),
             checksum_failures: load(&c.checksum_failures),
             retired_segments: load(&c.retired_segments),
             io_errors: load(&c.io_errors),
@@ -795,6 +838,43 @@ impl DiskStore {
             stream_aborts: load(&c.stream_aborts),
             stream_dropped: load(&c.stream_dropped),
             stream_tap_bytes: tier.tap_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The next thread to reach reclamation point `point` parks there (tests; see
+    /// `reclaim::hooks`).
+    #[cfg(test)]
+    pub(crate) fn park_reclaim_at(&self, point: &'static str) {
+        self.tier.hooks.park_at(point);
+    }
+
+    /// Waits until a thread is parked at `point` (tests).
+    #[cfg(test)]
+    pub(crate) fn wait_reclaim_parked(&self, point: &'static str) -> bool {
+        self.tier.hooks.wait_parked(point)
+    }
+
+    /// Lets the parked reclamation go on (tests).
+    #[cfg(test)]
+    pub(crate) fn release_reclaim(&self) {
+        self.tier.hooks.release();
+    }
+
+    /// Waits until the reclaimer has nothing left to do (tests; false after 10 s).
+    #[cfg(test)]
+    pub(crate) fn wait_reclaimer_idle(&self) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            {
+                let st = lock(&self.tier.wake);
+                if !st.pending() && !st.busy() {
+                    return true;
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
@@ -832,6 +912,16 @@ impl DiskStore {
 }
 
 impl Tier {
+    /// A point where tests can park the reclamation (a no-op outside tests).
+    #[cfg(test)]
+    fn hook(&self, point: &'static str) {
+        self.hooks.hit(point);
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn hook(&self, _point: &'static str) {}
+
     fn writer(&self) -> MutexGuard<'_, Writer> {
         lock(&self.writer)
     }

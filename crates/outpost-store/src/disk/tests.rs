@@ -17,6 +17,8 @@ use super::segment::{segment_path, PURGE_LOG};
 use super::*;
 use crate::{HybridStore, MemoryStore, ObjectMeta, Store};
 
+mod reclamation;
+
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
 /// A unique directory under the system temp dir, removed on drop.
