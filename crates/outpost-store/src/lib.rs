@@ -2,7 +2,9 @@
 //! [`DiskStore`] (append-only segments, in-RAM index, tombstones, checksums, recovery: see
 //! [`disk`]), combined by [`HybridStore`] behind the [`Store`] trait, with byte-weighted,
 //! scan-resistant admission and eviction ([`policy`]: W-TinyLFU by default, S3-FIFO, LRU).
-//! Synchronous: no network, no clock reads (`now` is passed in); the SSD tier does file I/O.
+//! No network, no clock reads (`now` is passed in). The SSD tier does its file I/O on threads of
+//! its own behind bounded queues; async callers use the `_async` forms of [`Store`] and await a
+//! [`Completion`] (no runtime needed), the blocking forms stay for tests and tools.
 
 pub mod disk;
 mod hashing;
@@ -14,8 +16,9 @@ pub mod policy;
 mod store;
 
 pub use disk::{
-    ChunkError, ChunkReader, ChunkedHit, DiskConfig, DiskStats, DiskStore, OpenError, RangeRead,
-    RecoveryReport, StreamFill, StreamHead, StreamTap, TapError, TapReader, DEFAULT_SEGMENT_BYTES,
+    ChunkError, ChunkReader, ChunkedHit, Completion, DiskConfig, DiskStats, DiskStore, OpenError,
+    RangeRead, RecoveryReport, StreamFill, StreamHead, StreamTap, TapError, TapReader,
+    DEFAULT_SEGMENT_BYTES,
 };
 pub use hybrid::{HybridStats, HybridStore};
 pub use key::CacheKey;

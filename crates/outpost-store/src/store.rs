@@ -1,10 +1,12 @@
 //! The [`Store`] trait every storage tier implements, its insert outcome ([`Admission`]) and its
-//! counters ([`StoreStats`]).
+//! counters ([`StoreStats`]). Every operation that may touch the SSD has an `_async` form that
+//! returns a [`Completion`]: async callers await it instead of blocking their worker on disk
+//! I/O. The defaults answer at once from the blocking form (a RAM-only tier does no I/O).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::{CacheKey, StoredObject};
+use crate::{CacheKey, Completion, StoredObject};
 
 /// What an insert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,61 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a fill begun with [`Store::begin_stream`] once its body is written whole.
     fn commit_stream(&self, fill: crate::StreamFill, now: SystemTime) -> Admission {
         fill.commit(now)
+    }
+    /// [`Store::get`], awaitable: a tier with an SSD reads it on an I/O thread (a RAM hit is
+    /// answered at once); a full read queue makes it a miss.
+    fn get_async(&self, key: &CacheKey, now: SystemTime) -> Completion<Option<Arc<StoredObject>>> {
+        Completion::ready(self.get(key, now))
+    }
+    /// [`Store::get_chunked`], awaitable (see [`Store::get_async`]).
+    fn get_chunked_async(
+        &self,
+        key: &CacheKey,
+        min_record_bytes: u64,
+        now: SystemTime,
+    ) -> Completion<Option<crate::ChunkedHit>> {
+        Completion::ready(self.get_chunked(key, min_record_bytes, now))
+    }
+    /// [`Store::insert`], awaitable: the SSD append runs on the tier's append thread, in the
+    /// order of submission (a purge submitted later applies after it); a full append queue
+    /// leaves the object out of the SSD tier. The insert is submitted when this returns:
+    /// awaiting only gives its outcome.
+    fn insert_async(
+        &self,
+        key: CacheKey,
+        obj: Arc<StoredObject>,
+        now: SystemTime,
+    ) -> Completion<Admission> {
+        Completion::ready(self.insert(key, obj, now))
+    }
+    /// [`Store::begin_stream`], awaitable (on the append thread; `None` when its queue is full).
+    fn begin_stream_async(
+        &self,
+        key: &CacheKey,
+        head: &crate::StreamHead,
+        now: SystemTime,
+    ) -> Completion<Option<crate::StreamFill>> {
+        Completion::ready(self.begin_stream(key, head, now))
+    }
+    /// [`Store::commit_stream`], awaitable; submitted (in order) when this returns.
+    fn commit_stream_async(
+        &self,
+        fill: crate::StreamFill,
+        now: SystemTime,
+    ) -> Completion<Admission> {
+        Completion::ready(self.commit_stream(fill, now))
+    }
+    /// [`Store::remove`], awaitable; submitted (in order) when this returns.
+    fn remove_async(&self, key: &CacheKey) -> Completion<bool> {
+        Completion::ready(self.remove(key))
+    }
+    /// [`Store::remove_tag`], awaitable; submitted (in order) when this returns.
+    fn remove_tag_async(&self, tag: &str) -> Completion<usize> {
+        Completion::ready(self.remove_tag(tag))
+    }
+    /// [`Store::remove_prefix`], awaitable; submitted (in order) when this returns.
+    fn remove_prefix_async(&self, prefix: &str) -> Completion<usize> {
+        Completion::ready(self.remove_prefix(prefix))
     }
     /// Current counters.
     fn stats(&self) -> StoreStats;

@@ -7,14 +7,18 @@
 //! and retires the segment, as on any other SSD read.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
 use super::format::ChunkRef;
 use super::index::IndexEntry;
+use super::lanes::{Completion, Refused};
 use super::segment::{read_at, read_large, LARGE_READ};
 use super::{add, bump, Tier};
 
@@ -149,8 +153,36 @@ impl ChunkedHit {
             range,
             returned: 0,
             failed: false,
+            pending: None,
         }
     }
+}
+
+/// A chunk read under way on an SSD read thread.
+type ChunkRead = Completion<Result<Vec<u8>, ChunkError>>;
+
+/// Reads and verifies chunk `chunk` (at body position `pos`) of a record: on any thread.
+fn read_chunk(src: &Source, pos: u64, chunk: ChunkRef) -> Result<Vec<u8>, ChunkError> {
+    let index = (pos / src.chunk_size.max(1)) as usize;
+    let (offset, len) = (
+        u64::from(src.entry.offset) + chunk.offset,
+        chunk.len as usize,
+    );
+    // Large chunks skip zeroing the buffer (see `read_large`); any failure of that path
+    // (segment reclaimed meanwhile, no descriptor) falls back to the shared handle.
+    let read = if len >= LARGE_READ {
+        let path = super::segment::segment_path(&src.tier.dir, src.entry.segment);
+        read_large(&path, offset, len).or_else(|_| read_at(&src.file, offset, len))
+    } else {
+        read_at(&src.file, offset, len)
+    };
+    read.map_err(ChunkError::from).and_then(|buf| {
+        if crc32fast::hash(&buf) == chunk.crc {
+            Ok(buf)
+        } else {
+            Err(ChunkError::Checksum(index))
+        }
+    })
 }
 
 /// Reads a [`ChunkedHit`]'s body range in order, one verified chunk at a time.
@@ -161,6 +193,8 @@ pub struct ChunkReader {
     /// Bytes returned so far.
     returned: u64,
     failed: bool,
+    /// The chunk being read on an SSD read thread ([`ChunkReader::poll_next_chunk`]).
+    pending: Option<(u64, ChunkRef, ChunkRead)>,
 }
 
 impl std::fmt::Debug for ChunkReader {
@@ -198,45 +232,79 @@ impl ChunkReader {
         self.chunks.len()
     }
 
-    /// The next piece of the range (one chunk, trimmed to the range); `None` at its end.
+    /// The next piece of the range (one chunk, trimmed to the range); `None` at its end. Reads
+    /// on the calling thread (see [`ChunkReader::poll_next_chunk`] for async callers).
     pub fn next_chunk(&mut self) -> Option<Result<Bytes, ChunkError>> {
         if self.failed {
             return None;
         }
         let (pos, chunk) = self.chunks.next()?;
-        let index = (pos / self.source.chunk_size.max(1)) as usize;
-        let src = &self.source;
-        let (offset, len) = (
-            u64::from(src.entry.offset) + chunk.offset,
-            chunk.len as usize,
-        );
-        // Large chunks skip zeroing the buffer (see `read_large`); any failure of that path
-        // (segment reclaimed meanwhile, no descriptor) falls back to the shared handle.
-        let read = if len >= LARGE_READ {
-            let path = super::segment::segment_path(&src.tier.dir, src.entry.segment);
-            read_large(&path, offset, len).or_else(|_| read_at(&src.file, offset, len))
-        } else {
-            read_at(&src.file, offset, len)
-        };
-        let read = read.map_err(ChunkError::from).and_then(|buf| {
-            if crc32fast::hash(&buf) == chunk.crc {
-                Ok(buf)
-            } else {
-                Err(ChunkError::Checksum(index))
+        let read = read_chunk(&self.source, pos, chunk);
+        Some(self.finish(pos, chunk, read))
+    }
+
+    /// [`ChunkReader::next_chunk`] for async callers: the chunk is read and verified on an SSD
+    /// read thread (always queued: a response already started is never cut for a full queue)
+    /// and the task is woken when it is there.
+    pub fn poll_next_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, ChunkError>>> {
+        if self.pending.is_none() {
+            if self.failed {
+                return Poll::Ready(None);
             }
-        });
+            let Some((pos, chunk)) = self.chunks.next() else {
+                return Poll::Ready(None);
+            };
+            let (completion, done) = Completion::pending(Err(ChunkError::Io(io::Error::other(
+                "chunk read abandoned",
+            ))));
+            let src = self.source.clone();
+            let job = Box::new(move || {
+                if !done.is_cancelled() {
+                    let read = read_chunk(&src, pos, chunk);
+                    done.complete(read);
+                }
+            });
+            // Never `Full` (always queued); once the store is gone the caller reads.
+            if let Err(Refused::Closed(job)) = self.source.tier.io.read.push_always(job) {
+                job();
+            }
+            self.pending = Some((pos, chunk, completion));
+        }
+        let Some((pos, chunk, completion)) = self.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let (pos, chunk) = (*pos, *chunk);
+        match Pin::new(completion).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(read) => {
+                self.pending = None;
+                Poll::Ready(Some(self.finish(pos, chunk, read)))
+            }
+        }
+    }
+
+    /// Counts a chunk read and trims it to the range, or ends the reader on a failure.
+    fn finish(
+        &mut self,
+        pos: u64,
+        chunk: ChunkRef,
+        read: Result<Vec<u8>, ChunkError>,
+    ) -> Result<Bytes, ChunkError> {
         match read {
             Ok(buf) => {
                 bump(&self.source.tier.c.chunks_served);
                 let from = self.range.start.saturating_sub(pos) as usize;
                 let to = (self.range.end - pos).min(u64::from(chunk.len)) as usize;
                 self.returned += (to - from) as u64;
-                Some(Ok(Bytes::from(buf).slice(from..to)))
+                Ok(Bytes::from(buf).slice(from..to))
             }
             Err(e) => {
                 self.failed = true;
                 self.source.failed(&e);
-                Some(Err(e))
+                Err(e)
             }
         }
     }

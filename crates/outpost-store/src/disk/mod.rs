@@ -41,6 +41,7 @@ mod admission;
 mod chunked;
 mod format;
 mod index;
+mod lanes;
 mod reclaim;
 mod recovery;
 mod segment;
@@ -62,6 +63,7 @@ use bytes::Bytes;
 pub use chunked::{ChunkError, ChunkReader, ChunkedHit};
 pub use format::{FormatError, DEFAULT_CHUNK_BYTES, FORMAT_VERSION};
 pub use index::{index_footprint, IndexFootprint};
+pub use lanes::Completion;
 pub use recovery::RecoveryReport;
 pub use stream::{StreamFill, StreamTap, TapError, TapReader};
 
@@ -171,10 +173,18 @@ pub struct DiskConfig {
     /// Admission policy (W-TinyLFU filters fills by frequency when the tier is full; the
     /// others admit every fill).
     pub policy: PolicyKind,
+    /// Threads that serve lookups and chunk reads (`ssd-read-N`).
+    pub read_threads: usize,
+    /// Lookups queued for them at most; one more is a miss (it would wait behind the disk).
+    pub read_queue: usize,
+    /// Inserts and streamed-fill starts queued for the append thread at most; one more is not
+    /// stored (commits and purges are always queued).
+    pub append_queue: usize,
 }
 
 impl DiskConfig {
-    /// Defaults: 256 MiB segments, 1 MiB chunks, W-TinyLFU.
+    /// Defaults: 256 MiB segments, 1 MiB chunks, W-TinyLFU, 4 read threads, queues of 1024
+    /// lookups and 1024 appends.
     pub fn new(dir: impl Into<PathBuf>, disk_bytes: u64) -> Self {
         Self {
             dir: dir.into(),
@@ -182,6 +192,9 @@ impl DiskConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             policy: PolicyKind::default(),
+            read_threads: 4,
+            read_queue: 1024,
+            append_queue: 1024,
         }
     }
 }
@@ -223,6 +236,10 @@ pub struct DiskStats {
     pub reclaim_steps: u64,
     /// Whether a segment is being prepared for reclamation or drained now.
     pub reclaiming: bool,
+    /// Lookups turned away (answered as misses) because the read queue was full.
+    pub read_queue_full: u64,
+    /// Inserts and streamed-fill starts turned away because the append queue was full.
+    pub append_queue_full: u64,
     /// Reads whose checksum (or structure) did not verify.
     pub checksum_failures: u64,
     /// Segments retired after a checksum failure or read error.
@@ -281,6 +298,8 @@ struct Counters {
     reclaimed_segments: AtomicU64,
     reappended: AtomicU64,
     reclaim_steps: AtomicU64,
+    read_queue_full: AtomicU64,
+    append_queue_full: AtomicU64,
     checksum_failures: AtomicU64,
     retired_segments: AtomicU64,
     io_errors: AtomicU64,
@@ -444,6 +463,8 @@ pub(super) struct Tier {
     wake_cv: std::sync::Condvar,
     /// A segment is being prepared for (or drained by) reclamation.
     reclaiming: std::sync::atomic::AtomicBool,
+    /// The I/O threads' queues (shared with followers of streamed fills).
+    io: Arc<lanes::Lanes>,
     #[cfg(test)]
     hooks: reclaim::hooks::Hooks,
 }
@@ -452,8 +473,9 @@ pub(super) struct Tier {
 /// and purges serialize on a writer lock of their own (see [`Tier`]).
 pub struct DiskStore {
     tier: Arc<Tier>,
-    /// The reclaimer thread, joined on drop (so the directory lock is released with the store).
-    reclaimer: Option<std::thread::JoinHandle<()>>,
+    /// The reclaimer and I/O threads, joined on drop (so the directory lock is released with
+    /// the store).
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for DiskStore {
@@ -461,10 +483,67 @@ impl Drop for DiskStore {
         #[cfg(test)]
         self.tier.hooks.off();
         self.tier.stop_reclaimer();
-        if let Some(thread) = self.reclaimer.take() {
+        // The I/O threads finish what is queued (commits and purges are never lost), then end.
+        self.tier.io.read.close();
+        self.tier.io.append.close();
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
+}
+
+/// A handle on the SSD tier that jobs on the I/O threads hold (the store itself owns the
+/// threads and cannot be shared with them).
+pub(crate) struct DiskRef(Arc<Tier>);
+
+impl DiskRef {
+    pub(crate) fn get(&self, key: &CacheKey, now: SystemTime) -> Option<StoredObject> {
+        self.0.get(key, now)
+    }
+
+    pub(crate) fn get_chunked(
+        &self,
+        key: &CacheKey,
+        min_record: u64,
+        now: SystemTime,
+    ) -> Option<ChunkedHit> {
+        Tier::get_chunked(&self.0, key, min_record, now)
+    }
+
+    pub(crate) fn insert(&self, key: &CacheKey, obj: &StoredObject) -> Admission {
+        self.0.insert(key, obj)
+    }
+
+    pub(crate) fn begin_stream(
+        &self,
+        key: &CacheKey,
+        head: &StreamHead,
+    ) -> Result<StreamFill, Admission> {
+        Tier::begin_stream(&self.0, key, head)
+    }
+
+    pub(crate) fn remove(&self, key: &CacheKey) -> bool {
+        self.0.remove(key)
+    }
+
+    pub(crate) fn remove_tag(&self, tag: &str) -> Vec<u64> {
+        self.0.remove_tag(tag)
+    }
+
+    pub(crate) fn remove_prefix(&self, prefix: &str) -> Vec<u64> {
+        self.0.remove_prefix(prefix)
+    }
+}
+
+/// Which I/O queue a job goes to, and whether a full queue refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LaneKind {
+    /// A new lookup: refused when the read queue is full.
+    Read,
+    /// An append that may be shed (an insert, a streamed fill's start).
+    Append,
+    /// Work that must not be lost, in submission order (commits, purges).
+    AppendAlways,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -628,6 +707,10 @@ impl DiskStore {
             wake: Mutex::new(reclaim::Wake::default()),
             wake_cv: std::sync::Condvar::new(),
             reclaiming: std::sync::atomic::AtomicBool::new(false),
+            io: Arc::new(lanes::Lanes {
+                read: lanes::Lane::new(cfg.read_queue),
+                append: lanes::Lane::new(cfg.append_queue),
+            }),
             #[cfg(test)]
             hooks: reclaim::hooks::Hooks::default(),
         };
@@ -642,14 +725,15 @@ impl DiskStore {
         report.evicted += before.saturating_sub(after) as u64;
         report.indexed = after as u64;
         let tier = Arc::new(tier);
+        let mut threads = Vec::new();
         let reclaimer = {
             let tier = tier.clone();
             std::thread::Builder::new()
                 .name("ssd-reclaim".into())
                 .spawn(move || tier.reclaimer())
         };
-        let reclaimer = match reclaimer {
-            Ok(thread) => Some(thread),
+        match reclaimer {
+            Ok(thread) => threads.push(thread),
             Err(e) => {
                 // Rotations still drain segments themselves; only the work ahead is lost.
                 tracing::warn!(
@@ -657,11 +741,164 @@ impl DiskStore {
                     error = %e,
                     "SSD tier: cannot start the reclaimer thread; rotations reclaim inline"
                 );
+            }
+        }
+        let mut lanes = vec![("ssd-append".to_owned(), false)];
+        lanes.extend((0..cfg.read_threads.max(1)).map(|i| (format!("ssd-read-{i}"), true)));
+        for (name, read) in lanes {
+            let io = tier.io.clone();
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                if read {
+                    io.read.serve();
+                } else {
+                    io.append.serve();
+                }
+            });
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    // Without its thread a queue's jobs would never run: run them inline.
+                    tracing::warn!(
+                        target: "outpost_store::disk",
+                        error = %e,
+                        "SSD tier: cannot start an I/O thread; its jobs run on the caller"
+                    );
+                    if read {
+                        tier.io.read.close();
+                    } else {
+                        tier.io.append.close();
+                    }
+                }
+            }
+        }
+        tier.wake_reclaimer();
+        Ok((Self { tier, threads }, report))
+    }
+
+    /// Runs `job` on an I/O thread (`lane`); the completion answers with its result, or with
+    /// `fallback` if the job is dropped unrun. `None`: the queue is full and refused it
+    /// (counted). After the store is dropped the job runs on the caller. A read whose
+    /// completion was dropped before it started is skipped.
+    pub(crate) fn submit<T: Send + 'static>(
+        &self,
+        lane: LaneKind,
+        fallback: T,
+        job: impl FnOnce(&DiskRef) -> T + Send + 'static,
+    ) -> Option<Completion<T>> {
+        let (completion, done) = Completion::pending(fallback);
+        let disk = DiskRef(self.tier.clone());
+        let read = lane == LaneKind::Read;
+        let run: lanes::Job = Box::new(move || {
+            if read && done.is_cancelled() {
+                return;
+            }
+            let value = job(&disk);
+            done.complete(value);
+        });
+        let lanes = &self.tier.io;
+        let pushed = match lane {
+            LaneKind::Read => lanes.read.try_push(run),
+            LaneKind::Append => lanes.append.try_push(run),
+            LaneKind::AppendAlways => lanes.append.push_always(run),
+        };
+        match pushed {
+            Ok(()) => Some(completion),
+            Err(lanes::Refused::Closed(run)) => {
+                run();
+                Some(completion)
+            }
+            Err(lanes::Refused::Full) => {
+                bump(match lane {
+                    LaneKind::Read => &self.tier.c.read_queue_full,
+                    _ => &self.tier.c.append_queue_full,
+                });
                 None
             }
-        };
-        tier.wake_reclaimer();
-        Ok((Self { tier, reclaimer }, report))
+        }
+    }
+
+    /// [`DiskStore::get`] on a read thread. A full read queue answers at once with a miss.
+    pub fn get_async(&self, key: &CacheKey, now: SystemTime) -> Completion<Option<StoredObject>> {
+        let key = key.clone();
+        self.submit(LaneKind::Read, None, move |d| d.get(&key, now))
+            .unwrap_or_else(|| {
+                bump(&self.tier.c.misses);
+                Completion::ready(None)
+            })
+    }
+
+    /// [`DiskStore::get_chunked`] on a read thread. A full read queue answers `None` at once
+    /// (the caller's `get` then decides).
+    pub fn get_chunked_async(
+        &self,
+        key: &CacheKey,
+        min_record: u64,
+        now: SystemTime,
+    ) -> Completion<Option<ChunkedHit>> {
+        let key = key.clone();
+        self.submit(LaneKind::Read, None, move |d| {
+            d.get_chunked(&key, min_record, now)
+        })
+        .unwrap_or_else(|| Completion::ready(None))
+    }
+
+    /// [`DiskStore::insert`] on the append thread. A full append queue answers `Rejected` at
+    /// once.
+    pub fn insert_async(
+        &self,
+        key: CacheKey,
+        obj: Arc<StoredObject>,
+        _now: SystemTime,
+    ) -> Completion<Admission> {
+        self.submit(LaneKind::Append, Admission::Rejected, move |d| {
+            d.insert(&key, &obj)
+        })
+        .unwrap_or_else(|| Completion::ready(Admission::Rejected))
+    }
+
+    /// [`DiskStore::begin_stream`] on the append thread. A full append queue answers
+    /// `Err(Rejected)` at once (the caller buffers the body).
+    pub fn begin_stream_async(
+        &self,
+        key: CacheKey,
+        head: StreamHead,
+        _now: SystemTime,
+    ) -> Completion<Result<StreamFill, Admission>> {
+        self.submit(LaneKind::Append, Err(Admission::Rejected), move |d| {
+            d.begin_stream(&key, &head)
+        })
+        .unwrap_or_else(|| Completion::ready(Err(Admission::Rejected)))
+    }
+
+    /// [`StreamFill::commit`] on the append thread, after every append submitted before it.
+    pub fn commit_async(&self, fill: StreamFill, now: SystemTime) -> Completion<Admission> {
+        self.submit(LaneKind::AppendAlways, Admission::Rejected, move |_| {
+            fill.commit(now)
+        })
+        .unwrap_or_else(|| Completion::ready(Admission::Rejected))
+    }
+
+    /// [`DiskStore::remove`] on the append thread, after every append submitted before it.
+    pub fn remove_async(&self, key: CacheKey) -> Completion<bool> {
+        self.submit(LaneKind::AppendAlways, false, move |d| d.remove(&key))
+            .unwrap_or_else(|| Completion::ready(false))
+    }
+
+    /// [`DiskStore::remove_tag`] on the append thread, after every append submitted before it.
+    pub fn remove_tag_async(&self, tag: String) -> Completion<Vec<u64>> {
+        self.submit(LaneKind::AppendAlways, Vec::new(), move |d| {
+            d.remove_tag(&tag)
+        })
+        .unwrap_or_else(|| Completion::ready(Vec::new()))
+    }
+
+    /// [`DiskStore::remove_prefix`] on the append thread, after every append submitted before
+    /// it.
+    pub fn remove_prefix_async(&self, prefix: String) -> Completion<Vec<u64>> {
+        self.submit(LaneKind::AppendAlways, Vec::new(), move |d| {
+            d.remove_prefix(&prefix)
+        })
+        .unwrap_or_else(|| Completion::ready(Vec::new()))
     }
 
     /// The directory.
@@ -752,33 +989,18 @@ impl DiskStore {
 
     /// Removes `key` and persists a key tombstone. Returns whether it was indexed.
     pub fn remove(&self, key: &CacheKey) -> bool {
-        let tier = &self.tier;
-        let mut w = tier.writer();
-        tier.persist_purge(&mut w, RecordKind::PurgeKey, key.text());
-        let removed = tier
-            .index()
-            .index
-            .remove_key(key.hash64(), key.text())
-            .is_some();
-        removed
+        self.tier.remove(key)
     }
 
     /// Removes every object carrying `tag` and persists a tag tombstone; returns their hashes.
     pub fn remove_tag(&self, tag: &str) -> Vec<u64> {
-        let tier = &self.tier;
-        let mut w = tier.writer();
-        tier.persist_purge(&mut w, RecordKind::PurgeTag, tag);
-        // The writer lock is held across the batches, so no survivor moves in between.
-        tier.take_batched(|ix| ix.index.take_tag(tag))
+        self.tier.remove_tag(tag)
     }
 
     /// Removes every object whose key starts with `prefix` and persists a prefix tombstone;
     /// returns their hashes.
     pub fn remove_prefix(&self, prefix: &str) -> Vec<u64> {
-        let tier = &self.tier;
-        let mut w = tier.writer();
-        tier.persist_purge(&mut w, RecordKind::PurgePrefix, prefix);
-        tier.take_batched(|ix| ix.index.take_prefix(prefix))
+        self.tier.remove_prefix(prefix)
     }
 
     /// `fdatasync`s the active segment and the purge log (optional: see the durability
@@ -823,6 +1045,8 @@ impl DiskStore {
             reappended: load(&c.reappended),
             reclaim_steps: load(&c.reclaim_steps),
             reclaiming: tier.reclaiming.load(Ordering::Relaxed),
+            read_queue_full: load(&c.read_queue_full),
+            append_queue_full: load(&c.append_queue_full),
             checksum_failures: load(&c.checksum_failures),
             retired_segments: load(&c.retired_segments),
             io_errors: load(&c.io_errors),
@@ -1367,6 +1591,30 @@ impl Tier {
             chunk_bytes: this.chunk_bytes,
             tap_bytes: this.tap_bytes.clone(),
         }))
+    }
+
+    fn remove(&self, key: &CacheKey) -> bool {
+        let mut w = self.writer();
+        self.persist_purge(&mut w, RecordKind::PurgeKey, key.text());
+        let removed = self
+            .index()
+            .index
+            .remove_key(key.hash64(), key.text())
+            .is_some();
+        removed
+    }
+
+    fn remove_tag(&self, tag: &str) -> Vec<u64> {
+        let mut w = self.writer();
+        self.persist_purge(&mut w, RecordKind::PurgeTag, tag);
+        // The writer lock is held throughout, so no survivor moves in between.
+        self.take_batched(|ix| ix.index.take_tag(tag))
+    }
+
+    fn remove_prefix(&self, prefix: &str) -> Vec<u64> {
+        let mut w = self.writer();
+        self.persist_purge(&mut w, RecordKind::PurgePrefix, prefix);
+        self.take_batched(|ix| ix.index.take_prefix(prefix))
     }
 
     /// Runs `take` (a tag or prefix purge's removal from the index) and returns the hashes it

@@ -17,6 +17,7 @@
 //! file, so a reclaimed segment (deleted, never reused in place) stays readable to them.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use bytes::Bytes;
 
 use super::format::{encode_commit, RecordKind, StreamLayout};
 use super::index::IndexEntry;
+use super::lanes::{Completion, Lanes, Refused};
 use super::{bump, Tier, Writer};
 use crate::store::Admission;
 use crate::CacheKey;
@@ -75,6 +77,8 @@ struct Shared {
     tap_bytes: Arc<AtomicU64>,
     /// A reader found a completed chunk that does not verify: the fill must not be indexed.
     corrupt: AtomicBool,
+    /// The SSD I/O queues ([`TapReader::poll_read`] reads on a read thread).
+    io: Arc<Lanes>,
 }
 
 impl Shared {
@@ -160,6 +164,7 @@ impl StreamFill {
             }),
             tap_bytes: r.tap_bytes,
             corrupt: AtomicBool::new(false),
+            io: r.tier.io.clone(),
         });
         Self {
             tier: r.tier,
@@ -393,6 +398,7 @@ impl StreamTap {
         TapReader {
             shared: self.0.clone(),
             pos: start.min(self.0.body_len),
+            pending: None,
         }
     }
 }
@@ -402,6 +408,27 @@ impl StreamTap {
 pub struct TapReader {
     shared: Arc<Shared>,
     pos: u64,
+    /// The span being read on an SSD read thread ([`TapReader::poll_read`]).
+    pending: Option<(Span, Completion<io::Result<Vec<u8>>>)>,
+}
+
+/// What the next read covers: body bytes `from..to`, and the checksum of the whole chunk
+/// `chunk` when it is complete.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    from: u64,
+    to: u64,
+    crc: Option<u32>,
+    chunk: u64,
+}
+
+type Next = Poll<Option<Result<Bytes, TapError>>>;
+
+/// Reads a span of the body (on any thread).
+fn read_span(sh: &Shared, span: Span) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; (span.to - span.from) as usize];
+    sh.file.read_exact_at(&mut buf, sh.body_start + span.from)?;
+    Ok(buf)
 }
 
 /// Longest piece of an unfinished chunk returned at once.
@@ -414,44 +441,112 @@ impl TapReader {
     }
 
     /// The next bytes: `Ready(None)` at the end of the body, `Pending` (the waker is kept) while
-    /// the writer has not reached `position()`.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, TapError>>> {
+    /// the writer has not reached `position()`. Reads on the calling thread (see
+    /// [`TapReader::poll_read`] for async callers).
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Next {
+        let span = match self.span(cx) {
+            Ok(span) => span,
+            Err(now) => return now,
+        };
+        let read = read_span(&self.shared, span);
+        self.finish(span, read)
+    }
+
+    /// [`TapReader::poll_next`] for async callers: bytes already written are read on an SSD
+    /// read thread (always queued: the response is under way) and the task is woken when they
+    /// are there.
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Next {
+        if self.pending.is_none() {
+            let span = match self.span(cx) {
+                Ok(span) => span,
+                Err(now) => return now,
+            };
+            let (completion, done) =
+                Completion::pending(Err(io::Error::other("tap read abandoned")));
+            let sh = self.shared.clone();
+            let job = Box::new(move || {
+                if !done.is_cancelled() {
+                    let read = read_span(&sh, span);
+                    done.complete(read);
+                }
+            });
+            // Never `Full` (always queued); once the store is gone the caller reads.
+            if let Err(Refused::Closed(job)) = self.shared.io.read.push_always(job) {
+                job();
+            }
+            self.pending = Some((span, completion));
+        }
+        let Some((span, completion)) = self.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let span = *span;
+        match std::pin::Pin::new(completion).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(read) => {
+                self.pending = None;
+                self.finish(span, read)
+            }
+        }
+    }
+
+    /// What the next read covers, or the answer when there is nothing to read now.
+    fn span(&mut self, cx: &mut Context<'_>) -> Result<Span, Next> {
         let sh = &self.shared;
         if self.pos >= sh.body_len {
-            return Poll::Ready(None);
+            return Err(Poll::Ready(None));
         }
         let chunk = self.pos / sh.chunk_bytes;
-        let (from, to, crc) = {
-            let mut st = sh.lock();
-            if let Some(&crc) = st.crcs.get(chunk as usize) {
-                let from = chunk * sh.chunk_bytes;
-                (from, (from + sh.chunk_bytes).min(sh.body_len), Some(crc))
-            } else if self.pos < st.written {
-                (self.pos, st.written.min(self.pos + MAX_PIECE), None)
-            } else if st.written == sh.body_len {
-                // The last chunk is complete but its checksum is the commit's.
-                (self.pos, sh.body_len, None)
-            } else if let End::Failed(why) = st.end {
-                return Poll::Ready(Some(Err(TapError::Failed(why))));
-            } else {
-                if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    st.wakers.push(cx.waker().clone());
-                }
-                return Poll::Pending;
+        let mut st = sh.lock();
+        if let Some(&crc) = st.crcs.get(chunk as usize) {
+            let from = chunk * sh.chunk_bytes;
+            let to = (from + sh.chunk_bytes).min(sh.body_len);
+            Ok(Span {
+                from,
+                to,
+                crc: Some(crc),
+                chunk,
+            })
+        } else if self.pos < st.written {
+            let to = st.written.min(self.pos + MAX_PIECE);
+            Ok(Span {
+                from: self.pos,
+                to,
+                crc: None,
+                chunk,
+            })
+        } else if st.written == sh.body_len {
+            // The last chunk is complete but its checksum is the commit's.
+            Ok(Span {
+                from: self.pos,
+                to: sh.body_len,
+                crc: None,
+                chunk,
+            })
+        } else if let End::Failed(why) = st.end {
+            Err(Poll::Ready(Some(Err(TapError::Failed(why)))))
+        } else {
+            if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                st.wakers.push(cx.waker().clone());
             }
-        };
-        let mut buf = vec![0u8; (to - from) as usize];
-        if let Err(e) = sh.file.read_exact_at(&mut buf, sh.body_start + from) {
-            return Poll::Ready(Some(Err(e.into())));
+            Err(Poll::Pending)
         }
-        if let Some(crc) = crc {
+    }
+
+    /// Verifies a span read and hands out the bytes from `position()`.
+    fn finish(&mut self, span: Span, read: io::Result<Vec<u8>>) -> Next {
+        let sh = &self.shared;
+        let buf = match read {
+            Ok(buf) => buf,
+            Err(e) => return Poll::Ready(Some(Err(e.into()))),
+        };
+        if let Some(crc) = span.crc {
             if crc32fast::hash(&buf) != crc {
                 sh.corrupt.store(true, Ordering::Relaxed);
-                return Poll::Ready(Some(Err(TapError::Checksum(chunk))));
+                return Poll::Ready(Some(Err(TapError::Checksum(span.chunk))));
             }
         }
-        let bytes = Bytes::from(buf).slice((self.pos - from) as usize..);
-        self.pos = to;
+        let bytes = Bytes::from(buf).slice((self.pos - span.from) as usize..);
+        self.pos = span.to;
         sh.tap_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Poll::Ready(Some(Ok(bytes)))

@@ -17,6 +17,7 @@ use super::segment::{segment_path, PURGE_LOG};
 use super::*;
 use crate::{HybridStore, MemoryStore, ObjectMeta, Store};
 
+mod lanes;
 mod reclamation;
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
