@@ -85,7 +85,7 @@ async fn answer(node: &Node, req: Request<Incoming>, peer: SocketAddr) -> Respon
                     )
                 }
             };
-            match purge(node, &body) {
+            match purge(node, &body).await {
                 Ok(r) => r,
                 Err(e) => e.response(),
             }
@@ -167,7 +167,7 @@ struct PurgeRequest {
     everything: bool,
 }
 
-fn purge(node: &Node, body: &[u8]) -> Result<Response<RespBody>, AdminError> {
+async fn purge(node: &Node, body: &[u8]) -> Result<Response<RespBody>, AdminError> {
     let req: PurgeRequest =
         serde_json::from_slice(body).map_err(|e| AdminError::bad("bad-json", e.to_string()))?;
     let named = |field: &str| -> Result<String, AdminError> {
@@ -217,7 +217,7 @@ fn purge(node: &Node, body: &[u8]) -> Result<Response<RespBody>, AdminError> {
     }
     let mut removed = 0;
     for (tenant, p) in &todo {
-        removed += node.purge(tenant, p).ok_or_else(|| {
+        removed += node.purge(tenant, p).await.ok_or_else(|| {
             AdminError::new(
                 StatusCode::NOT_FOUND,
                 "unknown-tenant",

@@ -259,7 +259,8 @@ impl Body for TapBody {
         if self.done || self.take == Some(0) {
             return Poll::Ready(None);
         }
-        match self.reader.poll_next(cx) {
+        // The SSD read runs on the store's read threads; this task is woken when it is done.
+        match self.reader.poll_read(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 self.done = true;
@@ -328,11 +329,15 @@ impl Body for ChunkBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let next = match self.first.take() {
             Some(first) => Some(Ok(first)),
-            None => self.reader.next_chunk(),
+            // Read and verified on the store's read threads, never on this worker.
+            None => match self.reader.poll_next_chunk(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(next) => next,
+            },
         };
         match next {
             None => Poll::Ready(None),

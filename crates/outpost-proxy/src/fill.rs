@@ -228,8 +228,12 @@ impl Filling {
                 .is_some_and(|l| self.received == l)
     }
 
-    /// The origin body ended cleanly: store the object (if kept) and end the fill.
-    fn complete(mut self) {
+    /// The origin body ended cleanly: store the object (if kept) and end the fill. The store
+    /// writes are submitted under the purge log's lock (so a purge either precedes them or
+    /// refuses them) and awaited after it; what storing replaces (a Vary marker, which may be on
+    /// SSD) is read before. The fill ends, and new requests look the store up, once the writes
+    /// are applied.
+    async fn complete(mut self) {
         if let Some(expected) = self.head.content_length() {
             if self.received != expected {
                 drop(self.stream.take());
@@ -237,19 +241,21 @@ impl Filling {
             }
         }
         let node = self.req.node.clone();
+        let head = self.head.clone();
         let purges = &node.purges;
-        let tags = self.head.tags();
         if let Some(stream) = self.stream.take() {
-            let committed = purges.commit_unless_purged(self.since, self.key.text(), tags, || {
-                node.store.commit_stream(stream, node.clock.now())
-            });
-            if committed.is_none() {
-                tracing::debug!(key = %self.key, "purged while filling: not stored");
+            let now = node.clock.now();
+            let committed =
+                purges.commit_unless_purged(self.since, self.key.text(), head.tags(), || {
+                    node.store.commit_stream_async(stream, now)
+                });
+            match committed {
+                Some(commit) => drop(commit.await),
+                None => tracing::debug!(key = %self.key, "purged while filling: not stored"),
             }
             return self.leader.finish();
         }
         if self.keep && !self.streaming {
-            let head = &self.head;
             let body = std::mem::take(&mut self.buf).freeze();
             let obj = Arc::new(cacheable_object(
                 &self.req.tenant.name,
@@ -260,11 +266,15 @@ impl Filling {
                 self.keep_until,
             ));
             let now = node.clock.now();
-            let req = &self.req;
+            let req = self.req.clone();
+            let old = match head.vary() {
+                None => objects::vary_marker(&node, &self.key, now).await,
+                Some(_) => node.store.get_async(&req.primary, now).await,
+            };
             let key = &self.key;
-            let stored =
-                purges.commit_unless_purged(self.since, key.text(), tags, || match head.vary() {
-                    None => objects::store_primary(&node, key.clone(), obj, now),
+            let stored = purges.commit_unless_purged(self.since, key.text(), head.tags(), || {
+                match head.vary() {
+                    None => objects::store_primary(&node, key.clone(), obj, now, old.as_deref()),
                     Some((fields, variance)) => objects::store_variant(
                         &node,
                         req.tenant.max_variants,
@@ -274,10 +284,13 @@ impl Filling {
                         obj,
                         self.keep_until,
                         now,
+                        old.as_deref(),
                     ),
-                });
-            if stored.is_none() {
-                tracing::debug!(key = %self.key, "purged while filling: not stored");
+                }
+            });
+            match stored {
+                Some(insert) => drop(insert.await),
+                None => tracing::debug!(key = %self.key, "purged while filling: not stored"),
             }
         }
         self.leader.finish();
@@ -292,7 +305,7 @@ impl Filling {
                         self.on_data(data);
                     }
                 }
-                Ok(None) => return self.complete(),
+                Ok(None) => return self.complete().await,
                 Ok(Some(Err(e))) => {
                     tracing::debug!(error = %e, "origin body failed mid-fill");
                     return self.fail(FillFailure::BodyFailed);
@@ -303,11 +316,17 @@ impl Filling {
     }
 }
 
+/// A fill storing its object ([`Filling::complete`]).
+type Completing = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// The leader's client body: the origin body, teed into the fill.
 pub struct FillingBody {
     body: Option<Incoming>,
     filling: Option<Filling>,
     idle: Pin<Box<tokio::time::Sleep>>,
+    /// The fill storing its object, and the frame that completed it (`None`: the end), held
+    /// back until it is stored, so that the client's next request finds it.
+    completing: Option<(Completing, Option<Frame<Bytes>>)>,
 }
 
 impl FillingBody {
@@ -317,6 +336,7 @@ impl FillingBody {
             body: Some(body),
             filling: Some(filling),
             idle: Box::pin(tokio::time::sleep(BODY_IDLE)),
+            completing: None,
         }
     }
 }
@@ -330,22 +350,30 @@ impl Body for FillingBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some((store, _)) = this.completing.as_mut() {
+            if store.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let frame = this.completing.take().and_then(|(_, frame)| frame);
+            return Poll::Ready(frame.map(Ok));
+        }
         let Some(body) = this.body.as_mut() else {
             return Poll::Ready(None);
         };
         match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                this.idle
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + BODY_IDLE);
                 if let (Some(data), Some(f)) = (frame.data_ref(), this.filling.as_mut()) {
                     f.on_data(data);
                     if f.all_received() {
                         if let Some(f) = this.filling.take() {
-                            f.complete();
+                            this.completing = Some((Box::pin(f.complete()), Some(frame)));
+                            return self.poll_frame(cx);
                         }
                     }
                 }
-                this.idle
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + BODY_IDLE);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -358,7 +386,8 @@ impl Body for FillingBody {
             Poll::Ready(None) => {
                 this.body = None;
                 if let Some(f) = this.filling.take() {
-                    f.complete();
+                    this.completing = Some((Box::pin(f.complete()), None));
+                    return self.poll_frame(cx);
                 }
                 Poll::Ready(None)
             }
@@ -376,7 +405,8 @@ impl Body for FillingBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+        // Not while the fill is being stored: the body must be polled until it is.
+        self.completing.is_none() && self.body.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -389,6 +419,12 @@ impl Body for FillingBody {
 
 impl Drop for FillingBody {
     fn drop(&mut self) {
+        if let Some((store, _)) = self.completing.take() {
+            // The client left while the object was being stored: finish storing it.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(store);
+            }
+        }
         if let (Some(body), Some(filling)) = (self.body.take(), self.filling.take()) {
             // The client left before the end: finish the fill for followers and the store.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {

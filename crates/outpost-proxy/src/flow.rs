@@ -2,7 +2,8 @@
 //! states decide (serve, refresh in the background, validate, fill, follow, pass, fall back to a
 //! stale copy); this file performs what they ask for: the store lookup, the fill-registry join,
 //! the upstream request through the tenant's hop, storing through the purge log, and the
-//! response.
+//! response. Every store operation that may touch the SSD is awaited (`*_async`): its I/O runs
+//! on the store's own threads, never on this worker.
 //!
 //! ```text
 //! run ─ chunked_hit? ─ lookup ─▶ Serve ─────────────▶ respond::hit
@@ -64,7 +65,7 @@ pub async fn run(req: CacheRequest, log: &mut RequestLog) -> Response<RespBody> 
     let req = Arc::new(req);
     let node = &req.node;
     let mut now = node.clock.now();
-    if let Some(resp) = chunked_hit(&req, now, log) {
+    if let Some(resp) = chunked_hit(&req, now, log).await {
         return resp;
     }
     let mut flow = CacheFlow::new(req.cc.clone(), req.policy);
@@ -72,7 +73,7 @@ pub async fn run(req: CacheRequest, log: &mut RequestLog) -> Response<RespBody> 
         if attempt > 0 {
             now = node.clock.now();
         }
-        let found = objects::lookup(node, &req.primary, &req.headers, now);
+        let found = objects::lookup(node, &req.primary, &req.headers, now).await;
         let miss = if found.via_marker {
             Fwd::VaryMiss
         } else {
@@ -274,7 +275,9 @@ async fn lead(
             let why = format!("origin-status-{}", status.as_u16());
             serve_stale(req, s, &why, log)
         }
-        Fetched::Revalidated(r) => revalidated(req, key, leader, r, &rparts.headers, since, log),
+        Fetched::Revalidated(r) => {
+            revalidated(req, key, leader, r, &rparts.headers, since, log).await
+        }
         Fetched::Pass { reason, drop_stale } => {
             if reason.per_url() {
                 node.fills
@@ -283,7 +286,7 @@ async fn lead(
             leader.release();
             if drop_stale {
                 // The stored copy is superseded by a response we may not keep.
-                objects::remove_with_variants(node, &req.primary);
+                objects::remove_with_variants(node, &req.primary).await;
             }
             let mut cs = CacheStatus::fwd(&node.name, fwd);
             cs.fwd_status = Some(status.as_u16());
@@ -302,7 +305,7 @@ async fn lead(
                 response_time,
                 since,
             };
-            store_and_respond(req, leader, parts, rbody, fwd, log)
+            store_and_respond(req, leader, parts, rbody, fwd, log).await
         }
     }
 }
@@ -319,7 +322,7 @@ struct Fresh {
 
 /// Publish a storable response to the fill's followers, start filling (streamed onto SSD when
 /// large), and answer the leader's own client.
-fn store_and_respond(
+async fn store_and_respond(
     req: &Arc<CacheRequest>,
     leader: FillLeader<CacheKey, FillHead>,
     fresh: Fresh,
@@ -378,8 +381,10 @@ fn store_and_respond(
                 headers: headers.clone(),
                 body_len: len,
             };
+            // The reservation is written on the store's append thread.
             node.store
-                .begin_stream(&key, &stream_head, node.clock.now())
+                .begin_stream_async(&key, &stream_head, node.clock.now())
+                .await
         }
         _ => None,
     };
@@ -442,7 +447,7 @@ fn store_and_respond(
 }
 
 /// A 304 validated the stored object: merge, store, publish, serve (RFC 9111 §4.3.4).
-fn revalidated(
+async fn revalidated(
     req: &CacheRequest,
     key: CacheKey,
     leader: FillLeader<CacheKey, FillHead>,
@@ -486,13 +491,21 @@ fn revalidated(
         &timing,
         keep_until,
     ));
-    let stored = plan.is_ok()
-        && node
-            .purges
+    // Submitted under the purge log's lock, awaited after it (see `purge::apply`).
+    let submitted = plan.is_ok().then(|| {
+        node.purges
             .commit_unless_purged(since, key.text(), &fresh.meta.tags, || {
-                node.store.insert(key.clone(), fresh.clone(), response_time)
+                node.store
+                    .insert_async(key.clone(), fresh.clone(), response_time)
             })
-            .is_some();
+    });
+    let stored = match submitted.flatten() {
+        Some(insert) => {
+            insert.await;
+            true
+        }
+        None => false,
+    };
     if stored {
         cs.stored = true;
         leader.set_head(Arc::new(FillHead::new(
@@ -508,7 +521,7 @@ fn revalidated(
         leader.finish();
     } else {
         if plan.is_err() {
-            node.store.remove(&key);
+            node.store.remove_async(&key).await;
         }
         leader.release();
     }
@@ -568,7 +581,7 @@ async fn pass_uncached(req: &CacheRequest, pass: Pass, log: &mut RequestLog) -> 
 /// before any body byte is read; the body is then read one verified chunk at a time as the
 /// client takes it, and only the chunks a range overlaps. Anything else (RAM-resident, small,
 /// a Vary marker, stale) takes the whole-object path (`None`).
-fn chunked_hit(
+async fn chunked_hit(
     req: &CacheRequest,
     now: SystemTime,
     log: &mut RequestLog,
@@ -582,7 +595,8 @@ fn chunked_hit(
     } else {
         CHUNKED_HIT_MIN_BYTES
     };
-    let hit = node.store.get_chunked(&req.primary, min, now)?;
+    // The head is read and verified on the store's read threads.
+    let hit = node.store.get_chunked_async(&req.primary, min, now).await?;
     if hit.meta.vary.is_some() {
         return None;
     }
@@ -617,7 +631,7 @@ fn chunked_hit(
             // the origin) rather than a cut response. A range inside one chunk, the common
             // case, is served whole or not at all.
             let mut reader = hit.reader(range);
-            match reader.next_chunk() {
+            match std::future::poll_fn(|cx| reader.poll_next_chunk(cx)).await {
                 Some(Err(_)) => return None,
                 Some(Ok(first)) if reader.chunks_left() == 0 => full(first),
                 first => RespBody::stream(ChunkBody::new(reader, first.and_then(Result::ok))),

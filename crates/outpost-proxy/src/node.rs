@@ -136,11 +136,12 @@ impl Node {
 
     /// Apply a purge for the tenant called `tenant`; returns the objects removed, or `None`
     /// when no such tenant exists.
-    pub fn purge(&self, tenant: &str, p: &Purge) -> Option<usize> {
-        let snapshot = self.config();
-        let t = snapshot.tenants.by_name(tenant)?.clone();
-        drop(snapshot);
-        Some(purge::apply(self, &t, p))
+    pub async fn purge(&self, tenant: &str, p: &Purge) -> Option<usize> {
+        let t = {
+            let snapshot = self.config();
+            snapshot.tenants.by_name(tenant)?.clone()
+        };
+        Some(purge::apply(self, &t, p).await)
     }
 
     /// A fresh request id.

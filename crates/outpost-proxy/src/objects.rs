@@ -6,6 +6,11 @@
 //! A response with `Vary` is stored under `primary#vary:<variance>`, and the primary key holds a
 //! *marker*: an object whose `meta.vary` lists the Vary fields and whose body lists the variance
 //! keys it knows, newest last, so a per-URL cap evicts the oldest variant.
+//!
+//! Store reads are awaited (they may read SSD on the store's I/O threads). Writes are only
+//! *submitted* by the functions that store or remove (they run in submission order on the
+//! store's append thread), so they can be called under the purge log's lock: what they read is
+//! read beforehand ([`vary_marker`], the primary object for a variant) and passed in.
 
 use crate::purge::tag_key;
 use crate::Node;
@@ -15,7 +20,7 @@ use http::{HeaderMap, StatusCode};
 use outpost_cache::{ReuseFacts, Stored, StoredTiming};
 use outpost_http::cache_status::upstream_members;
 use outpost_http::vary;
-use outpost_store::{CacheKey, Derived, ObjectMeta, StoredObject};
+use outpost_store::{Admission, CacheKey, Completion, Derived, ObjectMeta, StoredObject};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -38,12 +43,12 @@ pub struct Found {
 
 /// The key to look up and what the store holds for it: the primary key's object, or, when a
 /// Vary marker is stored there, the variant for this request's variance and its object.
-pub fn lookup(node: &Node, primary: &CacheKey, req: &HeaderMap, now: SystemTime) -> Found {
-    match node.store.get(primary, now) {
+pub async fn lookup(node: &Node, primary: &CacheKey, req: &HeaderMap, now: SystemTime) -> Found {
+    match node.store.get_async(primary, now).await {
         Some(obj) => match &obj.meta.vary {
             Some(fields) => {
                 let key = variant_key(primary, &vary::variance_key(fields, req));
-                let object = node.store.get(&key, now);
+                let object = node.store.get_async(&key, now).await;
                 Found {
                     key,
                     via_marker: true,
@@ -183,6 +188,8 @@ pub(crate) fn cacheable_object(
 }
 
 /// Store one variant under its variance key and record it in the primary key's Vary marker.
+/// `old` is what the primary key held, read beforehand. Submits the writes; the completion is
+/// the variant's insert (the last of them).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn store_variant(
     node: &Node,
@@ -193,10 +200,11 @@ pub(crate) fn store_variant(
     obj: Arc<StoredObject>,
     keep_until: SystemTime,
     now: SystemTime,
-) {
+    old: Option<&StoredObject>,
+) -> Completion<Admission> {
     let mut list: Vec<String> = Vec::new();
     let mut marker_keep = keep_until;
-    if let Some(old) = node.store.get(primary, now) {
+    if let Some(old) = old {
         match &old.meta.vary {
             Some(old_fields) if old_fields[..] == fields[..] => {
                 list = String::from_utf8_lossy(&old.body)
@@ -205,16 +213,16 @@ pub(crate) fn store_variant(
                     .collect();
                 marker_keep = marker_keep.max(old.meta.keep_until);
             }
-            _ => {
-                remove_with_variants(node, primary);
-            }
+            // Another marker (other fields: its variants go) or a plain object.
+            Some(_) => drop(remove_listed(node, primary, Some(old))),
+            None => drop(remove_listed(node, primary, None)),
         }
     }
     list.retain(|v| v != variance);
     list.push(variance.to_string());
     while list.len() > max_variants {
         let oldest = list.remove(0);
-        node.store.remove(&variant_key(primary, &oldest));
+        drop(node.store.remove_async(&variant_key(primary, &oldest)));
     }
     let marker = Arc::new(StoredObject {
         status: StatusCode::OK,
@@ -231,31 +239,53 @@ pub(crate) fn store_variant(
             derived: None,
         },
     });
-    node.store.insert(primary.clone(), marker, now);
-    node.store.insert(variant_key(primary, variance), obj, now);
+    drop(node.store.insert_async(primary.clone(), marker, now));
+    node.store
+        .insert_async(variant_key(primary, variance), obj, now)
 }
 
-/// Store a non-variant object under its primary key, replacing a Vary marker (and its variants)
-/// stored there.
-pub(crate) fn store_primary(node: &Node, key: CacheKey, obj: Arc<StoredObject>, now: SystemTime) {
-    if vary_marker(node, &key, now).is_some() {
-        remove_with_variants(node, &key);
+/// Store a non-variant object under its primary key, replacing the Vary marker `marker` (and
+/// its variants) read there beforehand. Submits the writes; the completion is the insert's.
+pub(crate) fn store_primary(
+    node: &Node,
+    key: CacheKey,
+    obj: Arc<StoredObject>,
+    now: SystemTime,
+    marker: Option<&StoredObject>,
+) -> Completion<Admission> {
+    if marker.is_some() {
+        drop(remove_listed(node, &key, marker));
     }
-    node.store.insert(key, obj, now);
+    node.store.insert_async(key, obj, now)
 }
 
 /// Remove a primary key and, when it is a Vary marker, every variant it lists; returns how many
 /// objects went. (A replacement, not a purge: purges go through `purge::apply`.)
-pub(crate) fn remove_with_variants(node: &Node, primary: &CacheKey) -> usize {
+pub(crate) async fn remove_with_variants(node: &Node, primary: &CacheKey) -> usize {
+    let marker = vary_marker(node, primary, SystemTime::UNIX_EPOCH).await;
     let mut n = 0;
-    if let Some(marker) = vary_marker(node, primary, SystemTime::UNIX_EPOCH) {
+    for removed in remove_listed(node, primary, marker.as_deref()) {
+        n += usize::from(removed.await);
+    }
+    n
+}
+
+/// Submits the removal of `primary` and of every variant `marker` (the Vary marker read there
+/// beforehand, if any) lists, in that order; the completions say whether each was stored.
+pub(crate) fn remove_listed(
+    node: &Node,
+    primary: &CacheKey,
+    marker: Option<&StoredObject>,
+) -> Vec<Completion<bool>> {
+    let mut out = Vec::new();
+    if let Some(marker) = marker.filter(|m| m.meta.vary.is_some()) {
         for v in String::from_utf8_lossy(&marker.body).lines() {
-            n += usize::from(node.store.remove(&variant_key(primary, v)));
+            out.push(node.store.remove_async(&variant_key(primary, v)));
         }
     }
-    n += usize::from(node.store.remove(primary));
+    out.push(node.store.remove_async(primary));
     node.fills.clear_pass(primary);
-    n
+    out
 }
 
 /// The key of one variant of `primary`.
@@ -265,17 +295,18 @@ pub(crate) fn variant_key(primary: &CacheKey, variance: &str) -> CacheKey {
 
 /// The Vary marker stored under `primary`, if that is what is stored there. An object on SSD is
 /// identified by its head alone (a large one is never read just to find it is not a marker).
-pub(crate) fn vary_marker(
+pub(crate) async fn vary_marker(
     node: &Node,
     primary: &CacheKey,
     now: SystemTime,
 ) -> Option<Arc<StoredObject>> {
-    if let Some(head) = node.store.get_chunked(primary, 0, now) {
+    if let Some(head) = node.store.get_chunked_async(primary, 0, now).await {
         // Not a marker: nothing more to read.
         head.meta.vary.as_ref()?;
     }
     node.store
-        .get(primary, now)
+        .get_async(primary, now)
+        .await
         .filter(|o| o.meta.vary.is_some())
 }
 

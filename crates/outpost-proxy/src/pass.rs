@@ -80,7 +80,7 @@ pub async fn forward_unsafe(
             };
             if let Ok(u) = canonicalize(host, path, &tenant.query) {
                 if u.host == url.host {
-                    purge::apply(node, tenant, &Purge::Url(u));
+                    purge::apply(node, tenant, &Purge::Url(u)).await;
                 }
             }
         }

@@ -17,7 +17,7 @@ use crate::objects;
 use crate::tenant::Tenant;
 use crate::Node;
 use outpost_cache::CanonicalUrl;
-use outpost_store::CacheKey;
+use outpost_store::{CacheKey, Completion};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -175,24 +175,59 @@ fn purged_since(
         .any(|(_, m)| m.matches(key, tags))
 }
 
+/// A store removal submitted by a purge.
+enum Removal {
+    /// One key: whether it was stored.
+    Key(Completion<bool>),
+    /// A tag or prefix: how many objects went.
+    Many(Completion<usize>),
+}
+
 /// Apply `purge` for `tenant` on `node`: sequence, store removal, in-flight fills. Returns how
 /// many stored objects it removed.
-pub fn apply(node: &Node, tenant: &Tenant, purge: &Purge) -> usize {
+///
+/// The store removals are *submitted* under the purge log's write lock (they run in submission
+/// order on the store's append thread, after any fill commit submitted before them, and before
+/// any submitted after) and awaited once the lock is released: no lock is held across an await
+/// and no worker waits for the disk. What a URL purge needs to read (the Vary marker listing its
+/// variants) is read before the lock is taken; a variant that appears in between belongs to a
+/// fill the purge log refuses.
+pub async fn apply(node: &Node, tenant: &Tenant, purge: &Purge) -> usize {
     let m = purge.matcher(&tenant.name);
-    let (seq, removed) = node.purges.apply(m.clone(), |m| match (purge, m) {
-        // One URL: its primary key and variants directly; other cookie buckets only when the
-        // tenant keys on cookies (a prefix scan of the RAM tier otherwise).
-        (Purge::Url(u), PurgeMatch::Prefix(p)) => {
+    let marker = match purge {
+        Purge::Url(u) => {
             let primary = CacheKey::new(u.key_text(&tenant.name, ""));
-            let mut n = objects::remove_with_variants(node, &primary);
-            if tenant.keys_on_cookies() {
-                n += node.store.remove_prefix(p);
-            }
-            n
+            objects::vary_marker(node, &primary, std::time::SystemTime::UNIX_EPOCH).await
         }
-        (_, PurgeMatch::Prefix(p)) => node.store.remove_prefix(p),
-        (_, PurgeMatch::Tag(t)) => node.store.remove_tag(t),
+        _ => None,
+    };
+    let (seq, pending) = node.purges.apply(m.clone(), |m| -> Vec<Removal> {
+        match (purge, m) {
+            // One URL: its primary key and variants directly; other cookie buckets only when the
+            // tenant keys on cookies (a prefix scan of the RAM tier otherwise).
+            (Purge::Url(u), PurgeMatch::Prefix(p)) => {
+                let primary = CacheKey::new(u.key_text(&tenant.name, ""));
+                let mut out: Vec<Removal> =
+                    objects::remove_listed(node, &primary, marker.as_deref())
+                        .into_iter()
+                        .map(Removal::Key)
+                        .collect();
+                if tenant.keys_on_cookies() {
+                    out.push(Removal::Many(node.store.remove_prefix_async(p)));
+                }
+                out
+            }
+            (_, PurgeMatch::Prefix(p)) => vec![Removal::Many(node.store.remove_prefix_async(p))],
+            (_, PurgeMatch::Tag(t)) => vec![Removal::Many(node.store.remove_tag_async(t))],
+        }
     });
+    let mut removed = 0;
+    for done in pending {
+        removed += match done {
+            Removal::Key(c) => usize::from(c.await),
+            Removal::Many(c) => c.await,
+        };
+    }
     let poisoned = node.fills.poison_where(|key: &CacheKey, head| match &m {
         PurgeMatch::Prefix(_) => m.matches(key.text(), &[]),
         // A fill whose head has not arrived cannot show its tags: it is poisoned (not stored,

@@ -129,7 +129,7 @@ async fn a_purge_during_a_fill_keeps_the_fill_out_of_the_cache() {
     ];
     for (path, purge) in purges {
         let fill = slow_fill(node.addr, &origin, path).await;
-        node.node.purge("site", &purge).unwrap();
+        node.node.purge("site", &purge).await.unwrap();
         let r = fill.await.unwrap();
         assert_eq!(
             r.body.len(),

@@ -445,6 +445,10 @@ impl Store for HybridStore {
         HybridStore::stats_disk(self)
     }
 
+    fn disk_tier(&self) -> Option<&DiskStore> {
+        self.disk.as_ref()
+    }
+
     fn flush(&self) -> std::io::Result<()> {
         HybridStore::flush(self)
     }

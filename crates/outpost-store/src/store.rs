@@ -173,6 +173,10 @@ pub trait Store: Send + Sync + 'static {
     fn stats_disk(&self) -> Option<crate::DiskStats> {
         None
     }
+    /// The SSD tier, for stores that have one.
+    fn disk_tier(&self) -> Option<&crate::DiskStore> {
+        None
+    }
     /// Makes committed writes durable against power loss (`fdatasync`), for stores that write
     /// files; a no-op otherwise.
     fn flush(&self) -> std::io::Result<()> {

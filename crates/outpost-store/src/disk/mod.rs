@@ -465,7 +465,7 @@ pub(super) struct Tier {
     reclaiming: std::sync::atomic::AtomicBool,
     /// The I/O threads' queues (shared with followers of streamed fills).
     io: Arc<lanes::Lanes>,
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     hooks: reclaim::hooks::Hooks,
 }
 
@@ -480,7 +480,7 @@ pub struct DiskStore {
 
 impl Drop for DiskStore {
     fn drop(&mut self) {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "testing"))]
         self.tier.hooks.off();
         self.tier.stop_reclaimer();
         // The I/O threads finish what is queued (commits and purges are never lost), then end.
@@ -711,7 +711,7 @@ impl DiskStore {
                 read: lanes::Lane::new(cfg.read_queue),
                 append: lanes::Lane::new(cfg.append_queue),
             }),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "testing"))]
             hooks: reclaim::hooks::Hooks::default(),
         };
         if tier.writer().active.is_none() {
@@ -1067,26 +1067,30 @@ impl DiskStore {
 
     /// The next thread to reach reclamation point `point` parks there (tests; see
     /// `reclaim::hooks`).
-    #[cfg(test)]
-    pub(crate) fn park_reclaim_at(&self, point: &'static str) {
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn park_reclaim_at(&self, point: &'static str) {
         self.tier.hooks.park_at(point);
     }
 
     /// Waits until a thread is parked at `point` (tests).
-    #[cfg(test)]
-    pub(crate) fn wait_reclaim_parked(&self, point: &'static str) -> bool {
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn wait_reclaim_parked(&self, point: &'static str) -> bool {
         self.tier.hooks.wait_parked(point)
     }
 
     /// Lets the parked reclamation go on (tests).
-    #[cfg(test)]
-    pub(crate) fn release_reclaim(&self) {
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn release_reclaim(&self) {
         self.tier.hooks.release();
     }
 
     /// Waits until the reclaimer has nothing left to do (tests; false after 10 s).
-    #[cfg(test)]
-    pub(crate) fn wait_reclaimer_idle(&self) -> bool {
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn wait_reclaimer_idle(&self) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             {
@@ -1137,12 +1141,12 @@ impl DiskStore {
 
 impl Tier {
     /// A point where tests can park the reclamation (a no-op outside tests).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     fn hook(&self, point: &'static str) {
         self.hooks.hit(point);
     }
 
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "testing")))]
     #[inline(always)]
     fn hook(&self, _point: &'static str) {}
 

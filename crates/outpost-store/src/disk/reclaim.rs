@@ -607,7 +607,7 @@ impl Tier {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 impl Wake {
     pub(super) fn pending(&self) -> bool {
         self.pending
@@ -621,7 +621,7 @@ impl Wake {
 /// Points where a test parks the reclamation (`after_scan`, `between_steps` on the reclaimer;
 /// `inside_move_holding_writer` on the reclaimer holding the reclaim and writer locks;
 /// `after_unlink` on the appender that rotates, holding them too).
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub(super) mod hooks {
     use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
