@@ -12,11 +12,12 @@
 //! `... store_bench -- ram [OBJECTS]` times RAM hits only: the RAM tier alone, and through a
 //! hybrid store with an SSD tier behind it (the edge's store), where a RAM hit must cost no more.
 //!
-//! `... store_bench -- reclaim [READERS] [SECS] [HOT_KEYS] [DIR]` measures instead the latency of
+//! `... store_bench -- reclaim[-async] [READERS] [SECS] [HOT_KEYS] [DIR]` measures instead the latency of
 //! SSD hits (p50/p99/p99.9/max) on a full tier, first quiet, then while one writer inserts fresh
 //! keys flat out so that segments are reclaimed (and hot survivors moved) over and over: what a
 //! reclamation costs the hits that run beside it (defaults: 2 readers, 5 s per phase, 5 000 hot
-//! keys: with 20 000, more hot bytes sit in each reclaimed segment than the survivor budget of
+//! keys; `reclaim-async` reads through `get_async(..).wait()`, the SSD read threads the edge
+//! uses, so the hop to them is in the numbers: with 20 000, more hot bytes sit in each reclaimed segment than the survivor budget of
 //! half a segment keeps, so the hot set itself is evicted and the phase measures misses).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -266,6 +267,7 @@ fn spawn_readers(
     hot: &Arc<Vec<CacheKey>>,
     readers: usize,
     stop: &Arc<AtomicBool>,
+    via_threads: bool,
 ) -> Vec<std::thread::JoinHandle<ReaderRun>> {
     (0..readers)
         .map(|r| {
@@ -279,7 +281,11 @@ fn spawn_readers(
                 while !stop.load(Ordering::Relaxed) {
                     let k = &hot[rng.below(hot.len() as u64) as usize];
                     let started = Instant::now();
-                    let found = disk.get(k, now()).is_some();
+                    let found = if via_threads {
+                        disk.get_async(k, now()).wait().is_some()
+                    } else {
+                        disk.get(k, now()).is_some()
+                    };
                     let ns = started.elapsed().as_nanos();
                     run.latencies.push(u32::try_from(ns).unwrap_or(u32::MAX));
                     run.hits += u64::from(found);
@@ -310,7 +316,13 @@ fn join_readers(label: &str, handles: Vec<std::thread::JoinHandle<ReaderRun>>) {
 
 /// Hit latency on a full SSD tier (16 MiB segments, a budget of 8, 4 KiB objects, W-TinyLFU),
 /// quiet and then while a writer forces a reclamation about every 3 700 inserts.
-fn run_reclaim_p99(dir: &std::path::Path, readers: usize, secs: u64, hot_keys: u64) {
+fn run_reclaim_p99(
+    dir: &std::path::Path,
+    readers: usize,
+    secs: u64,
+    hot_keys: u64,
+    via_threads: bool,
+) {
     let segment_bytes = 16u64 << 20;
     let cfg = DiskConfig {
         segment_bytes,
@@ -347,25 +359,30 @@ fn run_reclaim_p99(dir: &std::path::Path, readers: usize, secs: u64, hot_keys: u
     }
     let before = disk.stats();
     println!(
-        "[reclaim] tier full: {} objects in {} segments ({} MiB of {} MiB), {} hot keys, {readers} readers, {secs} s per phase",
+        "[reclaim] tier full: {} objects in {} segments ({} MiB of {} MiB), {} hot keys, {readers} readers{}, {secs} s per phase",
         before.objects,
         before.segments,
         before.used_bytes >> 20,
         before.capacity_bytes >> 20,
-        hot.len()
+        hot.len(),
+        if via_threads {
+            " (get_async on the SSD read threads)"
+        } else {
+            ""
+        }
     );
     let hot = Arc::new(hot);
 
     // Phase 1: quiet.
     let stop = Arc::new(AtomicBool::new(false));
-    let handles = spawn_readers(&disk, &hot, readers, &stop);
+    let handles = spawn_readers(&disk, &hot, readers, &stop, via_threads);
     std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
     join_readers("quiet     ", handles);
 
     // Phase 2: the same readers beside a writer that inserts fresh keys flat out.
     let stop = Arc::new(AtomicBool::new(false));
-    let handles = spawn_readers(&disk, &hot, readers, &stop);
+    let handles = spawn_readers(&disk, &hot, readers, &stop, via_threads);
     let writer = {
         let (disk, stop, body) = (disk.clone(), stop.clone(), body.clone());
         std::thread::spawn(move || {
@@ -468,7 +485,8 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
-    if args.peek().map(String::as_str) == Some("reclaim") {
+    let mode = args.peek().cloned().unwrap_or_default();
+    if mode == "reclaim" || mode == "reclaim-async" {
         args.next();
         let readers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
         let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
@@ -477,7 +495,7 @@ fn main() {
             std::env::temp_dir().join(format!("outpost-store-bench-{}", std::process::id()))
         });
         std::fs::create_dir_all(&dir).unwrap();
-        run_reclaim_p99(&dir, readers, secs, hot);
+        run_reclaim_p99(&dir, readers, secs, hot, mode == "reclaim-async");
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

@@ -5,13 +5,18 @@
 //!
 //! Tag and prefix entries are not removed when the policy evicts a key (the eviction names only
 //! a hash): they are validated against the main index when used and swept when they outnumber
-//! live entries two to one, so their cost stays amortised O(1).
+//! live entries two to one, so their cost stays amortised O(1). The prefix index is swept a
+//! bounded step per insert ([`PREFIX_SWEEP_STEP`] entries, resuming where the last step ended),
+//! so no insert holds the index lock for a whole pass.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::table::EntryTable;
 use crate::hashing::U64Map;
+
+/// Prefix entries one insert looks at when the prefix index needs sweeping.
+pub const PREFIX_SWEEP_STEP: usize = 64;
 
 /// The entry was hit since it was last written (a "hot" survivor when its segment is reclaimed).
 pub const FLAG_HOT: u8 = 1;
@@ -69,6 +74,8 @@ pub struct DiskIndex {
     tag_refs: usize,
     /// Key text → key hash, in key order.
     prefix: BTreeMap<Box<str>, u64>,
+    /// Where the incremental sweep of `prefix` resumes (after this key).
+    prefix_cursor: Option<Box<str>>,
     /// Sum of indexed record lengths.
     pub live_bytes: u64,
 }
@@ -221,8 +228,34 @@ impl DiskIndex {
             self.tag_refs = refs;
         }
         if self.prefix.len() > limit {
-            let entries = &self.entries;
-            self.prefix.retain(|_, hash| entries.contains_key(hash));
+            self.sweep_prefix_step(PREFIX_SWEEP_STEP);
+        }
+    }
+
+    /// Looks at the next `n` prefix entries (wrapping around) and drops the stale ones.
+    fn sweep_prefix_step(&mut self, n: usize) {
+        let from = match &self.prefix_cursor {
+            Some(key) => std::ops::Bound::Excluded(&**key),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut stale = Vec::new();
+        let mut seen = 0;
+        let mut last = None;
+        for (key, hash) in self
+            .prefix
+            .range::<str, _>((from, std::ops::Bound::Unbounded))
+            .take(n)
+        {
+            seen += 1;
+            last = Some(key);
+            if !self.entries.contains_key(hash) {
+                stale.push(key.clone());
+            }
+        }
+        // A short step reached the end: the next one starts over.
+        self.prefix_cursor = if seen < n { None } else { last.cloned() };
+        for key in stale {
+            self.prefix.remove(&key);
         }
     }
 
@@ -298,5 +331,67 @@ pub fn index_footprint(objects: u64) -> IndexFootprint {
         index_bytes_per_object: table.allocated_bytes() as f64 / objects as f64,
         admission_bytes_per_object: admission.bytes() as f64 / objects as f64,
         prefix_bytes_per_object_plus_key: prefix,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn entry(i: u32) -> IndexEntry {
+        IndexEntry {
+            segment: 1,
+            offset: i,
+            len: 10,
+            expires: u32::MAX,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn the_prefix_index_is_swept_a_bounded_step_at_a_time() {
+        let mut ix = DiskIndex::default();
+        // Keys whose entries the policy evicts (by hash only): their prefix entries go stale.
+        for i in 0..5000u32 {
+            ix.insert(
+                u64::from(i),
+                entry(i),
+                &format!("https://a.example/{i:05}"),
+                [],
+            );
+            ix.remove(u64::from(i));
+            // Swept as it grows: stale entries stay within a small multiple of the limit.
+            assert!(
+                ix.prefix_len() <= 2 * (2 * ix.len() + 1024),
+                "{}",
+                ix.prefix_len()
+            );
+        }
+        // Live keys keep their prefix entries through the sweeps.
+        for i in 5000..5100u32 {
+            ix.insert(
+                u64::from(i),
+                entry(i),
+                &format!("https://b.example/{i:05}"),
+                [],
+            );
+        }
+        for i in 5100..9000u32 {
+            ix.insert(
+                u64::from(i),
+                entry(i),
+                &format!("https://a.example/{i:05}"),
+                [],
+            );
+            ix.remove(u64::from(i));
+        }
+        assert!(
+            ix.prefix_len() <= 2 * (2 * ix.len() + 1024),
+            "{}",
+            ix.prefix_len()
+        );
+        assert_eq!(ix.take_prefix("https://b.example/").len(), 100);
     }
 }
