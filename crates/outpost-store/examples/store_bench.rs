@@ -470,6 +470,11 @@ fn run_ram(dir: &std::path::Path, n: u64) {
     time("HybridStore::get (RAM hits)", &|k| {
         hybrid.get(k, now()).is_some()
     });
+    // The edge's path: answered on the caller's thread, no queue, no allocation.
+    time("HybridStore::get_async (RAM hits)", &|k| {
+        let hit = hybrid.get_async(k, now());
+        hit.is_ready() && hit.wait().is_some()
+    });
     drop(hybrid);
     let _ = std::fs::remove_dir_all(&cfg.dir);
 }
