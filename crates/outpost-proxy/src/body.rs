@@ -3,7 +3,7 @@
 //! either the fill registry's chunks or, for a fill streamed onto SSD, the SSD tier; and an SSD
 //! object read chunk by chunk (large hits and ranges).
 
-use crate::fill::FillHead;
+use crate::fill_head::FillHead;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;

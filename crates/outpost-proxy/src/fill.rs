@@ -1,5 +1,4 @@
-//! The leader's side of a cache fill. [`FillHead`] is what a fill publishes to its followers.
-//! [`Filling`] takes each origin body chunk, hands it to the followers, keeps a copy for the store
+//! The leader's side of a cache fill. [`Filling`] takes each origin body chunk, hands it to the followers, keeps a copy for the store
 //! (up to the tenant's object limit) and stores the object when the body is complete, through the
 //! purge log, so a purge that lands while the fill runs is never undone by it. A fill streamed
 //! onto SSD instead writes each chunk there at once (followers read it back from SSD, nothing is
@@ -10,112 +9,24 @@
 //! away early, hands the rest of the fill to a background task so followers and the store still
 //! get the whole object.
 
+use crate::fill_head::FillHead;
 use crate::key::CacheRequest;
 use crate::objects::{self, cacheable_object};
 use bytes::{Bytes, BytesMut};
-use http::header::HeaderName;
-use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use outpost_cache::StoredTiming;
 use outpost_fill::{FillFailure, FillFollower, FillLeader};
-use outpost_http::freshness::current_age;
-use outpost_store::{CacheKey, StreamFill, StreamTap};
+use outpost_store::{CacheKey, StreamFill};
 use outpost_upstream::BoxError;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 /// Longest pause between two origin body chunks before the fill is abandoned.
 const BODY_IDLE: Duration = Duration::from_secs(30);
-
-/// Spill offset meaning "not spilled".
-const NOT_SPILLED: u64 = u64::MAX;
-
-/// What a fill publishes to its followers: everything needed to answer from it.
-pub struct FillHead {
-    status: StatusCode,
-    headers: HeaderMap,
-    timing: StoredTiming,
-    /// Vary fields and the leader's variance key, when the response varies.
-    vary: Option<(Arc<[HeaderName]>, String)>,
-    content_length: Option<u64>,
-    /// Tenant-namespaced surrogate-key tags (a tag purge matches in-flight fills by them).
-    tags: Vec<String>,
-    /// When the body streams onto SSD: followers read it there as it is written, and the fill
-    /// registry holds no copy of it (until a failed SSD write spills the rest there).
-    tap: Option<StreamTap>,
-    /// Body offset from which the registry holds the body, after an SSD write failed.
-    spilled_from: AtomicU64,
-}
-
-impl FillHead {
-    /// A head for a response about to be filled.
-    pub(crate) fn new(
-        status: StatusCode,
-        headers: HeaderMap,
-        timing: StoredTiming,
-        vary: Option<(Arc<[HeaderName]>, String)>,
-        content_length: Option<u64>,
-        tags: Vec<String>,
-        tap: Option<StreamTap>,
-    ) -> Self {
-        Self {
-            status,
-            headers,
-            timing,
-            vary,
-            content_length,
-            tags,
-            tap,
-            spilled_from: AtomicU64::new(NOT_SPILLED),
-        }
-    }
-
-    /// Response status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-    /// Headers in stored form.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-    /// Timing for freshness and age.
-    pub fn timing(&self) -> &StoredTiming {
-        &self.timing
-    }
-    /// Current age of the response (RFC 9111 §4.2.3).
-    pub fn age(&self, now: SystemTime) -> Duration {
-        current_age(self.timing.initial_age, self.timing.response_time, now)
-    }
-    /// Vary fields and the leader's variance key.
-    pub fn vary(&self) -> Option<&(Arc<[HeaderName]>, String)> {
-        self.vary.as_ref()
-    }
-    /// Declared body length.
-    pub fn content_length(&self) -> Option<u64> {
-        self.content_length
-    }
-    /// Tenant-namespaced tags.
-    pub fn tags(&self) -> &[String] {
-        &self.tags
-    }
-    /// The SSD stream followers read, when the fill streams there.
-    pub fn tap(&self) -> Option<&StreamTap> {
-        self.tap.as_ref()
-    }
-    /// The body offset from which the fill registry holds the body, once an SSD write failed.
-    pub fn spilled_from(&self) -> Option<u64> {
-        match self.spilled_from.load(Ordering::Acquire) {
-            NOT_SPILLED => None,
-            n => Some(n),
-        }
-    }
-}
 
 /// One fill in progress, owned by its leader.
 pub struct Filling {
@@ -209,7 +120,7 @@ impl Filling {
         }
         self.stream = None;
         self.keep = false;
-        self.head.spilled_from.store(at, Ordering::Release);
+        self.head.mark_spilled(at);
     }
 
     fn fail(mut self, why: FillFailure) {

@@ -19,7 +19,8 @@
 
 use crate::body::{full, stream_incoming, ChunkBody, RespBody};
 use crate::error::{ErrorClass, ProxyError};
-use crate::fill::{FillHead, Filling, FillingBody};
+use crate::fill::{Filling, FillingBody};
+use crate::fill_head::FillHead;
 use crate::hop::{HopHeaders, HopRequest};
 use crate::key::CacheRequest;
 use crate::log::{http_date, RequestLog};
@@ -541,7 +542,7 @@ fn spawn_refresh(req: &Arc<CacheRequest>, key: CacheKey, refresh: outpost_cache:
     let bg = Arc::new(req.background());
     tokio::spawn(
         async move {
-            let mut log = RequestLog::background(bg.tenant.stats.clone());
+            let mut log = RequestLog::background(bg.tenant.stats);
             let resp = lead(&bg, key, leader, refresh.lead(), Fwd::Stale, &mut log).await;
             // Drain the body so a streaming fill completes.
             let _ = resp.into_body().collect().await;

@@ -12,6 +12,7 @@ pub mod body;
 pub mod conn;
 pub mod error;
 pub mod fill;
+pub mod fill_head;
 pub mod filters;
 pub mod flow;
 pub mod hop;
@@ -22,9 +23,11 @@ pub mod node;
 pub mod objects;
 pub mod pass;
 pub mod purge;
+pub mod purge_log;
 pub mod request;
 pub mod respond;
 pub mod tenant;
+pub mod throttle;
 
 pub use node::{ConfigSnapshot, Node, NodeOptions};
 

@@ -10,7 +10,7 @@ use outpost_store::{DiskStats, StoreStats};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// How a request was answered, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +129,10 @@ impl Sharded {
 }
 
 /// One tenant's counters, found by name: a config snapshot that renames, adds or reorders
-/// tenants keeps every counter where it was (a compiled tenant holds its `Arc`).
+/// tenants keeps every counter where it was. They live as long as the process (Prometheus
+/// counters never go backwards, and a tenant that comes back finds its counts): the registry
+/// hands out `&'static` references, so a request counts itself without touching a shared
+/// reference count.
 pub struct TenantStats {
     name: String,
     requests: Sharded,
@@ -170,8 +173,8 @@ impl TenantStats {
 
 /// All counters of a node. Requests that match no tenant are counted under `_none`.
 pub struct Metrics {
-    tenants: Mutex<HashMap<String, Arc<TenantStats>>>,
-    unknown: Arc<TenantStats>,
+    tenants: Mutex<HashMap<String, &'static TenantStats>>,
+    unknown: &'static TenantStats,
     latency: Sharded,
     collapsed_waiters: AtomicU64,
     revalidations: AtomicU64,
@@ -191,7 +194,7 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             tenants: Mutex::new(HashMap::new()),
-            unknown: Arc::new(TenantStats::new("_none")),
+            unknown: Box::leak(Box::new(TenantStats::new("_none"))),
             latency: Sharded::new(LATENCY_SHARD_CELLS),
             collapsed_waiters: AtomicU64::new(0),
             revalidations: AtomicU64::new(0),
@@ -203,11 +206,10 @@ impl Metrics {
 
     /// The counters of the tenant called `name` (created on first use, then the same ones for
     /// every later config snapshot).
-    pub fn tenant(&self, name: &str) -> Arc<TenantStats> {
+    pub fn tenant(&self, name: &str) -> &'static TenantStats {
         let mut map = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(name.to_string())
-            .or_insert_with(|| Arc::new(TenantStats::new(name)))
-            .clone()
+            .or_insert_with(|| Box::leak(Box::new(TenantStats::new(name))))
     }
 
     /// Count one finished request (`tenant` is `None` when no tenant matched).
@@ -219,7 +221,7 @@ impl Metrics {
         bytes_out: u64,
         micros: u64,
     ) {
-        let t = tenant.unwrap_or(&self.unknown);
+        let t = tenant.unwrap_or(self.unknown);
         let class = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -263,12 +265,12 @@ impl Metrics {
     }
 
     /// Every tenant's counters, sorted by name, then `_none`.
-    fn all_tenants(&self) -> Vec<Arc<TenantStats>> {
+    fn all_tenants(&self) -> Vec<&'static TenantStats> {
         let map = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<Arc<TenantStats>> = map.values().cloned().collect();
+        let mut v: Vec<&'static TenantStats> = map.values().copied().collect();
         drop(map);
         v.sort_by(|a, b| a.name.cmp(&b.name));
-        v.push(self.unknown.clone());
+        v.push(self.unknown);
         v
     }
 
@@ -557,8 +559,8 @@ mod tests {
     fn renders_counts() {
         let m = Metrics::new();
         let shop = m.tenant("shop");
-        m.record(Some(&shop), Outcome::Hit, 200, 10, 50);
-        m.record(Some(&m.tenant("shop")), Outcome::Hit, 200, 10, 50);
+        m.record(Some(shop), Outcome::Hit, 200, 10, 50);
+        m.record(Some(m.tenant("shop")), Outcome::Hit, 200, 10, 50);
         m.record(None, Outcome::Rejected, 421, 0, 5);
         let text = m.render("edge1", &StoreStats::default(), 0);
         assert!(text.contains(
@@ -572,11 +574,11 @@ mod tests {
     fn counters_follow_names_not_positions() {
         let m = Metrics::new();
         let a = m.tenant("a");
-        m.record(Some(&a), Outcome::Miss, 200, 1, 1);
+        m.record(Some(a), Outcome::Miss, 200, 1, 1);
         // A new snapshot adds "0first" before "a": "a" keeps its count.
         let first = m.tenant("0first");
-        m.record(Some(&first), Outcome::Hit, 200, 1, 1);
-        m.record(Some(&m.tenant("a")), Outcome::Miss, 200, 1, 1);
+        m.record(Some(first), Outcome::Hit, 200, 1, 1);
+        m.record(Some(m.tenant("a")), Outcome::Miss, 200, 1, 1);
         let text = m.render("n", &StoreStats::default(), 0);
         assert!(
             text.contains("tenant=\"a\",outcome=\"miss\",status=\"2xx\"} 2"),
@@ -593,7 +595,7 @@ mod tests {
         assert_eq!(label("plain"), "plain");
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         let m = Metrics::new();
-        m.record(Some(&m.tenant("we\"ird")), Outcome::Hit, 200, 1, 1);
+        m.record(Some(m.tenant("we\"ird")), Outcome::Hit, 200, 1, 1);
         let text = m.render("node\"x", &StoreStats::default(), 0);
         assert!(
             text.contains("node=\"node\\\"x\",tenant=\"we\\\"ird\""),

@@ -3,10 +3,9 @@
 //! metrics, the injected clock and the request filter chain.
 
 use crate::filters::FilterChain;
-use crate::log::Warnings;
 use crate::metrics::{self, Metrics};
-use crate::purge::{self, Purge};
 use crate::tenant::Tenants;
+use crate::throttle::Warnings;
 use arc_swap::ArcSwap;
 use outpost_cache::{Clock, SystemClock};
 use outpost_config::{Config, ConfigError};
@@ -52,9 +51,9 @@ pub struct Node {
     /// Whether the store has an SSD tier (hits that read SSD chunks are only tried then).
     pub has_disk: bool,
     /// In-flight fills.
-    pub fills: FillRegistry<CacheKey, crate::fill::FillHead>,
+    pub fills: FillRegistry<CacheKey, crate::fill_head::FillHead>,
     /// The purge sequence fills check before storing.
-    pub purges: purge::PurgeLog,
+    pub purges: crate::purge_log::PurgeLog,
     /// Counters.
     pub metrics: Metrics,
     /// The wall clock.
@@ -91,7 +90,7 @@ impl Node {
             has_disk: store.stats_disk().is_some(),
             store,
             fills: FillRegistry::new(),
-            purges: purge::PurgeLog::default(),
+            purges: crate::purge_log::PurgeLog::default(),
             metrics,
             clock: opts.clock,
             filters: opts.filters,
@@ -132,16 +131,6 @@ impl Node {
             "config snapshot applied"
         );
         Ok(version)
-    }
-
-    /// Apply a purge for the tenant called `tenant`; returns the objects removed, or `None`
-    /// when no such tenant exists.
-    pub async fn purge(&self, tenant: &str, p: &Purge) -> Option<usize> {
-        let t = {
-            let snapshot = self.config();
-            snapshot.tenants.by_name(tenant)?.clone()
-        };
-        Some(purge::apply(self, &t, p).await)
     }
 
     /// A fresh request id.

@@ -12,7 +12,7 @@
 //! store's append thread), so they can be called under the purge log's lock: what they read is
 //! read beforehand ([`vary_marker`], the primary object for a variant) and passed in.
 
-use crate::purge::tag_key;
+use crate::purge_log::tag_key;
 use crate::Node;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};

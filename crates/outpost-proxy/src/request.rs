@@ -61,7 +61,7 @@ async fn serve(
         Ok(a) => a,
         Err(e) => return respond::error(node, &e, log),
     };
-    log.tenant = Some(tenant.stats.clone());
+    log.tenant = Some(tenant.stats);
 
     // 2. Filters.
     if !node.filters.is_empty() {

@@ -5,7 +5,7 @@
 
 use crate::body::{full, FollowerBody, RespBody, TapBody};
 use crate::error::ProxyError;
-use crate::fill::FillHead;
+use crate::fill_head::FillHead;
 use crate::key::CacheRequest;
 use crate::log::RequestLog;
 use crate::metrics::Outcome;

@@ -32,7 +32,7 @@ pub struct Tenant {
     /// Name: cache namespace and metrics label.
     pub name: String,
     /// Its counters.
-    pub stats: Arc<TenantStats>,
+    pub stats: &'static TenantStats,
     /// Where misses and passes go (the origin pool today; an owner box or shield set later).
     pub upstream: Arc<dyn Upstream>,
     /// The origin hop (kept so a later snapshot can reuse its connection pool).

@@ -246,6 +246,7 @@ async fn up(
     );
     if let Some(m) = running.metrics_addr {
         eprintln!("  metrics  http://{m}/metrics");
+        eprintln!("  purge    curl -X POST http://{m}/purge -d '{{\"urls\":[\"{base}/\"]}}'");
     }
     eprintln!();
     eprintln!("Try:");
