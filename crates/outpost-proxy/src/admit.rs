@@ -4,11 +4,12 @@
 //! into a tunnel to the origin: 405, the origin is never contacted); one Host (RFC 9112 §3.2: 400
 //! when missing or repeated, except that an HTTP/1.0 request without Host is served by the `*`
 //! tenant when one is configured); a tenant for that Host (421 otherwise: unknown hosts never
-//! touch the cache); and no loop through this node (`CDN-Loop` already naming it, RFC 8586: 508).
+//! touch the cache). Loops (`CDN-Loop` already naming this node) are refused where a request
+//! would be forwarded (`hop::HopHeaders::check_loop`), not on hits.
 
 use crate::error::{ErrorClass, ProxyError};
 use crate::tenant::{Tenant, Tenants};
-use http::{header, HeaderMap, Method, Request, Version};
+use http::{header, Method, Request, Version};
 use std::sync::Arc;
 
 /// An admitted request: its tenant and canonical host.
@@ -22,7 +23,6 @@ pub struct Admitted {
 /// Admit `req` (`ambiguous_framing`: the connection saw both framing fields, conn.rs).
 pub fn admit<B>(
     tenants: &Tenants,
-    node_name: &str,
     req: &Request<B>,
     ambiguous_framing: bool,
 ) -> Result<Admitted, ProxyError> {
@@ -39,12 +39,6 @@ pub fn admit<B>(
     }
     if h.get_all(header::HOST).iter().count() > 1 {
         return Err(bad("more than one Host header"));
-    }
-    if loops_through(h, node_name) {
-        return Err(ProxyError::client(
-            ErrorClass::LoopDetected,
-            "CDN-Loop already names this node",
-        ));
     }
     let Some(raw_host) = host_of(req) else {
         // RFC 9112 §3.2: HTTP/1.1 requires Host; an HTTP/1.0 client may not know it.
@@ -84,27 +78,23 @@ pub fn host_of<B>(req: &Request<B>) -> Option<&str> {
     })
 }
 
-/// Whether `CDN-Loop` (RFC 8586 §2: a list of `cdn-id [; params]`) already names this node.
-fn loops_through(h: &HeaderMap, node: &str) -> bool {
-    h.get_all("cdn-loop")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|member| member.split(';').next())
-        .any(|id| id.trim().eq_ignore_ascii_case(node))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
-    fn cdn_loop_members() {
-        let mut h = HeaderMap::new();
-        h.append("cdn-loop", "other; v=1, Edge1".parse().unwrap());
-        assert!(loops_through(&h, "edge1"));
-        assert!(!loops_through(&h, "edge2"));
-        assert!(!loops_through(&HeaderMap::new(), "edge1"));
+    fn http10_without_host_needs_a_wildcard_tenant() {
+        let cfg =
+            outpost_config::Config::single_origin("127.0.0.1:0", "http://127.0.0.1:1").unwrap();
+        let tenants = Tenants::from_config(&cfg, &crate::metrics::Metrics::new(), None);
+        let mut req = Request::new(());
+        *req.version_mut() = Version::HTTP_10;
+        assert!(admit(&tenants, &req, false).is_ok());
+        *req.version_mut() = Version::HTTP_11;
+        assert_eq!(
+            admit(&tenants, &req, false).err().map(|e| e.class),
+            Some(ErrorClass::BadRequest)
+        );
     }
 }

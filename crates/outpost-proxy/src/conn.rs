@@ -367,7 +367,7 @@ impl ConnWatch {
 
     fn end(&self, how: u8) {
         self.end.fetch_max(how, Ordering::Release);
-        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(w) = waker {
             w.wake();
         }
@@ -407,6 +407,9 @@ pub struct Watched<C> {
     conn: Pin<Box<C>>,
     watch: Arc<ConnWatch>,
     draining: bool,
+    /// Whether the serving task's waker is registered (a spawned task keeps one waker for its
+    /// whole life, so it is registered once, not on every poll).
+    registered: bool,
 }
 
 impl<C> Watched<C> {
@@ -416,6 +419,7 @@ impl<C> Watched<C> {
             conn: Box::pin(conn),
             watch,
             draining: false,
+            registered: false,
         }
     }
 }
@@ -425,7 +429,10 @@ impl<C: GracefulConnection> Future for Watched<C> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Register before reading the flag: an end() that lands in between then wakes us.
-        self.watch.register(cx.waker());
+        if !self.registered {
+            self.watch.register(cx.waker());
+            self.registered = true;
+        }
         let end = self.watch.end.load(Ordering::Acquire);
         if end == END_KILL {
             return Poll::Ready(None);

@@ -63,11 +63,16 @@ type Obj = Arc<StoredObject>;
 
 /// Answer a cacheable request.
 pub async fn run(req: CacheRequest, log: &mut RequestLog) -> Response<RespBody> {
-    let req = Arc::new(req);
+    // The request stays on this task's stack; only a fill it leads shares it (`Arc`).
     let node = &req.node;
     let mut now = node.clock.now();
-    if let Some(resp) = chunked_hit(&req, now, log).await {
-        return resp;
+    // The cold paths below are boxed (`Box::pin`): a hit's future then stays small (it is moved
+    // into hyper's connection state on every request), and only a request that takes one of
+    // them pays for its state.
+    if node.has_disk {
+        if let Some(resp) = Box::pin(chunked_hit(&req, now, log)).await {
+            return resp;
+        }
     }
     let mut flow = CacheFlow::new(req.cc.clone(), req.policy);
     for attempt in 0..ATTEMPTS {
@@ -103,21 +108,22 @@ pub async fn run(req: CacheRequest, log: &mut RequestLog) -> Response<RespBody> 
                 } else {
                     miss
                 };
-                return lead(&req, found.key, leader, fill.lead(), fwd, log).await;
+                let req = Arc::new(req);
+                return Box::pin(lead(&req, found.key, leader, fill.lead(), fwd, log)).await;
             }
             Joined::Follower(f) => {
                 node.metrics.collapsed();
-                match follow(&req, f, fill.follow(), log).await {
+                match Box::pin(follow(&req, f, fill.follow(), log)).await {
                     Followed2::Response(r) => return r,
                     Followed2::Retry(next) => flow = next,
-                    Followed2::Pass(p) => return pass_uncached(&req, p, log).await,
+                    Followed2::Pass(p) => return Box::pin(pass_uncached(&req, p, log)).await,
                 }
             }
-            Joined::Pass => return pass_uncached(&req, fill.pass(), log).await,
+            Joined::Pass => return Box::pin(pass_uncached(&req, fill.pass(), log)).await,
         }
     }
     // Every leader went away: go upstream alone.
-    pass_uncached(&req, flow.give_up(), log).await
+    Box::pin(pass_uncached(&req, flow.give_up(), log)).await
 }
 
 /// Serve a stored response the flow allowed.
@@ -229,6 +235,10 @@ async fn lead(
         node: &node.name,
         peer: req.peer,
     };
+    if let Err(e) = hop.check_loop(&req.headers) {
+        leader.release();
+        return respond::error(node, &e, log);
+    }
     let mut headers = hop.fill(&req.headers, req.keep_cookie);
     if let Some(obj) = fetch.validating() {
         add_validators(&obj.headers, &mut headers);
@@ -535,7 +545,7 @@ async fn revalidated(
 }
 
 /// Validate a stale object in the background (stale-while-revalidate), once per key.
-fn spawn_refresh(req: &Arc<CacheRequest>, key: CacheKey, refresh: outpost_cache::Fill<Obj>) {
+fn spawn_refresh(req: &CacheRequest, key: CacheKey, refresh: outpost_cache::Fill<Obj>) {
     let Joined::Leader(leader) = req.node.fills.join(&key, Instant::now()) else {
         return;
     };
@@ -558,6 +568,9 @@ async fn pass_uncached(req: &CacheRequest, pass: Pass, log: &mut RequestLog) -> 
         node: &node.name,
         peer: req.peer,
     };
+    if let Err(e) = hop.check_loop(&req.headers) {
+        return respond::error(node, &e, log);
+    }
     let path = req.url.path_and_query();
     let result = req
         .tenant

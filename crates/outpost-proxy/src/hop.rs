@@ -117,6 +117,25 @@ pub struct HopHeaders<'a> {
 }
 
 impl HopHeaders<'_> {
+    /// RFC 8586: a request whose `CDN-Loop` already names this node came back to it; forwarding
+    /// it again would loop. Checked before every upstream request (508), not on hits.
+    pub fn check_loop(&self, client: &HeaderMap) -> Result<(), ProxyError> {
+        let looped = client
+            .get_all(&CDN_LOOP)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|member| member.split(';').next())
+            .any(|id| id.trim().eq_ignore_ascii_case(self.node));
+        if looped {
+            return Err(ProxyError::client(
+                crate::error::ErrorClass::LoopDetected,
+                "CDN-Loop already names this node",
+            ));
+        }
+        Ok(())
+    }
+
     /// Headers for a request forwarded as is (pass, unsafe methods): hop-by-hop fields removed,
     /// forwarding fields added.
     pub fn pass(&self, mut h: HeaderMap) -> HeaderMap {
@@ -227,6 +246,19 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "192.0.2.9");
         assert_eq!(h["cdn-loop"], "edge1");
         assert!(hh().fill(&c, true).contains_key("cookie"));
+    }
+
+    #[test]
+    fn cdn_loop_members() {
+        let mut h = HeaderMap::new();
+        h.append("cdn-loop", HeaderValue::from_static("other; v=1, Edge1"));
+        assert!(hh().check_loop(&h).is_err());
+        let other = HopHeaders {
+            node: "edge2",
+            ..hh()
+        };
+        assert!(other.check_loop(&h).is_ok());
+        assert!(hh().check_loop(&HeaderMap::new()).is_ok());
     }
 
     #[test]

@@ -22,10 +22,10 @@ use std::sync::Arc;
 /// The canonical URL of a request for its tenant (`400` when the target cannot be normalised).
 pub fn canonical_url(
     tenant: &Tenant,
-    host: &str,
+    host: String,
     target: &str,
 ) -> Result<CanonicalUrl, ProxyError> {
-    canonicalize_target(host.to_string(), target, &tenant.query)
+    canonicalize_target(host, target, &tenant.query)
         .map_err(|e| ProxyError::client(ErrorClass::BadRequest, e.to_string()))
 }
 

@@ -37,6 +37,9 @@ pub async fn forward(
         node: &node.name,
         peer,
     };
+    if let Err(e) = hop.check_loop(&parts.headers) {
+        return respond::error(node, &e, log);
+    }
     let body = body
         .map_err(|e| Box::new(e) as outpost_upstream::BoxError)
         .boxed();

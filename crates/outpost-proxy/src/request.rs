@@ -56,7 +56,7 @@ async fn serve(
     log: &mut RequestLog,
 ) -> Response<RespBody> {
     // 1. Admission, against the config snapshot in force now.
-    let admitted = admit::admit(&node.config().tenants, &node.name, &req, ambiguous_framing);
+    let admitted = admit::admit(&node.config().tenants, &req, ambiguous_framing);
     let Admitted { tenant, host } = match admitted {
         Ok(a) => a,
         Err(e) => return respond::error(node, &e, log),
@@ -80,7 +80,7 @@ async fn serve(
 
     // 3. The canonical URL; what the cache does not answer goes straight through.
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let url = match key::canonical_url(&tenant, &host, target) {
+    let url = match key::canonical_url(&tenant, host, target) {
         Ok(u) => u,
         Err(e) => return respond::error(node, &e, log),
     };
@@ -88,11 +88,13 @@ async fn serve(
         log.url = url.to_string();
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return pass::forward_unsafe(node, &tenant, req, &url, peer, log).await;
+        // Boxed: cold paths keep the hit's future small (see flow::run).
+        return Box::pin(pass::forward_unsafe(node, &tenant, req, &url, peer, log)).await;
     }
     let (primary, policy, keep_cookie) = match key::decide(&tenant, &url, req.headers()) {
         Keyed::Bypass { fwd, detail } => {
-            return pass::forward(node, &tenant, req, &url, peer, fwd, Some(detail), log).await;
+            let fwd = pass::forward(node, &tenant, req, &url, peer, fwd, Some(detail), log);
+            return Box::pin(fwd).await;
         }
         Keyed::Cache {
             primary,
