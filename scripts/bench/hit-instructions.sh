@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Instructions per cache hit, counted by callgrind (deterministic where wall-clock benchmarks on
 # this shared 2-core machine are not): each binary runs `outpost node` under valgrind in front of
-# a tiny Python origin (1 KiB bodies, max-age=86400); 1000 keys are warmed, the counters are
+# a tiny Python origin (1 KiB bodies unless BODY_BYTES says otherwise, max-age=86400); 1000 keys are warmed, the counters are
 # zeroed, wrk sends 20 s of hits over those keys, and the counters are dumped.
 #
 #   scripts/bench/hit-instructions.sh target/release/outpost [OTHER_OUTPOST_BIN]
+#   BODY_BYTES=102400 scripts/bench/hit-instructions.sh ...     # 100 KiB bodies (default 1024)
 #
 # Prints one line per binary: requests, total instructions, instructions per request.
 # Needs valgrind, wrk, curl and python3 (installed from Debian when missing).
@@ -19,7 +20,7 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
 ORIGIN_PORT=$(free_port)
 cat >"$W/origin.py" <<PY
 import http.server, socketserver
-BODY = b"x" * 1024
+BODY = b"x" * ${BODY_BYTES:-1024}
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
