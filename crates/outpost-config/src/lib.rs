@@ -251,6 +251,11 @@ pub struct StoreConfig {
     /// Size of one SSD segment file (at most a quarter of `disk_bytes` is used, so eviction
     /// always has whole segments to reclaim).
     pub segment_bytes: ByteSize,
+    /// Threads that read SSD records the page cache does not hold (`ssd-read-N`), 1..=64.
+    pub read_threads: usize,
+    /// Serve SSD reads the page cache holds on the worker thread (`preadv2` with `RWF_NOWAIT`)
+    /// instead of handing them to a read thread; off by itself where unsupported.
+    pub fast_reads: bool,
 }
 
 impl Default for StoreConfig {
@@ -261,6 +266,8 @@ impl Default for StoreConfig {
             dir: String::new(),
             disk_bytes: ByteSize(10 << 30),
             segment_bytes: ByteSize(256 << 20),
+            read_threads: 4,
+            fast_reads: true,
         }
     }
 }
@@ -491,6 +498,12 @@ impl Config {
             }
             if self.store.disk_bytes.0 < (4 << 20) {
                 return Err(ConfigError::new("store.disk_bytes", "must be at least 4M"));
+            }
+            if !(1..=64).contains(&self.store.read_threads) {
+                return Err(ConfigError::new(
+                    "store.read_threads",
+                    format!("must be 1 to 64, got {}", self.store.read_threads),
+                ));
             }
         }
         if !["w-tinylfu", "s3-fifo", "lru"].contains(&self.store.policy.as_str()) {
@@ -800,6 +813,25 @@ bypass = true
         ))
         .unwrap_err();
         assert_eq!(e.path, "tenant[0].cache.connect_timeout", "{e}");
+    }
+
+    #[test]
+    fn ssd_read_threads_are_bounded_and_the_fast_path_can_be_turned_off() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "ram_bytes = \"256M\"",
+                &format!("ram_bytes = \"256M\"\ndir = \"/tmp/x\"\n{extra}"),
+            )
+        };
+        let c = Config::from_toml(&with("")).unwrap();
+        assert_eq!((c.store.read_threads, c.store.fast_reads), (4, true));
+        let c = Config::from_toml(&with("read_threads = 2\nfast_reads = false")).unwrap();
+        assert_eq!((c.store.read_threads, c.store.fast_reads), (2, false));
+        for bad in ["read_threads = 0", "read_threads = 65"] {
+            let e = Config::from_toml(&with(bad)).unwrap_err();
+            assert_eq!(e.path, "store.read_threads", "{e}");
+            assert!(e.message.contains("1 to 64"), "{e}");
+        }
     }
 
     #[test]

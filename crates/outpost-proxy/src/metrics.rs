@@ -547,6 +547,34 @@ pub fn render_disk(node: &str, d: &DiskStats) -> String {
         ),
     ];
     write_singles(&mut s, "counter", node, &counters);
+    let io: [(&str, &str, u64); 5] = [
+        (
+            "outpost_disk_fast_reads_total",
+            "SSD reads served from the page cache on the worker thread (RWF_NOWAIT).",
+            d.fast_reads,
+        ),
+        (
+            "outpost_disk_queued_reads_total",
+            "SSD reads handed to the ssd-read threads (would have waited for the device).",
+            d.queued_reads,
+        ),
+        (
+            "outpost_disk_read_queue_full_total",
+            "SSD lookups answered as misses because the read queue was full.",
+            d.read_queue_full,
+        ),
+        (
+            "outpost_disk_append_queue_full_total",
+            "SSD inserts refused because the append queue was full.",
+            d.append_queue_full,
+        ),
+        (
+            "outpost_disk_reappended_total",
+            "Hot SSD records moved out of a segment before it was reclaimed.",
+            d.reappended,
+        ),
+    ];
+    write_singles(&mut s, "counter", node, &io);
     s
 }
 
@@ -554,6 +582,21 @@ pub fn render_disk(node: &str, d: &DiskStats) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn renders_the_ssd_read_paths() {
+        let d = DiskStats {
+            fast_reads: 7,
+            queued_reads: 3,
+            read_queue_full: 1,
+            ..DiskStats::default()
+        };
+        let text = render_disk("edge1", &d);
+        assert!(text.contains("outpost_disk_fast_reads_total{node=\"edge1\"} 7"));
+        assert!(text.contains("outpost_disk_queued_reads_total{node=\"edge1\"} 3"));
+        assert!(text.contains("outpost_disk_read_queue_full_total{node=\"edge1\"} 1"));
+        assert!(text.contains("# TYPE outpost_disk_fast_reads_total counter"));
+    }
 
     #[test]
     fn renders_counts() {

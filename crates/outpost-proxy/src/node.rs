@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use outpost_cache::{Clock, SystemClock};
 use outpost_config::{Config, ConfigError};
 use outpost_fill::FillRegistry;
-use outpost_store::{CacheKey, HybridStore, MemoryStore, PolicyKind, Store};
+use outpost_store::{CacheKey, DiskConfig, HybridStore, MemoryStore, PolicyKind, Store};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -172,12 +172,17 @@ fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
         return Ok(ram());
     }
     let dir = std::path::Path::new(&cfg.store.dir);
-    match HybridStore::open(
-        dir,
-        cap,
-        cfg.store.disk_bytes.0,
+    let disk = DiskConfig {
+        segment_bytes: cfg.store.segment_bytes.0.min(cfg.store.disk_bytes.0 / 4),
         policy,
-        cfg.store.segment_bytes.0.min(cfg.store.disk_bytes.0 / 4),
+        read_threads: cfg.store.read_threads,
+        fast_reads: cfg.store.fast_reads,
+        ..DiskConfig::new(dir, cfg.store.disk_bytes.0)
+    };
+    match HybridStore::open_with(
+        MemoryStore::new(cap, policy),
+        &disk,
+        std::time::SystemTime::UNIX_EPOCH,
     ) {
         Ok((store, report)) => {
             tracing::info!(dir = %dir.display(), ?report, "SSD tier opened");

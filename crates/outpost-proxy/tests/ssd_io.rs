@@ -87,6 +87,9 @@ async fn an_ssd_hit_is_served_while_reclamation_holds_the_writer_lock() {
     assert!(origin.total_hits() > hits_before);
     assert!(disk.stats().reclaimed_segments > 0, "{:?}", disk.stats());
     assert!(disk.stats().reappended > 0, "{:?}", disk.stats());
+    // Every SSD read the edge made went one of the two async paths (page cache or threads).
+    let s = disk.stats();
+    assert!(s.fast_reads + s.queued_reads >= s.hits, "{s:?}");
     drop(running);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,8 +5,9 @@
 //! directory it runs RAM-only ([`HybridStore::ram_only`]).
 //!
 //! The `_async` forms of [`Store`] answer a RAM hit at once, on the caller's thread and without
-//! allocating; SSD work goes to the SSD tier's I/O threads (a hit is promoted to RAM there, a
-//! purge removes from RAM there after the SSD tier). A purge epoch, bumped by every purge before
+//! allocating, and so an SSD hit the page cache holds (read without waiting for the device);
+//! other SSD work goes to the SSD tier's I/O threads (a hit is promoted to RAM there, a purge
+//! removes from RAM there after the SSD tier). A purge epoch, bumped by every purge before
 //! it removes from RAM, lets a promotion that raced a purge undo itself, so a purged object is
 //! never left in RAM.
 
@@ -236,8 +237,10 @@ impl Store for HybridStore {
         promoted(&self.ram, &self.n, key, disk.get(key, now), now, epoch)
     }
 
-    /// A RAM hit is answered at once (no thread hop, no allocation); otherwise the SSD read
-    /// and the promotion run on an SSD read thread. A full read queue is a miss.
+    /// A RAM hit is answered at once (no thread hop, no allocation), and so is an SSD record
+    /// the page cache holds (read on the caller's thread without waiting for the device, then
+    /// promoted here); otherwise the SSD read and the promotion run on an SSD read thread. A
+    /// full read queue is a miss.
     fn get_async(&self, key: &CacheKey, now: SystemTime) -> Completion<Option<Arc<StoredObject>>> {
         if let Some(obj) = self.ram.get(key, now) {
             self.n.hits.fetch_add(1, Ordering::Relaxed);
@@ -248,6 +251,9 @@ impl Store for HybridStore {
             return Completion::ready(None);
         };
         let epoch = self.n.purge_epoch.load(Ordering::SeqCst);
+        if let Some(found) = disk.get_now(key, now) {
+            return Completion::ready(promoted(&self.ram, &self.n, key, found, now, epoch));
+        }
         let (ram, n, key) = (self.ram.clone(), self.n.clone(), key.clone());
         disk.submit(LaneKind::Read, None, move |d| {
             let found = d.get(&key, now);

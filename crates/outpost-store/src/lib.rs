@@ -18,7 +18,7 @@ mod store;
 pub use disk::{
     ChunkError, ChunkReader, ChunkedHit, Completion, DiskConfig, DiskStats, DiskStore, OpenError,
     RangeRead, RecoveryReport, StreamFill, StreamHead, StreamTap, TapError, TapReader,
-    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_READ_THREADS, DEFAULT_SEGMENT_BYTES,
 };
 pub use hybrid::{HybridStats, HybridStore};
 pub use key::CacheKey;

@@ -161,13 +161,26 @@ impl ChunkedHit {
 /// A chunk read under way on an SSD read thread.
 type ChunkRead = Completion<Result<Vec<u8>, ChunkError>>;
 
-/// Reads and verifies chunk `chunk` (at body position `pos`) of a record: on any thread.
-fn read_chunk(src: &Source, pos: u64, chunk: ChunkRef) -> Result<Vec<u8>, ChunkError> {
-    let index = (pos / src.chunk_size.max(1)) as usize;
-    let (offset, len) = (
+/// Where chunk `chunk` lies in the segment file: offset and length.
+fn chunk_span(src: &Source, chunk: ChunkRef) -> (u64, usize) {
+    (
         u64::from(src.entry.offset) + chunk.offset,
         chunk.len as usize,
-    );
+    )
+}
+
+/// Checks a chunk read (at body position `pos`) against its checksum.
+fn verified(src: &Source, pos: u64, chunk: ChunkRef, buf: Vec<u8>) -> Result<Vec<u8>, ChunkError> {
+    if crc32fast::hash(&buf) == chunk.crc {
+        Ok(buf)
+    } else {
+        Err(ChunkError::Checksum((pos / src.chunk_size.max(1)) as usize))
+    }
+}
+
+/// Reads and verifies chunk `chunk` (at body position `pos`) of a record: on any thread.
+fn read_chunk(src: &Source, pos: u64, chunk: ChunkRef) -> Result<Vec<u8>, ChunkError> {
+    let (offset, len) = chunk_span(src, chunk);
     // Large chunks skip zeroing the buffer (see `read_large`); any failure of that path
     // (segment reclaimed meanwhile, no descriptor) falls back to the shared handle.
     let read = if len >= LARGE_READ {
@@ -176,13 +189,18 @@ fn read_chunk(src: &Source, pos: u64, chunk: ChunkRef) -> Result<Vec<u8>, ChunkE
     } else {
         read_at(&src.file, offset, len)
     };
-    read.map_err(ChunkError::from).and_then(|buf| {
-        if crc32fast::hash(&buf) == chunk.crc {
-            Ok(buf)
-        } else {
-            Err(ChunkError::Checksum(index))
-        }
-    })
+    read.map_err(ChunkError::from)
+        .and_then(|buf| verified(src, pos, chunk, buf))
+}
+
+/// Reads and verifies a chunk on the calling thread if the page cache holds it whole (see
+/// `fastpath.rs`); `None`: it must be read on a read thread.
+fn read_chunk_now(src: &Source, pos: u64, chunk: ChunkRef) -> Option<Result<Vec<u8>, ChunkError>> {
+    let (offset, len) = chunk_span(src, chunk);
+    let fast = &src.tier.io.fast;
+    let buf = fast.try_read(&src.file, offset, len)?;
+    fast.served();
+    Some(verified(src, pos, chunk, buf))
 }
 
 /// Reads a [`ChunkedHit`]'s body range in order, one verified chunk at a time.
@@ -243,9 +261,10 @@ impl ChunkReader {
         Some(self.finish(pos, chunk, read))
     }
 
-    /// [`ChunkReader::next_chunk`] for async callers: the chunk is read and verified on an SSD
-    /// read thread (always queued: a response already started is never cut for a full queue)
-    /// and the task is woken when it is there.
+    /// [`ChunkReader::next_chunk`] for async callers: a chunk the page cache holds is read and
+    /// verified at once on the calling thread (never waiting for the device, see
+    /// `fastpath.rs`); any other is read on an SSD read thread (always queued: a response
+    /// already started is never cut for a full queue) and the task is woken when it is there.
     pub fn poll_next_chunk(
         &mut self,
         cx: &mut Context<'_>,
@@ -257,6 +276,9 @@ impl ChunkReader {
             let Some((pos, chunk)) = self.chunks.next() else {
                 return Poll::Ready(None);
             };
+            if let Some(read) = read_chunk_now(&self.source, pos, chunk) {
+                return Poll::Ready(Some(self.finish(pos, chunk, read)));
+            }
             let (completion, done) = Completion::pending(Err(ChunkError::Io(io::Error::other(
                 "chunk read abandoned",
             ))));
@@ -268,8 +290,11 @@ impl ChunkReader {
                 }
             });
             // Never `Full` (always queued); once the store is gone the caller reads.
-            if let Err(Refused::Closed(job)) = self.source.tier.io.read.push_always(job) {
-                job();
+            let io = &self.source.tier.io;
+            match io.read.push_always(job) {
+                Ok(()) => io.fast.queued(),
+                Err(Refused::Closed(job)) => job(),
+                Err(Refused::Full) => {}
             }
             self.pending = Some((pos, chunk, completion));
         }

@@ -115,6 +115,8 @@ impl Lane {
 pub(super) struct Lanes {
     pub read: Lane,
     pub append: Lane,
+    /// Reads tried on the caller's thread before they are queued (see `fastpath.rs`).
+    pub fast: super::fastpath::FastPath,
 }
 
 impl std::fmt::Debug for Lanes {

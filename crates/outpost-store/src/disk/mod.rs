@@ -11,6 +11,13 @@
 //! lock is never held across I/O. A hit takes only the index lock, twice, for O(1) work, so an
 //! append, an `fdatasync` or a reclamation never makes it wait. Counters are atomics.
 //!
+//! # Reads for async callers
+//!
+//! The `_async` reads (and [`ChunkReader::poll_next_chunk`], [`TapReader::poll_read`]) first try
+//! the read on the caller's thread with `RWF_NOWAIT` (`fastpath.rs`): served from the page cache
+//! without ever waiting for the device. Only a read that would wait goes to the `ssd-read-N`
+//! threads (`lanes.rs`).
+//!
 //! # Durability contract
 //!
 //! A fill (or purge) is *committed* once `insert` (or `remove*`) has returned: its record was
@@ -39,6 +46,7 @@
 
 mod admission;
 mod chunked;
+mod fastpath;
 mod format;
 mod index;
 mod lanes;
@@ -82,6 +90,8 @@ use admission::DiskAdmission;
 
 /// Default segment size.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 256 << 20;
+/// Default number of `ssd-read-N` threads (see [`DiskConfig::read_threads`]).
+pub const DEFAULT_READ_THREADS: usize = 4;
 /// Purge-log compaction happens once at least this many tombstones are obsolete.
 const COMPACT_MIN_OBSOLETE: usize = 64;
 
@@ -173,8 +183,13 @@ pub struct DiskConfig {
     /// Admission policy (W-TinyLFU filters fills by frequency when the tier is full; the
     /// others admit every fill).
     pub policy: PolicyKind,
-    /// Threads that serve lookups and chunk reads (`ssd-read-N`).
+    /// Threads that serve lookups and chunk reads that would wait for the device
+    /// (`ssd-read-N`).
     pub read_threads: usize,
+    /// Try each read for an async caller on its own thread first, from the page cache only
+    /// (`preadv2` with `RWF_NOWAIT`), before handing it to a read thread. Turned off by itself
+    /// when the file system does not support it.
+    pub fast_reads: bool,
     /// Lookups queued for them at most; one more is a miss (it would wait behind the disk).
     pub read_queue: usize,
     /// Inserts and streamed-fill starts queued for the append thread at most; one more is not
@@ -183,8 +198,8 @@ pub struct DiskConfig {
 }
 
 impl DiskConfig {
-    /// Defaults: 256 MiB segments, 1 MiB chunks, W-TinyLFU, 4 read threads, queues of 1024
-    /// lookups and 1024 appends.
+    /// Defaults: 256 MiB segments, 1 MiB chunks, W-TinyLFU, [`DEFAULT_READ_THREADS`] read
+    /// threads behind the page-cache fast path, queues of 1024 lookups and 1024 appends.
     pub fn new(dir: impl Into<PathBuf>, disk_bytes: u64) -> Self {
         Self {
             dir: dir.into(),
@@ -192,7 +207,8 @@ impl DiskConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             policy: PolicyKind::default(),
-            read_threads: 4,
+            read_threads: DEFAULT_READ_THREADS,
+            fast_reads: true,
             read_queue: 1024,
             append_queue: 1024,
         }
@@ -238,6 +254,11 @@ pub struct DiskStats {
     pub reclaiming: bool,
     /// Lookups turned away (answered as misses) because the read queue was full.
     pub read_queue_full: u64,
+    /// Reads for async callers (lookups, chunks, followers of streamed fills) served from the
+    /// page cache on the caller's thread (`RWF_NOWAIT`).
+    pub fast_reads: u64,
+    /// Reads for async callers handed to the read threads (not all cached, or no fast path).
+    pub queued_reads: u64,
     /// Inserts and streamed-fill starts turned away because the append queue was full.
     pub append_queue_full: u64,
     /// Reads whose checksum (or structure) did not verify.
@@ -354,6 +375,19 @@ enum RangeError {
     Io(io::Error),
 }
 
+/// How a read for a lookup is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Blocking: on a read thread, or for a synchronous caller.
+    Wait,
+    /// Only from the page cache, on the caller's thread (see `fastpath.rs`).
+    NoWait,
+}
+
+/// A [`Read::NoWait`] lookup found its bytes not all cached (or the fast path off): queue it.
+#[derive(Debug)]
+struct WouldWait;
+
 /// A record's head, read and verified: what a hit needs before its body.
 struct Head {
     status: http::StatusCode,
@@ -366,7 +400,12 @@ struct Head {
 
 /// Reads and verifies the record prefix (header, meta section, chunk table) of `entry`,
 /// checking it belongs to `key`; the body is left on disk.
-fn read_head(file: &std::fs::File, entry: IndexEntry, key: &str) -> Result<Head, RangeError> {
+fn read_head(
+    file: &std::fs::File,
+    entry: IndexEntry,
+    key: &str,
+    read_at: impl Fn(&std::fs::File, u64, usize) -> io::Result<Vec<u8>>,
+) -> Result<Head, RangeError> {
     let base = u64::from(entry.offset);
     let first = (entry.len as usize).min(4096);
     let mut prefix = read_at(file, base, first).map_err(RangeError::Io)?;
@@ -710,6 +749,7 @@ impl DiskStore {
             io: Arc::new(lanes::Lanes {
                 read: lanes::Lane::new(cfg.read_queue),
                 append: lanes::Lane::new(cfg.append_queue),
+                fast: fastpath::FastPath::new(cfg.fast_reads),
             }),
             #[cfg(any(test, feature = "testing"))]
             hooks: reclaim::hooks::Hooks::default(),
@@ -802,7 +842,12 @@ impl DiskStore {
             LaneKind::AppendAlways => lanes.append.push_always(run),
         };
         match pushed {
-            Ok(()) => Some(completion),
+            Ok(()) => {
+                if read {
+                    self.tier.io.fast.queued();
+                }
+                Some(completion)
+            }
             Err(lanes::Refused::Closed(run)) => {
                 run();
                 Some(completion)
@@ -817,8 +862,13 @@ impl DiskStore {
         }
     }
 
-    /// [`DiskStore::get`] on a read thread. A full read queue answers at once with a miss.
+    /// [`DiskStore::get`] for an async caller, answered at once when the page cache holds the
+    /// record (read on the caller's thread, never waiting for the device: see `fastpath.rs`),
+    /// otherwise on a read thread. A full read queue answers at once with a miss.
     pub fn get_async(&self, key: &CacheKey, now: SystemTime) -> Completion<Option<StoredObject>> {
+        if let Some(found) = self.get_now(key, now) {
+            return Completion::ready(found);
+        }
         let key = key.clone();
         self.submit(LaneKind::Read, None, move |d| d.get(&key, now))
             .unwrap_or_else(|| {
@@ -827,14 +877,31 @@ impl DiskStore {
             })
     }
 
-    /// [`DiskStore::get_chunked`] on a read thread. A full read queue answers `None` at once
-    /// (the caller's `get` then decides).
+    /// [`DiskStore::get`] if it can be answered without waiting for the device: `Some` (the
+    /// answer) when the record is absent or its bytes are all in the page cache (read on this
+    /// thread), `None` when it must be read on a read thread.
+    pub(crate) fn get_now(&self, key: &CacheKey, now: SystemTime) -> Option<Option<StoredObject>> {
+        if !self.tier.io.fast.enabled() {
+            return None;
+        }
+        self.tier.get_with(key, now, Read::NoWait).ok()
+    }
+
+    /// [`DiskStore::get_chunked`] for an async caller: the head is read on the caller's thread
+    /// when the page cache holds it, otherwise on a read thread. A full read queue answers
+    /// `None` at once (the caller's `get` then decides).
     pub fn get_chunked_async(
         &self,
         key: &CacheKey,
         min_record: u64,
         now: SystemTime,
     ) -> Completion<Option<ChunkedHit>> {
+        if self.tier.io.fast.enabled() {
+            if let Ok(hit) = Tier::get_chunked_with(&self.tier, key, min_record, now, Read::NoWait)
+            {
+                return Completion::ready(hit);
+            }
+        }
         let key = key.clone();
         self.submit(LaneKind::Read, None, move |d| {
             d.get_chunked(&key, min_record, now)
@@ -1046,6 +1113,8 @@ impl DiskStore {
             reclaim_steps: load(&c.reclaim_steps),
             reclaiming: tier.reclaiming.load(Ordering::Relaxed),
             read_queue_full: load(&c.read_queue_full),
+            fast_reads: load(&tier.io.fast.fast),
+            queued_reads: load(&tier.io.fast.queued),
             append_queue_full: load(&c.append_queue_full),
             checksum_failures: load(&c.checksum_failures),
             retired_segments: load(&c.retired_segments),
@@ -1071,6 +1140,17 @@ impl DiskStore {
     #[doc(hidden)]
     pub fn park_reclaim_at(&self, point: &'static str) {
         self.tier.hooks.park_at(point);
+    }
+
+    /// Makes every page-cache read of the fast path report `EAGAIN`, as if nothing were cached,
+    /// so reads for async callers go to the read threads (tests).
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn force_read_eagain(&self, on: bool) {
+        self.tier
+            .io
+            .fast
+            .force_errno(on.then_some(rustix::io::Errno::AGAIN));
     }
 
     /// Waits until a thread is parked at `point` (tests).
@@ -1205,23 +1285,57 @@ impl Tier {
     }
 
     fn get(&self, key: &CacheKey, now: SystemTime) -> Option<StoredObject> {
+        self.get_with(key, now, Read::Wait).unwrap_or(None)
+    }
+
+    /// [`Tier::get`]; with [`Read::NoWait`] the record is read only if the page cache holds it
+    /// (`Err(WouldWait)` otherwise, before anything is counted, so the caller queues a `get`).
+    fn get_with(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+        how: Read,
+    ) -> Result<Option<StoredObject>, WouldWait> {
         let hash = key.hash64();
         let (file, path, entry) = {
             let mut ix = self.index();
-            let (entry, segment) = self.locate(&mut ix, hash, Some(now))?;
-            let path = (entry.len as usize >= segment::LARGE_READ).then(|| segment.path.clone());
+            let Some((entry, segment)) = self.locate(&mut ix, hash, Some(now)) else {
+                return Ok(None);
+            };
+            let path = (how == Read::Wait && entry.len as usize >= segment::LARGE_READ)
+                .then(|| segment.path.clone());
             (segment.file.clone(), path, entry)
         };
         // I/O and verification happen outside the lock.
         let (offset, len) = (u64::from(entry.offset), entry.len as usize);
-        let read = match &path {
+        let read = match (how, &path) {
+            (Read::NoWait, _) => match self.io.fast.try_read(&file, offset, len) {
+                Some(bytes) => {
+                    self.io.fast.served();
+                    Ok(bytes)
+                }
+                None => return Err(WouldWait),
+            },
             // Any failure of the own handle (reclaimed meanwhile, out of descriptors) falls back
             // to the shared one, so only a failed read of the record itself retires a segment.
-            Some(path) => {
+            (Read::Wait, Some(path)) => {
                 segment::read_large(path, offset, len).or_else(|_| read_at(&file, offset, len))
             }
-            None => read_at(&file, offset, len),
+            (Read::Wait, None) => read_at(&file, offset, len),
         };
+        Ok(self.decoded(key, hash, entry, now, read))
+    }
+
+    /// What a `get` does with the bytes it read (or failed to read): verifies and decodes them,
+    /// marks the record hot and counts the hit; a failure is a miss and may retire the segment.
+    fn decoded(
+        &self,
+        key: &CacheKey,
+        hash: u64,
+        entry: IndexEntry,
+        now: SystemTime,
+        read: io::Result<Vec<u8>>,
+    ) -> Option<StoredObject> {
         let result = read.map(|bytes| decode_object(Bytes::from(bytes), key.text()));
         let mut ix = self.index();
         let same = |ix: &IndexState| {
@@ -1296,25 +1410,56 @@ impl Tier {
         min_record: u64,
         now: SystemTime,
     ) -> Option<ChunkedHit> {
+        Self::get_chunked_with(this, key, min_record, now, Read::Wait).unwrap_or(None)
+    }
+
+    /// [`Tier::get_chunked`]; with [`Read::NoWait`] the head is read only if the page cache
+    /// holds it (`Err(WouldWait)` otherwise, before anything is counted).
+    fn get_chunked_with(
+        this: &Arc<Self>,
+        key: &CacheKey,
+        min_record: u64,
+        now: SystemTime,
+        how: Read,
+    ) -> Result<Option<ChunkedHit>, WouldWait> {
         let hash = key.hash64();
         let (file, entry) = {
             let mut ix = this.index();
             // Absent, short and expired records are left to `get`, which counts them once.
             let take = |e: &IndexEntry| u64::from(e.len) >= min_record && !e.expired(now);
             if !ix.index.entries.get(&hash).is_some_and(take) {
-                return None;
+                return Ok(None);
             }
-            let (entry, segment) = this.locate(&mut ix, hash, Some(now))?;
+            let Some((entry, segment)) = this.locate(&mut ix, hash, Some(now)) else {
+                return Ok(None);
+            };
             (segment.file.clone(), entry)
         };
-        let result = read_head(&file, entry, key.text());
+        let result = match how {
+            Read::Wait => read_head(&file, entry, key.text(), read_at),
+            Read::NoWait => {
+                let fast = &this.io.fast;
+                let try_read = |f: &std::fs::File, offset: u64, len: usize| {
+                    fast.try_read(f, offset, len)
+                        .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+                };
+                match read_head(&file, entry, key.text(), try_read) {
+                    // Not all cached (or a real error, which the queued read meets and reports).
+                    Err(RangeError::Io(_)) => return Err(WouldWait),
+                    result => {
+                        fast.served();
+                        result
+                    }
+                }
+            }
+        };
         let mut ix = this.index();
         let same = ix
             .index
             .entries
             .get(&hash)
             .is_some_and(|e| e.location() == entry.location());
-        match result {
+        Ok(match result {
             // Counted as a hit (and marked hot) only when served: see `ChunkedHit::served`.
             Ok(head) if now < head.meta.keep_until => Some(ChunkedHit {
                 status: head.status,
@@ -1369,7 +1514,7 @@ impl Tier {
                 }
                 None
             }
-        }
+        })
     }
 
     /// The writer lock with room for `len` more bytes in the active segment, rotating (and so

@@ -452,15 +452,26 @@ impl TapReader {
         self.finish(span, read)
     }
 
-    /// [`TapReader::poll_next`] for async callers: bytes already written are read on an SSD
-    /// read thread (always queued: the response is under way) and the task is woken when they
-    /// are there.
+    /// [`TapReader::poll_next`] for async callers: bytes already written are read at once on
+    /// the calling thread when the page cache holds them (never waiting for the device, see
+    /// `fastpath.rs`; just written, they nearly always are), otherwise on an SSD read thread
+    /// (always queued: the response is under way) and the task is woken when they are there.
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Next {
         if self.pending.is_none() {
             let span = match self.span(cx) {
                 Ok(span) => span,
                 Err(now) => return now,
             };
+            let sh = &self.shared;
+            let len = (span.to - span.from) as usize;
+            if let Some(buf) = sh
+                .io
+                .fast
+                .try_read(&sh.file, sh.body_start + span.from, len)
+            {
+                sh.io.fast.served();
+                return self.finish(span, Ok(buf));
+            }
             let (completion, done) =
                 Completion::pending(Err(io::Error::other("tap read abandoned")));
             let sh = self.shared.clone();
@@ -471,8 +482,10 @@ impl TapReader {
                 }
             });
             // Never `Full` (always queued); once the store is gone the caller reads.
-            if let Err(Refused::Closed(job)) = self.shared.io.read.push_always(job) {
-                job();
+            match self.shared.io.read.push_always(job) {
+                Ok(()) => self.shared.io.fast.queued(),
+                Err(Refused::Closed(job)) => job(),
+                Err(Refused::Full) => {}
             }
             self.pending = Some((span, completion));
         }

@@ -1,5 +1,7 @@
 //! The SSD I/O threads and their queues: shedding when full without blocking the caller,
-//! purges applied in submission order after queued inserts, cancelled reads, async hits.
+//! purges applied in submission order after queued inserts, cancelled reads, async hits; and
+//! the page-cache fast path in front of the read threads (reads served on the caller's thread,
+//! counted, with identical bytes; a read that would wait falls back to the threads).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::mpsc;
@@ -37,6 +39,8 @@ fn tiny_queues(dir: &Path) -> DiskConfig {
 fn full_queues_shed_without_blocking() {
     let dir = TempDir::new("lanes-full");
     let (store, _) = open(&tiny_queues(dir.path()));
+    // Every read goes to the threads (as if nothing were in the page cache).
+    store.force_read_eagain(true);
     let (a, b) = (key("https://a.example/a"), key("https://a.example/b"));
     store.insert(&a, &object(b"a", &[]), t(1));
     store.insert(&b, &object(b"b", &[]), t(1));
@@ -76,17 +80,25 @@ fn full_queues_shed_without_blocking() {
 fn dropping_a_completion_cancels_the_read() {
     let dir = TempDir::new("lanes-cancel");
     let (store, _) = open(&tiny_queues(dir.path()));
+    store.force_read_eagain(true);
     let a = key("https://a.example/a");
     store.insert(&a, &object(b"a", &[]), t(1));
     let release = block(&store, LaneKind::Read);
     let before = store.stats();
     drop(store.get_async(&a, t(2)));
     drop(release);
-    // The read thread is FIFO: once a later job ran, the cancelled one was passed over.
-    store
-        .submit(LaneKind::Read, (), |_| ())
-        .expect("queued")
-        .wait();
+    // The read thread is FIFO: once a later job ran, the cancelled one was passed over. The
+    // queue holds one job, so the later one is queued once the thread took the cancelled one.
+    let later = (0..5_000)
+        .find_map(|_| {
+            let queued = store.submit(LaneKind::Read, (), |_| ());
+            if queued.is_none() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            queued
+        })
+        .expect("queued");
+    later.wait();
     let after = store.stats();
     assert_eq!((after.hits, after.misses), (before.hits, before.misses));
 }
@@ -160,4 +172,235 @@ fn hybrid_ram_hits_answer_at_once_and_a_stale_promotion_is_undone() {
     // Purges clear both tiers.
     assert!(hybrid.remove_async(&k).wait());
     assert!(hybrid.get_async(&k, t(3)).wait().is_none());
+}
+
+/// Polls `f` with a no-op waker until it is ready, counting the `Pending`s.
+fn poll_until<T>(mut f: impl FnMut(&mut std::task::Context<'_>) -> std::task::Poll<T>) -> (T, u32) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut pending = 0;
+    loop {
+        match f(&mut cx) {
+            std::task::Poll::Ready(v) => return (v, pending),
+            std::task::Poll::Pending => {
+                pending += 1;
+                assert!(pending < 5_000, "never ready");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// Reads a chunked hit whole through `poll_next_chunk`; the bytes and the `Pending`s met.
+fn read_chunks(hit: &ChunkedHit) -> (Vec<u8>, u32) {
+    let mut reader = hit.reader(0..hit.body_len);
+    let mut out = Vec::new();
+    let mut pendings = 0;
+    loop {
+        let (next, p) = poll_until(|cx| reader.poll_next_chunk(cx));
+        pendings += p;
+        match next {
+            Some(piece) => out.extend_from_slice(&piece.unwrap()),
+            None => return (out, pendings),
+        }
+    }
+}
+
+/// A store with 1000-byte chunks, holding a small object and a 10 500-byte one (11 chunks).
+fn fast_store(dir: &TempDir) -> (DiskStore, CacheKey, StoredObject, CacheKey, Vec<u8>) {
+    let c = DiskConfig {
+        chunk_bytes: 1000,
+        ..cfg(dir.path(), 4 << 20, 1 << 20)
+    };
+    let (store, _) = open(&c);
+    let small = key("https://a.example/small");
+    let small_obj = object(b"small body", &["t"]);
+    store.insert(&small, &small_obj, t(1));
+    let big = key("https://a.example/big");
+    let body = patterned(10_500);
+    store.insert(&big, &object(&body, &["t"]), t(1));
+    (store, small, small_obj, big, body)
+}
+
+#[test]
+fn cached_reads_are_served_on_the_callers_thread_with_identical_bytes() {
+    let dir = TempDir::new("fast-path");
+    let (store, small, small_obj, big, body) = fast_store(&dir);
+    if !store.tier.io.fast.enabled() {
+        eprintln!("the temp dir's file system has no RWF_NOWAIT: nothing to test here");
+        return;
+    }
+    let before = store.stats();
+
+    // A lookup: answered at once, the same object as the blocking read.
+    let hit = store.get_async(&small, t(2));
+    assert!(hit.is_ready(), "a cached record needs no read thread");
+    assert_same(&hit.wait().unwrap(), &small_obj);
+    assert_same(&store.get(&small, t(2)).unwrap(), &small_obj);
+    // A miss is answered at once too (nothing to read).
+    let miss = store.get_async(&key("https://a.example/absent"), t(2));
+    assert!(miss.is_ready());
+    assert!(miss.wait().is_none());
+
+    // A chunked hit: the head at once, then every chunk without a `Pending`.
+    let opened = store.get_chunked_async(&big, 0, t(2));
+    assert!(opened.is_ready());
+    let hit = opened.wait().unwrap();
+    let (out, pendings) = read_chunks(&hit);
+    assert_eq!(out, body);
+    assert_eq!(pendings, 0, "every chunk read on the caller's thread");
+    assert_eq!(
+        hit.reader(0..hit.body_len).read_all().unwrap(),
+        Bytes::from(body.clone()),
+        "the blocking reader agrees"
+    );
+
+    let after = store.stats();
+    // 1 lookup + 1 head + 11 chunks.
+    assert_eq!(after.fast_reads - before.fast_reads, 13);
+    assert_eq!(after.queued_reads, before.queued_reads, "nothing queued");
+    assert_eq!(
+        after.hits - before.hits,
+        2,
+        "the async and the blocking lookup"
+    );
+    assert_eq!(after.misses - before.misses, 1);
+
+    // A follower of a streamed fill reads what was written, at once.
+    let k = key("https://a.example/streamed");
+    let sbody = patterned(2_500);
+    let obj = object(&sbody, &[]);
+    let mut fill = store.begin_stream(&k, &stream_head(&obj), t(1)).unwrap();
+    let mut reader = fill.tap().reader(0);
+    fill.write(&sbody).unwrap();
+    let mut got = Vec::new();
+    loop {
+        let (next, pendings) = poll_until(|cx| reader.poll_read(cx));
+        assert_eq!(pendings, 0);
+        match next {
+            Some(piece) => got.extend_from_slice(&piece.unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(got, sbody);
+    assert_eq!(fill.commit(t(2)), Admission::Admitted);
+    let last = store.stats();
+    assert!(
+        last.fast_reads - after.fast_reads >= 3,
+        "one read per chunk"
+    );
+    assert_eq!(last.queued_reads, before.queued_reads);
+    assert_eq!(last.stream_tap_bytes, 2_500);
+    store.check_invariants();
+}
+
+#[test]
+fn a_read_that_would_wait_falls_back_to_the_read_threads() {
+    let dir = TempDir::new("fast-path-fallback");
+    let (store, small, small_obj, big, body) = fast_store(&dir);
+    // As if the page cache held nothing: every try reports EAGAIN.
+    store.force_read_eagain(true);
+    let before = store.stats();
+
+    assert_same(&store.get_async(&small, t(2)).wait().unwrap(), &small_obj);
+    let hit = store.get_chunked_async(&big, 0, t(2)).wait().unwrap();
+    let (out, _) = read_chunks(&hit);
+    assert_eq!(out, body);
+
+    let k = key("https://a.example/streamed");
+    let sbody = patterned(2_500);
+    let obj = object(&sbody, &[]);
+    let mut fill = store.begin_stream(&k, &stream_head(&obj), t(1)).unwrap();
+    let mut reader = fill.tap().reader(0);
+    fill.write(&sbody).unwrap();
+    let mut got = Vec::new();
+    while let (Some(piece), _) = poll_until(|cx| reader.poll_read(cx)) {
+        got.extend_from_slice(&piece.unwrap());
+    }
+    assert_eq!(got, sbody);
+    drop(fill);
+
+    let after = store.stats();
+    assert_eq!(
+        after.fast_reads, before.fast_reads,
+        "nothing served by the fast path"
+    );
+    // 1 lookup + 1 head + 11 chunks + at least one tap read.
+    assert!(after.queued_reads - before.queued_reads >= 14);
+    assert_eq!(after.hits - before.hits, 1);
+    assert_eq!((after.misses, after.checksum_failures), (before.misses, 0));
+
+    // Back to the page cache: served on the caller's thread again (where supported).
+    store.force_read_eagain(false);
+    let again = store.get_async(&small, t(2));
+    if store.tier.io.fast.enabled() {
+        assert!(again.is_ready());
+        assert_eq!(store.stats().fast_reads, after.fast_reads + 1);
+    }
+    assert_same(&again.wait().unwrap(), &small_obj);
+}
+
+#[test]
+fn a_file_system_without_nowait_sends_every_read_to_the_threads() {
+    let dir = TempDir::new("fast-path-unsupported");
+    let (store, small, small_obj, _, _) = fast_store(&dir);
+    store
+        .tier
+        .io
+        .fast
+        .force_errno(Some(rustix::io::Errno::OPNOTSUPP));
+    assert_same(&store.get_async(&small, t(2)).wait().unwrap(), &small_obj);
+    store.tier.io.fast.force_errno(None);
+    assert!(!store.tier.io.fast.enabled(), "EOPNOTSUPP is remembered");
+    let before = store.stats();
+    assert_same(&store.get_async(&small, t(2)).wait().unwrap(), &small_obj);
+    let after = store.stats();
+    assert_eq!(after.fast_reads, before.fast_reads);
+    assert_eq!(after.queued_reads, before.queued_reads + 1);
+    // So does `fast_reads = false`.
+    drop(store);
+    let c = DiskConfig {
+        fast_reads: false,
+        chunk_bytes: 1000,
+        ..cfg(dir.path(), 4 << 20, 1 << 20)
+    };
+    let (store, _) = open(&c);
+    assert_same(&store.get_async(&small, t(2)).wait().unwrap(), &small_obj);
+    let s = store.stats();
+    assert_eq!((s.fast_reads, s.queued_reads), (0, 1));
+}
+
+#[test]
+fn hybrid_ssd_hits_in_the_page_cache_are_promoted_at_once() {
+    let dir = TempDir::new("fast-path-hybrid");
+    let (hybrid, _) = HybridStore::open_with(
+        MemoryStore::new(1 << 20, PolicyKind::Lru),
+        &cfg(dir.path(), 4 << 20, 1 << 20),
+        t(0),
+    )
+    .unwrap();
+    let k = key("https://a.example/x");
+    let obj = object(b"x body", &[]);
+    assert!(hybrid
+        .insert_async(k.clone(), Arc::new(obj.clone()), t(1))
+        .wait()
+        .is_admitted());
+    hybrid.ram().remove(&k);
+    let disk = hybrid.disk().unwrap();
+    let fast = disk.tier.io.fast.enabled();
+    let hit = hybrid.get_async(&k, t(2));
+    assert_eq!(
+        hit.is_ready(),
+        fast,
+        "ready at once when served from the page cache"
+    );
+    assert_same(&hit.wait().unwrap(), &obj);
+    assert!(hybrid.ram().contains(&k), "promoted");
+    assert_eq!(hybrid.stats_hybrid().disk_hits, 1);
+    // Through the read threads: the same answer, promoted there.
+    hybrid.ram().remove(&k);
+    disk.force_read_eagain(true);
+    assert_same(&hybrid.get_async(&k, t(2)).wait().unwrap(), &obj);
+    assert!(hybrid.ram().contains(&k));
+    let s = disk.stats();
+    assert_eq!((s.fast_reads, s.queued_reads), (u64::from(fast), 1));
 }
