@@ -2,7 +2,8 @@
 //! (up to the tenant's object limit) and stores the object when the body is complete, through the
 //! purge log, so a purge that lands while the fill runs is never undone by it. A fill streamed
 //! onto SSD instead writes each chunk there at once (followers read it back from SSD, nothing is
-//! buffered) and commits it at the end; if an SSD write fails (a full disk), the rest of the body
+//! buffered; the writes run on the store's append thread, batched, see `fill_stream.rs`) and
+//! commits it at the end; if an SSD write fails (a full disk), the rest of the body
 //! *spills* into the fill registry and every reader carries on from there, so no client sees a
 //! short body because the cache's disk filled up. [`FillingBody`] is the leader's own client body:
 //! it reads the origin body directly (no task between origin and client) and, if the client goes
@@ -10,6 +11,7 @@
 //! get the whole object.
 
 use crate::fill_head::FillHead;
+use crate::fill_stream::{Spill, SsdStream, Until};
 use crate::key::CacheRequest;
 use crate::objects::{self, cacheable_object};
 use bytes::{Bytes, BytesMut};
@@ -39,8 +41,8 @@ pub struct Filling {
     since: u64,
     buf: BytesMut,
     keep: bool,
-    /// The SSD reservation the body streams into.
-    stream: Option<StreamFill>,
+    /// The SSD reservation the body streams into, and its writes under way.
+    stream: Option<SsdStream>,
     /// Whether the fill started streaming onto SSD (followers read the SSD tier first).
     streaming: bool,
     /// Body bytes received.
@@ -75,7 +77,7 @@ impl Filling {
             since,
             buf: BytesMut::with_capacity(cap),
             keep: !streaming,
-            stream,
+            stream: stream.map(SsdStream::new),
             streaming,
             received: 0,
         }
@@ -93,11 +95,12 @@ impl Filling {
         self.received += data.len() as u64;
         if let Some(stream) = self.stream.as_mut() {
             // Followers read what is written to SSD.
-            match stream.write(data) {
+            match stream.push(data.clone()) {
                 Ok(()) => return,
-                Err(e) => self.spill(at, &e),
+                Err(spill) => self.spill(spill),
             }
         }
+        debug_assert!(self.head.spilled_from().is_none_or(|from| from <= at));
         if self.keep {
             if (self.buf.len() + data.len()) as u64 > self.req.tenant.max_object_bytes {
                 self.keep = false;
@@ -109,18 +112,48 @@ impl Filling {
         self.leader.push(data.clone());
     }
 
-    /// The SSD stream failed at body offset `at`: from here on the body goes through the fill
-    /// registry (readers of the SSD stream switch to it where the stream stops), and the object
-    /// is not stored (its first `at` bytes are nowhere else).
-    fn spill(&mut self, at: u64, e: &std::io::Error) {
+    /// The SSD stream failed at body offset `spill.at`: from here on the body goes through the
+    /// fill registry (readers of the SSD stream switch to it where the stream stops), starting
+    /// with the bytes the failed writes did not write, and the object is not stored (its first
+    /// bytes are nowhere else).
+    fn spill(&mut self, spill: Spill) {
         let node = &self.req.node;
         if let Some(suppressed) = node.warnings.disk.allow() {
-            tracing::warn!(key = %self.key, error = %e, at, suppressed,
+            tracing::warn!(key = %self.key, error = %spill.error, at = spill.at, suppressed,
                 "SSD write failed during a streamed fill; serving the rest from the origin stream");
         }
         self.stream = None;
         self.keep = false;
-        self.head.mark_spilled(at);
+        // Set before the first spilled byte is pushed: a reader that sees one sees this.
+        self.head.mark_spilled(spill.at);
+        for piece in spill.rest {
+            self.leader.push(piece);
+        }
+    }
+
+    /// Drives the SSD writes until `until` holds; `Pending` while a write is under way (the
+    /// task is woken when it ends). A failed write spills here.
+    fn poll_stream(&mut self, cx: &mut Context<'_>, until: Until) -> Poll<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(());
+        };
+        match stream.poll_progress(cx, until) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Ready(Err(spill)) => {
+                self.spill(spill);
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// What to wait for before reading more of the origin body: every queued byte submitted, or
+    /// (when too much is queued) written.
+    fn stream_until(&self) -> Until {
+        match &self.stream {
+            Some(s) if s.over_limit() => Until::Written,
+            _ => Until::Submitted,
+        }
     }
 
     fn fail(mut self, why: FillFailure) {
@@ -155,6 +188,14 @@ impl Filling {
         let head = self.head.clone();
         let purges = &node.purges;
         if let Some(stream) = self.stream.take() {
+            let stream = match stream.finish().await {
+                Ok(stream) => stream,
+                Err(spill) => {
+                    // The rest goes to the followers through the registry; nothing is stored.
+                    self.spill(spill);
+                    return self.leader.finish();
+                }
+            };
             let now = node.clock.now();
             let committed =
                 purges.commit_unless_purged(self.since, self.key.text(), head.tags(), || {
@@ -210,6 +251,10 @@ impl Filling {
     /// Read the rest of `body` into the fill (for when no client is reading it).
     pub async fn drain(mut self, mut body: Incoming) {
         loop {
+            // Queued SSD writes go out before the next wait for the origin (all of them are
+            // written first when too many are queued).
+            let until = self.stream_until();
+            std::future::poll_fn(|cx| self.poll_stream(cx, until)).await;
             match tokio::time::timeout(BODY_IDLE, body.frame()).await {
                 Ok(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
@@ -271,6 +316,14 @@ impl Body for FillingBody {
         let Some(body) = this.body.as_mut() else {
             return Poll::Ready(None);
         };
+        if let Some(f) = this.filling.as_mut() {
+            // Queued SSD writes go out as the previous one ends (this task is woken then); with
+            // too many queued, the origin waits for the disk.
+            let until = f.stream_until();
+            if f.poll_stream(cx, until).is_pending() && until == Until::Written {
+                return Poll::Pending;
+            }
+        }
         match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle

@@ -13,6 +13,7 @@ pub mod conn;
 pub mod error;
 pub mod fill;
 pub mod fill_head;
+pub mod fill_stream;
 pub mod filters;
 pub mod flow;
 pub mod hop;

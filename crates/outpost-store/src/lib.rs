@@ -17,7 +17,7 @@ mod store;
 
 pub use disk::{
     ChunkError, ChunkReader, ChunkedHit, Completion, DiskConfig, DiskStats, DiskStore, OpenError,
-    RangeRead, RecoveryReport, StreamFill, StreamHead, StreamTap, TapError, TapReader,
+    RangeRead, RecoveryReport, StreamFill, StreamHead, StreamTap, TapError, TapReader, Written,
     DEFAULT_READ_THREADS, DEFAULT_SEGMENT_BYTES,
 };
 pub use hybrid::{HybridStats, HybridStore};

@@ -196,7 +196,7 @@ async fn keep_alive_connection_is_closed_by_stop() {
     let raw = raw_request(
         o.addr(),
         b"GET /k HTTP/1.1\r\nHost: h\r\n\r\n",
-        Duration::from_millis(200),
+        Duration::from_secs(30),
     );
     let stopper = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -208,8 +208,8 @@ async fn keep_alive_connection_is_closed_by_stop() {
     assert!(raw.starts_with("HTTP/1.1 200"));
     assert!(raw.ends_with("path:/k"));
     assert!(
-        t.elapsed() < Duration::from_millis(190),
-        "closed by stop, not by the timeout"
+        t.elapsed() < Duration::from_secs(15),
+        "closed by stop, not by the 30 s timeout"
     );
 }
 

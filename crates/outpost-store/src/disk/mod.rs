@@ -73,7 +73,7 @@ pub use format::{FormatError, DEFAULT_CHUNK_BYTES, FORMAT_VERSION};
 pub use index::{index_footprint, IndexFootprint};
 pub use lanes::Completion;
 pub use recovery::RecoveryReport;
-pub use stream::{StreamFill, StreamTap, TapError, TapReader};
+pub use stream::{StreamFill, StreamTap, TapError, TapReader, Written};
 
 use format::{
     decode_object, encode_meta, encode_object, encode_pending, encode_purge, format_file_text,

@@ -120,6 +120,16 @@ pub struct StreamFill {
     done: bool,
 }
 
+/// What a queued write ([`StreamFill::write_queued`]) hands back.
+#[derive(Debug)]
+pub struct Written {
+    /// The fill, to write more into or commit; `None` when the write was abandoned (the store
+    /// shut down under it).
+    pub fill: Option<StreamFill>,
+    /// `Ok` when every byte was written; an error failed the fill, as [`StreamFill::write`] does.
+    pub result: io::Result<()>,
+}
+
 /// What [`DiskStore::begin_stream`](super::DiskStore::begin_stream) reserved.
 pub(super) struct Reservation {
     pub tier: Arc<Tier>,
@@ -250,6 +260,39 @@ impl StreamFill {
             st.crcs.extend(completed);
         });
         Ok(())
+    }
+
+    /// [`StreamFill::write`] for async callers: `data` is written, in order, on the SSD append
+    /// thread (a `pwrite` can wait for the device, e.g. when writeback throttles dirty pages),
+    /// after every append submitted before it; the fill comes back with the outcome. Readers see
+    /// the bytes as they are written. A caller that drops the [`Completion`] abandons the fill.
+    ///
+    /// Buffered `RWF_NOWAIT` writes (which would let a write skip the thread as reads do) are
+    /// refused by ext4 on the kernels measured (`EOPNOTSUPP`), so every write is queued; callers
+    /// batch what arrives while one write is under way.
+    pub fn write_queued(self, data: Vec<Bytes>) -> Completion<Written> {
+        let io = self.tier.io.clone();
+        let (completion, done) = Completion::pending(Written {
+            fill: None,
+            result: Err(io::Error::other("streamed write abandoned")),
+        });
+        let job: super::lanes::Job = Box::new(move || {
+            if done.is_cancelled() {
+                // The caller gave the fill up: dropping it abandons the reservation.
+                return;
+            }
+            let mut fill = self;
+            let result = data.iter().try_for_each(|d| fill.write(d));
+            done.complete(Written {
+                fill: Some(fill),
+                result,
+            });
+        });
+        // Always queued (a response is under way); once the store is gone the caller writes.
+        if let Err(Refused::Closed(job)) = io.append.push_always(job) {
+            job();
+        }
+        completion
     }
 
     fn fail(&mut self, why: &'static str) {
@@ -388,6 +431,11 @@ impl Writer {
 pub struct StreamTap(Arc<Shared>);
 
 impl StreamTap {
+    /// Body bytes written (and visible to readers) so far.
+    pub fn written(&self) -> u64 {
+        self.0.lock().written
+    }
+
     /// The body length the fill announced.
     pub fn body_len(&self) -> u64 {
         self.0.body_len
