@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use outpost_http::cache_control::ResponseCacheControl;
 use outpost_http::date::{parse_http_date, parse_http_date_strict};
 use outpost_http::freshness::{freshness_lifetime, Lifetime};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&b, v)) = data.split_first() else {

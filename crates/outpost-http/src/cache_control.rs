@@ -351,13 +351,18 @@ fn sf_field_list(item: &sfv::BareItem) -> Option<Option<Vec<String>>> {
         return Some(b.then(Vec::new));
     }
     let names = item.as_string()?.as_str();
-    Some(Some(
-        names
-            .split(',')
-            .map(|n| n.trim().to_ascii_lowercase())
-            .filter(|n| !n.is_empty())
-            .collect(),
-    ))
+    // As in Cache-Control (`merge_field_list`): lower-case field names, sorted and deduplicated;
+    // a member that is not a token makes the directive unqualified (the stricter reading).
+    let mut list = Vec::new();
+    for n in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !lex::is_token(n.as_bytes()) {
+            return Some(Some(Vec::new()));
+        }
+        list.push(n.to_ascii_lowercase());
+    }
+    list.sort();
+    list.dedup();
+    Some(Some(list))
 }
 
 /// The source [`effective_response_cc`] would pick, without building the directives.
@@ -936,6 +941,18 @@ mod tests {
         assert_eq!(cc.private, Some(vec!["set-cookie".into(), "x-a".into()]));
         assert_eq!(cc.no_cache, Some(vec![]));
         assert!(cc.must_revalidate && !cc.immutable);
+        // Field lists read as Cache-Control's: sorted, deduplicated; a non-token makes the
+        // directive unqualified (found by the cache_control fuzz target).
+        let list = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CDN_CACHE_CONTROL, hv(v));
+            effective_response_cc(&h).0.private
+        };
+        assert_eq!(
+            list("private=\"Set-CooXie, k-Foo, set-cooxie\", s-maxage=30"),
+            Some(vec!["k-foo".into(), "set-cooxie".into()])
+        );
+        assert_eq!(list("private=\"a b, c\", s-maxage=30"), Some(vec![]));
         assert_eq!(cc.stale_if_error, Some(30));
         // What this cache alone may see is stripped; CDN-Cache-Control is passed on.
         let mut h = HeaderMap::new();
