@@ -304,7 +304,11 @@ mod tests {
         let pieces: Vec<&[u8]> = bytes.chunks(1_200).collect();
         let spill = run(SsdStream::new(fill), &pieces).expect_err("spilled");
         assert_eq!(spill.at, tap.written());
-        assert!(spill.at <= 3_000 && spill.at.is_multiple_of(1_200), "{}", spill.at);
+        assert!(
+            spill.at <= 3_000 && spill.at.is_multiple_of(1_200),
+            "{}",
+            spill.at
+        );
         let rest: Vec<u8> = spill.rest.iter().flat_map(|b| b.iter().copied()).collect();
         // What the readers saw plus what was handed back is the whole body, once.
         let (seen, _) = bytes.split_at(spill.at as usize);

@@ -13,6 +13,8 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::counter::{Count, Sharded};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -34,10 +36,10 @@ pub struct HybridStore {
 /// Counters of the hybrid store and the purge epoch (shared with SSD jobs).
 #[derive(Debug, Default)]
 struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    disk_hits: AtomicU64,
-    promotions: AtomicU64,
+    hits: Sharded,
+    misses: Sharded,
+    disk_hits: Sharded,
+    promotions: Sharded,
     /// Bumped by every purge before it removes from RAM.
     purge_epoch: AtomicU64,
 }
@@ -54,15 +56,15 @@ fn promoted(
     epoch: u64,
 ) -> Option<Arc<StoredObject>> {
     let Some(obj) = found else {
-        n.misses.fetch_add(1, Ordering::Relaxed);
+        n.misses.add(1);
         return None;
     };
     let obj = Arc::new(obj);
-    n.hits.fetch_add(1, Ordering::Relaxed);
-    n.disk_hits.fetch_add(1, Ordering::Relaxed);
+    n.hits.add(1);
+    n.disk_hits.add(1);
     if ram.insert(key.clone(), Arc::clone(&obj), now).is_admitted() {
         if n.purge_epoch.load(Ordering::SeqCst) == epoch {
-            n.promotions.fetch_add(1, Ordering::Relaxed);
+            n.promotions.add(1);
         } else {
             ram.remove(key);
         }
@@ -174,9 +176,8 @@ impl HybridStore {
     /// Hybrid counters (SSD hits, promotions, SSD tier).
     pub fn stats_hybrid(&self) -> HybridStats {
         HybridStats {
-            disk_hits: self.n.disk_hits.load(Ordering::Relaxed)
-                + self.stats_disk().map_or(0, |d| d.chunked_hits),
-            promotions: self.n.promotions.load(Ordering::Relaxed),
+            disk_hits: self.n.disk_hits.get() + self.stats_disk().map_or(0, |d| d.chunked_hits),
+            promotions: self.n.promotions.get(),
             disk: self.stats_disk(),
         }
     }
@@ -226,11 +227,11 @@ impl HybridStore {
 impl Store for HybridStore {
     fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<StoredObject>> {
         if let Some(obj) = self.ram.get(key, now) {
-            self.n.hits.fetch_add(1, Ordering::Relaxed);
+            self.n.hits.add(1);
             return Some(obj);
         }
         let Some(disk) = &self.disk else {
-            self.n.misses.fetch_add(1, Ordering::Relaxed);
+            self.n.misses.add(1);
             return None;
         };
         let epoch = self.n.purge_epoch.load(Ordering::SeqCst);
@@ -243,11 +244,11 @@ impl Store for HybridStore {
     /// full read queue is a miss.
     fn get_async(&self, key: &CacheKey, now: SystemTime) -> Completion<Option<Arc<StoredObject>>> {
         if let Some(obj) = self.ram.get(key, now) {
-            self.n.hits.fetch_add(1, Ordering::Relaxed);
+            self.n.hits.add(1);
             return Completion::ready(Some(obj));
         }
         let Some(disk) = &self.disk else {
-            self.n.misses.fetch_add(1, Ordering::Relaxed);
+            self.n.misses.add(1);
             return Completion::ready(None);
         };
         let epoch = self.n.purge_epoch.load(Ordering::SeqCst);
@@ -260,7 +261,7 @@ impl Store for HybridStore {
             promoted(&ram, &n, &key, found, now, epoch)
         })
         .unwrap_or_else(|| {
-            self.n.misses.fetch_add(1, Ordering::Relaxed);
+            self.n.misses.add(1);
             Completion::ready(None)
         })
     }
@@ -464,8 +465,8 @@ impl Store for HybridStore {
     /// counters add up both tiers.
     fn stats(&self) -> StoreStats {
         let mut stats = self.ram.stats();
-        stats.hits = self.n.hits.load(Ordering::Relaxed);
-        stats.misses = self.n.misses.load(Ordering::Relaxed);
+        stats.hits = self.n.hits.get();
+        stats.misses = self.n.misses.get();
         if let Some(disk) = self.stats_disk() {
             stats.hits += disk.chunked_hits;
             stats.objects += disk.objects;

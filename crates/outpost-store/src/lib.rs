@@ -6,6 +6,7 @@
 //! its own behind bounded queues; async callers use the `_async` forms of [`Store`] and await a
 //! [`Completion`] (no runtime needed), the blocking forms stay for tests and tools.
 
+mod counter;
 pub mod disk;
 mod hashing;
 mod hybrid;

@@ -16,19 +16,27 @@ use std::fs::File;
 use std::io::IoSliceMut;
 #[cfg(any(test, feature = "testing"))]
 use std::sync::atomic::AtomicI32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::counter::{Count, Sharded};
 
 use rustix::io::{Errno, ReadWriteFlags};
+
+/// A flag alone on its cache line.
+#[repr(align(128))]
+#[derive(Debug)]
+struct Padded(AtomicBool);
 
 /// Whether the fast path is on, and what it did.
 #[derive(Debug)]
 pub(super) struct FastPath {
-    /// Cleared by the configuration, or the first time the file system refuses `RWF_NOWAIT`.
-    enabled: AtomicBool,
+    /// Cleared by the configuration, or the first time the file system refuses `RWF_NOWAIT`
+    /// (read on every SSD read: kept off the counters' cache lines).
+    enabled: Padded,
     /// Reads for async callers served on the caller's thread.
-    pub fast: AtomicU64,
+    pub fast: Sharded,
     /// Reads for async callers handed to the read threads.
-    pub queued: AtomicU64,
+    pub queued: Sharded,
     /// Tests: when not 0, every try fails with this errno instead of reading (`EAGAIN`: as if
     /// nothing were cached; `EOPNOTSUPP`: as a file system without `RWF_NOWAIT`).
     #[cfg(any(test, feature = "testing"))]
@@ -38,9 +46,9 @@ pub(super) struct FastPath {
 impl FastPath {
     pub(super) fn new(enabled: bool) -> Self {
         Self {
-            enabled: AtomicBool::new(enabled),
-            fast: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
+            enabled: Padded(AtomicBool::new(enabled)),
+            fast: Sharded::default(),
+            queued: Sharded::default(),
             #[cfg(any(test, feature = "testing"))]
             forced: AtomicI32::new(0),
         }
@@ -48,17 +56,17 @@ impl FastPath {
 
     /// Whether reads are tried on the caller's thread at all.
     pub(super) fn enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed)
+        self.enabled.0.load(Ordering::Relaxed)
     }
 
     /// Counts a read served on the caller's thread.
     pub(super) fn served(&self) {
-        self.fast.fetch_add(1, Ordering::Relaxed);
+        self.fast.add(1);
     }
 
     /// Counts a read handed to the read threads.
     pub(super) fn queued(&self) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.queued.add(1);
     }
 
     /// Tests: make every try fail with `errno` (or, with `None`, read again).
@@ -81,7 +89,7 @@ impl FastPath {
             // Part of the range is not cached (or the file ends early: the thread's read says so).
             Ok(_) => None,
             Err(e @ (Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL)) => {
-                if self.enabled.swap(false, Ordering::Relaxed) {
+                if self.enabled.0.swap(false, Ordering::Relaxed) {
                     tracing::info!(
                         target: "outpost_store::disk",
                         error = %e,

@@ -45,6 +45,7 @@
 //! the segment. Nothing here panics on bad bytes.
 
 mod admission;
+use crate::counter::{Count, Sharded};
 mod chunked;
 mod fastpath;
 mod format;
@@ -306,16 +307,17 @@ pub struct StreamHead {
     pub body_len: u64,
 }
 
-/// Event counters, atomics so that no counter needs a lock (a chunk served, a miss, a scrape).
+/// Event counters, atomics so that no counter needs a lock (a chunk served, a miss, a scrape);
+/// those every hit bumps are sharded per thread (`counter.rs`).
 #[derive(Debug, Default)]
 struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: Sharded,
+    misses: Sharded,
     inserts: AtomicU64,
     rejected: AtomicU64,
     too_large: AtomicU64,
     evictions: AtomicU64,
-    expired: AtomicU64,
+    expired: Sharded,
     reclaimed_segments: AtomicU64,
     reappended: AtomicU64,
     reclaim_steps: AtomicU64,
@@ -324,10 +326,10 @@ struct Counters {
     checksum_failures: AtomicU64,
     retired_segments: AtomicU64,
     io_errors: AtomicU64,
-    range_reads: AtomicU64,
-    range_chunks_read: AtomicU64,
-    chunks_served: AtomicU64,
-    chunked_hits: AtomicU64,
+    range_reads: Sharded,
+    range_chunks_read: Sharded,
+    chunks_served: Sharded,
+    chunked_hits: Sharded,
     stream_fills: AtomicU64,
     stream_commits: AtomicU64,
     stream_aborts: AtomicU64,
@@ -337,17 +339,17 @@ struct Counters {
 }
 
 /// Adds one to a counter.
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+fn bump(c: &impl Count) {
+    c.add(1);
 }
 
 /// Adds `n` to a counter.
-fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
+fn add(c: &impl Count, n: u64) {
+    c.add(n);
 }
 
-fn load(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
+fn load(c: &impl Count) -> u64 {
+    c.get()
 }
 
 /// Part of a stored body with the object's head: the answer of [`DiskStore::get_range`].
