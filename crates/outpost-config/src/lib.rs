@@ -101,7 +101,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// A duration written as seconds (integer) or a string like `"250ms"`, `"10s"`, `"5m"`, `"1h"`, `"2d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Dur(pub Duration);
 
 impl Dur {
@@ -187,6 +187,256 @@ pub struct Config {
     /// Tenants served by this node.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
+    /// The CDN this node belongs to (PoPs of edge boxes, shield sets); none: a standalone node.
+    #[serde(default)]
+    pub topology: Option<TopologyConfig>,
+}
+
+/// `[topology]`: every node of a CDN reads the same one and finds itself in it by `node.name`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    /// How long a box or shield that joined or came back takes to reach its full share of keys.
+    pub ramp_up: Dur,
+    /// Requests per second for one key on one box above which that box also caches the key
+    /// when it is not its owner (hot-key replication in the PoP); 0 disables.
+    pub hot_key_rps: u32,
+    /// Time between active health probes of peers (`GET /healthz` on their metrics listener).
+    pub health_interval: Dur,
+    /// Health probe timeout.
+    pub health_timeout: Dur,
+    /// Consecutive failures (probes or requests) that mark a peer down.
+    pub health_fall: u32,
+    /// Consecutive successful probes that bring a peer back.
+    pub health_rise: u32,
+    /// Simulated latency per link (zero in production).
+    pub latency: LatencyConfig,
+    /// PoPs of edge boxes.
+    #[serde(rename = "pop")]
+    pub pops: Vec<PopConfig>,
+    /// Shield sets (named by tenants' `shield`).
+    #[serde(rename = "shield_set")]
+    pub shield_sets: Vec<ShieldSetConfig>,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        Self {
+            ramp_up: Dur(Duration::from_secs(30)),
+            hot_key_rps: 50,
+            health_interval: Dur(Duration::from_secs(1)),
+            health_timeout: Dur(Duration::from_secs(1)),
+            health_fall: 3,
+            health_rise: 2,
+            latency: LatencyConfig::default(),
+            pops: Vec::new(),
+            shield_sets: Vec::new(),
+        }
+    }
+}
+
+/// `[topology.latency]`: delays added on each link, so tier effects show in timings locally.
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyConfig {
+    /// Client → PoP (added before an edge answers).
+    pub client: Dur,
+    /// Edge → shield (added before each request to a shield set).
+    pub pop_to_shield: Dur,
+    /// Shield → origin (added before each origin request a shield makes).
+    pub shield_to_origin: Dur,
+}
+
+/// `[[topology.pop]]`: the edge boxes of one PoP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopConfig {
+    /// PoP name (metrics label).
+    pub name: String,
+    /// Region (metrics label; the shield set a tenant names may be in another region).
+    pub region: String,
+    /// The boxes.
+    #[serde(rename = "box")]
+    pub boxes: Vec<MemberConfig>,
+}
+
+/// `[[topology.shield_set]]`: shields that share an origin's misses by key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShieldSetConfig {
+    /// Set name (named by `tenant.shield`).
+    pub name: String,
+    /// Region, usually the one nearest the origin.
+    pub region: String,
+    /// The shields.
+    #[serde(rename = "box")]
+    pub boxes: Vec<MemberConfig>,
+}
+
+/// One node of the topology.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Node name: unique in the topology, the `node.name` of that node.
+    pub name: String,
+    /// Its HTTP listener (`host:port`).
+    pub listen: String,
+    /// Its metrics/admin listener (`/healthz` probes go there); empty: TCP probes of `listen`.
+    #[serde(default)]
+    pub metrics: String,
+}
+
+/// A node's place in the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An edge box in a PoP.
+    Edge,
+    /// A shield in a shield set.
+    Shield,
+}
+
+impl Role {
+    /// Name for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Edge => "edge",
+            Role::Shield => "shield",
+        }
+    }
+}
+
+impl TopologyConfig {
+    /// Where `name` sits: role, region, PoP or set name, and its member entry.
+    pub fn find(&self, name: &str) -> Option<(Role, &str, &str, &MemberConfig)> {
+        for p in &self.pops {
+            if let Some(m) = p.boxes.iter().find(|b| b.name == name) {
+                return Some((Role::Edge, &p.region, &p.name, m));
+            }
+        }
+        for s in &self.shield_sets {
+            if let Some(m) = s.boxes.iter().find(|b| b.name == name) {
+                return Some((Role::Shield, &s.region, &s.name, m));
+            }
+        }
+        None
+    }
+
+    /// Every node: (role, region, pop or set, member).
+    pub fn members(&self) -> Vec<(Role, &str, &str, &MemberConfig)> {
+        let mut v = Vec::new();
+        for p in &self.pops {
+            for b in &p.boxes {
+                v.push((Role::Edge, p.region.as_str(), p.name.as_str(), b));
+            }
+        }
+        for s in &self.shield_sets {
+            for b in &s.boxes {
+                v.push((Role::Shield, s.region.as_str(), s.name.as_str(), b));
+            }
+        }
+        v
+    }
+
+    fn validate(&self, tenants: &[TenantConfig]) -> Result<(), ConfigError> {
+        let mut names: Vec<&str> = Vec::new();
+        let mut addrs: Vec<&str> = Vec::new();
+        let groups = self
+            .pops
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("topology.pop[{i}]"), &p.name, &p.region, &p.boxes))
+            .chain(self.shield_sets.iter().enumerate().map(|(i, s)| {
+                (
+                    format!("topology.shield_set[{i}]"),
+                    &s.name,
+                    &s.region,
+                    &s.boxes,
+                )
+            }));
+        let mut group_names: Vec<&str> = Vec::new();
+        for (gp, name, region, boxes) in groups {
+            if !is_name(name) {
+                return Err(ConfigError::new(format!("{gp}.name"), NAME_RULE));
+            }
+            if group_names.contains(&name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{gp}.name"),
+                    format!("duplicate name {name:?}"),
+                ));
+            }
+            group_names.push(name);
+            if !is_name(region) {
+                return Err(ConfigError::new(format!("{gp}.region"), NAME_RULE));
+            }
+            if boxes.is_empty() {
+                return Err(ConfigError::new(format!("{gp}.box"), "at least one box"));
+            }
+            for (j, b) in boxes.iter().enumerate() {
+                let bp = format!("{gp}.box[{j}]");
+                if !is_name(&b.name) {
+                    return Err(ConfigError::new(format!("{bp}.name"), NAME_RULE));
+                }
+                if names.contains(&b.name.as_str()) {
+                    return Err(ConfigError::new(
+                        format!("{bp}.name"),
+                        format!("duplicate node name {:?}", b.name),
+                    ));
+                }
+                names.push(&b.name);
+                check_addr(&format!("{bp}.listen"), &b.listen)?;
+                if !b.metrics.is_empty() {
+                    check_addr(&format!("{bp}.metrics"), &b.metrics)?;
+                }
+                for (field, a) in [("listen", &b.listen), ("metrics", &b.metrics)] {
+                    if a.is_empty() {
+                        continue;
+                    }
+                    if addrs.contains(&a.as_str()) {
+                        return Err(ConfigError::new(
+                            format!("{bp}.{field}"),
+                            format!("address {a} is used twice"),
+                        ));
+                    }
+                    addrs.push(a);
+                }
+            }
+        }
+        for (path, d) in [
+            ("topology.health_interval", self.health_interval),
+            ("topology.health_timeout", self.health_timeout),
+        ] {
+            nonzero(path, d)?;
+        }
+        if self.health_fall == 0 || self.health_rise == 0 {
+            return Err(ConfigError::new(
+                if self.health_fall == 0 {
+                    "topology.health_fall"
+                } else {
+                    "topology.health_rise"
+                },
+                "must be at least 1",
+            ));
+        }
+        for (i, t) in tenants.iter().enumerate() {
+            if let Some(s) = &t.shield {
+                if !self.shield_sets.iter().any(|set| &set.name == s) {
+                    return Err(ConfigError::new(
+                        format!("tenant[{i}].shield"),
+                        format!("no [[topology.shield_set]] is called {s:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+const NAME_RULE: &str = "must be non-empty and use only letters, digits, '-', '_' and '.'";
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// `[node]`.
@@ -291,6 +541,10 @@ pub struct TenantConfig {
     /// Per-path rules (first matching prefix wins).
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// The shield set (a `[[topology.shield_set]]` name) every edge sends this tenant's misses
+    /// to; none: edges go to the origins directly.
+    #[serde(default)]
+    pub shield: Option<String>,
 }
 
 /// `[tenant.cache]`: defaults applied where the origin says nothing.
@@ -416,6 +670,14 @@ impl fmt::Display for Config {
 impl Config {
     /// Parse and validate a TOML document.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg = Self::parse_toml(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse a TOML document without the semantic checks (a topology file read by
+    /// `outpost up --topology`, whose `node.name` is chosen per member: see [`Config::for_member`]).
+    pub fn parse_toml(text: &str) -> Result<Config, ConfigError> {
         let de = toml::Deserializer::new(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -437,7 +699,6 @@ impl Config {
                 format!("{msg}{at}"),
             )
         })?;
-        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -621,7 +882,47 @@ impl Config {
                 }
             }
         }
+        match &self.topology {
+            Some(topo) => {
+                topo.validate(&self.tenants)?;
+                if topo.find(&self.node.name).is_none() {
+                    return Err(ConfigError::new(
+                        "node.name",
+                        format!(
+                            "{:?} is not a box of any [[topology.pop]] or [[topology.shield_set]]",
+                            self.node.name
+                        ),
+                    ));
+                }
+            }
+            None => {
+                if let Some(i) = self.tenants.iter().position(|t| t.shield.is_some()) {
+                    return Err(ConfigError::new(
+                        format!("tenant[{i}].shield"),
+                        "needs a [topology] with that shield set",
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The config of the topology member `name`: `node.name`, `listen` and `metrics` from its
+    /// entry; everything else (tenants, store, limits) as in this config.
+    pub fn for_member(&self, name: &str) -> Result<Config, ConfigError> {
+        let topo = self
+            .topology
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("topology", "the config has no [topology]"))?;
+        let (_, _, _, m) = topo.find(name).ok_or_else(|| {
+            ConfigError::new("node.name", format!("{name:?} is not in the topology"))
+        })?;
+        let mut cfg = self.clone();
+        cfg.node.name = m.name.clone();
+        cfg.node.listen = m.listen.clone();
+        cfg.node.metrics = m.metrics.clone();
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// The config `outpost node --listen ADDR --origin URL` builds: one tenant answering every Host.
@@ -639,7 +940,9 @@ impl Config {
                 cache: CacheDefaults::default(),
                 cache_key: CacheKeyConfig::default(),
                 rules: Vec::new(),
+                shield: None,
             }],
+            topology: None,
         };
         cfg.validate().map_err(|e| {
             if e.path == "tenant[0].origins[0]" {

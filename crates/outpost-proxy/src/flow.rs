@@ -247,9 +247,9 @@ async fn lead(
     let request_time = node.clock.now();
     let path = req.url.path_and_query();
     let result = req
-        .tenant
-        .upstream
+        .upstream()
         .send(HopRequest {
+            key: req.primary.hash64(),
             method: &Method::GET,
             path_and_query: &path,
             headers,
@@ -573,9 +573,9 @@ async fn pass_uncached(req: &CacheRequest, pass: Pass, log: &mut RequestLog) -> 
     }
     let path = req.url.path_and_query();
     let result = req
-        .tenant
-        .upstream
+        .upstream()
         .send(HopRequest {
+            key: req.primary.hash64(),
             method: &req.method,
             path_and_query: &path,
             headers: hop.fill(&req.headers, req.keep_cookie),

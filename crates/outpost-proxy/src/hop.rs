@@ -1,6 +1,6 @@
 //! Upstream hops: where a node sends what it cannot answer. [`Upstream`] is the seam: the
-//! tenant's origin pool ([`OriginHop`]) is its first implementation; the PoP owner box, a
-//! regional mid-tier and the origin's shield set are the next ones. Everything a hop adds to a
+//! tenant's origin pool ([`OriginHop`]) is one implementation, a peer set chosen by key (a PoP's
+//! owner box, an origin's shield set: `tier::PeerHop`) the other. Everything a hop adds to a
 //! request is built here, in one place ([`HopHeaders`]): hop-by-hop fields removed, `Via`,
 //! `X-Forwarded-For`, `CDN-Loop` (RFC 8586), `Surrogate-Capability`, and for cache fills the
 //! removal of what the cache key does not account for. On the way back, the upstream's
@@ -20,6 +20,8 @@ use std::pin::Pin;
 
 /// One request for an upstream hop.
 pub struct HopRequest<'a> {
+    /// The hash the hop picks a member by (the primary cache key's; the URL's for passes).
+    pub key: u64,
     /// Method.
     pub method: &'a Method,
     /// Path and query (origin-form).
@@ -49,6 +51,7 @@ pub struct OriginHop {
     name: String,
     pool: OriginPool,
     origins: Vec<String>,
+    delay: std::time::Duration,
 }
 
 impl OriginHop {
@@ -58,7 +61,14 @@ impl OriginHop {
             name: format!("origin:{tenant}"),
             pool,
             origins,
+            delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Add `delay` before every request (simulated link latency of `outpost up --topology`).
+    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     /// The origin authorities, in failover order.
@@ -79,6 +89,9 @@ impl Upstream for OriginHop {
 
     fn send<'a>(&'a self, req: HopRequest<'a>) -> HopFuture<'a> {
         Box::pin(async move {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
             self.pool
                 .send(req.method, req.path_and_query, &req.headers, req.body)
                 .await

@@ -7,6 +7,7 @@
 //! is not part of the key, so it is never forwarded: reference 003 §16).
 
 use crate::error::{ErrorClass, ProxyError};
+use crate::hop::Upstream;
 use crate::tenant::Tenant;
 use crate::Node;
 use http::{HeaderMap, Method};
@@ -97,6 +98,9 @@ pub struct CacheRequest {
     pub peer: SocketAddr,
     /// Whether the origin must see the Cookie (the key holds a cookie bucket).
     pub keep_cookie: bool,
+    /// The hop misses take instead of the tenant's: the key's owner box, when this box keeps
+    /// a replica of a hot key it does not own.
+    pub via_owner: Option<Arc<dyn Upstream>>,
 }
 
 impl CacheRequest {
@@ -113,6 +117,15 @@ impl CacheRequest {
             policy: self.policy,
             peer: self.peer,
             keep_cookie: self.keep_cookie,
+            via_owner: self.via_owner.clone(),
+        }
+    }
+
+    /// Where this request's misses go.
+    pub fn upstream(&self) -> &dyn Upstream {
+        match &self.via_owner {
+            Some(hop) => hop.as_ref(),
+            None => self.tenant.upstream.as_ref(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod log;
 pub mod metrics;
 pub mod node;
 pub mod objects;
+pub mod owner;
 pub mod pass;
 pub mod purge;
 pub mod purge_log;
@@ -29,6 +30,7 @@ pub mod request;
 pub mod respond;
 pub mod tenant;
 pub mod throttle;
+pub mod tier;
 
 pub use node::{ConfigSnapshot, Node, NodeOptions};
 

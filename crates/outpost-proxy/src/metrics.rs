@@ -33,11 +33,13 @@ pub enum Outcome {
     Error,
     /// Rejected before any cache work (bad request, unknown host).
     Rejected,
+    /// Forwarded to the key's owner box in the PoP and relayed (not stored here).
+    Forwarded,
 }
 
 impl Outcome {
     /// All outcomes, in index order.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Hit,
         Outcome::HitStale,
         Outcome::StaleOnError,
@@ -47,6 +49,7 @@ impl Outcome {
         Outcome::Pass,
         Outcome::Error,
         Outcome::Rejected,
+        Outcome::Forwarded,
     ];
 
     /// Label value.
@@ -61,6 +64,7 @@ impl Outcome {
             Outcome::Pass => "pass",
             Outcome::Error => "error",
             Outcome::Rejected => "rejected",
+            Outcome::Forwarded => "forwarded",
         }
     }
 

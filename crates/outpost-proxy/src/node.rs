@@ -68,6 +68,8 @@ pub struct Node {
     pub warnings: Warnings,
     /// Bearer token that admits admin requests from non-loopback clients (none: loopback only).
     pub admin_token: Option<String>,
+    /// Its place in a CDN (role, PoP, peers), when the config has a topology.
+    pub tier: Option<crate::tier::Tier>,
     /// Set once the node drains (health checks then answer 503).
     pub draining: AtomicBool,
     next_id: AtomicU64,
@@ -79,7 +81,8 @@ impl Node {
     pub fn new(cfg: &Config, opts: NodeOptions) -> Result<Self, String> {
         let store = open_store(cfg)?;
         let metrics = Metrics::new();
-        let tenants = Tenants::from_config(cfg, &metrics, None);
+        let tier = crate::tier::Tier::from_config(cfg);
+        let tenants = Tenants::from_config(cfg, &metrics, None, tier.as_ref());
         metrics.set_config_version(1);
         Ok(Node {
             name: cfg.node.name.clone(),
@@ -98,6 +101,7 @@ impl Node {
             hit_status: outpost_http::cache_status::HitStatus::new(&cfg.node.name),
             warnings: Warnings::default(),
             admin_token: cfg.node.admin_token.clone(),
+            tier,
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             log_out: Mutex::new(std::io::stdout()),
@@ -120,7 +124,8 @@ impl Node {
             tracing::warn!("node.name changes need a restart; keeping {:?}", self.name);
         }
         let old = self.config.load_full();
-        let tenants = Tenants::from_config(cfg, &self.metrics, Some(&old.tenants));
+        let tenants =
+            Tenants::from_config(cfg, &self.metrics, Some(&old.tenants), self.tier.as_ref());
         let version = old.version + 1;
         self.config
             .store(Arc::new(ConfigSnapshot { version, tenants }));
@@ -151,6 +156,34 @@ impl Node {
             .render(&self.name, &self.store.stats(), self.fills.in_flight());
         if let Some(disk) = self.store.stats_disk() {
             text.push_str(&metrics::render_disk(&self.name, &disk));
+        }
+        let snapshot = self.config();
+        let _ = std::fmt::Write::write_str(
+            &mut text,
+            "# HELP outpost_origin_up Whether an origin of a tenant is up (passive health).\n# TYPE outpost_origin_up gauge\n",
+        );
+        for t in snapshot.tenants.all() {
+            for (origin, up) in t.origin_health() {
+                text.push_str(&format!(
+                    "outpost_origin_up{{node=\"{}\",tenant=\"{}\",origin=\"{}\"}} {}\n",
+                    metrics::label(&self.name),
+                    metrics::label(&t.name),
+                    metrics::label(&origin),
+                    u8::from(up)
+                ));
+            }
+        }
+        if let Some(tier) = &self.tier {
+            tier.render(&self.name, &mut text);
+            // Every series of this node carries its role, region and PoP (or shield set).
+            let from = format!("node=\"{}\"", metrics::label(&self.name));
+            let to = format!(
+                "{from},role=\"{}\",region=\"{}\",pop=\"{}\"",
+                tier.role.as_str(),
+                metrics::label(&tier.region),
+                metrics::label(&tier.group)
+            );
+            text = text.replace(&from, &to);
         }
         text
     }

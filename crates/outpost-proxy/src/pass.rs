@@ -47,6 +47,7 @@ pub async fn forward(
     let result = tenant
         .upstream
         .send(HopRequest {
+            key: outpost_upstream::ring::name_seed(&path),
             method: &parts.method,
             path_and_query: &path,
             headers: hop.pass(parts.headers),

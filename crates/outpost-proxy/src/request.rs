@@ -5,11 +5,13 @@
 //! 2. [`filters`](crate::filters): rate limits, WAF, signed URLs (the chain is empty today);
 //! 3. [`key`](crate::key): canonical URL; unsafe methods are forwarded ([`pass`](crate::pass)) and
 //!    invalidate ([`purge`](crate::purge)); a bypass is forwarded as is; otherwise the cache key;
-//! 4. [`flow`](crate::flow): the `CacheFlow` state machine run against the store
+//! 4. [`tier`](crate::tier): in a PoP, a key another box owns is forwarded there (unless it is
+//!    hot here);
+//! 5. [`flow`](crate::flow): the `CacheFlow` state machine run against the store
 //!    ([`objects`](crate::objects)), the fill registry ([`fill`](crate::fill)) and the upstream
-//!    hop ([`hop`](crate::hop));
-//! 5. [`respond`](crate::respond): 304 / 206 / HEAD shaping, `Age`, `Cache-Status`, errors;
-//! 6. [`log`](crate::log): metrics and the access-log line.
+//!    hop ([`hop`](crate::hop): the origin pool, or a shield set);
+//! 6. [`respond`](crate::respond): 304 / 206 / HEAD shaping, `Age`, `Cache-Status`, errors;
+//! 7. [`log`](crate::log): metrics and the access-log line.
 
 use crate::admit::{self, Admitted};
 use crate::body::RespBody;
@@ -17,7 +19,8 @@ use crate::filters::{FilterRequest, Verdict};
 use crate::key::{self, CacheRequest, Keyed};
 use crate::log::RequestLog;
 use crate::metrics::Outcome;
-use crate::{flow, pass, respond, Node};
+use crate::tier::{self, Route};
+use crate::{flow, owner, pass, respond, Node};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use outpost_http::cache_control::RequestCacheControl;
@@ -55,6 +58,11 @@ async fn serve(
     ambiguous_framing: bool,
     log: &mut RequestLog,
 ) -> Response<RespBody> {
+    if let Some(delay) = node.tier.as_ref().map(|t| t.client_latency) {
+        if !delay.is_zero() {
+            Box::pin(tokio::time::sleep(delay)).await;
+        }
+    }
     // 1. Admission, against the config snapshot in force now.
     let admitted = admit::admit(&node.config().tenants, &req, ambiguous_framing);
     let Admitted { tenant, host } = match admitted {
@@ -80,6 +88,13 @@ async fn serve(
 
     // 3. The canonical URL; what the cache does not answer goes straight through.
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    // In a CDN the key's host has no port: every box computes the same key for a URL, however
+    // the client reached it.
+    let host = if node.tier.is_some() {
+        tier::without_port(host)
+    } else {
+        host
+    };
     let url = match key::canonical_url(&tenant, host, target) {
         Ok(u) => u,
         Err(e) => return respond::error(node, &e, log),
@@ -103,8 +118,34 @@ async fn serve(
         } => (primary, policy, keep_cookie),
     };
 
-    // 4. The cache flow (the request body is not part of the key, so it is dropped).
+    // 4. Tiers: in a PoP, the key's owner box answers it; another box forwards, unless the
+    //    key is hot here (tier.rs). The request body is not part of the key: it is dropped.
     let (parts, _unkeyed_body) = req.into_parts();
+    let mut via_owner = None;
+    if let Some(tier) = &node.tier {
+        match tier.route(&primary, &parts.headers) {
+            Route::Local => {}
+            Route::Replica(hop) => via_owner = Some(hop),
+            Route::Forward(pop) => {
+                let path = url.path_and_query();
+                let fwd = owner::forward(
+                    node,
+                    &pop,
+                    &parts.method,
+                    parts.headers.clone(),
+                    &path,
+                    primary.hash64(),
+                    peer,
+                    log,
+                );
+                if let Some(resp) = Box::pin(fwd).await {
+                    return resp;
+                }
+            }
+        }
+    }
+
+    // 5. The cache flow.
     let cache_request = CacheRequest {
         node: node.clone(),
         cc: RequestCacheControl::from_headers(&parts.headers),
@@ -116,6 +157,7 @@ async fn serve(
         policy,
         peer,
         keep_cookie,
+        via_owner,
     };
     flow::run(cache_request, log).await
 }

@@ -5,6 +5,7 @@
 
 use crate::hop::{OriginHop, Upstream};
 use crate::metrics::{Metrics, TenantStats};
+use crate::tier::Tier;
 use outpost_cache::cookie::CookiePolicy;
 use outpost_cache::{QueryRules, TenantPolicy};
 use outpost_config::{Config, CookiePolicyKind, SetCookieMode, TenantConfig};
@@ -33,7 +34,8 @@ pub struct Tenant {
     pub name: String,
     /// Its counters.
     pub stats: &'static TenantStats,
-    /// Where misses and passes go (the origin pool today; an owner box or shield set later).
+    /// Where misses and passes go: the tenant's shield set from an edge that has one, else its
+    /// origin pool.
     pub upstream: Arc<dyn Upstream>,
     /// The origin hop (kept so a later snapshot can reuse its connection pool).
     origin: Arc<OriginHop>,
@@ -59,6 +61,11 @@ static DEFAULT_RULE: Rule = Rule {
 };
 
 impl Tenant {
+    /// Each origin and whether it is up.
+    pub fn origin_health(&self) -> Vec<(String, bool)> {
+        self.origin.pool().health()
+    }
+
     /// Whether any rule keys on a cookie bucket (so one URL may have several primary keys).
     pub fn keys_on_cookies(&self) -> bool {
         self.rules
@@ -74,7 +81,12 @@ impl Tenant {
             .unwrap_or(&DEFAULT_RULE)
     }
 
-    fn from_config(t: &TenantConfig, metrics: &Metrics, previous: Option<&Tenants>) -> Self {
+    fn from_config(
+        t: &TenantConfig,
+        metrics: &Metrics,
+        previous: Option<&Tenants>,
+        tier: Option<&Tier>,
+    ) -> Self {
         let origins: Vec<String> = t
             .origins
             .iter()
@@ -92,8 +104,13 @@ impl Tenant {
             .map(|old| old.origin.clone());
         let origin = reused.unwrap_or_else(|| {
             let pool = OriginPool::new(origins.clone(), timeouts);
-            Arc::new(OriginHop::new(&t.name, origins, pool))
+            let delay = tier.map_or(Duration::ZERO, |t| t.origin_latency);
+            Arc::new(OriginHop::new(&t.name, origins, pool).with_delay(delay))
         });
+        // An edge whose tenant names a shield set sends its misses there.
+        let upstream: Arc<dyn Upstream> = tier
+            .and_then(|tier| tier.shield_hop(t.shield.as_deref()))
+            .unwrap_or_else(|| origin.clone());
         let rules = t
             .rules
             .iter()
@@ -114,7 +131,7 @@ impl Tenant {
         Tenant {
             name: t.name.clone(),
             stats: metrics.tenant(&t.name),
-            upstream: origin.clone(),
+            upstream,
             origin,
             timeouts,
             policy: TenantPolicy {
@@ -150,13 +167,19 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    /// Compile every tenant of a (validated) config, reusing what `previous` already built.
-    pub fn from_config(cfg: &Config, metrics: &Metrics, previous: Option<&Tenants>) -> Self {
+    /// Compile every tenant of a (validated) config, reusing what `previous` already built;
+    /// `tier` (the node's place in a CDN) decides each tenant's upstream hop.
+    pub fn from_config(
+        cfg: &Config,
+        metrics: &Metrics,
+        previous: Option<&Tenants>,
+        tier: Option<&Tier>,
+    ) -> Self {
         let mut by_host = HashMap::new();
         let mut wildcard = None;
         let mut all = Vec::new();
         for t in &cfg.tenants {
-            let tenant = Arc::new(Tenant::from_config(t, metrics, previous));
+            let tenant = Arc::new(Tenant::from_config(t, metrics, previous, tier));
             for h in &t.hostnames {
                 if h == "*" {
                     wildcard = Some(tenant.clone());

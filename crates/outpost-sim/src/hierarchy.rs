@@ -2,8 +2,9 @@
 //! origin; and the capacity maths that turns hit ratios into requests per second per tier.
 //!
 //! Each request goes to one edge ([`Routing::Random`]: users spread over PoPs, so every edge
-//! sees a sample of the whole catalogue; [`Routing::Hash`]: keys sharded over edges, so each key
-//! lives on one edge only). An edge miss becomes a shield request; a shield miss becomes an
+//! sees a sample of the whole catalogue; [`Routing::Hash`]: keys sharded over edges by the same
+//! consistent hashing a PoP uses to pick a key's owner box (`outpost_upstream::ring`), so each key
+//! lives on one edge only and a joining or leaving edge moves about 1/N of the keys). An edge miss becomes a shield request; a shield miss becomes an
 //! origin request. Both tiers fill on a miss (inclusive caching), using the store's own
 //! policies.
 //!
@@ -19,6 +20,7 @@ use crate::error::SimError;
 use crate::replay::Mode;
 use crate::rng::{mix64, Rng};
 use crate::trace::Trace;
+use outpost_upstream::ring::Ring;
 
 /// Requests per second reaching the next tier when a tier receiving `rps` hits `hit_ratio` of
 /// them.
@@ -268,12 +270,14 @@ pub fn simulate(trace: &Trace, config: &HierarchyConfig) -> Result<HierarchyRepo
     let mut shield_stats = TierStats::default();
     let mut rng = Rng::new(config.seed);
     let n = config.edges as u64;
+    let names: Vec<String> = (0..config.edges).map(|i| format!("edge-{i}")).collect();
+    let ring = Ring::equal(names.iter().map(String::as_str));
     for r in &trace.requests {
         let hash = mix64(r.key);
         let weight = config.mode.weight(r.size);
         let edge_index = match config.routing {
             Routing::Random => rng.below(n),
-            Routing::Hash => mix64(hash ^ 0x0ed9_e5ba_11a5_7e11) % n,
+            Routing::Hash => ring.owner(hash).unwrap_or(0) as u64,
         };
         let e = usize::try_from(edge_index).unwrap_or(0);
         let (Some(edge), Some(stats)) = (edges.get_mut(e), edge_stats.get_mut(e)) else {

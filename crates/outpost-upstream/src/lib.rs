@@ -1,4 +1,5 @@
-//! Upstream connections: an origin pool with keep-alive connection reuse, connect and first-byte
+//! Upstream connections: consistent hashing ([`ring`]), peer sets chosen by key with health and
+//! failover ([`peers`]: a PoP's boxes, a shield set), and an origin pool with keep-alive connection reuse, connect and first-byte
 //! timeouts, failover to the next origin on connection failure, and passive health (an origin that
 //! refused a connection is skipped for a few seconds). Errors are typed ([`UpstreamError`]: a
 //! class, the origin, the cause as its source) so the proxy can answer 502 (refused,
@@ -16,6 +17,9 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub mod peers;
+pub mod ring;
 
 /// Boxed error for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -147,15 +151,7 @@ const DOWN_FOR: Duration = Duration::from_secs(3);
 impl OriginPool {
     /// A pool for `authorities` (`host:port`).
     pub fn new(authorities: Vec<String>, timeouts: Timeouts) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeouts.connect));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .retry_canceled_requests(true)
-            .build(connector);
+        let client = client(timeouts);
         Self {
             origins: Arc::new(
                 authorities
@@ -174,6 +170,20 @@ impl OriginPool {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Each origin and whether it is up now (passive health).
+    pub fn health(&self) -> Vec<(String, bool)> {
+        let now = self.now_ms();
+        self.origins
+            .iter()
+            .map(|o| {
+                (
+                    o.authority.clone(),
+                    o.down_until_ms.load(Ordering::Relaxed) <= now,
+                )
+            })
+            .collect()
     }
 
     /// Origins in the order to try: healthy ones first, then the rest.
@@ -244,6 +254,19 @@ impl OriginPool {
             )
         }))
     }
+}
+
+/// A keep-alive HTTP/1.1 client with the connect timeout of `timeouts`.
+fn client(timeouts: Timeouts) -> Client<HttpConnector, ReqBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeouts.connect));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .retry_canceled_requests(true)
+        .build(connector)
 }
 
 fn build(

@@ -2,6 +2,8 @@
 //! from flags or a TOML file), and `explain` (what key and decision a node would use for a URL).
 
 use clap::{Parser, Subcommand};
+
+mod world;
 use outpost_cache::cookie::{self, CookieDecision};
 use outpost_config::{ByteSize, Config, TenantConfig};
 use std::net::SocketAddr;
@@ -24,15 +26,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a complete local CDN: an edge on 127.0.0.1:8080 in front of a built-in demo origin.
+    /// Run a complete local CDN in one process: two regions with a PoP of two edge boxes each
+    /// (the first on 127.0.0.1:8080), a shield set of two shields, a built-in demo origin.
     Up {
-        /// Put the edge in front of this origin (http://host:port) instead of the demo origin.
+        /// Put the CDN in front of this origin (http://host:port) instead of the demo origin.
         #[arg(long)]
         origin: Option<String>,
-        /// Edge listen address.
+        /// Run this topology (TOML: [topology] with PoPs and shield sets, [[tenant]]s) instead of
+        /// the default world.
+        #[arg(long, conflicts_with = "origin")]
+        topology: Option<PathBuf>,
+        /// Write JSON listing every node (name, role, region, pop, http and metrics addresses)
+        /// and origin to this file once all are up.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+        /// Run a single edge instead of the multi-region world.
+        #[arg(long, conflicts_with = "topology")]
+        single: bool,
+        /// First edge's listen address (the default world's other nodes take the next ports:
+        /// edges +1..+3, shields +10, +11).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Metrics listen address.
+        /// First metrics listen address (the other nodes take the next ports).
         #[arg(long, default_value = "127.0.0.1:9100")]
         metrics: String,
         /// Demo origin listen address.
@@ -139,12 +154,28 @@ fn main() -> ExitCode {
             Cmd::Sim { .. } => Ok(()),
             Cmd::Up {
                 origin,
+                topology,
+                addr_file,
+                single,
                 listen,
                 metrics,
                 demo_listen,
                 ram_bytes,
                 access_log,
-            } => up(origin, listen, metrics, demo_listen, ram_bytes, access_log).await,
+            } => {
+                let opts = UpOptions {
+                    origin,
+                    topology,
+                    addr_file,
+                    single,
+                    listen,
+                    metrics,
+                    demo_listen,
+                    ram: ram_bytes,
+                    access_log,
+                };
+                up(opts).await
+            }
             Cmd::Node {
                 config,
                 origin,
@@ -201,31 +232,117 @@ fn demo_config(origin: &str, listen: &str, metrics: &str, ram: &str) -> Result<C
     Ok(cfg)
 }
 
-async fn up(
+/// Flags of `outpost up`.
+struct UpOptions {
     origin: Option<String>,
+    topology: Option<PathBuf>,
+    addr_file: Option<PathBuf>,
+    single: bool,
     listen: String,
     metrics: String,
     demo_listen: String,
     ram: String,
     access_log: bool,
-) -> Result<(), String> {
-    let origin_url = match &origin {
-        Some(o) => o.clone(),
-        None => {
-            let l = tokio::net::TcpListener::bind(&demo_listen)
-                .await
-                .map_err(|e| format!("--demo-listen {demo_listen}: {e}"))?;
-            let addr = l.local_addr().map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                if let Err(e) = outpost_demo::serve(l).await {
-                    tracing::error!(error = %e, "demo origin stopped");
-                }
-            });
-            format!("http://{addr}")
+}
+
+/// Start the demo origin on `listen`; its base URL.
+async fn start_demo(listen: &str) -> Result<String, String> {
+    let l = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("--demo-listen {listen}: {e}"))?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = outpost_demo::serve(l).await {
+            tracing::error!(error = %e, "demo origin stopped");
         }
+    });
+    Ok(format!("http://{addr}"))
+}
+
+async fn up(o: UpOptions) -> Result<(), String> {
+    if o.single {
+        return up_single(o).await;
+    }
+    let demo_url = format!("http://{}", o.demo_listen);
+    let world = match &o.topology {
+        Some(path) => world::read_topology(path)?,
+        None => world::default_world(
+            o.origin.as_deref().unwrap_or(&demo_url),
+            &o.listen,
+            &o.metrics,
+            &o.ram,
+        )?,
     };
-    let mut cfg = demo_config(&origin_url, &listen, &metrics, &ram)?;
-    cfg.node.access_log = access_log;
+    let uses_demo = world.tenants.iter().any(|t| {
+        t.origins
+            .iter()
+            .any(|u| u.trim_end_matches('/') == demo_url)
+    });
+    if uses_demo {
+        start_demo(&o.demo_listen).await?;
+    }
+    let nodes = world::start(&world, o.access_log).await?;
+    if let Some(path) = &o.addr_file {
+        std::fs::write(path, world::addr_json(&world, &nodes))
+            .map_err(|e| format!("--addr-file {}: {e}", path.display()))?;
+    }
+    eprintln!("Outpost is up: a CDN of {} nodes.", nodes.len());
+    eprint!("{}", world::banner(&world, &nodes));
+    if uses_demo {
+        eprintln!("  demo origin {demo_url}");
+    }
+    let edges: Vec<&world::WorldNode> = nodes
+        .iter()
+        .filter(|n| n.role == outpost_config::Role::Edge)
+        .collect();
+    if let (Some(first), Some(other)) = (
+        edges.first(),
+        edges
+            .iter()
+            .find(|n| Some(&n.region) != edges.first().map(|f| &f.region)),
+    ) {
+        let host = world
+            .tenants
+            .first()
+            .and_then(|t| t.hostnames.iter().find(|h| *h != "*"))
+            .cloned()
+            .unwrap_or_else(|| "localhost".into());
+        let a = format!("http://{host}:{}", first.running.addr.port());
+        let b = format!("http://{host}:{}", other.running.addr.port());
+        eprintln!();
+        eprintln!("Try (Cache-Status lists every tier, nearest the origin first):");
+        eprintln!(
+            "  curl -sI {a}/ | grep -i cache-status    # region {}: a miss through the shield",
+            first.region
+        );
+        eprintln!(
+            "  curl -sI {b}/ | grep -i cache-status    # region {}: a shield hit",
+            other.region
+        );
+        eprintln!("  curl -sI {a}/ | grep -i cache-status    # again: an edge hit");
+        if let Some(m) = first.running.metrics_addr {
+            eprintln!("  curl -s http://{m}/metrics | grep outpost_tier");
+        }
+        eprintln!(
+            "  outpost explain '{a}/?utm_source=x&b=2&a=1' --probe {}",
+            first.running.addr
+        );
+    }
+    eprintln!();
+    eprintln!("Ctrl-C to stop (in-flight responses finish first; twice to exit at once).");
+    let running: Vec<&outpost_proxy::RunningNode> = nodes.iter().map(|n| &n.running).collect();
+    serve_until_signal(&running, world.node.drain_timeout.0, None).await;
+    Ok(())
+}
+
+/// `outpost up --single`: one edge in front of the origin.
+async fn up_single(o: UpOptions) -> Result<(), String> {
+    let origin_url = match &o.origin {
+        Some(url) => url.clone(),
+        None => start_demo(&o.demo_listen).await?,
+    };
+    let mut cfg = demo_config(&origin_url, &o.listen, &o.metrics, &o.ram)?;
+    cfg.node.access_log = o.access_log;
     let running = outpost_proxy::start(&cfg)
         .await
         .map_err(|e| e.to_string())?;
@@ -238,7 +355,7 @@ async fn up(
     );
     eprintln!(
         "  origin   {origin_url}{}",
-        if origin.is_some() {
+        if o.origin.is_some() {
             ""
         } else {
             "  (built-in demo origin)"
@@ -251,7 +368,7 @@ async fn up(
     eprintln!();
     eprintln!("Try:");
     eprintln!("  curl -i {base}/                  # run it twice: Cache-Status turns into a hit");
-    if origin.is_none() {
+    if o.origin.is_none() {
         for (path, what) in outpost_demo::routes().iter().skip(1) {
             eprintln!("  curl -i {base}{path:<26} # {what}");
         }
@@ -259,7 +376,7 @@ async fn up(
     eprintln!("  outpost explain '{base}/?utm_source=x&b=2&a=1'");
     eprintln!();
     eprintln!("Ctrl-C to stop (in-flight responses finish first; twice to exit at once).");
-    serve_until_signal(&running, cfg.node.drain_timeout.0, None).await;
+    serve_until_signal(&[&running], cfg.node.drain_timeout.0, None).await;
     Ok(())
 }
 
@@ -299,6 +416,10 @@ async fn node(
     if let Some(n) = name {
         cfg.node.name = n;
     }
+    // In a topology the node's listeners are its entry's (`--name` picks the entry).
+    if cfg.topology.is_some() {
+        cfg = cfg.for_member(&cfg.node.name).map_err(|e| e.to_string())?;
+    }
     if let Some(r) = store.ram {
         cfg.store.ram_bytes = ByteSize::parse(&r).map_err(|e| format!("--ram-bytes: {e}"))?;
     }
@@ -323,7 +444,7 @@ async fn node(
         node = %cfg.node.name,
         "outpost node serving"
     );
-    serve_until_signal(&running, cfg.node.drain_timeout.0, config.as_deref()).await;
+    serve_until_signal(&[&running], cfg.node.drain_timeout.0, config.as_deref()).await;
     Ok(())
 }
 
@@ -331,7 +452,7 @@ async fn node(
 /// flight up to `drain_timeout`, and return (the process exits). A second signal exits at once.
 /// SIGHUP re-reads `reload` (the `--config` file) and applies its tenants without a restart.
 async fn serve_until_signal(
-    running: &outpost_proxy::RunningNode,
+    running: &[&outpost_proxy::RunningNode],
     drain_timeout: Duration,
     reload: Option<&std::path::Path>,
 ) {
@@ -350,7 +471,12 @@ async fn serve_until_signal(
             _ = int.recv() => break,
             _ = hup.recv() => match reload {
                 Some(path) => match Config::from_file(path) {
-                    Ok(cfg) => match running.node.apply_config(&cfg) {
+                    Ok(cfg) => match running
+                        .iter()
+                        .map(|r| r.node.apply_config(&cfg))
+                        .collect::<Result<Vec<u64>, _>>()
+                        .map(|v| v.into_iter().max().unwrap_or(0))
+                    {
                         Ok(v) => tracing::info!(version = v, file = %path.display(), "config reloaded"),
                         Err(e) => tracing::error!(error = %e, "config reload refused; keeping the config in force"),
                     },
@@ -364,8 +490,21 @@ async fn serve_until_signal(
         deadline_secs = drain_timeout.as_secs_f64(),
         "shutdown signal: draining (send it again to exit at once)"
     );
+    let drains = async {
+        // Edges first (they were started last and may still be filling from shields).
+        let all: Vec<_> = running
+            .iter()
+            .rev()
+            .map(|r| r.drain(drain_timeout))
+            .collect();
+        let mut reports = Vec::new();
+        for d in all {
+            reports.push(d.await);
+        }
+        reports
+    };
     tokio::select! {
-        report = running.drain(drain_timeout) => {
+        report = drains => {
             tracing::info!(?report, "exiting");
         }
         _ = term.recv() => tracing::warn!("second signal: exiting now"),
@@ -406,7 +545,7 @@ async fn explain(
         hm.append(name, value);
     }
     let metrics = outpost_proxy::metrics::Metrics::new();
-    let tenants = outpost_proxy::tenant::Tenants::from_config(&cfg, &metrics, None);
+    let tenants = outpost_proxy::tenant::Tenants::from_config(&cfg, &metrics, None, None);
     let host = outpost_cache::key::canonical_host(authority).map_err(|e| e.to_string())?;
     println!("url            {url}");
     let Some(tenant) = tenants.find(&host) else {

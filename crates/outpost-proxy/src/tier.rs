@@ -1,0 +1,372 @@
+//! Where this node sits in the CDN ([`Tier`]: role, region, PoP or shield set, its peers) and
+//! the two hops the hierarchy adds to the origin's ([`PeerHop`]):
+//!
+//! - **In a PoP**, each cache key has one owner box (consistent hashing over the PoP's boxes,
+//!   with health and ramp-up, `outpost_upstream::peers`). A box that does not own a key forwards
+//!   the client's request to the owner in one hop and relays the answer without storing it
+//!   (the `owner` module), unless the key is hot on this box ([`HotKeys`]): then it runs the
+//!   normal cache flow with the owner as its upstream, so the key is replicated here and served
+//!   as a local hit. A request that arrives from a PoP peer (its `CDN-Loop` names one) is
+//!   answered here, whoever the ring says owns it now, so two boxes that disagree for a moment
+//!   (one saw a peer go down) never bounce a request.
+//! - **To an origin's shield set**: an edge's misses for a tenant with `shield = "..."` go to the
+//!   set's member for the key, failing over along the key's order.
+//!
+//! Topology changes need a restart (the peer sets are built once per node); tenants and rules
+//! still swap at run time.
+
+use crate::error::ProxyError;
+use crate::hop::{HopFuture, HopRequest, Upstream};
+use http::HeaderMap;
+use outpost_config::{Config, Role};
+use outpost_store::CacheKey;
+use outpost_upstream::peers::{HealthPolicy, PeerSet, PeerSpec};
+use outpost_upstream::Timeouts;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Timeouts between tiers: connecting is local-network fast; the first byte may wait for a
+/// whole miss path behind the peer.
+const PEER_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(2),
+    first_byte: Duration::from_secs(60),
+};
+
+/// This node's place in the CDN.
+pub struct Tier {
+    /// Edge or shield.
+    pub role: Role,
+    /// Region name.
+    pub region: String,
+    /// PoP (edge) or shield set (shield) name.
+    pub group: String,
+    /// The boxes of this edge's PoP (this node included, as the local member).
+    pub pop: Option<Arc<PeerSet>>,
+    /// Shield sets by name (what edges send tenants' misses to).
+    pub shield_sets: HashMap<String, Arc<PeerSet>>,
+    /// Per-key request rates on this box.
+    pub hot: HotKeys,
+    /// Simulated client → PoP latency (edges add it before answering).
+    pub client_latency: Duration,
+    /// Simulated → origin latency.
+    pub origin_latency: Duration,
+    /// Requests forwarded to their owner box.
+    pub forwarded: AtomicU64,
+    /// Requests a PoP peer forwarded here (this box answered as the owner).
+    pub served_as_owner: AtomicU64,
+    /// Requests for hot keys this box answered from its own copy or filled through the owner.
+    pub hot_replica: AtomicU64,
+}
+
+impl Tier {
+    /// The tier of `cfg`'s node, if it has a topology; starts the peers' health probes.
+    pub fn from_config(cfg: &Config) -> Option<Tier> {
+        let topo = cfg.topology.as_ref()?;
+        let (role, region, group, _) = topo.find(&cfg.node.name)?;
+        let policy = HealthPolicy {
+            interval: topo.health_interval.0,
+            timeout: topo.health_timeout.0,
+            fall: topo.health_fall,
+            rise: topo.health_rise,
+            ramp_up: topo.ramp_up.0,
+        };
+        let specs = |boxes: &[outpost_config::MemberConfig]| -> Vec<PeerSpec> {
+            boxes
+                .iter()
+                .map(|b| PeerSpec {
+                    name: b.name.clone(),
+                    http: b.listen.clone(),
+                    admin: (!b.metrics.is_empty()).then(|| b.metrics.clone()),
+                })
+                .collect()
+        };
+        let pop = match role {
+            Role::Edge => topo.pops.iter().find(|p| p.name == group).map(|p| {
+                let set = Arc::new(PeerSet::new(
+                    &p.name,
+                    specs(&p.boxes),
+                    Some(&cfg.node.name),
+                    PEER_TIMEOUTS,
+                    policy,
+                    Duration::ZERO,
+                ));
+                set.spawn_probes();
+                set
+            }),
+            Role::Shield => None,
+        };
+        let mut shield_sets = HashMap::new();
+        if role == Role::Edge {
+            for s in &topo.shield_sets {
+                let set = Arc::new(PeerSet::new(
+                    &s.name,
+                    specs(&s.boxes),
+                    None,
+                    PEER_TIMEOUTS,
+                    policy,
+                    topo.latency.pop_to_shield.0,
+                ));
+                set.spawn_probes();
+                shield_sets.insert(s.name.clone(), set);
+            }
+        }
+        Some(Tier {
+            role,
+            region: region.to_string(),
+            group: group.to_string(),
+            pop,
+            shield_sets,
+            hot: HotKeys::new(topo.hot_key_rps),
+            client_latency: if role == Role::Edge {
+                topo.latency.client.0
+            } else {
+                Duration::ZERO
+            },
+            origin_latency: topo.latency.shield_to_origin.0,
+            forwarded: AtomicU64::new(0),
+            served_as_owner: AtomicU64::new(0),
+            hot_replica: AtomicU64::new(0),
+        })
+    }
+
+    /// The hop for a tenant's misses: its shield set when this is an edge and the tenant names
+    /// one.
+    pub fn shield_hop(&self, shield: Option<&str>) -> Option<Arc<dyn Upstream>> {
+        if self.role != Role::Edge {
+            return None;
+        }
+        let set = self.shield_sets.get(shield?)?;
+        Some(Arc::new(PeerHop {
+            name: format!("shield:{}", set.name()),
+            set: set.clone(),
+            skip: None,
+        }))
+    }
+
+    /// Where a cacheable request for `key` is answered.
+    pub fn route(&self, key: &CacheKey, client: &HeaderMap) -> Route {
+        let Some(pop) = &self.pop else {
+            return Route::Local;
+        };
+        let local = pop.local();
+        let owner = pop.owner(key.hash64());
+        if owner == local || owner.is_none() {
+            return Route::Local;
+        }
+        if from_peer(pop, client) {
+            self.served_as_owner.fetch_add(1, Relaxed);
+            return Route::Local;
+        }
+        if self.hot.hit(key.hash64()) {
+            self.hot_replica.fetch_add(1, Relaxed);
+            return Route::Replica(Arc::new(PeerHop {
+                name: format!("owner:{}", pop.name()),
+                set: pop.clone(),
+                skip: local,
+            }));
+        }
+        Route::Forward(pop.clone())
+    }
+
+    /// Prometheus lines for the tier (appended to the node's metrics).
+    pub fn render(&self, node: &str, out: &mut String) {
+        let node = crate::metrics::label(node);
+        let counters = [
+            (
+                "outpost_tier_forwarded_to_owner_total",
+                "Requests forwarded to their owner box in the PoP.",
+                self.forwarded.load(Relaxed),
+            ),
+            (
+                "outpost_tier_served_as_owner_total",
+                "Requests a PoP peer forwarded to this box, answered here as the owner.",
+                self.served_as_owner.load(Relaxed),
+            ),
+            (
+                "outpost_tier_hot_replica_total",
+                "Requests for keys hot on this box, answered from its own replica or filling it.",
+                self.hot_replica.load(Relaxed),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{node=\"{node}\"}} {v}");
+        }
+        let sets: Vec<&Arc<PeerSet>> = self.pop.iter().chain(self.shield_sets.values()).collect();
+        let _ = writeln!(
+            out,
+            "# HELP outpost_peer_up Whether a peer (PoP box or shield) is up for this node.\n# TYPE outpost_peer_up gauge"
+        );
+        for set in &sets {
+            for (i, p) in set.peers().iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "outpost_peer_up{{node=\"{node}\",set=\"{}\",peer=\"{}\"}} {}",
+                    crate::metrics::label(set.name()),
+                    crate::metrics::label(&p.name),
+                    u8::from(set.is_up(i))
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP outpost_peer_failovers_total Requests sent to the next member after one failed.\n# TYPE outpost_peer_failovers_total counter"
+        );
+        for set in &sets {
+            let _ = writeln!(
+                out,
+                "outpost_peer_failovers_total{{node=\"{node}\",set=\"{}\"}} {}",
+                crate::metrics::label(set.name()),
+                set.failovers()
+            );
+        }
+    }
+}
+
+/// A canonical host without its port (`name:8080` → `name`, `[::1]:8080` → `[::1]`).
+pub fn without_port(mut host: String) -> String {
+    if let Some((h, p)) = host.rsplit_once(':') {
+        if !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (h.ends_with(']') || !h.contains(':'))
+        {
+            let n = h.len();
+            host.truncate(n);
+        }
+    }
+    host
+}
+
+/// Whether the request came from a box of this PoP (its `CDN-Loop` names one).
+fn from_peer(pop: &PeerSet, client: &HeaderMap) -> bool {
+    client
+        .get_all("cdn-loop")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|m| m.split(';').next())
+        .map(str::trim)
+        .any(|id| pop.peers().iter().any(|p| p.name.eq_ignore_ascii_case(id)))
+}
+
+/// Where a cacheable request is answered.
+pub enum Route {
+    /// Here, with the tenant's upstream.
+    Local,
+    /// Here (a hot key), filling from the owner box.
+    Replica(Arc<dyn Upstream>),
+    /// At the owner box: forward and relay.
+    Forward(Arc<PeerSet>),
+}
+
+/// A hop to a peer set: the key's member first, then the next ones.
+pub struct PeerHop {
+    name: String,
+    set: Arc<PeerSet>,
+    skip: Option<usize>,
+}
+
+impl Upstream for PeerHop {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send<'a>(&'a self, req: HopRequest<'a>) -> HopFuture<'a> {
+        Box::pin(async move {
+            self.set
+                .send(
+                    req.key,
+                    req.method,
+                    req.path_and_query,
+                    &req.headers,
+                    req.body,
+                    self.skip,
+                )
+                .await
+                .map(|(resp, _)| resp)
+                .map_err(ProxyError::upstream)
+        })
+    }
+}
+
+/// Request rates per key on this box, to find hot keys: a fixed table of 4,096 slots indexed by
+/// key hash, each counting the requests of the current second (collisions only overestimate).
+/// A key is hot once its slot counted `threshold` requests in this second and the last.
+pub struct HotKeys {
+    threshold: u32,
+    slots: Box<[AtomicU64]>,
+    epoch: std::time::Instant,
+}
+
+const HOT_SLOTS: usize = 4096;
+
+impl HotKeys {
+    /// A tracker with `threshold` requests per second (0: nothing is ever hot).
+    pub fn new(threshold: u32) -> Self {
+        Self {
+            threshold,
+            slots: (0..HOT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Count one request for `key`; whether the key is hot (at or above the threshold over
+    /// this second and the last).
+    pub fn hit(&self, key: u64) -> bool {
+        if self.threshold == 0 {
+            return false;
+        }
+        let sec = self.epoch.elapsed().as_secs() as u32;
+        let slot = &self.slots[(outpost_upstream::ring::mix64(key) as usize) % HOT_SLOTS];
+        // Slot: second (high 32 bits), count this second (low 24), count last second (next 8,
+        // saturating at 255: enough to know it was over any threshold below that).
+        let mut cur = slot.load(Relaxed);
+        loop {
+            let (s, count, last) = (
+                (cur >> 32) as u32,
+                cur as u32 & 0xff_ffff,
+                (cur >> 24) as u32 & 0xff,
+            );
+            let (count, last) = if s == sec {
+                (count + 1, last)
+            } else if s + 1 == sec {
+                (1, count.min(255))
+            } else {
+                (1, 0)
+            };
+            let next =
+                (u64::from(sec) << 32) | (u64::from(last) << 24) | u64::from(count.min(0xff_ffff));
+            match slot.compare_exchange_weak(cur, next, Relaxed, Relaxed) {
+                Ok(_) => return count + last >= self.threshold,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_keys_need_the_rate() {
+        let h = HotKeys::new(5);
+        for _ in 0..4 {
+            assert!(!h.hit(42));
+        }
+        assert!(h.hit(42), "the fifth request within a second is hot");
+        assert!(!h.hit(7), "another key is not");
+        assert!(!HotKeys::new(0).hit(42));
+    }
+
+    #[test]
+    fn ports_leave_the_key_host() {
+        assert_eq!(without_port("a.example:8080".into()), "a.example");
+        assert_eq!(without_port("a.example".into()), "a.example");
+        assert_eq!(without_port("[::1]:81".into()), "[::1]");
+        assert_eq!(without_port("[::1]".into()), "[::1]");
+    }
+}

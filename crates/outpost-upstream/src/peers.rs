@@ -1,0 +1,477 @@
+//! A set of Outpost peers a node sends requests to by key: the other boxes of its PoP (to reach
+//! a key's owner) or an origin's shield set. The member for a key is chosen by consistent hashing
+//! ([`crate::ring`]); on a connection failure, a broken response or a failed health state the
+//! request goes to the next member in the key's order (only bodiless requests are retried). A
+//! first-byte timeout is not failed over: the peer may be waiting on a slow origin, and asking
+//! its sibling would double the origin's load.
+//!
+//! Health: passive (consecutive failures of real requests) and active (`GET /healthz` on each
+//! peer's admin address every `interval`), with `fall` failures to go down and `rise` successes
+//! to come back. A peer that comes back is ramped up: it takes a growing fraction of its keys
+//! over `ramp_up`, so a restarted box does not turn its whole share into misses at once.
+
+use crate::ring::{Eligibility, Ring};
+use crate::{build, classify, empty_body, ReqBody, Timeouts, UpstreamError, UpstreamErrorKind};
+use http::{HeaderMap, Method, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// One member of a peer set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// Node name (hashed for the ring: every node must use the same names).
+    pub name: String,
+    /// `host:port` of its HTTP listener.
+    pub http: String,
+    /// `host:port` of its admin listener (`/healthz`), if it has one.
+    pub admin: Option<String>,
+}
+
+/// Health thresholds and ramp-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Time between active probes.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Consecutive failures that mark a peer down.
+    pub fall: u32,
+    /// Consecutive probe successes that bring a down peer back.
+    pub rise: u32,
+    /// How long a peer that came back takes to reach its full share of keys.
+    pub ramp_up: Duration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+            ramp_up: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Default)]
+struct PeerState {
+    down: AtomicBool,
+    fails: AtomicU32,
+    oks: AtomicU32,
+    /// Milliseconds since the set's epoch when the peer last came back (0: up from the start).
+    up_since_ms: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// A set of peers chosen by key.
+pub struct PeerSet {
+    name: String,
+    peers: Vec<PeerSpec>,
+    ring: Ring,
+    state: Vec<PeerState>,
+    /// The member that is this node (never probed, always up; requests for its keys are not
+    /// sent).
+    local: Option<usize>,
+    client: Client<HttpConnector, ReqBody>,
+    timeouts: Timeouts,
+    policy: HealthPolicy,
+    delay: Duration,
+    epoch: Instant,
+    failovers: AtomicU64,
+}
+
+/// What [`PeerSet::send`] returns: the response and the member that gave it.
+pub type PeerResponse = (Response<Incoming>, usize);
+
+impl PeerSet {
+    /// A set called `name` of `peers`; `local` names the member that is this node, if any.
+    /// `delay` is added before every request (simulated link latency; zero in production).
+    pub fn new(
+        name: &str,
+        peers: Vec<PeerSpec>,
+        local: Option<&str>,
+        timeouts: Timeouts,
+        policy: HealthPolicy,
+        delay: Duration,
+    ) -> Self {
+        let ring = Ring::equal(peers.iter().map(|p| p.name.as_str()));
+        let local = local.and_then(|l| peers.iter().position(|p| p.name == l));
+        let state = peers.iter().map(|_| PeerState::default()).collect();
+        Self {
+            name: name.to_string(),
+            ring,
+            state,
+            local,
+            client: crate::client(timeouts),
+            timeouts,
+            policy,
+            delay,
+            epoch: Instant::now(),
+            failovers: AtomicU64::new(0),
+            peers,
+        }
+    }
+
+    /// The set's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The members.
+    pub fn peers(&self) -> &[PeerSpec] {
+        &self.peers
+    }
+
+    /// Index of the member that is this node.
+    pub fn local(&self) -> Option<usize> {
+        self.local
+    }
+
+    /// Requests that went to another member after one failed.
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// Requests member `i` answered.
+    pub fn requests(&self, i: usize) -> u64 {
+        self.state
+            .get(i)
+            .map_or(0, |s| s.requests.load(Ordering::Relaxed))
+    }
+
+    /// Whether member `i` is up (passive and active health).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.state
+            .get(i)
+            .is_some_and(|s| !s.down.load(Ordering::Relaxed))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether member `i` takes keys now.
+    pub fn eligibility(&self, i: usize) -> Eligibility {
+        if Some(i) == self.local {
+            return Eligibility::Up;
+        }
+        let Some(s) = self.state.get(i) else {
+            return Eligibility::Down;
+        };
+        if s.down.load(Ordering::Relaxed) {
+            return Eligibility::Down;
+        }
+        let since = s.up_since_ms.load(Ordering::Relaxed);
+        let ramp = self.policy.ramp_up.as_millis() as u64;
+        if since == 0 || ramp == 0 {
+            return Eligibility::Up;
+        }
+        let elapsed = self.now_ms().saturating_sub(since);
+        if elapsed >= ramp {
+            Eligibility::Up
+        } else {
+            Eligibility::Ramping(elapsed as f64 / ramp as f64)
+        }
+    }
+
+    /// The member that owns `key` now (health and ramp-up included).
+    pub fn owner(&self, key: u64) -> Option<usize> {
+        self.ring.owner_with(key, |i| self.eligibility(i))
+    }
+
+    /// The members in the order to try for `key`.
+    pub fn order(&self, key: u64) -> Vec<usize> {
+        self.ring.order_with(key, |i| self.eligibility(i))
+    }
+
+    fn failed(&self, i: usize) {
+        let s = &self.state[i];
+        s.oks.store(0, Ordering::Relaxed);
+        let f = s.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if f >= self.policy.fall && !s.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(set = %self.name, peer = %self.peers[i].name, "peer down");
+        }
+    }
+
+    fn succeeded(&self, i: usize, probe: bool) {
+        let s = &self.state[i];
+        s.fails.store(0, Ordering::Relaxed);
+        if !s.down.load(Ordering::Relaxed) {
+            return;
+        }
+        // A down peer comes back only on probes (a real request is not sent to it unless every
+        // member is down).
+        let oks = s.oks.fetch_add(1, Ordering::Relaxed) + 1;
+        if probe && oks >= self.policy.rise {
+            s.up_since_ms.store(self.now_ms().max(1), Ordering::Relaxed);
+            s.oks.store(0, Ordering::Relaxed);
+            s.down.store(false, Ordering::Relaxed);
+            tracing::info!(set = %self.name, peer = %self.peers[i].name, "peer up (ramping)");
+        }
+    }
+
+    /// Send a request for `key` to its owner, skipping `skip` (this node). A bodiless request
+    /// (`body` is `None`) goes to the next member when one fails to answer; one with a body is
+    /// sent once. Returns the response and the member that answered.
+    pub async fn send(
+        &self,
+        key: u64,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Option<ReqBody>,
+        skip: Option<usize>,
+    ) -> Result<PeerResponse, UpstreamError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let order = self.order(key);
+        let retry = body.is_none();
+        let mut body = body;
+        let mut last: Option<UpstreamError> = None;
+        for (tries, i) in order.into_iter().filter(|i| Some(*i) != skip).enumerate() {
+            if tries > 0 {
+                if !retry {
+                    break;
+                }
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            let peer = &self.peers[i];
+            let b = body.take().unwrap_or_else(empty_body);
+            let req = build(method, &peer.http, path_and_query, headers, b).map_err(|e| {
+                UpstreamError::new(UpstreamErrorKind::Protocol, &peer.http, Some(Box::new(e)))
+            })?;
+            match tokio::time::timeout(self.timeouts.first_byte, self.client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    self.succeeded(i, false);
+                    self.state[i].requests.fetch_add(1, Ordering::Relaxed);
+                    return Ok((resp, i));
+                }
+                Ok(Err(e)) => {
+                    let err = classify(e, &peer.http);
+                    tracing::debug!(set = %self.name, peer = %peer.name, error = %err.detail(), "peer request failed; trying the next");
+                    self.failed(i);
+                    last = Some(err);
+                }
+                Err(_) => {
+                    return Err(UpstreamError::new(
+                        UpstreamErrorKind::Timeout,
+                        peer.http.clone(),
+                        Some(format!("no response within {:?}", self.timeouts.first_byte).into()),
+                    ))
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            UpstreamError::new(
+                UpstreamErrorKind::Unreachable,
+                &self.name,
+                Some("no member to send to".into()),
+            )
+        }))
+    }
+
+    /// Probe every member but this node every `interval` until the set is dropped.
+    pub fn spawn_probes(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let interval = self.policy.interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(set) = weak.upgrade() else { return };
+                set.probe_all().await;
+            }
+        });
+    }
+
+    async fn probe_all(&self) {
+        let probes = (0..self.peers.len())
+            .filter(|i| Some(*i) != self.local)
+            .map(|i| async move {
+                let ok = self.probe(i).await;
+                if ok {
+                    self.succeeded(i, true);
+                } else {
+                    self.failed(i);
+                }
+            });
+        futures_join_all(probes).await;
+    }
+
+    async fn probe(&self, i: usize) -> bool {
+        let peer = &self.peers[i];
+        let timeout = self.policy.timeout;
+        match &peer.admin {
+            Some(admin) => {
+                let Ok(req) = build(
+                    &Method::GET,
+                    admin,
+                    "/healthz",
+                    &HeaderMap::new(),
+                    empty_body(),
+                ) else {
+                    return false;
+                };
+                matches!(
+                    tokio::time::timeout(timeout, self.client.request(req)).await,
+                    Ok(Ok(r)) if r.status().is_success()
+                )
+            }
+            None => matches!(
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&peer.http)).await,
+                Ok(Ok(_))
+            ),
+        }
+    }
+}
+
+/// Await every future (they are few; no dependency on `futures`).
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let set: Vec<_> = futs.map(Box::pin).collect();
+    for f in set {
+        f.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn spec(name: &str, http: String) -> PeerSpec {
+        PeerSpec {
+            name: name.into(),
+            http,
+            admin: None,
+        }
+    }
+
+    async fn server(body: &'static str) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let r = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(r.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn closed_port() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    fn policy() -> HealthPolicy {
+        HealthPolicy {
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(200),
+            fall: 2,
+            rise: 2,
+            ramp_up: Duration::from_secs(3600),
+        }
+    }
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn fails_over_to_the_next_member_and_marks_the_dead_one_down() {
+        let a = server("a").await;
+        let dead = closed_port();
+        let set = PeerSet::new(
+            "shields",
+            vec![spec("s1", dead), spec("s2", a)],
+            None,
+            timeouts(),
+            policy(),
+            Duration::ZERO,
+        );
+        // A key owned by the dead member.
+        let key = (0u64..)
+            .map(crate::ring::mix64)
+            .find(|k| set.owner(*k) == Some(0))
+            .unwrap();
+        for _ in 0..3 {
+            let (resp, who) = set
+                .send(key, &Method::GET, "/", &HeaderMap::new(), None, None)
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(who, 1);
+        }
+        assert!(!set.is_up(0));
+        assert_eq!(set.owner(key), Some(1));
+        assert_eq!(
+            set.failovers(),
+            2,
+            "once down, the dead member is not tried first"
+        );
+    }
+
+    #[tokio::test]
+    async fn probes_bring_a_member_back_with_ramp_up() {
+        // The member's port is closed, then a server appears on it.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let set = Arc::new(PeerSet::new(
+            "pop",
+            vec![spec("b1", addr.to_string()), spec("b2", server("b").await)],
+            Some("b2"),
+            timeouts(),
+            policy(),
+            Duration::ZERO,
+        ));
+        set.spawn_probes();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while set.is_up(0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!set.is_up(0), "probes mark the closed member down");
+        assert_eq!(
+            set.eligibility(1),
+            Eligibility::Up,
+            "the local member is always up"
+        );
+        let back = tokio::net::TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = back.accept().await {
+                held.push(s);
+            }
+        });
+        while !set.is_up(0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(set.is_up(0));
+        match set.eligibility(0) {
+            Eligibility::Ramping(f) => assert!(f < 0.01),
+            other => panic!("expected ramping, got {other:?}"),
+        }
+    }
+}
