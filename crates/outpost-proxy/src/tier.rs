@@ -213,6 +213,25 @@ impl Tier {
         }
         let _ = writeln!(
             out,
+            "# HELP outpost_peer_share Fraction of its keys a peer takes now (0 down, below 1 while ramping up).\n# TYPE outpost_peer_share gauge"
+        );
+        for set in &sets {
+            for (i, p) in set.peers().iter().enumerate() {
+                let share = match set.eligibility(i) {
+                    outpost_upstream::ring::Eligibility::Up => 1.0,
+                    outpost_upstream::ring::Eligibility::Ramping(f) => f,
+                    outpost_upstream::ring::Eligibility::Down => 0.0,
+                };
+                let _ = writeln!(
+                    out,
+                    "outpost_peer_share{{node=\"{node}\",set=\"{}\",peer=\"{}\"}} {share:.3}",
+                    crate::metrics::label(set.name()),
+                    crate::metrics::label(&p.name),
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
             "# HELP outpost_peer_failovers_total Requests sent to the next member after one failed.\n# TYPE outpost_peer_failovers_total counter"
         );
         for set in &sets {

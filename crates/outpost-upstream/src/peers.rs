@@ -215,9 +215,11 @@ impl PeerSet {
         }
     }
 
-    /// Send a request for `key` to its owner, skipping `skip` (this node). A bodiless request
-    /// (`body` is `None`) goes to the next member when one fails to answer; one with a body is
-    /// sent once. Returns the response and the member that answered.
+    /// Send a request for `key` to its owner. A bodiless request (`body` is `None`) goes to the
+    /// next member when one fails to answer; one with a body is sent once. `skip` is this node:
+    /// when it comes next in the key's order, the request is not sent further (an error: this
+    /// node answers the key itself, as every node will once the failed member is marked down).
+    /// Returns the response and the member that answered.
     pub async fn send(
         &self,
         key: u64,
@@ -234,7 +236,17 @@ impl PeerSet {
         let retry = body.is_none();
         let mut body = body;
         let mut last: Option<UpstreamError> = None;
-        for (tries, i) in order.into_iter().filter(|i| Some(*i) != skip).enumerate() {
+        for (tries, i) in order.into_iter().enumerate() {
+            if Some(i) == skip {
+                // This node is next in the key's order: it answers the key itself now.
+                return Err(last.unwrap_or_else(|| {
+                    UpstreamError::new(
+                        UpstreamErrorKind::Unreachable,
+                        &self.name,
+                        Some("this node is next in the key's order".into()),
+                    )
+                }));
+            }
             if tries > 0 {
                 if !retry {
                     break;

@@ -1,0 +1,430 @@
+//! The CDN hierarchy with real processes on 127.0.0.1: every node is its own `outpost node
+//! --config topology.toml --name NAME` process, the origin is the test kit's, and the tests
+//! assert on what clients got and what the origin saw.
+//!
+//! - a stampede over 3 PoPs × 2 boxes and 2 shields reaches the origin once;
+//! - `kill -9` of a shield under load: its sibling takes over, the origin sees at most the dead
+//!   shield's keys again, and the restarted shield rejoins ramping up;
+//! - `kill -9` of one of 4 boxes in a PoP: the PoP keeps serving, and only the dead box's keys
+//!   are fetched again (no key moves between surviving boxes).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use outpost_testkit::{http_get, RouteSpec, TestOrigin};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free port below the ephemeral range (32768 and up), so that no outgoing connection of
+/// another node takes it between now and the moment its node binds it. Ports are handed out
+/// from a counter, so the tests of this file (run in parallel) never pick the same one.
+fn free_addr() -> SocketAddr {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = 20_000 + (u64::from(std::process::id()) % 400) * 25;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (port - 20_000) % 12_000;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().unwrap();
+        }
+    }
+}
+
+struct Member {
+    name: String,
+    http: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Member {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            http: free_addr(),
+            metrics: free_addr(),
+        }
+    }
+}
+
+/// A topology of PoPs and one shield set, written to a file, with one process per node.
+struct World {
+    dir: PathBuf,
+    config: PathBuf,
+    pops: Vec<Vec<Member>>,
+    shields: Vec<Member>,
+    procs: Vec<(String, Child)>,
+}
+
+impl World {
+    fn new(test: &str, pops: &[usize], shields: usize, origin: &str) -> World {
+        let dir = std::env::temp_dir().join(format!("outpost-tiers-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pops: Vec<Vec<Member>> = pops
+            .iter()
+            .enumerate()
+            .map(|(p, n)| {
+                (0..*n)
+                    .map(|b| Member::new(&format!("pop{p}-box{b}")))
+                    .collect()
+            })
+            .collect();
+        let shields: Vec<Member> = (0..shields)
+            .map(|i| Member::new(&format!("shield-{i}")))
+            .collect();
+        let member = |m: &Member| {
+            format!(
+                "[[topology.{{}}.box]]\nname = \"{}\"\nlisten = \"{}\"\nmetrics = \"{}\"\n",
+                m.name, m.http, m.metrics
+            )
+        };
+        let mut toml = String::from(
+            "[node]\nname = \"pop0-box0\"\ndrain_timeout = \"1s\"\n\n[store]\nram_bytes = \"64M\"\n\n\
+             [topology]\nramp_up = \"3s\"\nhot_key_rps = 0\nhealth_interval = \"200ms\"\n\
+             health_timeout = \"500ms\"\nhealth_fall = 2\nhealth_rise = 2\n\n",
+        );
+        for (p, boxes) in pops.iter().enumerate() {
+            toml.push_str(&format!(
+                "[[topology.pop]]\nname = \"pop{p}\"\nregion = \"r{p}\"\n"
+            ));
+            for b in boxes {
+                toml.push_str(&member(b).replace("{}", "pop"));
+            }
+            toml.push('\n');
+        }
+        if !shields.is_empty() {
+            toml.push_str("[[topology.shield_set]]\nname = \"shields\"\nregion = \"r0\"\n");
+            for s in &shields {
+                toml.push_str(&member(s).replace("{}", "shield_set"));
+            }
+            toml.push('\n');
+        }
+        toml.push_str(&format!(
+            "[[tenant]]\nname = \"site\"\nhostnames = [\"site.test\"]\norigins = [\"{origin}\"]\n{}\n",
+            if shields.is_empty() {
+                ""
+            } else {
+                "shield = \"shields\"\n"
+            }
+        ));
+        let config = dir.join("topology.toml");
+        std::fs::write(&config, toml).unwrap();
+        World {
+            dir,
+            config,
+            pops,
+            shields,
+            procs: Vec::new(),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Member> {
+        self.shields.iter().chain(self.pops.iter().flatten())
+    }
+
+    fn member(&self, name: &str) -> &Member {
+        self.all().find(|m| m.name == name).unwrap()
+    }
+
+    /// Start `name`'s process and wait for its listener.
+    async fn start(&mut self, name: &str) {
+        let m = self.member(name);
+        let (http, log) = (m.http, self.dir.join(format!("{name}.log")));
+        let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["node", "--config"])
+            .arg(&self.config)
+            .args(["--name", name])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        self.procs.push((name.to_string(), child));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(http).await.is_err() {
+            assert!(Instant::now() < deadline, "{name} did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Shields first, then boxes.
+    async fn start_all(&mut self) {
+        let names: Vec<String> = self.all().map(|m| m.name.clone()).collect();
+        for n in names {
+            self.start(&n).await;
+        }
+    }
+
+    fn kill9(&mut self, name: &str) {
+        let i = self.procs.iter().position(|(n, _)| n == name).unwrap();
+        let (_, mut child) = self.procs.remove(i);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn boxes(&self) -> Vec<SocketAddr> {
+        self.pops.iter().flatten().map(|m| m.http).collect()
+    }
+
+    async fn metrics(&self, name: &str) -> String {
+        http_get(self.member(name).metrics, "localhost", "/metrics", &[])
+            .await
+            .unwrap()
+            .text()
+    }
+
+    /// The value of the first series of `metric` whose labels contain `labels`.
+    async fn metric(&self, name: &str, metric: &str, labels: &str) -> Option<f64> {
+        let text = self.metrics(name).await;
+        text.lines()
+            .filter(|l| l.starts_with(metric) && l.contains(labels))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pseudo_random_body(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x1234_5678;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_over_three_pops_reaches_the_origin_once() {
+    let origin = TestOrigin::start().await.unwrap();
+    let body = pseudo_random_body(64 * 1024);
+    origin.route(
+        "/cold",
+        RouteSpec::ok("", "max-age=600")
+            .body(body.clone())
+            .count_header(false)
+            .delay(Duration::from_millis(300)),
+    );
+    let mut world = World::new("stampede", &[2, 2, 2], 2, &origin.url());
+    world.start_all().await;
+    let boxes = world.boxes();
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let addr = boxes[i % boxes.len()];
+        tasks.push(tokio::spawn(async move {
+            http_get(addr, "site.test", "/cold", &[]).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let r = t.await.unwrap().expect("every request is answered");
+        assert_eq!(r.status, 200, "{:?}", r.headers);
+        assert!(r.body == body, "a body differs from the origin's");
+        ok += 1;
+    }
+    assert_eq!(ok, 1000);
+    assert_eq!(
+        origin.hits("/cold"),
+        1,
+        "1,000 concurrent requests over 6 boxes in 3 PoPs and 2 shields: one origin fetch"
+    );
+}
+
+/// Load from `workers` tasks over `boxes` until `stop`: (seconds since `t0`, ok) per request.
+fn steady_load(
+    boxes: Vec<SocketAddr>,
+    keys: usize,
+    workers: usize,
+    headers: &'static [(&'static str, &'static str)],
+    stop: Arc<AtomicBool>,
+    t0: Instant,
+) -> (
+    Arc<Mutex<Vec<(f64, bool)>>>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let n = Arc::new(AtomicU64::new(0));
+    let tasks = (0..workers)
+        .map(|_| {
+            let (boxes, stop, results, n) =
+                (boxes.clone(), stop.clone(), results.clone(), n.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = n.fetch_add(1, Ordering::Relaxed) as usize;
+                    let addr = boxes[i % boxes.len()];
+                    let path = format!("/k?n={}", (i * 7) % keys);
+                    let ok = matches!(
+                        http_get(addr, "site.test", &path, headers).await,
+                        Ok(r) if r.status == 200
+                    );
+                    results
+                        .lock()
+                        .unwrap()
+                        .push((t0.elapsed().as_secs_f64(), ok));
+                }
+            })
+        })
+        .collect();
+    (results, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_shield_is_replaced_by_its_sibling_and_rejoins_ramping_up() {
+    const KEYS: usize = 60;
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/k",
+        RouteSpec::ok("key", "max-age=600").count_header(false),
+    );
+    let mut world = World::new("shield", &[2], 2, &origin.url());
+    world.start_all().await;
+    let boxes = world.boxes();
+    for k in 0..KEYS {
+        let r = http_get(boxes[0], "site.test", &format!("/k?n={k}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(origin.total_hits(), KEYS);
+    // Keys only the shield about to die holds: those it fetched from the origin.
+    let owned = world
+        .metric(
+            "shield-1",
+            "outpost_origin_fetches_total",
+            "tenant=\"site\"",
+        )
+        .await
+        .unwrap() as usize;
+    assert!(owned > 0 && owned < KEYS, "both shields hold keys: {owned}");
+
+    // Steady load; every request makes the edge go to its shield again (no-cache).
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let (results, tasks) = steady_load(
+        boxes.clone(),
+        KEYS,
+        8,
+        &[("cache-control", "no-cache")],
+        stop.clone(),
+        t0,
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let killed_at = t0.elapsed().as_secs_f64();
+    world.kill9("shield-1");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let results = results.lock().unwrap().clone();
+    let errors = results.iter().filter(|(_, ok)| !ok).count();
+    let late_errors = results
+        .iter()
+        .filter(|(t, ok)| !ok && *t > killed_at + 2.0)
+        .count();
+    assert!(results.len() > 200, "load ran: {} requests", results.len());
+    assert!(
+        errors * 100 <= results.len(),
+        "{errors} errors in {} requests",
+        results.len()
+    );
+    assert_eq!(late_errors, 0, "no errors 2 s after the kill");
+    let extra = origin.total_hits() - KEYS;
+    assert!(
+        extra <= owned,
+        "the origin saw {extra} extra fetches; the dead shield held {owned} keys"
+    );
+    assert!(
+        world
+            .metric("pop0-box0", "outpost_peer_up", "peer=\"shield-1\"")
+            .await
+            == Some(0.0)
+    );
+
+    // Restart: it comes back and ramps up.
+    world.start("shield-1").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut shares = Vec::new();
+    loop {
+        let share = world
+            .metric("pop0-box0", "outpost_peer_share", "peer=\"shield-1\"")
+            .await
+            .unwrap();
+        shares.push(share);
+        if share >= 1.0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        shares.last(),
+        Some(&1.0),
+        "back to a full share: {shares:?}"
+    );
+    assert!(
+        shares.iter().any(|s| *s > 0.0 && *s < 1.0),
+        "it ramped up rather than taking its whole share at once: {shares:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_box_moves_only_its_own_keys() {
+    const KEYS: usize = 200;
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/k",
+        RouteSpec::ok("key", "max-age=600").count_header(false),
+    );
+    let mut world = World::new("box", &[4], 0, &origin.url());
+    world.start_all().await;
+    let boxes = world.boxes();
+    for k in 0..KEYS {
+        let addr = boxes[k % 4];
+        let r = http_get(addr, "site.test", &format!("/k?n={k}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(origin.total_hits(), KEYS, "each key has one owner");
+    let owned = world
+        .metric(
+            "pop0-box3",
+            "outpost_origin_fetches_total",
+            "tenant=\"site\"",
+        )
+        .await
+        .unwrap() as usize;
+    world.kill9("pop0-box3");
+    // Every key through every surviving box, twice: the PoP keeps serving.
+    for round in 0..2 {
+        for k in 0..KEYS {
+            let addr = boxes[(k + round) % 3];
+            let r = http_get(addr, "site.test", &format!("/k?n={k}"), &[])
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "key {k} via box {}", (k + round) % 3);
+        }
+    }
+    let moved = origin.total_hits() - KEYS;
+    let fraction = moved as f64 / KEYS as f64;
+    eprintln!("keys that changed owner: {moved} of {KEYS} ({fraction:.3}); box3 held {owned}");
+    assert_eq!(
+        moved, owned,
+        "exactly the dead box's keys are fetched again: none moved between survivors"
+    );
+    assert!(
+        (0.1..0.4).contains(&fraction),
+        "about a quarter: {fraction}"
+    );
+}
