@@ -241,6 +241,9 @@ async fn a_stampede_over_three_pops_reaches_the_origin_once() {
     );
 }
 
+/// Per request: seconds since the start and whether it succeeded.
+type Results = Arc<Mutex<Vec<(f64, bool)>>>;
+
 /// Load from `workers` tasks over `boxes` until `stop`: (seconds since `t0`, ok) per request.
 fn steady_load(
     boxes: Vec<SocketAddr>,
@@ -249,10 +252,7 @@ fn steady_load(
     headers: &'static [(&'static str, &'static str)],
     stop: Arc<AtomicBool>,
     t0: Instant,
-) -> (
-    Arc<Mutex<Vec<(f64, bool)>>>,
-    Vec<tokio::task::JoinHandle<()>>,
-) {
+) -> (Results, Vec<tokio::task::JoinHandle<()>>) {
     let results = Arc::new(Mutex::new(Vec::new()));
     let n = Arc::new(AtomicU64::new(0));
     let tasks = (0..workers)
