@@ -467,6 +467,9 @@ pub struct NodeConfig {
     /// Bearer token that admits admin requests (`POST /purge` on the `metrics` listener) from
     /// non-loopback clients; without one only loopback clients may use them.
     pub admin_token: Option<String>,
+    /// Requests in flight to one origin from this node, shared fairly between the tenants that
+    /// use it (half guaranteed in equal parts, half first come first served).
+    pub origin_concurrency: usize,
 }
 
 impl Default for NodeConfig {
@@ -482,6 +485,7 @@ impl Default for NodeConfig {
             workers: 0,
             drain_timeout: Dur(Duration::from_secs(30)),
             admin_token: None,
+            origin_concurrency: 512,
         }
     }
 }
@@ -545,6 +549,42 @@ pub struct TenantConfig {
     /// to; none: edges go to the origins directly.
     #[serde(default)]
     pub shield: Option<String>,
+    /// How the origins are chosen and health-checked.
+    #[serde(default)]
+    pub origin_pool: OriginPoolConfig,
+}
+
+/// `[tenant.origin_pool]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginPoolConfig {
+    /// One weight per origin: keys are spread over healthy origins by weighted consistent
+    /// hashing. Empty: the first healthy origin takes everything (primary, then the next).
+    pub weights: Vec<f64>,
+    /// Path probed with GET on every origin (2xx/3xx = healthy); empty: passive checks only
+    /// (an origin that refused a connection is skipped for 3 s).
+    pub health_path: String,
+    /// Time between probes.
+    pub health_interval: Dur,
+    /// Probe timeout.
+    pub health_timeout: Dur,
+    /// Consecutive failures (probes or connection failures) that mark an origin down.
+    pub health_fall: u32,
+    /// Consecutive successful probes that bring it back.
+    pub health_rise: u32,
+}
+
+impl Default for OriginPoolConfig {
+    fn default() -> Self {
+        Self {
+            weights: Vec::new(),
+            health_path: String::new(),
+            health_interval: Dur(Duration::from_secs(2)),
+            health_timeout: Dur(Duration::from_secs(1)),
+            health_fall: 2,
+            health_rise: 2,
+        }
+    }
 }
 
 /// `[tenant.cache]`: defaults applied where the origin says nothing.
@@ -741,6 +781,12 @@ impl Config {
                 "must be at least 1K",
             ));
         }
+        if self.node.origin_concurrency < 2 {
+            return Err(ConfigError::new(
+                "node.origin_concurrency",
+                format!("must be at least 2, got {}", self.node.origin_concurrency),
+            ));
+        }
         if self.node.workers > 1024 {
             return Err(ConfigError::new(
                 "node.workers",
@@ -840,6 +886,45 @@ impl Config {
             }
             for (j, o) in t.origins.iter().enumerate() {
                 parse_origin(o).map_err(|m| ConfigError::new(format!("{p}.origins[{j}]"), m))?;
+            }
+            let op = &t.origin_pool;
+            if !op.weights.is_empty() {
+                if op.weights.len() != t.origins.len() {
+                    return Err(ConfigError::new(
+                        format!("{p}.origin_pool.weights"),
+                        format!(
+                            "one weight per origin: {} weights for {} origins",
+                            op.weights.len(),
+                            t.origins.len()
+                        ),
+                    ));
+                }
+                if let Some(j) = op.weights.iter().position(|w| !(w.is_finite() && *w > 0.0)) {
+                    return Err(ConfigError::new(
+                        format!("{p}.origin_pool.weights[{j}]"),
+                        "must be a positive number",
+                    ));
+                }
+            }
+            if !op.health_path.is_empty() && !op.health_path.starts_with('/') {
+                return Err(ConfigError::new(
+                    format!("{p}.origin_pool.health_path"),
+                    "must start with '/'",
+                ));
+            }
+            nonzero(
+                &format!("{p}.origin_pool.health_interval"),
+                op.health_interval,
+            )?;
+            nonzero(
+                &format!("{p}.origin_pool.health_timeout"),
+                op.health_timeout,
+            )?;
+            if op.health_fall == 0 || op.health_rise == 0 {
+                return Err(ConfigError::new(
+                    format!("{p}.origin_pool.health_fall"),
+                    "health_fall and health_rise must be at least 1",
+                ));
             }
             nonzero(
                 &format!("{p}.cache.connect_timeout"),
@@ -941,6 +1026,7 @@ impl Config {
                 cache_key: CacheKeyConfig::default(),
                 rules: Vec::new(),
                 shield: None,
+                origin_pool: OriginPoolConfig::default(),
             }],
             topology: None,
         };

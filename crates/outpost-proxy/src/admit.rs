@@ -87,7 +87,15 @@ mod tests {
     fn http10_without_host_needs_a_wildcard_tenant() {
         let cfg =
             outpost_config::Config::single_origin("127.0.0.1:0", "http://127.0.0.1:1").unwrap();
-        let tenants = Tenants::from_config(&cfg, &crate::metrics::Metrics::new(), None, None);
+        let metrics = crate::metrics::Metrics::new();
+        let limits = crate::tenant::OriginLimits::default();
+        let env = crate::tenant::Env {
+            metrics: &metrics,
+            tier: None,
+            limits: &limits,
+            origin_concurrency: 16,
+        };
+        let tenants = Tenants::from_config(&cfg, &env, None);
         let mut req = Request::new(());
         *req.version_mut() = Version::HTTP_10;
         assert!(admit(&tenants, &req, false).is_ok());

@@ -51,7 +51,6 @@ pub struct OriginHop {
     name: String,
     pool: OriginPool,
     origins: Vec<String>,
-    delay: std::time::Duration,
 }
 
 impl OriginHop {
@@ -61,14 +60,7 @@ impl OriginHop {
             name: format!("origin:{tenant}"),
             pool,
             origins,
-            delay: std::time::Duration::ZERO,
         }
-    }
-
-    /// Add `delay` before every request (simulated link latency of `outpost up --topology`).
-    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
-        self.delay = delay;
-        self
     }
 
     /// The origin authorities, in failover order.
@@ -89,11 +81,14 @@ impl Upstream for OriginHop {
 
     fn send<'a>(&'a self, req: HopRequest<'a>) -> HopFuture<'a> {
         Box::pin(async move {
-            if !self.delay.is_zero() {
-                tokio::time::sleep(self.delay).await;
-            }
             self.pool
-                .send(req.method, req.path_and_query, &req.headers, req.body)
+                .send(
+                    req.key,
+                    req.method,
+                    req.path_and_query,
+                    &req.headers,
+                    req.body,
+                )
                 .await
                 .map_err(ProxyError::upstream)
         })

@@ -70,6 +70,8 @@ pub struct Node {
     pub admin_token: Option<String>,
     /// Its place in a CDN (role, PoP, peers), when the config has a topology.
     pub tier: Option<crate::tier::Tier>,
+    /// Concurrency limits per origin, shared by tenants and snapshots.
+    pub limits: crate::tenant::OriginLimits,
     /// Set once the node drains (health checks then answer 503).
     pub draining: AtomicBool,
     next_id: AtomicU64,
@@ -82,7 +84,14 @@ impl Node {
         let store = open_store(cfg)?;
         let metrics = Metrics::new();
         let tier = crate::tier::Tier::from_config(cfg);
-        let tenants = Tenants::from_config(cfg, &metrics, None, tier.as_ref());
+        let limits = crate::tenant::OriginLimits::default();
+        let env = crate::tenant::Env {
+            metrics: &metrics,
+            tier: tier.as_ref(),
+            limits: &limits,
+            origin_concurrency: cfg.node.origin_concurrency,
+        };
+        let tenants = Tenants::from_config(cfg, &env, None);
         metrics.set_config_version(1);
         Ok(Node {
             name: cfg.node.name.clone(),
@@ -102,6 +111,7 @@ impl Node {
             warnings: Warnings::default(),
             admin_token: cfg.node.admin_token.clone(),
             tier,
+            limits,
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             log_out: Mutex::new(std::io::stdout()),
@@ -124,8 +134,13 @@ impl Node {
             tracing::warn!("node.name changes need a restart; keeping {:?}", self.name);
         }
         let old = self.config.load_full();
-        let tenants =
-            Tenants::from_config(cfg, &self.metrics, Some(&old.tenants), self.tier.as_ref());
+        let env = crate::tenant::Env {
+            metrics: &self.metrics,
+            tier: self.tier.as_ref(),
+            limits: &self.limits,
+            origin_concurrency: cfg.node.origin_concurrency,
+        };
+        let tenants = Tenants::from_config(cfg, &env, Some(&old.tenants));
         let version = old.version + 1;
         self.config
             .store(Arc::new(ConfigSnapshot { version, tenants }));

@@ -8,9 +8,11 @@ use crate::metrics::{Metrics, TenantStats};
 use crate::tier::Tier;
 use outpost_cache::cookie::CookiePolicy;
 use outpost_cache::{QueryRules, TenantPolicy};
-use outpost_config::{Config, CookiePolicyKind, SetCookieMode, TenantConfig};
+use outpost_config::{Config, CookiePolicyKind, OriginPoolConfig, SetCookieMode, TenantConfig};
 use outpost_http::SetCookiePolicy;
-use outpost_upstream::{OriginPool, Timeouts};
+use outpost_upstream::limit::OriginLimit;
+use outpost_upstream::peers::HealthPolicy;
+use outpost_upstream::{ActiveHealth, OriginPool, PoolOptions, Timeouts};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,10 @@ pub struct Tenant {
     origin: Arc<OriginHop>,
     /// Origin timeouts the pool was built with.
     timeouts: Timeouts,
+    /// The pool settings it was built with.
+    pool_config: OriginPoolConfig,
+    /// The per-origin limit it was built with.
+    origin_concurrency: usize,
     /// Cache defaults.
     pub policy: TenantPolicy,
     /// Query parameter rules for keys.
@@ -83,10 +89,11 @@ impl Tenant {
 
     fn from_config(
         t: &TenantConfig,
-        metrics: &Metrics,
+        env: &Env<'_>,
         previous: Option<&Tenants>,
-        tier: Option<&Tier>,
+        tenants_per_origin: &HashMap<String, usize>,
     ) -> Self {
+        let (metrics, tier) = (env.metrics, env.tier);
         let origins: Vec<String> = t
             .origins
             .iter()
@@ -97,15 +104,46 @@ impl Tenant {
             connect: t.cache.connect_timeout.0,
             first_byte: t.cache.origin_timeout.0,
         };
-        // An unchanged origin list keeps its pool: keep-alive connections and passive health.
+        let limits: Vec<Arc<OriginLimit>> = origins
+            .iter()
+            .map(|a| {
+                let l = env.limits.get(a, env.origin_concurrency);
+                l.set_tenants(tenants_per_origin.get(a).copied().unwrap_or(1));
+                l
+            })
+            .collect();
+        // An unchanged origin pool keeps its connections and health state.
         let reused = previous
             .and_then(|p| p.by_name(&t.name))
-            .filter(|old| old.origin.origins() == origins.as_slice() && old.timeouts == timeouts)
+            .filter(|old| {
+                old.origin.origins() == origins.as_slice()
+                    && old.timeouts == timeouts
+                    && old.pool_config == t.origin_pool
+                    && old.origin_concurrency == env.origin_concurrency
+            })
             .map(|old| old.origin.clone());
         let origin = reused.unwrap_or_else(|| {
-            let pool = OriginPool::new(origins.clone(), timeouts);
-            let delay = tier.map_or(Duration::ZERO, |t| t.origin_latency);
-            Arc::new(OriginHop::new(&t.name, origins, pool).with_delay(delay))
+            let op = &t.origin_pool;
+            let health = (!op.health_path.is_empty()).then(|| ActiveHealth {
+                path: op.health_path.clone(),
+                host: origins.first().cloned().unwrap_or_default(),
+                policy: HealthPolicy {
+                    interval: op.health_interval.0,
+                    timeout: op.health_timeout.0,
+                    fall: op.health_fall,
+                    rise: op.health_rise,
+                    ramp_up: Duration::ZERO,
+                },
+            });
+            let opts = PoolOptions {
+                weights: (!op.weights.is_empty()).then(|| op.weights.clone()),
+                health,
+                limits: Some((t.name.clone(), limits)),
+                delay: tier.map_or(Duration::ZERO, |t| t.origin_latency),
+            };
+            let pool = OriginPool::with_options(origins.clone(), timeouts, opts);
+            pool.spawn_probes();
+            Arc::new(OriginHop::new(&t.name, origins, pool))
         });
         // An edge whose tenant names a shield set sends its misses there.
         let upstream: Arc<dyn Upstream> = tier
@@ -134,6 +172,8 @@ impl Tenant {
             upstream,
             origin,
             timeouts,
+            pool_config: t.origin_pool.clone(),
+            origin_concurrency: env.origin_concurrency,
             policy: TenantPolicy {
                 negative_ttl: t.cache.negative_ttl.0,
                 grace: t.cache.grace.0,
@@ -159,6 +199,41 @@ impl Tenant {
     }
 }
 
+/// What tenants are compiled with besides their config: the node's counters, its place in a
+/// CDN and the origin limits shared by every snapshot.
+pub struct Env<'a> {
+    /// Counters (found by tenant name).
+    pub metrics: &'a Metrics,
+    /// The node's tier, if it is part of a topology.
+    pub tier: Option<&'a Tier>,
+    /// Concurrency limits per origin.
+    pub limits: &'a OriginLimits,
+    /// `node.origin_concurrency`.
+    pub origin_concurrency: usize,
+}
+
+/// The concurrency limit of each origin, by authority, for the life of the node (every tenant
+/// and snapshot that uses an origin shares its limit).
+#[derive(Default)]
+pub struct OriginLimits {
+    map: std::sync::Mutex<HashMap<String, Arc<OriginLimit>>>,
+}
+
+impl OriginLimits {
+    /// The limit of `authority` (a new one if `limit` changed).
+    pub fn get(&self, authority: &str, limit: usize) -> Arc<OriginLimit> {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(authority) {
+            Some(l) if l.limit() == limit.max(2) => l.clone(),
+            _ => {
+                let l = OriginLimit::new(limit);
+                m.insert(authority.to_string(), l.clone());
+                l
+            }
+        }
+    }
+}
+
 /// Host → tenant.
 pub struct Tenants {
     by_host: HashMap<String, Arc<Tenant>>,
@@ -168,18 +243,21 @@ pub struct Tenants {
 
 impl Tenants {
     /// Compile every tenant of a (validated) config, reusing what `previous` already built;
-    /// `tier` (the node's place in a CDN) decides each tenant's upstream hop.
-    pub fn from_config(
-        cfg: &Config,
-        metrics: &Metrics,
-        previous: Option<&Tenants>,
-        tier: Option<&Tier>,
-    ) -> Self {
+    /// `env.tier` (the node's place in a CDN) decides each tenant's upstream hop.
+    pub fn from_config(cfg: &Config, env: &Env<'_>, previous: Option<&Tenants>) -> Self {
         let mut by_host = HashMap::new();
         let mut wildcard = None;
         let mut all = Vec::new();
+        let mut tenants_per_origin: HashMap<String, usize> = HashMap::new();
         for t in &cfg.tenants {
-            let tenant = Arc::new(Tenant::from_config(t, metrics, previous, tier));
+            for o in &t.origins {
+                if let Ok(o) = outpost_config::parse_origin(o) {
+                    *tenants_per_origin.entry(o.authority).or_insert(0) += 1;
+                }
+            }
+        }
+        for t in &cfg.tenants {
+            let tenant = Arc::new(Tenant::from_config(t, env, previous, &tenants_per_origin));
             for h in &t.hostnames {
                 if h == "*" {
                     wildcard = Some(tenant.clone());

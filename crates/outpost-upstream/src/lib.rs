@@ -14,10 +14,11 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod limit;
 pub mod peers;
 pub mod ring;
 
@@ -124,7 +125,13 @@ impl UpstreamError {
 
 struct Origin {
     authority: String,
+    /// Passive only: skipped until then after a connection failure.
     down_until_ms: AtomicU64,
+    /// With active checks: down until probes bring it back.
+    down: AtomicBool,
+    fails: AtomicU32,
+    oks: AtomicU32,
+    limit: Option<Arc<limit::OriginLimit>>,
 }
 
 /// Timeouts for an origin pool.
@@ -136,35 +143,92 @@ pub struct Timeouts {
     pub first_byte: Duration,
 }
 
-/// The origins of one tenant, tried in order, with a shared connection pool.
+/// Active health checks of an origin pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveHealth {
+    /// Path probed with GET (a 2xx or 3xx answer is healthy).
+    pub path: String,
+    /// Host header of the probes.
+    pub host: String,
+    /// Interval, timeout and thresholds.
+    pub policy: peers::HealthPolicy,
+}
+
+/// How an origin pool picks and protects its origins.
+#[derive(Clone, Default)]
+pub struct PoolOptions {
+    /// Weights, one per origin: keys are spread over the healthy origins by weighted consistent
+    /// hashing. `None`: the first healthy origin in order takes everything (primary, then
+    /// secondaries).
+    pub weights: Option<Vec<f64>>,
+    /// Active health checks (without them, an origin that refused a connection is skipped for
+    /// a few seconds).
+    pub health: Option<ActiveHealth>,
+    /// The tenant this pool belongs to and each origin's shared concurrency limit.
+    pub limits: Option<(String, Vec<Arc<limit::OriginLimit>>)>,
+    /// Simulated latency added before every request.
+    pub delay: Duration,
+}
+
+/// The origins of one tenant, with a shared connection pool.
 #[derive(Clone)]
 pub struct OriginPool {
     origins: Arc<Vec<Origin>>,
     client: Client<HttpConnector, ReqBody>,
     timeouts: Timeouts,
     epoch: Instant,
+    ring: Option<Arc<ring::Ring>>,
+    health: Option<Arc<ActiveHealth>>,
+    tenant: Arc<str>,
+    delay: Duration,
 }
 
-/// How long an origin that refused a connection is skipped.
+/// How long an origin that refused a connection is skipped (without active checks).
 const DOWN_FOR: Duration = Duration::from_secs(3);
 
 impl OriginPool {
-    /// A pool for `authorities` (`host:port`).
+    /// A pool for `authorities` (`host:port`), tried in order.
     pub fn new(authorities: Vec<String>, timeouts: Timeouts) -> Self {
+        Self::with_options(authorities, timeouts, PoolOptions::default())
+    }
+
+    /// A pool for `authorities` with weights, active health checks and limits.
+    pub fn with_options(authorities: Vec<String>, timeouts: Timeouts, opts: PoolOptions) -> Self {
         let client = client(timeouts);
+        let ring = opts.weights.as_ref().map(|w| {
+            Arc::new(ring::Ring::new(
+                authorities
+                    .iter()
+                    .zip(w.iter().copied().chain(std::iter::repeat(1.0)))
+                    .map(|(a, w)| (a.as_str(), w)),
+            ))
+        });
+        let (tenant, limits) = match opts.limits {
+            Some((t, l)) => (t, l),
+            None => (String::new(), Vec::new()),
+        };
         Self {
             origins: Arc::new(
                 authorities
                     .into_iter()
-                    .map(|authority| Origin {
+                    .enumerate()
+                    .map(|(i, authority)| Origin {
                         authority,
                         down_until_ms: AtomicU64::new(0),
+                        down: AtomicBool::new(false),
+                        fails: AtomicU32::new(0),
+                        oks: AtomicU32::new(0),
+                        limit: limits.get(i).cloned(),
                     })
                     .collect(),
             ),
             client,
             timeouts,
             epoch: Instant::now(),
+            ring,
+            health: opts.health.map(Arc::new),
+            tenant: tenant.into(),
+            delay: opts.delay,
         }
     }
 
@@ -172,41 +236,122 @@ impl OriginPool {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Each origin and whether it is up now (passive health).
+    fn is_up(&self, o: &Origin) -> bool {
+        if self.health.is_some() {
+            !o.down.load(Ordering::Relaxed)
+        } else {
+            o.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        }
+    }
+
+    /// Each origin and whether it is up now.
     pub fn health(&self) -> Vec<(String, bool)> {
-        let now = self.now_ms();
         self.origins
             .iter()
-            .map(|o| {
-                (
-                    o.authority.clone(),
-                    o.down_until_ms.load(Ordering::Relaxed) <= now,
-                )
-            })
+            .map(|o| (o.authority.clone(), self.is_up(o)))
             .collect()
     }
 
-    /// Origins in the order to try: healthy ones first, then the rest.
-    fn order(&self) -> Vec<usize> {
-        let now = self.now_ms();
-        let (mut up, down): (Vec<usize>, Vec<usize>) = (0..self.origins.len())
-            .partition(|&i| self.origins[i].down_until_ms.load(Ordering::Relaxed) <= now);
-        up.extend(down);
-        up
+    /// Origins in the order to try for `key`: healthy ones first (by weight and key, or in
+    /// configured order), then the rest.
+    fn order(&self, key: u64) -> Vec<usize> {
+        match &self.ring {
+            Some(r) => r.order_with(key, |i| {
+                if self.is_up(&self.origins[i]) {
+                    ring::Eligibility::Up
+                } else {
+                    ring::Eligibility::Down
+                }
+            }),
+            None => {
+                let (mut up, down): (Vec<usize>, Vec<usize>) =
+                    (0..self.origins.len()).partition(|&i| self.is_up(&self.origins[i]));
+                up.extend(down);
+                up
+            }
+        }
     }
 
-    /// Send a request. `body` is `None` for bodiless requests, which are retried on the next origin
-    /// when a connection cannot be made; a request with a body goes to one origin only.
+    fn failed(&self, o: &Origin) {
+        match &self.health {
+            Some(h) => {
+                o.oks.store(0, Ordering::Relaxed);
+                let f = o.fails.fetch_add(1, Ordering::Relaxed) + 1;
+                if f >= h.policy.fall && !o.down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(origin = %o.authority, "origin down");
+                }
+            }
+            None => o.down_until_ms.store(
+                self.now_ms() + DOWN_FOR.as_millis() as u64,
+                Ordering::Relaxed,
+            ),
+        }
+    }
+
+    /// Start the active health checks (when configured) until the pool is dropped.
+    pub fn spawn_probes(&self) {
+        let Some(h) = self.health.clone() else {
+            return;
+        };
+        let origins = Arc::downgrade(&self.origins);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(h.policy.interval).await;
+                let Some(origins) = origins.upgrade() else {
+                    return;
+                };
+                for o in origins.iter() {
+                    let ok = match build(
+                        &Method::GET,
+                        &o.authority,
+                        &h.path,
+                        &probe_headers(&h.host),
+                        empty_body(),
+                    ) {
+                        Ok(req) => matches!(
+                            tokio::time::timeout(h.policy.timeout, client.request(req)).await,
+                            Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection()
+                        ),
+                        Err(_) => false,
+                    };
+                    if ok {
+                        o.fails.store(0, Ordering::Relaxed);
+                        let oks = o.oks.fetch_add(1, Ordering::Relaxed) + 1;
+                        if oks >= h.policy.rise && o.down.swap(false, Ordering::Relaxed) {
+                            tracing::info!(origin = %o.authority, "origin up");
+                        }
+                    } else {
+                        o.oks.store(0, Ordering::Relaxed);
+                        let f = o.fails.fetch_add(1, Ordering::Relaxed) + 1;
+                        if f >= h.policy.fall && !o.down.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(origin = %o.authority, "origin down (health check)");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Send a request. `key` picks the origin when the pool is weighted. `body` is `None` for
+    /// bodiless requests, which are retried on the next origin when a connection cannot be
+    /// made; a request with a body goes to one origin only. Each attempt first takes a slot of
+    /// the origin's concurrency limit (waiting for one within the first-byte timeout).
     pub async fn send(
         &self,
+        key: u64,
         method: &Method,
         path_and_query: &str,
         headers: &HeaderMap,
         body: Option<ReqBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let order = self.order();
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let order = self.order(key);
         let mut body = body;
         let mut last_err = None;
+        let deadline = tokio::time::Instant::now() + self.timeouts.first_byte;
         for idx in &order {
             let origin = &self.origins[*idx];
             let b = body.take().unwrap_or_else(empty_body);
@@ -219,17 +364,24 @@ impl OriginPool {
                         Some(Box::new(e)),
                     )
                 })?;
-            match tokio::time::timeout(self.timeouts.first_byte, self.client.request(req)).await {
-                Ok(Ok(resp)) => return Ok(resp),
+            let attempt = async {
+                let _slot = match &origin.limit {
+                    Some(l) => Some(l.acquire(&self.tenant).await),
+                    None => None,
+                };
+                self.client.request(req).await
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(resp)) => {
+                    origin.fails.store(0, Ordering::Relaxed);
+                    return Ok(resp);
+                }
                 Ok(Err(e)) => {
                     let err = classify(e, &origin.authority);
                     let connect = err.kind.is_connect();
                     let retryable = connect && !had_body;
                     if connect {
-                        origin.down_until_ms.store(
-                            self.now_ms() + DOWN_FOR.as_millis() as u64,
-                            Ordering::Relaxed,
-                        );
+                        self.failed(origin);
                     }
                     tracing::debug!(origin = %origin.authority, error = %err, "upstream request failed");
                     if !retryable {
@@ -254,6 +406,18 @@ impl OriginPool {
             )
         }))
     }
+}
+
+fn probe_headers(host: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(host) {
+        h.insert(http::header::HOST, v);
+    }
+    h.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static("outpost-health-check"),
+    );
+    h
 }
 
 /// A keep-alive HTTP/1.1 client with the connect timeout of `timeouts`.
@@ -360,7 +524,7 @@ mod tests {
         };
         let only_dead = OriginPool::new(vec![dead.to_string()], t);
         let e = only_dead
-            .send(&Method::GET, "/", &HeaderMap::new(), None)
+            .send(0, &Method::GET, "/", &HeaderMap::new(), None)
             .await
             .unwrap_err();
         assert_eq!(e.kind, UpstreamErrorKind::Refused, "{e}");
@@ -368,12 +532,12 @@ mod tests {
 
         let pool = OriginPool::new(vec![dead.to_string(), live_addr.to_string()], t);
         let r = pool
-            .send(&Method::GET, "/", &HeaderMap::new(), None)
+            .send(0, &Method::GET, "/", &HeaderMap::new(), None)
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
         // The dead origin is now marked down and skipped first.
-        assert_eq!(pool.order()[0], 1);
+        assert_eq!(pool.order(0)[0], 1);
     }
 
     #[tokio::test]
@@ -394,7 +558,7 @@ mod tests {
             },
         );
         let e = pool
-            .send(&Method::GET, "/", &HeaderMap::new(), None)
+            .send(0, &Method::GET, "/", &HeaderMap::new(), None)
             .await
             .unwrap_err();
         assert_eq!(e.kind, UpstreamErrorKind::Timeout);

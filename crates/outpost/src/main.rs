@@ -545,7 +545,14 @@ async fn explain(
         hm.append(name, value);
     }
     let metrics = outpost_proxy::metrics::Metrics::new();
-    let tenants = outpost_proxy::tenant::Tenants::from_config(&cfg, &metrics, None, None);
+    let limits = outpost_proxy::tenant::OriginLimits::default();
+    let env = outpost_proxy::tenant::Env {
+        metrics: &metrics,
+        tier: None,
+        limits: &limits,
+        origin_concurrency: cfg.node.origin_concurrency,
+    };
+    let tenants = outpost_proxy::tenant::Tenants::from_config(&cfg, &env, None);
     let host = outpost_cache::key::canonical_host(authority).map_err(|e| e.to_string())?;
     println!("url            {url}");
     let Some(tenant) = tenants.find(&host) else {
