@@ -80,6 +80,10 @@ static ROUTES: &[(&str, &str)] = &[
     ),
     ("/gone", "410 Gone"),
     (
+        "/obj/42-1024",
+        "/obj/KEY-SIZE: SIZE bytes (up to 64 MiB) for any KEY, max-age=3600 (outpost load)",
+    ),
+    (
         "/missing",
         "404 without Cache-Control (negative caching default applies)",
     ),
@@ -432,6 +436,17 @@ async fn route(state: &DemoState, path: &str, headers: &HeaderMap) -> Reply {
             TEXT,
             "410 Gone: this resource was removed.\n",
         ),
+        p if p.starts_with("/obj/") => match object_size(p) {
+            Some(size) => Reply::ok("application/octet-stream", object_body(p, size))
+                .cache("public, max-age=3600")
+                .etag(format!("\"{}\"", p.trim_start_matches("/obj/")))
+                .ranges(),
+            None => Reply::new(
+                StatusCode::NOT_FOUND,
+                TEXT,
+                "404 Not Found: expected /obj/KEY-SIZE with SIZE at most 64 MiB\n",
+            ),
+        },
         _ => match content::segment_index(path).and_then(content::segment_body) {
             Some(segment) => Reply::ok("video/mp2t", segment)
                 .cache("public, max-age=86400, immutable")
@@ -445,6 +460,30 @@ async fn route(state: &DemoState, path: &str, headers: &HeaderMap) -> Reply {
             ),
         },
     }
+}
+
+/// Largest `/obj/KEY-SIZE` body.
+const MAX_OBJECT: u64 = 64 << 20;
+
+/// SIZE of `/obj/KEY-SIZE`.
+fn object_size(path: &str) -> Option<u64> {
+    let rest = path.strip_prefix("/obj/")?;
+    let (key, size) = rest.rsplit_once('-')?;
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    size.parse().ok().filter(|s| *s <= MAX_OBJECT)
+}
+
+/// A deterministic body for an object: its path repeated to `size` bytes.
+fn object_body(path: &str, size: u64) -> Bytes {
+    let pattern = format!("{path}\n");
+    let mut out = Vec::with_capacity(size as usize);
+    while (out.len() as u64) < size {
+        let need = (size as usize - out.len()).min(pattern.len());
+        out.extend_from_slice(&pattern.as_bytes()[..need]);
+    }
+    Bytes::from(out)
 }
 
 /// The home page: rendered per request, so the render time shows whether a refresh hit the cache.

@@ -52,6 +52,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// client that caused the fill keeps them; only the stored copy loses them.
 pub fn strip_before_store(h: &mut HeaderMap, cc: &ResponseCacheControl) {
     strip_hop_by_hop(h);
+    // RFC 9211: the upstream members describe the fill's path; a later hit touches only this
+    // cache, so its Cache-Status must not replay them.
+    h.remove("cache-status");
     for name in cc.unstorable_fields() {
         if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
             h.remove(n);

@@ -357,8 +357,11 @@ async fn store_and_respond(
     // (by default it would hand one client's cookie to every other: docs/behaviour.md).
     let drop_cookie =
         !req.policy.set_cookie.shares_cookie() && headers.contains_key(header::SET_COOKIE);
-    let leader_headers =
-        (!rcc.unstorable_fields().is_empty() || drop_cookie).then(|| headers.clone());
+    // An upstream cache's Cache-Status is this client's path, never a later hit's.
+    let leader_headers = (!rcc.unstorable_fields().is_empty()
+        || drop_cookie
+        || headers.contains_key("cache-status"))
+    .then(|| headers.clone());
     strip_before_store(&mut headers, &rcc);
     if drop_cookie {
         headers.remove(header::SET_COOKIE);
