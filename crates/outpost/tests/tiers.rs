@@ -59,6 +59,10 @@ struct World {
 
 impl World {
     fn new(test: &str, pops: &[usize], shields: usize, origin: &str) -> World {
+        Self::with_hot(test, pops, shields, origin, 0)
+    }
+
+    fn with_hot(test: &str, pops: &[usize], shields: usize, origin: &str, hot: u32) -> World {
         let dir = std::env::temp_dir().join(format!("outpost-tiers-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -80,11 +84,12 @@ impl World {
                 m.name, m.http, m.metrics
             )
         };
-        let mut toml = String::from(
+        let toml = String::from(
             "[node]\nname = \"pop0-box0\"\ndrain_timeout = \"1s\"\n\n[store]\nram_bytes = \"64M\"\n\n\
-             [topology]\nramp_up = \"3s\"\nhot_key_rps = 0\nhealth_interval = \"200ms\"\n\
+             [topology]\nramp_up = \"3s\"\nhot_key_rps = HOT\nhealth_interval = \"200ms\"\n\
              health_timeout = \"500ms\"\nhealth_fall = 2\nhealth_rise = 2\n\n",
         );
+        let mut toml = toml.replace("HOT", &hot.to_string());
         for (p, boxes) in pops.iter().enumerate() {
             toml.push_str(&format!(
                 "[[topology.pop]]\nname = \"pop{p}\"\nregion = \"r{p}\"\n"
@@ -427,4 +432,50 @@ async fn a_dead_box_moves_only_its_own_keys() {
         (0.1..0.4).contains(&fraction),
         "about a quarter: {fraction}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_is_replicated_on_the_box_that_receives_it() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/hot",
+        RouteSpec::ok("hot", "max-age=600").count_header(false),
+    );
+    let mut world = World::with_hot("hot", &[2], 0, &origin.url(), 10);
+    world.start_all().await;
+    let boxes = world.boxes();
+    // Find the box that does not own /hot: its first answer is forwarded to the owner.
+    let first = http_get(boxes[0], "site.test", "/hot", &[]).await.unwrap();
+    let cs = first.header("cache-status").unwrap_or("").to_string();
+    let (other, other_name) = if cs.contains("detail=\"owner") {
+        (boxes[0], "pop0-box0")
+    } else {
+        (boxes[1], "pop0-box1")
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let r = http_get(other, "site.test", "/hot", &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        statuses.push(r.header("cache-status").unwrap_or("").to_string());
+    }
+    let last = statuses.last().unwrap();
+    assert!(
+        last.starts_with(&format!("{other_name}; hit")),
+        "once hot, the receiving box answers from its own copy: {last}"
+    );
+    assert!(
+        statuses[0].contains("detail=\"owner"),
+        "before that it forwards: {}",
+        statuses[0]
+    );
+    assert_eq!(
+        origin.hits("/hot"),
+        1,
+        "the replica filled from the owner, not the origin"
+    );
+    let replica = world
+        .metric(other_name, "outpost_tier_hot_replica_total", "")
+        .await
+        .unwrap();
+    assert!(replica > 0.0);
 }
