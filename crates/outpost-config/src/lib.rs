@@ -209,6 +209,9 @@ pub struct TopologyConfig {
     pub health_fall: u32,
     /// Consecutive successful probes that bring a peer back.
     pub health_rise: u32,
+    /// Protocol between nodes: `http2` (one multiplexed connection per peer, prior knowledge)
+    /// or `http1` (a keep-alive pool).
+    pub peer_protocol: String,
     /// Simulated latency per link (zero in production).
     pub latency: LatencyConfig,
     /// PoPs of edge boxes.
@@ -228,6 +231,7 @@ impl Default for TopologyConfig {
             health_timeout: Dur(Duration::from_secs(1)),
             health_fall: 3,
             health_rise: 2,
+            peer_protocol: "http2".into(),
             latency: LatencyConfig::default(),
             pops: Vec::new(),
             shield_sets: Vec::new(),
@@ -400,6 +404,12 @@ impl TopologyConfig {
                     addrs.push(a);
                 }
             }
+        }
+        if !["http1", "http2"].contains(&self.peer_protocol.as_str()) {
+            return Err(ConfigError::new(
+                "topology.peer_protocol",
+                format!("unknown protocol {:?} (http1, http2)", self.peer_protocol),
+            ));
         }
         for (path, d) in [
             ("topology.health_interval", self.health_interval),

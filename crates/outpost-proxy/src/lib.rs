@@ -268,6 +268,43 @@ impl Accept {
     }
 }
 
+/// Whether the connection opens with the HTTP/2 preface (waits for its first bytes, bounded by
+/// the header read timeout's watchdog like any other first read).
+async fn is_h2_preface(stream: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 4];
+    for _ in 0..3 {
+        match stream.peek(&mut buf).await {
+            Ok(n) if n >= 4 => return &buf == b"PRI ",
+            Ok(n) if n == 0 || !b"PRI ".starts_with(&buf[..n]) => return false,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// An HTTP/2 connection from a peer node: no header-read or idle deadlines (a peer keeps one
+/// connection open and idle between bursts), but a drain still ends it gracefully.
+async fn serve_h2(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    watch: Arc<conn::ConnWatch>,
+) {
+    watch.disarm();
+    let svc = service_fn(move |req| {
+        let node = node.clone();
+        async move { Ok::<_, Infallible>(request::handle(node, req, peer, false).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc);
+    match conn::Watched::new(conn, watch).await {
+        Some(Err(e)) => tracing::debug!(error = %e, %peer, "HTTP/2 connection ended with error"),
+        None => tracing::debug!(%peer, "HTTP/2 connection closed by the watchdog"),
+        Some(Ok(())) => {}
+    }
+}
+
 /// One client connection: HTTP/1.1 with keep-alive until the client, an error, the watchdog
 /// (header and idle timeouts, conn.rs) or a drain ends it.
 async fn serve_connection(
@@ -284,6 +321,12 @@ async fn serve_connection(
             return;
         }
     };
+    // Nodes of a CDN take HTTP/2 with prior knowledge from their peers (the connection preface
+    // starts "PRI "): one connection carries every request between two nodes.
+    if node.tier.is_some() && is_h2_preface(&stream).await {
+        serve_h2(stream, peer, node, watch).await;
+        return;
+    }
     let ambiguous = Arc::new(AtomicBool::new(false));
     let stream = conn::SniffStream::new(stream, ambiguous.clone(), Some(watch.clone()));
     let svc = service_fn(move |req| {

@@ -31,10 +31,21 @@ use tracing::Instrument;
 /// Handle one request and account for it.
 pub async fn handle(
     node: Arc<Node>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
     ambiguous_framing: bool,
 ) -> Response<RespBody> {
+    // RFC 9113 §8.3.1: an HTTP/2 request names its host in `:authority`; what this node
+    // forwards carries it as `Host`, like every HTTP/1.1 request.
+    if req.version() == http::Version::HTTP_2 && !req.headers().contains_key(http::header::HOST) {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
     let mut log = RequestLog::start(&node, req.method(), req.uri(), req.headers(), peer);
     // The span costs ~1% of a hit even when disabled, so it exists only when debug logging is on.
     let resp = if tracing::enabled!(tracing::Level::DEBUG) {

@@ -20,7 +20,7 @@ use crate::hop::{HopFuture, HopRequest, Upstream};
 use http::HeaderMap;
 use outpost_config::{Config, Role};
 use outpost_store::CacheKey;
-use outpost_upstream::peers::{HealthPolicy, PeerSet, PeerSpec};
+use outpost_upstream::peers::{HealthPolicy, PeerProtocol, PeerSet, PeerSpec};
 use outpost_upstream::Timeouts;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -83,15 +83,21 @@ impl Tier {
                 })
                 .collect()
         };
+        let protocol = if topo.peer_protocol == "http1" {
+            PeerProtocol::Http1
+        } else {
+            PeerProtocol::Http2
+        };
         let pop = match role {
             Role::Edge => topo.pops.iter().find(|p| p.name == group).map(|p| {
-                let set = Arc::new(PeerSet::new(
+                let set = Arc::new(PeerSet::with_protocol(
                     &p.name,
                     specs(&p.boxes),
                     Some(&cfg.node.name),
                     PEER_TIMEOUTS,
                     policy,
                     Duration::ZERO,
+                    protocol,
                 ));
                 set.spawn_probes();
                 set
@@ -101,13 +107,14 @@ impl Tier {
         let mut shield_sets = HashMap::new();
         if role == Role::Edge {
             for s in &topo.shield_sets {
-                let set = Arc::new(PeerSet::new(
+                let set = Arc::new(PeerSet::with_protocol(
                     &s.name,
                     specs(&s.boxes),
                     None,
                     PEER_TIMEOUTS,
                     policy,
                     topo.latency.pop_to_shield.0,
+                    protocol,
                 ));
                 set.spawn_probes();
                 shield_sets.insert(s.name.clone(), set);

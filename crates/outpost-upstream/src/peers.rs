@@ -83,6 +83,20 @@ pub struct PeerSet {
     delay: Duration,
     epoch: Instant,
     failovers: AtomicU64,
+    /// HTTP/2 (prior knowledge) to the peers: one multiplexed connection each.
+    h2: Option<Vec<tokio::sync::Mutex<Option<Http2Sender>>>>,
+}
+
+type Http2Sender = hyper::client::conn::http2::SendRequest<ReqBody>;
+
+/// The protocol between tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerProtocol {
+    /// HTTP/1.1 with a keep-alive pool: one request per connection at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge: one connection per peer carries every request.
+    Http2,
 }
 
 /// What [`PeerSet::send`] returns: the response and the member that gave it.
@@ -99,6 +113,27 @@ impl PeerSet {
         policy: HealthPolicy,
         delay: Duration,
     ) -> Self {
+        Self::with_protocol(
+            name,
+            peers,
+            local,
+            timeouts,
+            policy,
+            delay,
+            PeerProtocol::Http1,
+        )
+    }
+
+    /// [`PeerSet::new`] speaking `protocol` to the peers.
+    pub fn with_protocol(
+        name: &str,
+        peers: Vec<PeerSpec>,
+        local: Option<&str>,
+        timeouts: Timeouts,
+        policy: HealthPolicy,
+        delay: Duration,
+        protocol: PeerProtocol,
+    ) -> Self {
         let ring = Ring::equal(peers.iter().map(|p| p.name.as_str()));
         let local = local.and_then(|l| peers.iter().position(|p| p.name == l));
         let state = peers.iter().map(|_| PeerState::default()).collect();
@@ -113,6 +148,12 @@ impl PeerSet {
             delay,
             epoch: Instant::now(),
             failovers: AtomicU64::new(0),
+            h2: (protocol == PeerProtocol::Http2).then(|| {
+                peers
+                    .iter()
+                    .map(|_| tokio::sync::Mutex::new(None))
+                    .collect()
+            }),
             peers,
         }
     }
@@ -255,6 +296,22 @@ impl PeerSet {
             }
             let peer = &self.peers[i];
             let b = body.take().unwrap_or_else(empty_body);
+            if self.h2.is_some() {
+                match self.send_h2(i, method, path_and_query, headers, b).await {
+                    Ok(resp) => {
+                        self.succeeded(i, false);
+                        self.state[i].requests.fetch_add(1, Ordering::Relaxed);
+                        return Ok((resp, i));
+                    }
+                    Err(err) if err.kind == UpstreamErrorKind::Timeout => return Err(err),
+                    Err(err) => {
+                        tracing::debug!(set = %self.name, peer = %peer.name, error = %err.detail(), "peer request failed; trying the next");
+                        self.failed(i);
+                        last = Some(err);
+                        continue;
+                    }
+                }
+            }
             let req = build(method, &peer.http, path_and_query, headers, b).map_err(|e| {
                 UpstreamError::new(UpstreamErrorKind::Protocol, &peer.http, Some(Box::new(e)))
             })?;
@@ -286,6 +343,100 @@ impl PeerSet {
                 Some("no member to send to".into()),
             )
         }))
+    }
+
+    /// The HTTP/2 connection to peer `i` (made on first use, again after it closed).
+    async fn h2_sender(&self, i: usize) -> Result<Http2Sender, UpstreamError> {
+        let peer = &self.peers[i];
+        let Some(slots) = &self.h2 else {
+            return Err(UpstreamError::new(
+                UpstreamErrorKind::Protocol,
+                &peer.http,
+                None,
+            ));
+        };
+        let mut slot = slots[i].lock().await;
+        if let Some(s) = slot.as_ref() {
+            if !s.is_closed() {
+                return Ok(s.clone());
+            }
+        }
+        *slot = None;
+        let connect = tokio::time::timeout(
+            self.timeouts.connect,
+            tokio::net::TcpStream::connect(&peer.http),
+        )
+        .await;
+        let stream = match connect {
+            Err(_) => {
+                return Err(UpstreamError::new(
+                    UpstreamErrorKind::ConnectTimeout,
+                    &peer.http,
+                    None,
+                ))
+            }
+            Ok(Err(e)) => {
+                let kind = match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset => {
+                        UpstreamErrorKind::Refused
+                    }
+                    _ => UpstreamErrorKind::Unreachable,
+                };
+                return Err(UpstreamError::new(kind, &peer.http, Some(Box::new(e))));
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| {
+                    UpstreamError::new(UpstreamErrorKind::Protocol, &peer.http, Some(Box::new(e)))
+                })?;
+        let name = peer.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %name, error = %e, "HTTP/2 connection to a peer ended");
+            }
+        });
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// One request over HTTP/2; `:authority` is the client's Host (the peer is the connection).
+    async fn send_h2(
+        &self,
+        i: usize,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: ReqBody,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let peer = &self.peers[i];
+        let authority = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(&peer.http);
+        let mut req = build(method, authority, path_and_query, headers, body).map_err(|e| {
+            UpstreamError::new(UpstreamErrorKind::Protocol, &peer.http, Some(Box::new(e)))
+        })?;
+        req.headers_mut().remove(http::header::HOST);
+        *req.version_mut() = http::Version::HTTP_2;
+        let attempt = async {
+            let mut sender = self.h2_sender(i).await?;
+            sender.send_request(req).await.map_err(|e| {
+                UpstreamError::new(UpstreamErrorKind::Protocol, &peer.http, Some(Box::new(e)))
+            })
+        };
+        match tokio::time::timeout(self.timeouts.first_byte, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::new(
+                UpstreamErrorKind::Timeout,
+                peer.http.clone(),
+                Some(format!("no response within {:?}", self.timeouts.first_byte).into()),
+            )),
+        }
     }
 
     /// Probe every member but this node every `interval` until the set is dropped.

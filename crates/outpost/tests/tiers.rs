@@ -125,6 +125,13 @@ impl World {
         }
     }
 
+    /// Add `line` to the `[topology]` table (before any node starts).
+    fn topology_setting(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replacen("[topology]\n", &format!("[topology]\n{line}\n"), 1);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     fn all(&self) -> impl Iterator<Item = &Member> {
         self.shields.iter().chain(self.pops.iter().flatten())
     }
@@ -212,6 +219,15 @@ fn pseudo_random_body(n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stampede_over_three_pops_reaches_the_origin_once() {
+    stampede("http2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_over_http1_between_tiers_reaches_the_origin_once() {
+    stampede("http1").await;
+}
+
+async fn stampede(protocol: &str) {
     let origin = TestOrigin::start().await.unwrap();
     let body = pseudo_random_body(64 * 1024);
     origin.route(
@@ -221,7 +237,13 @@ async fn a_stampede_over_three_pops_reaches_the_origin_once() {
             .count_header(false)
             .delay(Duration::from_millis(300)),
     );
-    let mut world = World::new("stampede", &[2, 2, 2], 2, &origin.url());
+    let mut world = World::new(
+        &format!("stampede-{protocol}"),
+        &[2, 2, 2],
+        2,
+        &origin.url(),
+    );
+    world.topology_setting(&format!("peer_protocol = \"{protocol}\""));
     world.start_all().await;
     let boxes = world.boxes();
     let mut tasks = Vec::new();
