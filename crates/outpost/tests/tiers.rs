@@ -501,3 +501,47 @@ async fn a_hot_key_is_replicated_on_the_box_that_receives_it() {
         .unwrap();
     assert!(replica > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_keeps_the_shields_age_and_revalidates_against_it() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/aged",
+        RouteSpec::ok("aged", "max-age=600")
+            .header("age", "100")
+            .etag("\"v1\"")
+            .count_header(false),
+    );
+    let mut world = World::new("rfc", &[1], 1, &origin.url());
+    world.start_all().await;
+    let edge = world.boxes()[0];
+    let first = http_get(edge, "site.test", "/aged", &[]).await.unwrap();
+    assert_eq!(first.status, 200);
+    let age: u64 = first.header("age").unwrap().parse().unwrap();
+    assert!(
+        age >= 100,
+        "the edge counts the age the shield reported: {age}"
+    );
+    let cs = first.header("cache-status").unwrap().to_string();
+    assert!(cs.starts_with("shield-0; fwd=uri-miss"), "{cs}");
+    // The edge's copy is never fresher than the origin allowed: ttl = 600 - age.
+    let hit = http_get(edge, "site.test", "/aged", &[]).await.unwrap();
+    let cs = hit.header("cache-status").unwrap().to_string();
+    let ttl: i64 = cs
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("ttl="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ttl <= 500, "{cs}");
+    // A client's no-cache makes the edge revalidate: it sends its validator to the shield,
+    // which answers 304 from its own fresh copy (the origin is not asked again).
+    let revalidated = http_get(edge, "site.test", "/aged", &[("cache-control", "no-cache")])
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status, 200);
+    assert_eq!(revalidated.text(), "aged");
+    let cs = revalidated.header("cache-status").unwrap().to_string();
+    assert!(cs.contains("fwd-status=304"), "{cs}");
+    assert_eq!(origin.hits("/aged"), 1);
+}
