@@ -45,6 +45,8 @@ pub struct Tenant {
     timeouts: Timeouts,
     /// The pool settings it was built with.
     pool_config: OriginPoolConfig,
+    /// Its shield set's name.
+    shield: Option<String>,
     /// The per-origin limit it was built with.
     origin_concurrency: usize,
     /// Cache defaults.
@@ -67,6 +69,11 @@ static DEFAULT_RULE: Rule = Rule {
 };
 
 impl Tenant {
+    /// The shield set this tenant's misses go to from an edge, if any.
+    pub fn shield_name(&self) -> Option<&str> {
+        self.shield.as_deref()
+    }
+
     /// Each origin and whether it is up.
     pub fn origin_health(&self) -> Vec<(String, bool)> {
         self.origin.pool().health()
@@ -173,6 +180,7 @@ impl Tenant {
             origin,
             timeouts,
             pool_config: t.origin_pool.clone(),
+            shield: t.shield.clone(),
             origin_concurrency: env.origin_concurrency,
             policy: TenantPolicy {
                 negative_ttl: t.cache.negative_ttl.0,

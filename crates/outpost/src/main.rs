@@ -144,7 +144,7 @@ enum Cmd {
         /// Request headers, `-H 'Name: value'` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
-        /// Config file to explain against (default: the `outpost up` demo config).
+        /// Config file to explain against (default: the `outpost up` world).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Also ask a running node (HEAD with `Cache-Control: only-if-cached`, never reaching the
@@ -574,6 +574,33 @@ async fn serve_until_signal(
     }
 }
 
+/// Where a key lives in a topology (every member up): its owner box in each PoP and its shield.
+fn print_path(topo: &outpost_config::TopologyConfig, shield: Option<&str>, key: &str) {
+    use outpost_upstream::ring::Ring;
+    let hash = outpost_store::CacheKey::new(key).hash64();
+    let order = |boxes: &[outpost_config::MemberConfig]| -> Vec<String> {
+        let ring = Ring::equal(boxes.iter().map(|b| b.name.as_str()));
+        ring.order(hash)
+            .into_iter()
+            .map(|i| boxes[i].name.clone())
+            .collect()
+    };
+    for p in &topo.pops {
+        println!(
+            "owner box      PoP {}: {} (the next ones if it is down)",
+            p.name,
+            order(&p.boxes).join(", then ")
+        );
+    }
+    if let Some(set) = shield.and_then(|s| topo.shield_sets.iter().find(|x| x.name == s)) {
+        println!(
+            "shield         set {}: {}",
+            set.name,
+            order(&set.boxes).join(", then ")
+        );
+    }
+}
+
 async fn explain(
     url: &str,
     headers: &[String],
@@ -582,7 +609,12 @@ async fn explain(
 ) -> Result<(), String> {
     let cfg = match config {
         Some(p) => Config::from_file(&p).map_err(|e| e.to_string())?,
-        None => demo_config("http://127.0.0.1:8000", "127.0.0.1:8080", "", "512M")?,
+        None => world::default_world(
+            "http://127.0.0.1:8000",
+            "127.0.0.1:8080",
+            "127.0.0.1:9100",
+            "512M",
+        )?,
     };
     let rest = url
         .strip_prefix("http://")
@@ -621,8 +653,14 @@ async fn explain(
         println!("tenant         none: the node answers 421 Misdirected Request (no cache lookup)");
         return Ok(());
     };
-    let canon =
-        outpost_cache::canonicalize(&host, target, &tenant.query).map_err(|e| e.to_string())?;
+    // In a topology the key's host has no port (as the nodes compute it).
+    let key_host = if cfg.topology.is_some() {
+        outpost_proxy::tier::without_port(host.clone())
+    } else {
+        host.clone()
+    };
+    let canon = outpost_cache::canonicalize(&key_host, target, &tenant.query)
+        .map_err(|e| e.to_string())?;
     println!("tenant         {}", tenant.name);
     println!("canonical url  {canon}");
     println!("forwarded as   GET {}", canon.path_and_query());
@@ -638,6 +676,9 @@ async fn explain(
             CookieDecision::Key(extra) => {
                 let key = canon.key_text(&tenant.name, &extra);
                 println!("cache key      {key}");
+                if let Some(topo) = &cfg.topology {
+                    print_path(topo, tenant.shield_name(), &key);
+                }
                 if hm.contains_key(http::header::COOKIE) && extra.is_empty() {
                     println!(
                         "cookies        ignored (not keyed, not forwarded on cacheable requests)"
