@@ -259,6 +259,10 @@ pub struct PopConfig {
     pub name: String,
     /// Region (metrics label; the shield set a tenant names may be in another region).
     pub region: String,
+    /// A shield set acting as this PoP's regional mid-tier: the boxes send tenants' misses there
+    /// instead of to the tenant's shield set, and the mid-tier sends its own misses on to it.
+    #[serde(default)]
+    pub mid_tier: Option<String>,
     /// The boxes.
     #[serde(rename = "box")]
     pub boxes: Vec<MemberConfig>,
@@ -323,6 +327,13 @@ impl TopologyConfig {
             }
         }
         None
+    }
+
+    /// Whether the shield set `name` is some PoP's regional mid-tier.
+    pub fn is_mid_tier(&self, name: &str) -> bool {
+        self.pops
+            .iter()
+            .any(|p| p.mid_tier.as_deref() == Some(name))
     }
 
     /// Every node: (role, region, pop or set, member).
@@ -427,8 +438,24 @@ impl TopologyConfig {
                 "must be at least 1",
             ));
         }
+        for (i, p) in self.pops.iter().enumerate() {
+            if let Some(m) = &p.mid_tier {
+                if !self.shield_sets.iter().any(|set| &set.name == m) {
+                    return Err(ConfigError::new(
+                        format!("topology.pop[{i}].mid_tier"),
+                        format!("no [[topology.shield_set]] is called {m:?}"),
+                    ));
+                }
+            }
+        }
         for (i, t) in tenants.iter().enumerate() {
             if let Some(s) = &t.shield {
+                if self.is_mid_tier(s) {
+                    return Err(ConfigError::new(
+                        format!("tenant[{i}].shield"),
+                        format!("{s:?} is a PoP's mid_tier, not an origin's shield set"),
+                    ));
+                }
                 if !self.shield_sets.iter().any(|set| &set.name == s) {
                     return Err(ConfigError::new(
                         format!("tenant[{i}].shield"),

@@ -45,8 +45,12 @@ pub struct Tier {
     pub group: String,
     /// The boxes of this edge's PoP (this node included, as the local member).
     pub pop: Option<Arc<PeerSet>>,
-    /// Shield sets by name (what edges send tenants' misses to).
+    /// Shield sets by name (what edges and mid-tiers send tenants' misses to).
     pub shield_sets: HashMap<String, Arc<PeerSet>>,
+    /// An edge's regional mid-tier (a shield set its PoP names), which takes its misses.
+    pub mid_tier: Option<String>,
+    /// Whether this shield is part of a PoP's mid-tier (its misses go on to the shield set).
+    pub is_mid_tier: bool,
     /// Per-key request rates on this box.
     pub hot: HotKeys,
     /// Simulated client → PoP latency (edges add it before answering).
@@ -104,9 +108,18 @@ impl Tier {
             }),
             Role::Shield => None,
         };
+        let is_mid_tier = role == Role::Shield && topo.is_mid_tier(group);
+        let mid_tier = match role {
+            Role::Edge => topo
+                .pops
+                .iter()
+                .find(|p| p.name == group)
+                .and_then(|p| p.mid_tier.clone()),
+            Role::Shield => None,
+        };
         let mut shield_sets = HashMap::new();
-        if role == Role::Edge {
-            for s in &topo.shield_sets {
+        if role == Role::Edge || is_mid_tier {
+            for s in topo.shield_sets.iter().filter(|s| s.name != group) {
                 let set = Arc::new(PeerSet::with_protocol(
                     &s.name,
                     specs(&s.boxes),
@@ -126,6 +139,8 @@ impl Tier {
             group: group.to_string(),
             pop,
             shield_sets,
+            mid_tier,
+            is_mid_tier,
             hot: HotKeys::new(topo.hot_key_rps),
             client_latency: if role == Role::Edge {
                 topo.latency.client.0
@@ -139,13 +154,17 @@ impl Tier {
         })
     }
 
-    /// The hop for a tenant's misses: its shield set when this is an edge and the tenant names
-    /// one.
+    /// The hop for a tenant's misses when the tenant names a shield set: from an edge, its
+    /// PoP's mid-tier if it has one, else the shield set; from a mid-tier shield, the shield set;
+    /// from a shield, none (the origin).
     pub fn shield_hop(&self, shield: Option<&str>) -> Option<Arc<dyn Upstream>> {
-        if self.role != Role::Edge {
-            return None;
-        }
-        let set = self.shield_sets.get(shield?)?;
+        let shield = shield?;
+        let target = match self.role {
+            Role::Edge => self.mid_tier.as_deref().unwrap_or(shield),
+            Role::Shield if self.is_mid_tier && shield != self.group => shield,
+            Role::Shield => return None,
+        };
+        let set = self.shield_sets.get(target)?;
         Some(Arc::new(PeerHop {
             name: format!("shield:{}", set.name()),
             set: set.clone(),

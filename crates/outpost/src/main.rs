@@ -659,8 +659,8 @@ async fn explain(
     } else {
         host.clone()
     };
-    let canon = outpost_cache::canonicalize(&key_host, target, &tenant.query)
-        .map_err(|e| e.to_string())?;
+    let canon =
+        outpost_cache::canonicalize(&key_host, target, &tenant.query).map_err(|e| e.to_string())?;
     println!("tenant         {}", tenant.name);
     println!("canonical url  {canon}");
     println!("forwarded as   GET {}", canon.path_and_query());

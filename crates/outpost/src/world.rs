@@ -72,11 +72,13 @@ pub fn default_world(
             PopConfig {
                 name: "eu-1".into(),
                 region: "eu".into(),
+                mid_tier: None,
                 boxes: vec![member("eu-1a", 0, false)?, member("eu-1b", 1, false)?],
             },
             PopConfig {
                 name: "us-1".into(),
                 region: "us".into(),
+                mid_tier: None,
                 boxes: vec![member("us-1a", 2, false)?, member("us-1b", 3, false)?],
             },
         ],
@@ -211,7 +213,12 @@ pub fn banner(world: &Config, nodes: &[WorldNode]) -> String {
             }
         }
         for s in topo.shield_sets.iter().filter(|s| s.region == r) {
-            out.push_str(&format!("    shield set {}\n", s.name));
+            let kind = if topo.is_mid_tier(&s.name) {
+                "mid-tier"
+            } else {
+                "shield set"
+            };
+            out.push_str(&format!("    {kind} {}\n", s.name));
             for b in &s.boxes {
                 out.push_str(&format!("      shield {:<12} {}\n", b.name, addr(&b.name)));
             }

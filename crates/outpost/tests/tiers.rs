@@ -545,3 +545,38 @@ async fn the_edge_keeps_the_shields_age_and_revalidates_against_it() {
     assert!(cs.contains("fwd-status=304"), "{cs}");
     assert_eq!(origin.hits("/aged"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regional_mid_tier_sits_between_the_edges_and_the_shield() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/m", RouteSpec::ok("m", "max-age=600").count_header(false));
+    let mut world = World::new("mid", &[1, 1], 1, &origin.url());
+    // PoP 0 goes through a mid-tier set "mid"; PoP 1 straight to the shield set.
+    let mid = Member::new("mid-0");
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    let text = text.replacen(
+        "name = \"pop0\"\nregion = \"r0\"\n",
+        "name = \"pop0\"\nregion = \"r0\"\nmid_tier = \"mid\"\n",
+        1,
+    ) + &format!(
+        "[[topology.shield_set]]\nname = \"mid\"\nregion = \"r0\"\n[[topology.shield_set.box]]\n\
+         name = \"{}\"\nlisten = \"{}\"\nmetrics = \"{}\"\n",
+        mid.name, mid.http, mid.metrics
+    );
+    std::fs::write(&world.config, text).unwrap();
+    world.shields.push(mid);
+    world.start_all().await;
+    let boxes = world.boxes();
+    let via_mid = http_get(boxes[0], "site.test", "/m", &[]).await.unwrap();
+    let cs = via_mid.header("cache-status").unwrap().to_string();
+    let members: Vec<&str> = cs
+        .split(',')
+        .map(|m| m.split(';').next().unwrap().trim())
+        .collect();
+    assert_eq!(members, ["shield-0", "mid-0", "pop0-box0"], "{cs}");
+    let direct = http_get(boxes[1], "site.test", "/m", &[]).await.unwrap();
+    let cs = direct.header("cache-status").unwrap().to_string();
+    assert!(cs.starts_with("shield-0; hit"), "{cs}");
+    assert!(!cs.contains("mid-0"), "{cs}");
+    assert_eq!(origin.hits("/m"), 1);
+}
