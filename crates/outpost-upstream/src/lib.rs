@@ -389,13 +389,7 @@ impl OriginPool {
                     }
                     last_err = Some(err);
                 }
-                Err(_) => {
-                    return Err(UpstreamError::new(
-                        UpstreamErrorKind::Timeout,
-                        origin.authority.clone(),
-                        Some(format!("no response within {:?}", self.timeouts.first_byte).into()),
-                    ))
-                }
+                Err(_) => return Err(first_byte_timeout(&origin.authority, self.timeouts)),
             }
         }
         Err(last_err.unwrap_or_else(|| {
@@ -406,6 +400,15 @@ impl OriginPool {
             )
         }))
     }
+}
+
+/// No response head within the first-byte timeout.
+fn first_byte_timeout(authority: &str, t: Timeouts) -> UpstreamError {
+    UpstreamError::new(
+        UpstreamErrorKind::Timeout,
+        authority,
+        Some(format!("no response within {:?}", t.first_byte).into()),
+    )
 }
 
 fn probe_headers(host: &str) -> HeaderMap {

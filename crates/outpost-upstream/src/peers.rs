@@ -11,7 +11,10 @@
 //! over `ramp_up`, so a restarted box does not turn its whole share into misses at once.
 
 use crate::ring::{Eligibility, Ring};
-use crate::{build, classify, empty_body, ReqBody, Timeouts, UpstreamError, UpstreamErrorKind};
+use crate::{
+    build, classify, empty_body, first_byte_timeout, ReqBody, Timeouts, UpstreamError,
+    UpstreamErrorKind,
+};
 use http::{HeaderMap, Method, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -327,13 +330,7 @@ impl PeerSet {
                     self.failed(i);
                     last = Some(err);
                 }
-                Err(_) => {
-                    return Err(UpstreamError::new(
-                        UpstreamErrorKind::Timeout,
-                        peer.http.clone(),
-                        Some(format!("no response within {:?}", self.timeouts.first_byte).into()),
-                    ))
-                }
+                Err(_) => return Err(first_byte_timeout(&peer.http, self.timeouts)),
             }
         }
         Err(last.unwrap_or_else(|| {
@@ -431,11 +428,7 @@ impl PeerSet {
         };
         match tokio::time::timeout(self.timeouts.first_byte, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(UpstreamError::new(
-                UpstreamErrorKind::Timeout,
-                peer.http.clone(),
-                Some(format!("no response within {:?}", self.timeouts.first_byte).into()),
-            )),
+            Err(_) => Err(first_byte_timeout(&peer.http, self.timeouts)),
         }
     }
 

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 mod load;
 mod world;
 use outpost_cache::cookie::{self, CookieDecision};
-use outpost_config::{ByteSize, Config, TenantConfig};
+use outpost_config::{ByteSize, Config};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -275,25 +275,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The `outpost up` configuration: one tenant `demo` for demo.localhost (and localhost).
-fn demo_config(origin: &str, listen: &str, metrics: &str, ram: &str) -> Result<Config, String> {
-    let mut cfg = Config::single_origin(listen, origin).map_err(|e| e.to_string())?;
-    cfg.node.name = "edge".into();
-    cfg.node.metrics = metrics.to_string();
-    cfg.store.ram_bytes = ByteSize::parse(ram).map_err(|e| format!("--ram-bytes: {e}"))?;
-    cfg.tenants = vec![TenantConfig {
-        name: "demo".into(),
-        hostnames: vec![
-            "demo.localhost".into(),
-            "localhost".into(),
-            "127.0.0.1".into(),
-        ],
-        ..cfg.tenants.remove(0)
-    }];
-    cfg.validate().map_err(|e| e.to_string())?;
-    Ok(cfg)
-}
-
 /// Flags of `outpost up`.
 struct UpOptions {
     origin: Option<String>,
@@ -403,7 +384,7 @@ async fn up_single(o: UpOptions) -> Result<(), String> {
         Some(url) => url.clone(),
         None => start_demo(&o.demo_listen).await?,
     };
-    let mut cfg = demo_config(&origin_url, &o.listen, &o.metrics, &o.ram)?;
+    let mut cfg = world::single_edge(&origin_url, &o.listen, &o.metrics, &o.ram)?;
     cfg.node.access_log = o.access_log;
     let running = outpost_proxy::start(&cfg)
         .await

@@ -55,18 +55,8 @@ pub fn default_world(
             metrics: shift(metrics, if shield { 4 + i } else { i })?,
         })
     };
-    let mut cfg = Config::single_origin(listen, origin).map_err(|e| e.to_string())?;
-    cfg.store.ram_bytes = ByteSize::parse(ram).map_err(|e| format!("--ram-bytes: {e}"))?;
-    cfg.tenants = vec![TenantConfig {
-        name: "demo".into(),
-        hostnames: vec![
-            "demo.localhost".into(),
-            "localhost".into(),
-            "127.0.0.1".into(),
-        ],
-        shield: Some("us-shields".into()),
-        ..cfg.tenants.remove(0)
-    }];
+    let mut cfg = single_edge(origin, listen, metrics, ram)?;
+    cfg.tenants[0].shield = Some("us-shields".into());
     cfg.topology = Some(TopologyConfig {
         pops: vec![
             PopConfig {
@@ -93,6 +83,25 @@ pub fn default_world(
         ..TopologyConfig::default()
     });
     cfg.node.name = "eu-1a".into();
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// `outpost up --single`: one edge, one tenant `demo` for demo.localhost (and localhost).
+pub fn single_edge(origin: &str, listen: &str, metrics: &str, ram: &str) -> Result<Config, String> {
+    let mut cfg = Config::single_origin(listen, origin).map_err(|e| e.to_string())?;
+    cfg.node.name = "edge".into();
+    cfg.node.metrics = metrics.to_string();
+    cfg.store.ram_bytes = ByteSize::parse(ram).map_err(|e| format!("--ram-bytes: {e}"))?;
+    cfg.tenants = vec![TenantConfig {
+        name: "demo".into(),
+        hostnames: vec![
+            "demo.localhost".into(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ],
+        ..cfg.tenants.remove(0)
+    }];
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
