@@ -1,0 +1,183 @@
+//! `outpost up` as a user runs it: the default two-region world in one process (the README's
+//! first command, on other ports), driven by `outpost load` through its `--addr-file`; and a
+//! `--topology` file whose simulated client latency shows in timings.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use outpost_testkit::http_get;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A base port below the ephemeral range with `span` free ports after it.
+fn free_base(span: u16) -> u16 {
+    let start = 21_000 + (std::process::id() % 300) as u16 * 30;
+    (0..200)
+        .map(|i| start.wrapping_add(i * 37) % 10_000 + 21_000)
+        .find(|b| (0..span).all(|i| std::net::TcpListener::bind(("127.0.0.1", b + i)).is_ok()))
+        .unwrap()
+}
+
+struct Up {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("outpost-up-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn up(dir: PathBuf, args: &[String]) -> Up {
+    let addr_file = dir.join("addr.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("up")
+        .args(args)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("up.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !addr_file.exists() {
+        assert!(Instant::now() < deadline, "outpost up did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Written once every node listens.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Up { child, dir }
+}
+
+fn nodes(addr_file: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(addr_file).unwrap()).unwrap()
+}
+
+fn cache_status(r: &outpost_testkit::SimpleResponse) -> String {
+    r.header("cache-status").unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
+    // Edges on base..base+3, shields on base+10 and +11, metrics on base+20.., demo on base+30.
+    let base = free_base(31);
+    let d = dir("world");
+    let args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{base}"),
+        "--metrics".into(),
+        format!("127.0.0.1:{}", base + 20),
+        "--demo-listen".into(),
+        format!("127.0.0.1:{}", base + 30),
+        "--ram-bytes".into(),
+        "32M".into(),
+    ];
+    let world = up(d.clone(), &args).await;
+    let addr_file = world.dir.join("addr.json");
+    let v = nodes(&addr_file);
+    let list = v["nodes"].as_array().unwrap();
+    assert_eq!(list.len(), 6, "{v}");
+    let edge = |region: &str| -> SocketAddr {
+        list.iter()
+            .find(|n| n["role"] == "edge" && n["region"] == region)
+            .unwrap()["http"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(edge("eu"), format!("127.0.0.1:{base}").parse().unwrap());
+    // The same URL through both regions: the second region's first request is a shield hit.
+    let eu = http_get(edge("eu"), "demo.localhost", "/obj/abc-2000", &[])
+        .await
+        .unwrap();
+    assert_eq!(eu.status, 200);
+    assert_eq!(eu.body.len(), 2000);
+    assert!(
+        cache_status(&eu).starts_with("shield-us-"),
+        "{}",
+        cache_status(&eu)
+    );
+    let us = http_get(edge("us"), "demo.localhost", "/obj/abc-2000", &[])
+        .await
+        .unwrap();
+    assert!(
+        cache_status(&us).contains("; hit") && cache_status(&us).starts_with("shield-us-"),
+        "{}",
+        cache_status(&us)
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["load", "--addr-file"])
+        .arg(&addr_file)
+        .args([
+            "--keys",
+            "300",
+            "--requests",
+            "3000",
+            "--concurrency",
+            "8",
+            "--json",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let regions = report["regions"].as_array().unwrap();
+    let total = regions.iter().find(|r| r["region"] == "total").unwrap();
+    assert_eq!(total["requests"], 3000, "{report}");
+    assert_eq!(total["errors"], 0, "{report}");
+    let edge_hits = total["edge_hit_ratio"].as_f64().unwrap();
+    assert!(edge_hits > 0.5, "a Zipf workload hits the edges: {report}");
+    for r in ["eu", "us"] {
+        assert!(regions.iter().any(|x| x["region"] == r), "{report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_client_latency_shows_in_timings() {
+    let base = free_base(4);
+    let d = dir("latency");
+    let demo = base + 3;
+    let toml = format!(
+        "[topology]\n[topology.latency]\nclient = \"300ms\"\n\
+         [[topology.pop]]\nname = \"p\"\nregion = \"r\"\n\
+         [[topology.pop.box]]\nname = \"b1\"\nlisten = \"127.0.0.1:{}\"\n\
+         [[tenant]]\nname = \"demo\"\nhostnames = [\"demo.localhost\"]\norigins = [\"http://127.0.0.1:{demo}\"]\n",
+        base
+    );
+    let path = d.join("world.toml");
+    std::fs::write(&path, toml).unwrap();
+    let args = vec![
+        "--topology".to_string(),
+        path.display().to_string(),
+        "--demo-listen".into(),
+        format!("127.0.0.1:{demo}"),
+    ];
+    let _world = up(d, &args).await;
+    let edge: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
+    http_get(edge, "demo.localhost", "/obj/x-10", &[])
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let r = http_get(edge, "demo.localhost", "/obj/x-10", &[])
+        .await
+        .unwrap();
+    assert!(cache_status(&r).contains("hit"), "{}", cache_status(&r));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "a hit still pays the client link: {:?}",
+        t0.elapsed()
+    );
+}
