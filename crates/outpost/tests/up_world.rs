@@ -9,13 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A base port below the ephemeral range with `span` free ports after it.
+/// A base port below the ephemeral range with `span` free ports after it. Calls in this process
+/// never overlap (the tests run in parallel and bind their ports only later).
 fn free_base(span: u16) -> u16 {
-    let start = 21_000 + (std::process::id() % 300) as u16 * 30;
-    (0..200)
-        .map(|i| start.wrapping_add(i * 37) % 10_000 + 21_000)
-        .find(|b| (0..span).all(|i| std::net::TcpListener::bind(("127.0.0.1", b + i)).is_ok()))
-        .unwrap()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = 21_000 + (std::process::id() % 200) as u16 * 50;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let b = 21_000 + (start - 21_000 + n.wrapping_mul(50)) % 10_000;
+        if (0..span).all(|i| std::net::TcpListener::bind(("127.0.0.1", b + i)).is_ok()) {
+            return b;
+        }
+    }
 }
 
 struct Up {
