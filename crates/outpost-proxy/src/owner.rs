@@ -1,17 +1,22 @@
 //! The forwarding phase of a box that does not own a key in its PoP (`tier::Route::Forward`):
 //! the client's GET/HEAD goes to the owner box in one hop and its answer is relayed, not stored.
 
-use crate::body::RespBody;
+use crate::body::{full, RespBody};
 use crate::error::ProxyError;
 use crate::hop::HopHeaders;
 use crate::log::RequestLog;
 use crate::metrics::Outcome;
+use crate::objects::strip_for_client;
 use crate::Node;
 use http::{HeaderMap, Method, Response};
+use http_body_util::BodyExt;
 use outpost_http::cache_status::{CacheStatus, Fwd};
 use outpost_upstream::peers::PeerSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
+
+/// Largest forwarded body read whole before answering (the rest stream through).
+const WHOLE_BODY_MAX: u64 = 64 * 1024;
 
 /// Forward a GET/HEAD to the key's owner box and relay its answer (its `Cache-Status` member
 /// first, then this box's). Client conditionals and `Range` go along, so the owner answers 304
@@ -42,7 +47,41 @@ pub async fn forward(
             }
             let mut cs = CacheStatus::fwd(&node.name, Fwd::Miss);
             cs.detail = pop.peers().get(owner).map(|p| format!("owner {}", p.name));
-            let resp = crate::pass::relay(node, Ok(resp), cs, log);
+            // A small body (most hits) is read whole and sent with the head in one write;
+            // a larger or unknown one streams through.
+            let small = resp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n <= WHOLE_BODY_MAX);
+            let resp = if small {
+                let (mut parts, body) = resp.into_parts();
+                match body.collect().await {
+                    Ok(b) => {
+                        cs.fwd_status = Some(parts.status.as_u16());
+                        strip_for_client(&mut parts.headers);
+                        log.outcome = Outcome::Forwarded;
+                        return Some(crate::respond::finish(
+                            parts.status,
+                            parts.headers,
+                            full(b.to_bytes()),
+                            cs,
+                            log,
+                        ));
+                    }
+                    Err(e) => {
+                        let e = ProxyError::upstream(outpost_upstream::UpstreamError::new(
+                            outpost_upstream::UpstreamErrorKind::Protocol,
+                            pop.peers().get(owner).map_or("", |p| p.http.as_str()),
+                            Some(Box::new(e)),
+                        ));
+                        return Some(crate::respond::error(node, &e, log));
+                    }
+                }
+            } else {
+                crate::pass::relay(node, Ok(resp), cs, log)
+            };
             log.outcome = Outcome::Forwarded;
             Some(resp)
         }
