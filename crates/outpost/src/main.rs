@@ -555,6 +555,42 @@ async fn serve_until_signal(
     }
 }
 
+/// `HEAD target` with `Cache-Control: only-if-cached` to one node (never reaching the origin):
+/// its status, `Age` and `Cache-Status`.
+async fn probe_node(
+    label: &str,
+    sa: SocketAddr,
+    authority: &str,
+    target: &str,
+) -> Result<(), String> {
+    let req = format!(
+        "HEAD {target} HTTP/1.1\r\nHost: {authority}\r\nCache-Control: only-if-cached\r\nConnection: close\r\n\r\n"
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut s = tokio::net::TcpStream::connect(sa).await?;
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    })
+    .await
+    .map_err(|_| format!("--probe {sa}: timed out"))?
+    .map_err(|e| format!("--probe {sa}: {e}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.lines().next().unwrap_or("");
+    println!("{label:<14} {sa}: {status}");
+    for line in text.lines().skip(1) {
+        let l = line.to_ascii_lowercase();
+        if l.starts_with("cache-status:") || l.starts_with("age:") {
+            println!("               {line}");
+        }
+    }
+    if status.contains(" 504") {
+        println!("               not cached there (only-if-cached miss)");
+    }
+    Ok(())
+}
+
 /// Where a key lives in a topology (every member up): its owner box in each PoP and its shield.
 fn print_path(topo: &outpost_config::TopologyConfig, shield: Option<&str>, key: &str) {
     use outpost_upstream::ring::Ring;
@@ -649,6 +685,7 @@ async fn explain(
     if !rule.path_prefix.is_empty() {
         println!("rule           path_prefix {}", rule.path_prefix);
     }
+    let mut path_key: Option<String> = None;
     let decision = if rule.bypass {
         "bypass (rule): forwarded to the origin, never cached".to_string()
     } else {
@@ -660,6 +697,7 @@ async fn explain(
                 if let Some(topo) = &cfg.topology {
                     print_path(topo, tenant.shield_name(), &key);
                 }
+                path_key = Some(key.clone());
                 if hm.contains_key(http::header::COOKIE) && extra.is_empty() {
                     println!(
                         "cookies        ignored (not keyed, not forwarded on cacheable requests)"
@@ -681,30 +719,32 @@ async fn explain(
         let sa: SocketAddr = addr
             .parse()
             .map_err(|_| format!("--probe {addr:?}: expected IP:port"))?;
-        let req = format!(
-            "HEAD {target} HTTP/1.1\r\nHost: {authority}\r\nCache-Control: only-if-cached\r\nConnection: close\r\n\r\n"
-        );
-        let answer = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut s = tokio::net::TcpStream::connect(sa).await?;
-            s.write_all(req.as_bytes()).await?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).await?;
-            Ok::<_, std::io::Error>(buf)
-        })
-        .await
-        .map_err(|_| format!("--probe {addr}: timed out"))?
-        .map_err(|e| format!("--probe {addr}: {e}"))?;
-        let text = String::from_utf8_lossy(&answer);
-        let status = text.lines().next().unwrap_or("");
-        println!("probe          {status}");
-        for line in text.lines().skip(1) {
-            let l = line.to_ascii_lowercase();
-            if l.starts_with("cache-status:") || l.starts_with("age:") {
-                println!("               {line}");
+        probe_node("probe", sa, authority, target).await?;
+        // In a topology, follow the key's path: its owner box in every PoP and its shield.
+        if let (Some(topo), Some(key)) = (&cfg.topology, path_key) {
+            let hash = outpost_store::CacheKey::new(key).hash64();
+            let mut path: Vec<&outpost_config::MemberConfig> = Vec::new();
+            for p in &topo.pops {
+                let ring =
+                    outpost_upstream::ring::Ring::equal(p.boxes.iter().map(|b| b.name.as_str()));
+                path.extend(ring.owner(hash).map(|i| &p.boxes[i]));
             }
-        }
-        if status.contains(" 504") {
-            println!("               not cached on that node (only-if-cached miss)");
+            if let Some(set) = tenant
+                .shield_name()
+                .and_then(|s| topo.shield_sets.iter().find(|x| x.name == s))
+            {
+                let ring =
+                    outpost_upstream::ring::Ring::equal(set.boxes.iter().map(|b| b.name.as_str()));
+                path.extend(ring.owner(hash).map(|i| &set.boxes[i]));
+            }
+            for m in path {
+                let Ok(a) = m.listen.parse::<SocketAddr>() else {
+                    continue;
+                };
+                if a != sa {
+                    probe_node(&m.name, a, authority, target).await?;
+                }
+            }
         }
     }
     Ok(())

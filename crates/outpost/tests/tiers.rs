@@ -580,3 +580,50 @@ async fn a_regional_mid_tier_sits_between_the_edges_and_the_shield() {
     assert!(!cs.contains("mid-0"), "{cs}");
     assert_eq!(origin.hits("/m"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_and_variants_work_through_every_tier() {
+    let origin = TestOrigin::start().await.unwrap();
+    let body: String = (0..1000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    origin.route(
+        "/r",
+        RouteSpec::ok(&body, "max-age=600").count_header(false),
+    );
+    origin.route(
+        "/v",
+        RouteSpec::ok("", "max-age=600")
+            .header("vary", "accept-language")
+            .echo_vary()
+            .count_header(false),
+    );
+    let mut world = World::new("rv", &[2], 2, &origin.url());
+    world.start_all().await;
+    let boxes = world.boxes();
+    // Through both boxes (one of them forwards): 206 with the right bytes, one origin fetch.
+    for (i, addr) in boxes.iter().enumerate() {
+        let r = http_get(*addr, "site.test", "/r", &[("range", "bytes=10-19")])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 206, "box {i}: {:?}", r.headers);
+        assert_eq!(r.text(), &body[10..20]);
+        assert_eq!(r.header("content-range"), Some("bytes 10-19/1000"));
+    }
+    assert_eq!(
+        origin.hits("/r"),
+        1,
+        "the tiers fetch whole objects and slice them"
+    );
+    // Variants: each language is its own object at every tier.
+    for (lang, want) in [("fr", "fr"), ("de", "de"), ("fr", "fr")] {
+        for addr in &boxes {
+            let r = http_get(*addr, "site.test", "/v", &[("accept-language", lang)])
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200);
+            assert!(r.text().contains(want), "{lang}: {}", r.text());
+        }
+    }
+    assert_eq!(origin.hits("/v"), 2, "one fetch per variant across the CDN");
+}
