@@ -177,13 +177,14 @@ impl Tier {
         let Some(pop) = &self.pop else {
             return Route::Local;
         };
+        // A box of this PoP sent it here: answer it, whoever the ring says owns it now.
+        if from_peer(pop, client) {
+            self.served_as_owner.fetch_add(1, Relaxed);
+            return Route::Local;
+        }
         let local = pop.local();
         let owner = pop.owner(key.hash64());
         if owner == local || owner.is_none() {
-            return Route::Local;
-        }
-        if from_peer(pop, client) {
-            self.served_as_owner.fetch_add(1, Relaxed);
             return Route::Local;
         }
         if self.hot.hit(key.hash64()) {

@@ -500,6 +500,24 @@ async fn a_hot_key_is_replicated_on_the_box_that_receives_it() {
         .await
         .unwrap();
     assert!(replica > 0.0);
+    let owner_name = if other_name == "pop0-box0" {
+        "pop0-box1"
+    } else {
+        "pop0-box0"
+    };
+    let served = world
+        .metric(owner_name, "outpost_tier_served_as_owner_total", "")
+        .await
+        .unwrap();
+    assert!(
+        served >= 1.0,
+        "the owner counted the forwarded requests: {served}"
+    );
+    let forwarded = world
+        .metric(other_name, "outpost_tier_forwarded_to_owner_total", "")
+        .await
+        .unwrap();
+    assert!(forwarded >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
