@@ -645,3 +645,35 @@ async fn ranges_and_variants_work_through_every_tier() {
     }
     assert_eq!(origin.hits("/v"), 2, "one fetch per variant across the CDN");
 }
+
+/// Across processes no fake clock can move time, so this one waits 1.5 s of real time for a
+/// 1-second max-age to pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_works_at_every_tier() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/swr",
+        RouteSpec::ok("", "max-age=1, stale-while-revalidate=60"),
+    );
+    let mut world = World::new("swr", &[1], 1, &origin.url());
+    world.start_all().await;
+    let edge = world.boxes()[0];
+    let first = http_get(edge, "site.test", "/swr", &[]).await.unwrap();
+    assert_eq!(first.text(), "1");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Stale at the edge: served at once from its copy while it refreshes from the shield,
+    // which is stale too and refreshes from the origin in the background.
+    let stale = http_get(edge, "site.test", "/swr", &[]).await.unwrap();
+    assert_eq!(stale.text(), "1");
+    let cs = stale.header("cache-status").unwrap_or("").to_string();
+    assert!(cs.contains("stale-while-revalidate"), "{cs}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.hits("/swr") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the shield refreshed from the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.hits("/swr"), 2, "one refresh reached the origin");
+}
