@@ -26,27 +26,38 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// What to run.
+/// What to run (the flags of `outpost load`).
+#[derive(clap::Args)]
 pub struct LoadOptions {
-    /// `outpost up --addr-file` JSON.
+    /// The JSON `outpost up --addr-file` wrote.
+    #[arg(long, conflicts_with = "url")]
     pub addr_file: Option<PathBuf>,
-    /// Any base URL instead (`http://host:port`).
+    /// Or one base URL (http://host:port).
+    #[arg(long)]
     pub url: Option<String>,
-    /// A trace CSV instead of the synthetic workload.
+    /// Trace CSV (`outpost sim gen`); default: a synthetic Zipf workload.
+    #[arg(long)]
     pub trace: Option<PathBuf>,
-    /// Synthetic workload: Zipf exponent, catalogue, requests, seed.
+    /// Synthetic workload: Zipf exponent.
+    #[arg(long, default_value_t = 0.8)]
     pub zipf: f64,
-    /// Catalogue size.
+    /// Synthetic workload: catalogue size.
+    #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
-    /// Requests.
+    /// Synthetic workload: requests.
+    #[arg(long, default_value_t = 100_000)]
     pub requests: u64,
-    /// Seed.
+    /// Synthetic workload: seed.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Concurrent clients per region.
+    #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Host header.
+    /// Host header of the requests.
+    #[arg(long, default_value = "demo.localhost")]
     pub host: String,
-    /// Print JSON instead of the table.
+    /// Print the report as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -105,38 +105,7 @@ enum Cmd {
     /// Replay a trace or a synthetic Zipf workload against a running CDN (`--addr-file` of
     /// `outpost up`: clients in each region use their region's edges) or any URL base; report per
     /// region and tier: requests, hit ratios, origin requests, p50/p99 latency, errors.
-    Load {
-        /// The JSON `outpost up --addr-file` wrote.
-        #[arg(long, conflicts_with = "url")]
-        addr_file: Option<PathBuf>,
-        /// Or one base URL (http://host:port).
-        #[arg(long)]
-        url: Option<String>,
-        /// Trace CSV (`outpost sim gen`); default: a synthetic Zipf workload.
-        #[arg(long)]
-        trace: Option<PathBuf>,
-        /// Synthetic workload: Zipf exponent.
-        #[arg(long, default_value_t = 0.8)]
-        zipf: f64,
-        /// Synthetic workload: catalogue size.
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-        /// Synthetic workload: requests.
-        #[arg(long, default_value_t = 100_000)]
-        requests: u64,
-        /// Synthetic workload: seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Concurrent clients per region.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Host header of the requests.
-        #[arg(long, default_value = "demo.localhost")]
-        host: String,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Load(load::LoadOptions),
     /// Print the canonical cache key of a URL and the decision a node would take for it.
     Explain {
         /// The URL, e.g. http://demo.localhost:8080/assets/app.js?utm_source=x
@@ -238,32 +207,7 @@ fn main() -> ExitCode {
                 config,
                 probe,
             } => explain(&url, &headers, config, probe).await,
-            Cmd::Load {
-                addr_file,
-                url,
-                trace,
-                zipf,
-                keys,
-                requests,
-                seed,
-                concurrency,
-                host,
-                json,
-            } => {
-                load::run(load::LoadOptions {
-                    addr_file,
-                    url,
-                    trace,
-                    zipf,
-                    keys,
-                    requests,
-                    seed,
-                    concurrency,
-                    host,
-                    json,
-                })
-                .await
-            }
+            Cmd::Load(opts) => load::run(opts).await,
         }
     });
     match result {
