@@ -133,6 +133,19 @@ impl Node {
         if cfg.node.name != self.name {
             tracing::warn!("node.name changes need a restart; keeping {:?}", self.name);
         }
+        // A changed topology first, so the tenants' shield hops use the new shield sets.
+        match (&self.tier, cfg.topology.is_some()) {
+            (Some(tier), true) => tier
+                .reload(cfg)
+                .map_err(|m| ConfigError::new("topology", m))?,
+            (None, false) => {}
+            _ => {
+                return Err(ConfigError::new(
+                    "topology",
+                    "adding or removing [topology] needs a restart",
+                ))
+            }
+        }
         let old = self.config.load_full();
         let env = crate::tenant::Env {
             metrics: &self.metrics,

@@ -12,11 +12,13 @@
 //! - **To an origin's shield set**: an edge's misses for a tenant with `shield = "..."` go to the
 //!   set's member for the key, failing over along the key's order.
 //!
-//! Topology changes need a restart (the peer sets are built once per node); tenants and rules
-//! still swap at run time.
+//! A changed topology (boxes or shields added or removed) is applied with the config snapshot
+//! ([`Tier::reload`]): members that stay keep their health, new ones ramp up. A node's own place
+//! (role, PoP) and the other `[topology]` settings need a restart.
 
 use crate::error::ProxyError;
 use crate::hop::{HopFuture, HopRequest, Upstream};
+use arc_swap::ArcSwap;
 use http::HeaderMap;
 use outpost_config::{Config, Role};
 use outpost_store::CacheKey;
@@ -43,10 +45,8 @@ pub struct Tier {
     pub region: String,
     /// PoP (edge) or shield set (shield) name.
     pub group: String,
-    /// The boxes of this edge's PoP (this node included, as the local member).
-    pub pop: Option<Arc<PeerSet>>,
-    /// Shield sets by name (what edges and mid-tiers send tenants' misses to).
-    pub shield_sets: HashMap<String, Arc<PeerSet>>,
+    /// Its PoP's boxes and the shield sets, swapped when the topology changes.
+    peers: ArcSwap<Peers>,
     /// An edge's regional mid-tier (a shield set its PoP names), which takes its misses.
     pub mid_tier: Option<String>,
     /// Whether this shield is part of a PoP's mid-tier (its misses go on to the shield set).
@@ -65,11 +65,20 @@ pub struct Tier {
     pub hot_replica: AtomicU64,
 }
 
-impl Tier {
-    /// The tier of `cfg`'s node, if it has a topology; starts the peers' health probes.
-    pub fn from_config(cfg: &Config) -> Option<Tier> {
+/// The peer sets of a tier, rebuilt when the topology changes.
+pub struct Peers {
+    /// The boxes of this edge's PoP (this node included, as the local member).
+    pub pop: Option<Arc<PeerSet>>,
+    /// Shield sets by name (what edges and mid-tiers send tenants' misses to).
+    pub shield_sets: HashMap<String, Arc<PeerSet>>,
+}
+
+impl Peers {
+    /// The peer sets `cfg`'s node talks to, with their health probes started. Members that
+    /// `old` also had keep their health; new ones ramp up (they just joined).
+    fn build(cfg: &Config, old: Option<&Peers>) -> Option<Peers> {
         let topo = cfg.topology.as_ref()?;
-        let (role, region, group, _) = topo.find(&cfg.node.name)?;
+        let (role, _, group, _) = topo.find(&cfg.node.name)?;
         let policy = HealthPolicy {
             interval: topo.health_interval.0,
             timeout: topo.health_timeout.0,
@@ -92,9 +101,17 @@ impl Tier {
         } else {
             PeerProtocol::Http2
         };
+        let start = |set: PeerSet, previous: Option<&Arc<PeerSet>>| {
+            if let Some(p) = previous {
+                set.carry_over(p);
+            }
+            let set = Arc::new(set);
+            set.spawn_probes();
+            set
+        };
         let pop = match role {
             Role::Edge => topo.pops.iter().find(|p| p.name == group).map(|p| {
-                let set = Arc::new(PeerSet::with_protocol(
+                let set = PeerSet::with_protocol(
                     &p.name,
                     specs(&p.boxes),
                     Some(&cfg.node.name),
@@ -102,12 +119,37 @@ impl Tier {
                     policy,
                     Duration::ZERO,
                     protocol,
-                ));
-                set.spawn_probes();
-                set
+                );
+                start(set, old.and_then(|o| o.pop.as_ref()))
             }),
             Role::Shield => None,
         };
+        let mut shield_sets = HashMap::new();
+        if role == Role::Edge || topo.is_mid_tier(group) {
+            for s in topo.shield_sets.iter().filter(|s| s.name != group) {
+                let set = PeerSet::with_protocol(
+                    &s.name,
+                    specs(&s.boxes),
+                    None,
+                    PEER_TIMEOUTS,
+                    policy,
+                    topo.latency.pop_to_shield.0,
+                    protocol,
+                );
+                let previous = old.and_then(|o| o.shield_sets.get(&s.name));
+                shield_sets.insert(s.name.clone(), start(set, previous));
+            }
+        }
+        Some(Peers { pop, shield_sets })
+    }
+}
+
+impl Tier {
+    /// The tier of `cfg`'s node, if it has a topology; starts the peers' health probes.
+    pub fn from_config(cfg: &Config) -> Option<Tier> {
+        let topo = cfg.topology.as_ref()?;
+        let (role, region, group, _) = topo.find(&cfg.node.name)?;
+        let peers = Peers::build(cfg, None)?;
         let is_mid_tier = role == Role::Shield && topo.is_mid_tier(group);
         let mid_tier = match role {
             Role::Edge => topo
@@ -117,28 +159,11 @@ impl Tier {
                 .and_then(|p| p.mid_tier.clone()),
             Role::Shield => None,
         };
-        let mut shield_sets = HashMap::new();
-        if role == Role::Edge || is_mid_tier {
-            for s in topo.shield_sets.iter().filter(|s| s.name != group) {
-                let set = Arc::new(PeerSet::with_protocol(
-                    &s.name,
-                    specs(&s.boxes),
-                    None,
-                    PEER_TIMEOUTS,
-                    policy,
-                    topo.latency.pop_to_shield.0,
-                    protocol,
-                ));
-                set.spawn_probes();
-                shield_sets.insert(s.name.clone(), set);
-            }
-        }
         Some(Tier {
             role,
             region: region.to_string(),
             group: group.to_string(),
-            pop,
-            shield_sets,
+            peers: ArcSwap::from_pointee(peers),
             mid_tier,
             is_mid_tier,
             hot: HotKeys::new(topo.hot_key_rps),
@@ -154,6 +179,39 @@ impl Tier {
         })
     }
 
+    /// Apply a changed topology without a restart: the PoP's boxes and the shield sets are
+    /// rebuilt (members still there keep their health; new ones ramp up). This node's place
+    /// (role, PoP or set, mid-tier) and the other `[topology]` settings need a restart.
+    pub fn reload(&self, cfg: &Config) -> Result<(), String> {
+        let topo = cfg
+            .topology
+            .as_ref()
+            .ok_or("removing [topology] needs a restart")?;
+        let (role, region, group, _) = topo
+            .find(&cfg.node.name)
+            .ok_or("this node is no longer in the topology; that needs a restart")?;
+        let mid_tier = topo
+            .pops
+            .iter()
+            .find(|p| p.name == group)
+            .and_then(|p| p.mid_tier.clone());
+        if role != self.role
+            || region != self.region
+            || group != self.group
+            || (role == Role::Edge && mid_tier != self.mid_tier)
+            || (role == Role::Shield && topo.is_mid_tier(group) != self.is_mid_tier)
+        {
+            return Err(format!(
+                "moving {} to another role, region, PoP or mid-tier needs a restart",
+                cfg.node.name
+            ));
+        }
+        let old = self.peers.load_full();
+        let peers = Peers::build(cfg, Some(&old)).ok_or("no peers in the new topology")?;
+        self.peers.store(Arc::new(peers));
+        Ok(())
+    }
+
     /// The hop for a tenant's misses when the tenant names a shield set: from an edge, its
     /// PoP's mid-tier if it has one, else the shield set; from a mid-tier shield, the shield set;
     /// from a shield, none (the origin).
@@ -164,7 +222,8 @@ impl Tier {
             Role::Shield if self.is_mid_tier && shield != self.group => shield,
             Role::Shield => return None,
         };
-        let set = self.shield_sets.get(target)?;
+        let peers = self.peers.load();
+        let set = peers.shield_sets.get(target)?;
         Some(Arc::new(PeerHop {
             name: format!("shield:{}", set.name()),
             set: set.clone(),
@@ -174,7 +233,8 @@ impl Tier {
 
     /// Where a cacheable request for `key` is answered.
     pub fn route(&self, key: &CacheKey, client: &HeaderMap) -> Route {
-        let Some(pop) = &self.pop else {
+        let peers = self.peers.load();
+        let Some(pop) = &peers.pop else {
             return Route::Local;
         };
         // A box of this PoP sent it here: answer it, whoever the ring says owns it now.
@@ -222,7 +282,8 @@ impl Tier {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {v}");
         }
-        let sets: Vec<&Arc<PeerSet>> = self.pop.iter().chain(self.shield_sets.values()).collect();
+        let peers = self.peers.load();
+        let sets: Vec<&Arc<PeerSet>> = peers.pop.iter().chain(peers.shield_sets.values()).collect();
         let _ = writeln!(
             out,
             "# HELP outpost_peer_up Whether a peer (PoP box or shield) is up for this node.\n# TYPE outpost_peer_up gauge"

@@ -66,7 +66,8 @@ struct PeerState {
     down: AtomicBool,
     fails: AtomicU32,
     oks: AtomicU32,
-    /// Milliseconds since the set's epoch when the peer last came back (0: up from the start).
+    /// Milliseconds since the process epoch when the peer last came back or joined (0: up from
+    /// the start).
     up_since_ms: AtomicU64,
     requests: AtomicU64,
 }
@@ -84,7 +85,6 @@ pub struct PeerSet {
     timeouts: Timeouts,
     policy: HealthPolicy,
     delay: Duration,
-    epoch: Instant,
     failovers: AtomicU64,
     /// HTTP/2 (prior knowledge) to the peers: one multiplexed connection each.
     h2: Option<Vec<tokio::sync::Mutex<Option<Http2Sender>>>>,
@@ -149,7 +149,6 @@ impl PeerSet {
             timeouts,
             policy,
             delay,
-            epoch: Instant::now(),
             failovers: AtomicU64::new(0),
             h2: (protocol == PeerProtocol::Http2).then(|| {
                 peers
@@ -196,7 +195,39 @@ impl PeerSet {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        now_ms()
+    }
+
+    /// Take over the health of the members `old` also had (by name), so a new topology does
+    /// not forget which peers are down; a member `old` did not have has just joined and ramps
+    /// up over `ramp_up`, like one that came back.
+    pub fn carry_over(&self, old: &PeerSet) {
+        let now = self.now_ms().max(1);
+        for (i, p) in self.peers.iter().enumerate() {
+            let s = &self.state[i];
+            match old.peers.iter().position(|o| o.name == p.name) {
+                Some(j) => {
+                    let o = &old.state[j];
+                    s.down
+                        .store(o.down.load(Ordering::Relaxed), Ordering::Relaxed);
+                    s.fails
+                        .store(o.fails.load(Ordering::Relaxed), Ordering::Relaxed);
+                    s.oks
+                        .store(o.oks.load(Ordering::Relaxed), Ordering::Relaxed);
+                    s.up_since_ms
+                        .store(o.up_since_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+                    s.requests
+                        .store(o.requests.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+                None if Some(i) != self.local => {
+                    s.up_since_ms.store(now, Ordering::Relaxed);
+                    tracing::info!(set = %self.name, peer = %p.name, "peer joined (ramping)");
+                }
+                None => {}
+            }
+        }
+        self.failovers
+            .store(old.failovers.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// Whether member `i` takes keys now.
@@ -484,6 +515,13 @@ impl PeerSet {
             ),
         }
     }
+}
+
+/// Milliseconds since the first peer set of the process was made (one epoch for every set, so
+/// state carried from one set to the next keeps its times).
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// Await every future (they are few; no dependency on `futures`).

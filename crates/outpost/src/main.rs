@@ -385,7 +385,12 @@ async fn node(
     access_log: bool,
 ) -> Result<(), String> {
     let mut cfg = match (&config, &origin) {
-        (Some(path), _) => Config::from_file(path).map_err(|e| e.to_string())?,
+        // Validated below, once the flags (`--name` picks a topology member) are applied.
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("config: cannot read {}: {e}", path.display()))?;
+            Config::parse_toml(&text).map_err(|e| e.to_string())?
+        }
         (None, Some(o)) => {
             let l = listen.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
             let mut c = Config::single_origin(&l, o).map_err(|e| e.to_string())?;
@@ -431,17 +436,45 @@ async fn node(
         node = %cfg.node.name,
         "outpost node serving"
     );
-    serve_until_signal(&[&running], cfg.node.drain_timeout.0, config.as_deref()).await;
+    let reload = config.as_deref().map(|path| Reload {
+        path,
+        name: Some(cfg.node.name.clone()),
+    });
+    serve_until_signal(&[&running], cfg.node.drain_timeout.0, reload).await;
     Ok(())
+}
+
+/// What SIGHUP re-reads: the `--config` file, as this node (`--name`) sees it.
+struct Reload<'a> {
+    path: &'a std::path::Path,
+    name: Option<String>,
+}
+
+impl Reload<'_> {
+    /// The file's config for this node: `--name` applied, and in a topology its own entry.
+    fn read(&self) -> Result<Config, String> {
+        let text = std::fs::read_to_string(self.path)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let mut cfg = Config::parse_toml(&text).map_err(|e| e.to_string())?;
+        if let Some(n) = &self.name {
+            cfg.node.name = n.clone();
+        }
+        if cfg.topology.is_some() {
+            cfg = cfg.for_member(&cfg.node.name).map_err(|e| e.to_string())?;
+        }
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
 }
 
 /// Serve until SIGTERM or SIGINT, then drain: stop accepting, finish responses and fills in
 /// flight up to `drain_timeout`, and return (the process exits). A second signal exits at once.
-/// SIGHUP re-reads `reload` (the `--config` file) and applies its tenants without a restart.
+/// SIGHUP re-reads `reload` (the `--config` file) and applies its tenants (and, in a topology,
+/// its peers) without a restart.
 async fn serve_until_signal(
     running: &[&outpost_proxy::RunningNode],
     drain_timeout: Duration,
-    reload: Option<&std::path::Path>,
+    reload: Option<Reload<'_>>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -456,15 +489,15 @@ async fn serve_until_signal(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match reload {
-                Some(path) => match Config::from_file(path) {
+            _ = hup.recv() => match &reload {
+                Some(r) => match r.read() {
                     Ok(cfg) => match running
                         .iter()
                         .map(|r| r.node.apply_config(&cfg))
                         .collect::<Result<Vec<u64>, _>>()
                         .map(|v| v.into_iter().max().unwrap_or(0))
                     {
-                        Ok(v) => tracing::info!(version = v, file = %path.display(), "config reloaded"),
+                        Ok(v) => tracing::info!(version = v, file = %r.path.display(), "config reloaded"),
                         Err(e) => tracing::error!(error = %e, "config reload refused; keeping the config in force"),
                     },
                     Err(e) => tracing::error!(error = %e, "config reload refused; keeping the config in force"),

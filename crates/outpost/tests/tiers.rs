@@ -677,3 +677,69 @@ async fn stale_while_revalidate_works_at_every_tier() {
     }
     assert_eq!(origin.hits("/swr"), 2, "one refresh reached the origin");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_that_joins_a_running_pop_takes_its_share_gradually() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/k",
+        RouteSpec::ok("key", "max-age=600").count_header(false),
+    );
+    let mut world = World::new("join", &[2], 0, &origin.url());
+    world.start_all().await;
+    // A third box joins: the file gains it, it starts, the running boxes reload on SIGHUP.
+    let joined = Member::new("pop0-box2");
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    let text = text.replacen(
+        "[[tenant]]",
+        &format!(
+            "[[topology.pop.box]]\nname = \"{}\"\nlisten = \"{}\"\nmetrics = \"{}\"\n\n[[tenant]]",
+            joined.name, joined.http, joined.metrics
+        ),
+        1,
+    );
+    std::fs::write(&world.config, text).unwrap();
+    world.pops[0].push(joined);
+    world.start("pop0-box2").await;
+    for (name, child) in &world.procs {
+        if name != "pop0-box2" {
+            let ok = Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut shares = Vec::new();
+    loop {
+        if let Some(share) = world
+            .metric("pop0-box0", "outpost_peer_share", "peer=\"pop0-box2\"")
+            .await
+        {
+            shares.push(share);
+            if share >= 1.0 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new box reached its share: {shares:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shares.iter().any(|s| *s > 0.0 && *s < 1.0),
+        "it ramped up: {shares:?}"
+    );
+    // The PoP serves through all three boxes, each key from one owner.
+    let boxes = world.boxes();
+    for k in 0..60 {
+        let r = http_get(boxes[k % 3], "site.test", &format!("/k?n={k}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(origin.total_hits(), 60);
+}
