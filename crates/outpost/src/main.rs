@@ -511,15 +511,13 @@ async fn serve_until_signal(
         "shutdown signal: draining (send it again to exit at once)"
     );
     let drains = async {
-        // Edges first (they were started last and may still be filling from shields).
-        let all: Vec<_> = running
-            .iter()
-            .rev()
-            .map(|r| r.drain(drain_timeout))
-            .collect();
+        // Edges first (they were started last and may still be filling from shields, which
+        // keep serving them meanwhile), all within one deadline.
+        let deadline = std::time::Instant::now() + drain_timeout;
         let mut reports = Vec::new();
-        for d in all {
-            reports.push(d.await);
+        for r in running.iter().rev() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            reports.push(r.drain(left).await);
         }
         reports
     };
