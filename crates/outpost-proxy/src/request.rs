@@ -136,7 +136,9 @@ async fn serve(
     if let Some(tier) = &node.tier {
         match tier.route(&primary, &parts.headers) {
             Route::Local => {}
-            Route::Replica(hop) => via_owner = Some(hop),
+            Route::Replica(pop) => {
+                via_owner = Some(tier::replica_hop(pop, tenant.upstream.clone()))
+            }
             Route::Forward(pop) => {
                 let path = url.path_and_query();
                 let fwd = owner::forward(

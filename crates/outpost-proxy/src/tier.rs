@@ -228,6 +228,7 @@ impl Tier {
             name: format!("shield:{}", set.name()),
             set: set.clone(),
             skip: None,
+            fallback: None,
         }))
     }
 
@@ -249,11 +250,7 @@ impl Tier {
         }
         if self.hot.hit(key.hash64()) {
             self.hot_replica.fetch_add(1, Relaxed);
-            return Route::Replica(Arc::new(PeerHop {
-                name: format!("owner:{}", pop.name()),
-                set: pop.clone(),
-                skip: local,
-            }));
+            return Route::Replica(pop.clone());
         }
         Route::Forward(pop.clone())
     }
@@ -363,8 +360,8 @@ fn from_peer(pop: &PeerSet, client: &HeaderMap) -> bool {
 pub enum Route {
     /// Here, with the tenant's upstream.
     Local,
-    /// Here (a hot key), filling from the owner box.
-    Replica(Arc<dyn Upstream>),
+    /// Here (a hot key), filling from the owner box ([`replica_hop`]).
+    Replica(Arc<PeerSet>),
     /// At the owner box: forward and relay.
     Forward(Arc<PeerSet>),
 }
@@ -374,6 +371,20 @@ pub struct PeerHop {
     name: String,
     set: Arc<PeerSet>,
     skip: Option<usize>,
+    /// Where a bodiless request goes when no member could be reached (or this node is next in
+    /// the key's order): the tenant's own upstream.
+    fallback: Option<Arc<dyn Upstream>>,
+}
+
+/// The hop a hot key's replica fills through: the key's owner box in `pop`, or `fallback` (the
+/// tenant's upstream) when the owner cannot be reached, as this box then answers the key itself.
+pub fn replica_hop(pop: Arc<PeerSet>, fallback: Arc<dyn Upstream>) -> Arc<dyn Upstream> {
+    Arc::new(PeerHop {
+        name: format!("owner:{}", pop.name()),
+        skip: pop.local(),
+        set: pop,
+        fallback: Some(fallback),
+    })
 }
 
 impl Upstream for PeerHop {
@@ -383,18 +394,34 @@ impl Upstream for PeerHop {
 
     fn send<'a>(&'a self, req: HopRequest<'a>) -> HopFuture<'a> {
         Box::pin(async move {
-            self.set
-                .send(
-                    req.key,
-                    req.method,
-                    req.path_and_query,
-                    &req.headers,
-                    req.body,
-                    self.skip,
-                )
-                .await
-                .map(|(resp, _)| resp)
-                .map_err(ProxyError::upstream)
+            let HopRequest {
+                key,
+                method,
+                path_and_query,
+                headers,
+                body,
+            } = req;
+            let bodiless = body.is_none();
+            let sent = self
+                .set
+                .send(key, method, path_and_query, &headers, body, self.skip)
+                .await;
+            match (sent, &self.fallback) {
+                (Ok((resp, _)), _) => Ok(resp),
+                (Err(e), Some(fallback)) if bodiless && !e.kind.is_timeout() => {
+                    tracing::debug!(error = %e.detail(), "owner unreachable; filling from the tenant's upstream");
+                    fallback
+                        .send(HopRequest {
+                            key,
+                            method,
+                            path_and_query,
+                            headers,
+                            body: None,
+                        })
+                        .await
+                }
+                (Err(e), _) => Err(ProxyError::upstream(e)),
+            }
         })
     }
 }

@@ -743,3 +743,41 @@ async fn a_box_that_joins_a_running_pop_takes_its_share_gradually() {
     }
     assert_eq!(origin.total_hits(), 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_whose_owner_died_is_filled_from_the_origin() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/k",
+        RouteSpec::ok("key", "max-age=600").count_header(false),
+    );
+    // Every key is hot at once (threshold 1): a box fills its own copy through the owner.
+    let mut world = World::with_hot("hotdead", &[2], 0, &origin.url(), 1);
+    world.start_all().await;
+    let boxes = world.boxes();
+    // Keys the second box owns, asked of the first after the second is killed (the first box
+    // did not keep them: no-store): it finds the owner unreachable and fills from the origin;
+    // no client sees an error.
+    let mut keys = Vec::new();
+    for k in 0..40 {
+        let r = http_get(
+            boxes[0],
+            "site.test",
+            &format!("/k?n={k}"),
+            &[("cache-control", "no-store")],
+        )
+        .await
+        .unwrap();
+        if r.header("cache-status").unwrap_or("").contains("pop0-box1") {
+            keys.push(k);
+        }
+    }
+    assert!(!keys.is_empty(), "box1 owns some keys");
+    world.kill9("pop0-box1");
+    for k in keys {
+        let r = http_get(boxes[0], "site.test", &format!("/k?n={k}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "key {k}: {:?}", r.headers);
+    }
+}
