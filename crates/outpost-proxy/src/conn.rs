@@ -360,6 +360,11 @@ impl ConnWatch {
         }
     }
 
+    /// The header read timeout (a client that sends nothing for this long is closed).
+    pub fn header_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.dog.header_ms)
+    }
+
     /// Stop enforcing deadlines (e.g. for a connection being upgraded).
     pub fn disarm(&self) {
         self.deadline.store(NO_DEADLINE, Ordering::Relaxed);

@@ -268,8 +268,8 @@ impl Accept {
     }
 }
 
-/// Whether the connection opens with the HTTP/2 preface (waits for its first bytes, bounded by
-/// the header read timeout's watchdog like any other first read).
+/// Whether the connection opens with the HTTP/2 preface (waits for its first bytes; the caller
+/// bounds the wait by the header read timeout).
 async fn is_h2_preface(stream: &tokio::net::TcpStream) -> bool {
     let mut buf = [0u8; 4];
     for _ in 0..3 {
@@ -323,9 +323,16 @@ async fn serve_connection(
     };
     // Nodes of a CDN take HTTP/2 with prior knowledge from their peers (the connection preface
     // starts "PRI "): one connection carries every request between two nodes.
-    if node.tier.is_some() && is_h2_preface(&stream).await {
-        serve_h2(stream, peer, node, watch).await;
-        return;
+    if node.tier.is_some() {
+        // Bounded like any first read: a client that sends nothing is closed.
+        match tokio::time::timeout(watch.header_timeout(), is_h2_preface(&stream)).await {
+            Ok(true) => {
+                serve_h2(stream, peer, node, watch).await;
+                return;
+            }
+            Ok(false) => {}
+            Err(_) => return,
+        }
     }
     let ambiguous = Arc::new(AtomicBool::new(false));
     let stream = conn::SniffStream::new(stream, ambiguous.clone(), Some(watch.clone()));

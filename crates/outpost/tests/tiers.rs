@@ -781,3 +781,28 @@ async fn a_hot_key_whose_owner_died_is_filled_from_the_origin() {
         assert_eq!(r.status, 200, "key {k}: {:?}", r.headers);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_to_a_topology_node_is_closed_after_the_header_timeout() {
+    let origin = TestOrigin::start().await.unwrap();
+    let mut world = World::new("silent", &[1], 0, &origin.url());
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    let text = text.replacen("[node]\n", "[node]\nheader_read_timeout = \"500ms\"\n", 1);
+    std::fs::write(&world.config, text).unwrap();
+    world.start_all().await;
+    // Nodes of a topology peek at the first bytes (HTTP/2 preface or not): that wait is
+    // bounded like any other first read.
+    let t0 = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(world.boxes()[0])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+    )
+    .await
+    .expect("closed by the node, not by the test's timeout");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    assert!(t0.elapsed() < Duration::from_secs(4));
+}
