@@ -289,6 +289,7 @@ async fn serve_h2(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     node: Arc<Node>,
+    limits: Limits,
     watch: Arc<conn::ConnWatch>,
 ) {
     watch.disarm();
@@ -296,7 +297,10 @@ async fn serve_h2(
         let node = node.clone();
         async move { Ok::<_, Infallible>(request::handle(node, req, peer, false).await) }
     });
+    // The same header budget as HTTP/1.1, and a bound on streams in flight per connection.
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(1024)
         .serve_connection(TokioIo::new(stream), svc);
     match conn::Watched::new(conn, watch).await {
         Some(Err(e)) => tracing::debug!(error = %e, %peer, "HTTP/2 connection ended with error"),
@@ -327,7 +331,7 @@ async fn serve_connection(
         // Bounded like any first read: a client that sends nothing is closed.
         match tokio::time::timeout(watch.header_timeout(), is_h2_preface(&stream)).await {
             Ok(true) => {
-                serve_h2(stream, peer, node, watch).await;
+                serve_h2(stream, peer, node, limits, watch).await;
                 return;
             }
             Ok(false) => {}
