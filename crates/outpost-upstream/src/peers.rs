@@ -3,7 +3,8 @@
 //! ([`crate::ring`]); on a connection failure, a broken response or a failed health state the
 //! request goes to the next member in the key's order (only bodiless requests are retried). A
 //! first-byte timeout is not failed over: the peer may be waiting on a slow origin, and asking
-//! its sibling would double the origin's load.
+//! its sibling would double the origin's load. It counts as a failure, though, so a hung peer
+//! (which also fails its health probes) goes down and its keys move on.
 //!
 //! Health: passive (consecutive failures of real requests) and active (`GET /healthz` on each
 //! peer's admin address every `interval`), with `fall` failures to go down and `rise` successes
@@ -337,7 +338,11 @@ impl PeerSet {
                         self.state[i].requests.fetch_add(1, Ordering::Relaxed);
                         return Ok((resp, i));
                     }
-                    Err(err) if err.kind == UpstreamErrorKind::Timeout => return Err(err),
+                    Err(err) if err.kind == UpstreamErrorKind::Timeout => {
+                        // Counted (a hung peer goes down after `fall` of them), not failed over.
+                        self.failed(i);
+                        return Err(err);
+                    }
                     Err(err) => {
                         tracing::debug!(set = %self.name, peer = %peer.name, error = %err.detail(), "peer request failed; trying the next");
                         self.failed(i);
@@ -361,7 +366,10 @@ impl PeerSet {
                     self.failed(i);
                     last = Some(err);
                 }
-                Err(_) => return Err(first_byte_timeout(&peer.http, self.timeouts)),
+                Err(_) => {
+                    self.failed(i);
+                    return Err(first_byte_timeout(&peer.http, self.timeouts));
+                }
             }
         }
         Err(last.unwrap_or_else(|| {
