@@ -29,6 +29,7 @@ pub async fn forward(
     headers: HeaderMap,
     path_and_query: &str,
     key: u64,
+    first_byte: std::time::Duration,
     peer: SocketAddr,
     log: &mut RequestLog,
 ) -> Option<Response<RespBody>> {
@@ -38,7 +39,15 @@ pub async fn forward(
     };
     let headers = hop.pass(headers);
     let result = pop
-        .send(key, method, path_and_query, &headers, None, pop.local())
+        .send_within(
+            first_byte,
+            key,
+            method,
+            path_and_query,
+            &headers,
+            None,
+            pop.local(),
+        )
         .await;
     match result {
         Ok((resp, owner)) => {

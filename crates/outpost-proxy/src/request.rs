@@ -134,10 +134,12 @@ async fn serve(
     let (parts, _unkeyed_body) = req.into_parts();
     let mut via_owner = None;
     if let Some(tier) = &node.tier {
+        // The owner may be filling through a mid-tier and a shield: allow for each.
+        let owner_wait = tenant.origin_timeout() + tier::TIER_MARGIN * 3;
         match tier.route(&primary, &parts.headers) {
             Route::Local => {}
             Route::Replica(pop) => {
-                via_owner = Some(tier::replica_hop(pop, tenant.upstream.clone()))
+                via_owner = Some(tier::replica_hop(pop, tenant.upstream.clone(), owner_wait))
             }
             Route::Forward(pop) => {
                 let path = url.path_and_query();
@@ -148,6 +150,7 @@ async fn serve(
                     parts.headers.clone(),
                     &path,
                     primary.hash64(),
+                    owner_wait,
                     peer,
                     log,
                 );

@@ -69,6 +69,11 @@ static DEFAULT_RULE: Rule = Rule {
 };
 
 impl Tenant {
+    /// The tenant's origin first-byte timeout.
+    pub fn origin_timeout(&self) -> std::time::Duration {
+        self.timeouts.first_byte
+    }
+
     /// The shield set this tenant's misses go to from an edge, if any.
     pub fn shield_name(&self) -> Option<&str> {
         self.shield.as_deref()
@@ -154,7 +159,7 @@ impl Tenant {
         });
         // An edge whose tenant names a shield set sends its misses there.
         let upstream: Arc<dyn Upstream> = tier
-            .and_then(|tier| tier.shield_hop(t.shield.as_deref()))
+            .and_then(|tier| tier.shield_hop(t.shield.as_deref(), t.cache.origin_timeout.0))
             .unwrap_or_else(|| origin.clone());
         let rules = t
             .rules

@@ -31,11 +31,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Timeouts between tiers: connecting is local-network fast; the first byte may wait for a
-/// whole miss path behind the peer.
+/// whole miss path behind the peer, so each hop waits the tenant's origin timeout plus
+/// [`TIER_MARGIN`] per tier behind it ([`PEER_TIMEOUTS`]'s first byte is the fallback).
 const PEER_TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(2),
     first_byte: Duration::from_secs(60),
 };
+
+/// What one tier adds to the wait for a response head (a shield answers 504 itself once the
+/// origin timeout passes; the edge waits that long plus this).
+pub const TIER_MARGIN: Duration = Duration::from_secs(5);
 
 /// This node's place in the CDN.
 pub struct Tier {
@@ -215,11 +220,19 @@ impl Tier {
     /// The hop for a tenant's misses when the tenant names a shield set: from an edge, its
     /// PoP's mid-tier if it has one, else the shield set; from a mid-tier shield, the shield set;
     /// from a shield, none (the origin).
-    pub fn shield_hop(&self, shield: Option<&str>) -> Option<Arc<dyn Upstream>> {
+    /// `origin_timeout` is the tenant's: the hop waits that plus a margin per tier behind it.
+    pub fn shield_hop(
+        &self,
+        shield: Option<&str>,
+        origin_timeout: Duration,
+    ) -> Option<Arc<dyn Upstream>> {
         let shield = shield?;
-        let target = match self.role {
-            Role::Edge => self.mid_tier.as_deref().unwrap_or(shield),
-            Role::Shield if self.is_mid_tier && shield != self.group => shield,
+        let (target, tiers_behind) = match self.role {
+            Role::Edge => match self.mid_tier.as_deref() {
+                Some(mid) => (mid, 2),
+                None => (shield, 1),
+            },
+            Role::Shield if self.is_mid_tier && shield != self.group => (shield, 1),
             Role::Shield => return None,
         };
         let peers = self.peers.load();
@@ -229,6 +242,7 @@ impl Tier {
             set: set.clone(),
             skip: None,
             fallback: None,
+            first_byte: origin_timeout + TIER_MARGIN * tiers_behind,
         }))
     }
 
@@ -374,16 +388,24 @@ pub struct PeerHop {
     /// Where a bodiless request goes when no member could be reached (or this node is next in
     /// the key's order): the tenant's own upstream.
     fallback: Option<Arc<dyn Upstream>>,
+    /// Longest wait for a member's response head.
+    first_byte: Duration,
 }
 
 /// The hop a hot key's replica fills through: the key's owner box in `pop`, or `fallback` (the
 /// tenant's upstream) when the owner cannot be reached, as this box then answers the key itself.
-pub fn replica_hop(pop: Arc<PeerSet>, fallback: Arc<dyn Upstream>) -> Arc<dyn Upstream> {
+/// `first_byte` is how long the owner may take (its own upstream path included).
+pub fn replica_hop(
+    pop: Arc<PeerSet>,
+    fallback: Arc<dyn Upstream>,
+    first_byte: Duration,
+) -> Arc<dyn Upstream> {
     Arc::new(PeerHop {
         name: format!("owner:{}", pop.name()),
         skip: pop.local(),
         set: pop,
         fallback: Some(fallback),
+        first_byte,
     })
 }
 
@@ -404,7 +426,15 @@ impl Upstream for PeerHop {
             let bodiless = body.is_none();
             let sent = self
                 .set
-                .send(key, method, path_and_query, &headers, body, self.skip)
+                .send_within(
+                    self.first_byte,
+                    key,
+                    method,
+                    path_and_query,
+                    &headers,
+                    body,
+                    self.skip,
+                )
                 .await;
             match (sent, &self.fallback) {
                 (Ok((resp, _)), _) => Ok(resp),

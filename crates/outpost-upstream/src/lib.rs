@@ -389,7 +389,12 @@ impl OriginPool {
                     }
                     last_err = Some(err);
                 }
-                Err(_) => return Err(first_byte_timeout(&origin.authority, self.timeouts)),
+                Err(_) => {
+                    return Err(first_byte_timeout(
+                        &origin.authority,
+                        self.timeouts.first_byte,
+                    ))
+                }
             }
         }
         Err(last_err.unwrap_or_else(|| {
@@ -403,11 +408,11 @@ impl OriginPool {
 }
 
 /// No response head within the first-byte timeout.
-fn first_byte_timeout(authority: &str, t: Timeouts) -> UpstreamError {
+fn first_byte_timeout(authority: &str, after: Duration) -> UpstreamError {
     UpstreamError::new(
         UpstreamErrorKind::Timeout,
         authority,
-        Some(format!("no response within {:?}", t.first_byte).into()),
+        Some(format!("no response within {after:?}").into()),
     )
 }
 

@@ -305,6 +305,31 @@ impl PeerSet {
         body: Option<ReqBody>,
         skip: Option<usize>,
     ) -> Result<PeerResponse, UpstreamError> {
+        self.send_within(
+            self.timeouts.first_byte,
+            key,
+            method,
+            path_and_query,
+            headers,
+            body,
+            skip,
+        )
+        .await
+    }
+
+    /// [`PeerSet::send`] waiting at most `first_byte` for each member's response head (what is
+    /// behind the peer decides how long that may take).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_within(
+        &self,
+        first_byte: Duration,
+        key: u64,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Option<ReqBody>,
+        skip: Option<usize>,
+    ) -> Result<PeerResponse, UpstreamError> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -332,7 +357,10 @@ impl PeerSet {
             let peer = &self.peers[i];
             let b = body.take().unwrap_or_else(empty_body);
             if self.h2.is_some() {
-                match self.send_h2(i, method, path_and_query, headers, b).await {
+                match self
+                    .send_h2(i, first_byte, method, path_and_query, headers, b)
+                    .await
+                {
                     Ok(resp) => {
                         self.succeeded(i, false);
                         self.state[i].requests.fetch_add(1, Ordering::Relaxed);
@@ -354,7 +382,7 @@ impl PeerSet {
             let req = build(method, &peer.http, path_and_query, headers, b).map_err(|e| {
                 UpstreamError::new(UpstreamErrorKind::Protocol, &peer.http, Some(Box::new(e)))
             })?;
-            match tokio::time::timeout(self.timeouts.first_byte, self.client.request(req)).await {
+            match tokio::time::timeout(first_byte, self.client.request(req)).await {
                 Ok(Ok(resp)) => {
                     self.succeeded(i, false);
                     self.state[i].requests.fetch_add(1, Ordering::Relaxed);
@@ -368,7 +396,7 @@ impl PeerSet {
                 }
                 Err(_) => {
                     self.failed(i);
-                    return Err(first_byte_timeout(&peer.http, self.timeouts));
+                    return Err(first_byte_timeout(&peer.http, first_byte));
                 }
             }
         }
@@ -444,6 +472,7 @@ impl PeerSet {
     async fn send_h2(
         &self,
         i: usize,
+        first_byte: Duration,
         method: &Method,
         path_and_query: &str,
         headers: &HeaderMap,
@@ -465,9 +494,9 @@ impl PeerSet {
                 UpstreamError::new(UpstreamErrorKind::Protocol, &peer.http, Some(Box::new(e)))
             })
         };
-        match tokio::time::timeout(self.timeouts.first_byte, attempt).await {
+        match tokio::time::timeout(first_byte, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(first_byte_timeout(&peer.http, self.timeouts)),
+            Err(_) => Err(first_byte_timeout(&peer.http, first_byte)),
         }
     }
 

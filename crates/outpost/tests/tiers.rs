@@ -806,3 +806,38 @@ async fn a_silent_connection_to_a_topology_node_is_closed_after_the_header_timeo
     assert!(matches!(n, Ok(0) | Err(_)));
     assert!(t0.elapsed() < Duration::from_secs(4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_waits_for_a_hung_shield_only_as_long_as_the_tenant_allows() {
+    let origin = TestOrigin::start().await.unwrap();
+    let mut world = World::new("hung", &[1], 1, &origin.url());
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    std::fs::write(
+        &world.config,
+        text + "[tenant.cache]\norigin_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    // The shield accepts connections and never answers (its probes hang too).
+    let mut held = Vec::new();
+    for addr in [world.shields[0].http, world.shields[0].metrics] {
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        held.push(tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                conns.push(s);
+            }
+        }));
+    }
+    let edge = world.pops[0][0].name.clone();
+    world.start(&edge).await;
+    let t0 = Instant::now();
+    let r = http_get(world.boxes()[0], "site.test", "/x", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504, "{:?}", r.headers);
+    // origin_timeout (1 s) plus one tier's margin (5 s), not the 60 s fallback.
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    for h in held {
+        h.abort();
+    }
+}
