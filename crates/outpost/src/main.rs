@@ -314,6 +314,15 @@ async fn up(o: UpOptions) -> Result<(), String> {
             "  outpost explain '{a}/?utm_source=x&b=2&a=1' --probe {}",
             first.running.addr
         );
+        match &o.addr_file {
+            Some(f) => eprintln!(
+                "  outpost load --addr-file {} --requests 20000   # per-region, per-tier hit ratios",
+                f.display()
+            ),
+            None => eprintln!(
+                "  (start with --addr-file FILE, then: outpost load --addr-file FILE  # load from every region)"
+            ),
+        }
     }
     eprintln!();
     eprintln!("Ctrl-C to stop (in-flight responses finish first; twice to exit at once).");
