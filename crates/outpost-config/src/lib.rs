@@ -4,7 +4,7 @@
 //! one `[[tenant]]` table per customer (hostnames, origins, cache defaults, cache-key rules, per-path
 //! rules). Every error names the field path it is about, e.g. `tenant[0].origins[1]: ...`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
@@ -67,6 +67,12 @@ impl ByteSize {
             return Err(format!("size {s:?} is too large"));
         }
         Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
     }
 }
 
@@ -133,6 +139,13 @@ impl Dur {
             return Err(format!("invalid duration {s:?}"));
         }
         Ok(Dur(Duration::from_secs_f64(secs)))
+    }
+}
+
+/// Written back as whole milliseconds (`"1500ms"`), which [`Dur::parse`] reads.
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0.as_millis()))
     }
 }
 
@@ -565,7 +578,7 @@ impl Default for StoreConfig {
 }
 
 /// `[[tenant]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Tenant name (cache namespace and metrics label).
@@ -593,7 +606,7 @@ pub struct TenantConfig {
 }
 
 /// `[tenant.origin_pool]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginPoolConfig {
     /// One weight per origin: keys are spread over healthy origins by weighted consistent
@@ -626,7 +639,7 @@ impl Default for OriginPoolConfig {
 }
 
 /// `[tenant.cache]`: defaults applied where the origin says nothing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheDefaults {
     /// TTL for 404/410/… when the origin gives no freshness (negative caching). 0 disables.
@@ -652,7 +665,7 @@ pub struct CacheDefaults {
 }
 
 /// How responses carrying `Set-Cookie` are treated.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum SetCookieMode {
     /// Stored when otherwise storable, cookie included (RFC 9111).
@@ -681,7 +694,7 @@ impl Default for CacheDefaults {
 }
 
 /// `[tenant.cache_key]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheKeyConfig {
     /// If non-empty, only these query parameters are kept in the key (and forwarded).
@@ -693,7 +706,7 @@ pub struct CacheKeyConfig {
 }
 
 /// `[[tenant.rule]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Path prefix this rule applies to (e.g. `/api/`).
@@ -721,7 +734,7 @@ pub struct RuleConfig {
 }
 
 /// Cookie handling per rule.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum CookiePolicyKind {
     /// Strip Cookie before forwarding; not part of the key.

@@ -103,11 +103,21 @@ async fn answer(node: &Node, req: Request<Incoming>, peer: SocketAddr) -> Respon
     }
 }
 
-/// An admin request that cannot be carried out.
-struct AdminError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+/// An admin request (or a purge the control plane delivered) that cannot be carried out.
+#[derive(Debug, Clone)]
+pub struct AdminError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
 }
 
 impl AdminError {
@@ -155,21 +165,43 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `POST /purge` body.
-#[derive(Debug, Default, Deserialize)]
+/// `POST /purge` body, and what the control plane's log delivers.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct PurgeRequest {
-    tenant: Option<String>,
-    urls: Vec<String>,
-    prefixes: Vec<String>,
-    hosts: Vec<String>,
-    tags: Vec<String>,
-    everything: bool,
+pub struct PurgeRequest {
+    /// The tenant (required for hosts, tags and everything).
+    pub tenant: Option<String>,
+    /// Absolute URLs.
+    pub urls: Vec<String>,
+    /// Absolute URL prefixes.
+    pub prefixes: Vec<String>,
+    /// Hostnames.
+    pub hosts: Vec<String>,
+    /// Surrogate-key tags.
+    pub tags: Vec<String>,
+    /// The whole tenant.
+    pub everything: bool,
+}
+
+/// What a purge request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeOutcome {
+    /// Stored objects removed.
+    pub removed: usize,
+    /// Purges applied (one per URL, prefix, host, tag...).
+    pub purges: usize,
 }
 
 async fn purge(node: &Node, body: &[u8]) -> Result<Response<RespBody>, AdminError> {
     let req: PurgeRequest =
         serde_json::from_slice(body).map_err(|e| AdminError::bad("bad-json", e.to_string()))?;
+    let done = purge_request(node, &req).await?;
+    let body = serde_json::json!({ "removed": done.removed, "purges": done.purges }).to_string();
+    Ok(text(StatusCode::OK, "application/json", body))
+}
+
+/// Apply a purge request on `node`: every URL, prefix, host, tag (and `everything`) of it.
+pub async fn purge_request(node: &Node, req: &PurgeRequest) -> Result<PurgeOutcome, AdminError> {
     let named = |field: &str| -> Result<String, AdminError> {
         req.tenant
             .clone()
@@ -225,8 +257,10 @@ async fn purge(node: &Node, body: &[u8]) -> Result<Response<RespBody>, AdminErro
             )
         })?;
     }
-    let body = serde_json::json!({ "removed": removed, "purges": todo.len() }).to_string();
-    Ok(text(StatusCode::OK, "application/json", body))
+    Ok(PurgeOutcome {
+        removed,
+        purges: todo.len(),
+    })
 }
 
 /// The tenant and canonical URL of an absolute `http://host/path` for a purge.

@@ -1,0 +1,804 @@
+//! The control plane's REST API (`/api/v1`, JSON): tenants, API keys, config versions (list,
+//! diff, rollback), purges with per-node status, nodes, and the OpenAPI document. Every request
+//! but the document needs `Authorization: Bearer <key>`: the admin key acts on everything, a
+//! tenant key on its tenant only (401 missing or unknown, 403 another tenant's). Requests are
+//! rate limited per key (429 with `Retry-After`). Writes accept `Idempotency-Key`: a retry with
+//! the same key and request gets the first answer and changes nothing. Errors are
+//! `{"error":{"code":...,"message":...,"field":...}}`: 400 malformed JSON, 404 unknown ids, 409
+//! a hostname another tenant has, 422 a field that fails validation (named by its path).
+
+use crate::control::Control;
+use crate::log::{now_ms, Op, PurgeOp};
+use crate::store::{IdemRecord, Principal, PurgeRecord, StoreError, Tx};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Largest request body.
+const MAX_BODY: usize = 1 << 20;
+/// A node not heard from for this long is not waited for in purge status.
+const LIVE_MS: u64 = 10_000;
+
+type Resp = Response<Full<Bytes>>;
+
+/// Serve the API on `listener`.
+pub async fn serve(listener: TcpListener, control: Arc<Control>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        let c = control.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let c = c.clone();
+                async move { Ok::<_, Infallible>(handle(&c, req).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// An API error: status, code, message and the offending field.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        Self {
+            message: if field.is_empty() {
+                message
+            } else {
+                format!("{field}: {message}")
+            },
+            field: Some(field),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "")
+        }
+    }
+
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", what)
+    }
+
+    fn forbidden(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", what)
+    }
+
+    fn response(&self) -> Resp {
+        let mut err = json!({"code": self.code, "message": self.message});
+        if let Some(f) = &self.field {
+            err["field"] = Value::String(f.clone());
+        }
+        let mut r = json_response(self.status, &json!({ "error": err }));
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "control store failure");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "control store failure")
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A successful answer: status and JSON body.
+type Answer = (StatusCode, Value);
+
+async fn handle(c: &Control, req: Request<Incoming>) -> Resp {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let span = tracing::info_span!("api", method = %parts.method, path = %path);
+    let _g = span.enter();
+    if parts.method == Method::GET && path == "/api/v1/openapi.json" {
+        return json_response(StatusCode::OK, &crate::openapi::document());
+    }
+    let who = match authenticate(c, &parts.headers) {
+        Ok(p) => p,
+        Err(e) => return e.response(),
+    };
+    if let Err(wait) = c.admit(&who.key_id) {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!("too many requests for this key; retry in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        return e.response();
+    }
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "request body over 1 MiB",
+            )
+            .response()
+        }
+    };
+    let idem = parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let Some(rest) = segs.strip_prefix(&["api", "v1"]) else {
+        return ApiError::not_found(format!("no route {path}")).response();
+    };
+    let m = &parts.method;
+    let sig = format!("{m} {path} {}", digest(&bytes));
+    let result = match (m, rest) {
+        (&Method::GET, ["tenants"]) => list_tenants(c, &who),
+        (&Method::POST, ["tenants"]) => {
+            write(c, &who, idem, &sig, |t| create_tenant(c, &who, t, &bytes)).await
+        }
+        (&Method::GET, ["tenants", name]) => get_tenant(c, &who, name),
+        (&Method::PUT, ["tenants", name]) => {
+            write(c, &who, idem, &sig, |t| update_tenant(c, &who, t, name, &bytes)).await
+        }
+        (&Method::DELETE, ["tenants", name]) => {
+            write(c, &who, idem, &sig, |t| delete_tenant(&who, t, name)).await
+        }
+        (&Method::POST, ["tenants", name, "keys"]) => {
+            write(c, &who, idem, &sig, |t| create_key(&who, t, name)).await
+        }
+        (&Method::GET, ["versions"]) => list_versions(c, &who),
+        (&Method::GET, ["versions", v]) => get_version(c, &who, v),
+        (&Method::GET, ["versions", v, "diff"]) => diff_versions(c, &who, v, &query),
+        (&Method::POST, ["versions", v, "rollback"]) => {
+            write(c, &who, idem, &sig, |t| rollback(c, &who, t, v)).await
+        }
+        (&Method::POST, ["purge"]) => {
+            write(c, &who, idem, &sig, |t| create_purge(&who, t, &bytes)).await
+        }
+        (&Method::GET, ["purge", id]) => purge_status(c, &who, id),
+        (&Method::GET, ["nodes"]) => nodes(c, &who),
+        (_, ["tenants"] | ["tenants", _] | ["tenants", _, "keys"] | ["versions"])
+        | (_, ["versions", _] | ["versions", _, "diff" | "rollback"])
+        | (_, ["purge"] | ["purge", _] | ["nodes"]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{m} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::not_found(format!("no route {path}"))),
+    };
+    match result {
+        Ok((status, body)) => json_response(status, &body),
+        Err(e) => e.response(),
+    }
+}
+
+/// A short digest of a request body (idempotency records compare requests by it).
+fn digest(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(body)
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn authenticate(c: &Control, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("send Authorization: Bearer <key>"))?;
+    c.store
+        .tx(|t| t.principal(key.trim()))?
+        .ok_or_else(|| unauthorized("unknown API key"))
+}
+
+fn admin_only(who: &Principal) -> Result<(), ApiError> {
+    match &who.tenant {
+        None => Ok(()),
+        Some(_) => Err(ApiError::forbidden("this needs the admin key")),
+    }
+}
+
+fn may_act_on(who: &Principal, tenant: &str) -> Result<(), ApiError> {
+    match &who.tenant {
+        Some(t) if t != tenant => Err(ApiError::forbidden(format!(
+            "this key acts for tenant {t:?} only"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Run a write in one transaction with its idempotency record; publish what it logged.
+async fn write(
+    c: &Control,
+    who: &Principal,
+    idem: Option<String>,
+    sig: &str,
+    f: impl FnOnce(&Tx<'_>) -> Result<Answer, ApiError>,
+) -> Result<Answer, ApiError> {
+    let now = now_ms();
+    let answer = c.store.tx(|t| -> Result<Answer, ApiError> {
+        if let Some(k) = &idem {
+            if let Some(rec) = t.idem(&who.key_id, k)? {
+                if rec.request != sig {
+                    return Err(ApiError::invalid(
+                        "Idempotency-Key",
+                        "already used for a different request",
+                    ));
+                }
+                let body = serde_json::from_str(&rec.body).unwrap_or(Value::Null);
+                return Ok((
+                    StatusCode::from_u16(rec.status).unwrap_or(StatusCode::OK),
+                    body,
+                ));
+            }
+        }
+        let (status, body) = f(t)?;
+        if let Some(k) = &idem {
+            t.put_idem(
+                &who.key_id,
+                k,
+                &IdemRecord {
+                    request: sig.to_string(),
+                    status: status.as_u16(),
+                    body: body.to_string(),
+                },
+                now,
+            )?;
+        }
+        Ok((status, body))
+    })?;
+    c.flush().await;
+    Ok(answer)
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-json", e.to_string()))
+}
+
+// ----- tenants -----
+
+fn list_tenants(c: &Control, who: &Principal) -> Result<Answer, ApiError> {
+    let all = c.store.tx(|t| t.tenants())?;
+    let docs: Vec<Value> = all
+        .into_iter()
+        .filter(|(n, _)| who.tenant.as_ref().is_none_or(|t| t == n))
+        .map(|(_, d)| d)
+        .collect();
+    Ok((StatusCode::OK, json!({ "tenants": docs })))
+}
+
+fn get_tenant(c: &Control, who: &Principal, name: &str) -> Result<Answer, ApiError> {
+    may_act_on(who, name)?;
+    let doc = c
+        .store
+        .tx(|t| t.tenant(name))?
+        .ok_or_else(|| ApiError::not_found(format!("no tenant {name:?}")))?;
+    Ok((StatusCode::OK, doc))
+}
+
+/// Validate `doc` as the tenant `name` among the others; returns the document to store.
+fn checked_tenant(
+    c: &Control,
+    t: &Tx<'_>,
+    mut doc: Value,
+    name: Option<&str>,
+) -> Result<(String, Value), ApiError> {
+    let Some(obj) = doc.as_object_mut() else {
+        return Err(ApiError::invalid("", "a tenant is a JSON object"));
+    };
+    match (name, obj.get("name")) {
+        (Some(n), None) => {
+            obj.insert("name".into(), Value::String(n.to_string()));
+        }
+        (Some(n), Some(v)) if v.as_str() != Some(n) => {
+            return Err(ApiError::invalid(
+                "name",
+                format!("does not match the tenant in the path ({n:?}); tenants cannot be renamed"),
+            ))
+        }
+        (None, None) => return Err(ApiError::invalid("name", "missing")),
+        _ => {}
+    }
+    let name = match doc.get("name").and_then(Value::as_str) {
+        Some(n) => n.to_string(),
+        None => return Err(ApiError::invalid("name", "must be a string")),
+    };
+    let others: Vec<(String, Value)> = t
+        .tenants()?
+        .into_iter()
+        .filter(|(n, _)| *n != name)
+        .collect();
+    // Hostnames are unique across tenants.
+    let mine: Vec<String> = doc
+        .get("hostnames")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    for (other, d) in &others {
+        let theirs = d.get("hostnames").and_then(Value::as_array);
+        for h in theirs.into_iter().flatten().filter_map(Value::as_str) {
+            if mine.iter().any(|m| m.eq_ignore_ascii_case(h)) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "hostname-taken",
+                    format!("hostname {h:?} belongs to tenant {other:?}"),
+                ));
+            }
+        }
+    }
+    let mut all: Vec<Value> = others.into_iter().map(|(_, d)| d).collect();
+    all.push(doc.clone());
+    let idx = all.len() - 1;
+    c.validate_tenants(&all).map_err(|(i, field, msg)| {
+        if i == idx || i == usize::MAX {
+            ApiError::invalid(field, msg)
+        } else {
+            ApiError::invalid(format!("(tenant {i}) {field}"), msg)
+        }
+    })?;
+    // Store the normalised document (every field, defaults filled in).
+    let cfg = c
+        .validate_tenants(std::slice::from_ref(&doc))
+        .map_err(|(_, f, m)| ApiError::invalid(f, m))?;
+    let normal = cfg
+        .tenants
+        .first()
+        .map(crate::control::tenant_doc)
+        .unwrap_or(doc);
+    Ok((name, normal))
+}
+
+fn create_tenant(c: &Control, who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
+    admin_only(who)?;
+    let doc = parse_json(body)?;
+    let (name, doc) = checked_tenant(c, t, doc, None)?;
+    if t.tenant(&name)?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tenant-exists",
+            format!("tenant {name:?} exists; PUT /api/v1/tenants/{name} updates it"),
+        ));
+    }
+    let now = now_ms();
+    t.put_tenant(&name, &doc, now)?;
+    let entry = t.new_version(&format!("create tenant {name}"), now)?;
+    Ok((StatusCode::CREATED, json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq })))
+}
+
+fn update_tenant(
+    c: &Control,
+    who: &Principal,
+    t: &Tx<'_>,
+    name: &str,
+    body: &[u8],
+) -> Result<Answer, ApiError> {
+    may_act_on(who, name)?;
+    if t.tenant(name)?.is_none() {
+        return Err(ApiError::not_found(format!("no tenant {name:?}")));
+    }
+    let doc = parse_json(body)?;
+    let (_, doc) = checked_tenant(c, t, doc, Some(name))?;
+    let now = now_ms();
+    t.put_tenant(name, &doc, now)?;
+    let entry = t.new_version(&format!("update tenant {name}"), now)?;
+    Ok((StatusCode::OK, json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq })))
+}
+
+fn delete_tenant(who: &Principal, t: &Tx<'_>, name: &str) -> Result<Answer, ApiError> {
+    admin_only(who)?;
+    if !t.delete_tenant(name)? {
+        return Err(ApiError::not_found(format!("no tenant {name:?}")));
+    }
+    t.delete_keys_of(name)?;
+    let entry = t.new_version(&format!("delete tenant {name}"), now_ms())?;
+    Ok((StatusCode::OK, json!({ "deleted": name, "version": version_of(&entry.op), "seq": entry.seq })))
+}
+
+fn create_key(who: &Principal, t: &Tx<'_>, name: &str) -> Result<Answer, ApiError> {
+    admin_only(who)?;
+    if t.tenant(name)?.is_none() {
+        return Err(ApiError::not_found(format!("no tenant {name:?}")));
+    }
+    let key = t.create_key(Some(name), now_ms())?;
+    Ok((
+        StatusCode::CREATED,
+        json!({ "tenant": name, "key": key, "note": "shown once: only its hash is stored" }),
+    ))
+}
+
+fn version_of(op: &Op) -> u64 {
+    match op {
+        Op::Config { version, .. } => *version,
+        Op::Purge(_) => 0,
+    }
+}
+
+// ----- versions -----
+
+fn parse_version(v: &str) -> Result<u64, ApiError> {
+    v.parse()
+        .map_err(|_| ApiError::not_found(format!("no version {v:?}")))
+}
+
+fn list_versions(c: &Control, who: &Principal) -> Result<Answer, ApiError> {
+    admin_only(who)?;
+    let vs = c.store.tx(|t| t.versions())?;
+    let list: Vec<Value> = vs
+        .into_iter()
+        .map(|(v, at, reason, n)| json!({"version": v, "created_ms": at, "reason": reason, "tenants": n}))
+        .collect();
+    Ok((StatusCode::OK, json!({ "versions": list })))
+}
+
+fn get_version(c: &Control, who: &Principal, v: &str) -> Result<Answer, ApiError> {
+    admin_only(who)?;
+    let n = parse_version(v)?;
+    let (reason, tenants) = c
+        .store
+        .tx(|t| t.version(n))?
+        .ok_or_else(|| ApiError::not_found(format!("no version {n}")))?;
+    Ok((
+        StatusCode::OK,
+        json!({"version": n, "reason": reason, "tenants": tenants}),
+    ))
+}
+
+fn diff_versions(c: &Control, who: &Principal, v: &str, query: &str) -> Result<Answer, ApiError> {
+    admin_only(who)?;
+    let to = parse_version(v)?;
+    let from = match query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("from="))
+    {
+        Some(f) => f
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid("from", "must be a version number"))?,
+        None => to.saturating_sub(1),
+    };
+    let (a, b) = c.store.tx(|t| Ok::<_, StoreError>((t.version(from)?, t.version(to)?)))?;
+    let b = b.ok_or_else(|| ApiError::not_found(format!("no version {to}")))?.1;
+    let a = match a {
+        Some((_, t)) => t,
+        None if from == 0 => Vec::new(),
+        None => return Err(ApiError::not_found(format!("no version {from}"))),
+    };
+    let by_name = |l: &[Value]| -> std::collections::BTreeMap<String, Value> {
+        l.iter()
+            .map(|d| {
+                (
+                    d.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+                    d.clone(),
+                )
+            })
+            .collect()
+    };
+    let (old, new) = (by_name(&a), by_name(&b));
+    let added: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
+    let removed: Vec<&String> = old.keys().filter(|k| !new.contains_key(*k)).collect();
+    let changed: Vec<Value> = new
+        .iter()
+        .filter_map(|(k, d)| {
+            let o = old.get(k)?;
+            let fields = changed_fields(o, d);
+            (!fields.is_empty()).then(|| json!({"tenant": k, "fields": fields}))
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({"from": from, "to": to, "added": added, "removed": removed, "changed": changed}),
+    ))
+}
+
+/// Top-level fields that differ between two tenant documents.
+fn changed_fields(a: &Value, b: &Value) -> Vec<String> {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return vec![String::new()];
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+fn rollback(c: &Control, who: &Principal, t: &Tx<'_>, v: &str) -> Result<Answer, ApiError> {
+    admin_only(who)?;
+    let n = parse_version(v)?;
+    let (_, tenants) = t
+        .version(n)?
+        .ok_or_else(|| ApiError::not_found(format!("no version {n}")))?;
+    c.validate_tenants(&tenants)
+        .map_err(|(_, f, m)| ApiError::invalid(f, format!("version {n} no longer validates: {m}")))?;
+    let now = now_ms();
+    t.replace_tenants(&tenants, now)?;
+    let entry = t.new_version(&format!("rollback to version {n}"), now)?;
+    Ok((
+        StatusCode::CREATED,
+        json!({"version": version_of(&entry.op), "rolled_back_to": n, "seq": entry.seq}),
+    ))
+}
+
+// ----- purges -----
+
+/// `POST /api/v1/purge` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PurgeBody {
+    tenant: Option<String>,
+    urls: Vec<String>,
+    prefixes: Vec<String>,
+    hosts: Vec<String>,
+    tags: Vec<String>,
+    everything: bool,
+    soft: bool,
+}
+
+/// The host of an absolute http(s) URL.
+fn url_host(u: &str) -> Option<String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// The tenant serving `host`, among the stored documents.
+fn tenant_of_host(tenants: &[(String, Value)], host: &str) -> Option<String> {
+    let serves = |d: &Value, exact: bool| {
+        d.get("hostnames")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|h| if exact { h.eq_ignore_ascii_case(host) } else { h == "*" })
+    };
+    tenants
+        .iter()
+        .find(|(_, d)| serves(d, true))
+        .or_else(|| tenants.iter().find(|(_, d)| serves(d, false)))
+        .map(|(n, _)| n.clone())
+}
+
+fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
+    let v = parse_json(body)?;
+    let req: PurgeBody = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+    })?;
+    if req.soft {
+        return Err(ApiError::invalid(
+            "soft",
+            "soft purge is not available yet; send a hard purge (soft: false)",
+        ));
+    }
+    let tenants = t.tenants()?;
+    let tenant = match (&who.tenant, &req.tenant) {
+        (Some(mine), Some(named)) if mine != named => {
+            return Err(ApiError::forbidden(format!(
+                "this key acts for tenant {mine:?} only"
+            )))
+        }
+        (Some(mine), _) => Some(mine.clone()),
+        (None, named) => named.clone(),
+    };
+    if let Some(name) = &tenant {
+        if !tenants.iter().any(|(n, _)| n == name) {
+            return Err(ApiError::invalid("tenant", format!("no tenant {name:?}")));
+        }
+    }
+    for (field, list) in [("urls", &req.urls), ("prefixes", &req.prefixes)] {
+        for (i, u) in list.iter().enumerate() {
+            let host = url_host(u).ok_or_else(|| {
+                ApiError::invalid(format!("{field}[{i}]"), "must be an absolute http:// or https:// URL")
+            })?;
+            let owner = tenant_of_host(&tenants, &host);
+            match (&tenant, owner) {
+                (_, None) => {
+                    return Err(ApiError::invalid(
+                        format!("{field}[{i}]"),
+                        format!("no tenant serves host {host:?}"),
+                    ))
+                }
+                (Some(mine), Some(o)) if *mine != o => {
+                    return Err(if who.tenant.is_some() {
+                        ApiError::forbidden(format!("{field}[{i}]: host {host:?} is not your tenant's"))
+                    } else {
+                        ApiError::invalid(
+                            format!("{field}[{i}]"),
+                            format!("host {host:?} belongs to tenant {o:?}, not {mine:?}"),
+                        )
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+    let needs_tenant = !req.hosts.is_empty() || !req.tags.is_empty() || req.everything;
+    if needs_tenant && tenant.is_none() {
+        return Err(ApiError::invalid(
+            "tenant",
+            "purging hosts, tags or everything needs \"tenant\"",
+        ));
+    }
+    for (i, h) in req.hosts.iter().enumerate() {
+        if h.is_empty() || h.contains(['/', ' ']) {
+            return Err(ApiError::invalid(format!("hosts[{i}]"), "must be a hostname"));
+        }
+    }
+    for (i, tag) in req.tags.iter().enumerate() {
+        if tag.is_empty() || tag.contains(char::is_whitespace) {
+            return Err(ApiError::invalid(
+                format!("tags[{i}]"),
+                "must be a non-empty tag without spaces",
+            ));
+        }
+    }
+    if req.urls.is_empty() && req.prefixes.is_empty() && !needs_tenant {
+        return Err(ApiError::invalid(
+            "",
+            "name urls, prefixes, hosts, tags or everything",
+        ));
+    }
+    let now = now_ms();
+    let id = format!("pg_{}", crate::store::random_hex(8));
+    let op = PurgeOp {
+        id: id.clone(),
+        tenant: tenant.clone(),
+        urls: req.urls,
+        prefixes: req.prefixes,
+        hosts: req.hosts,
+        tags: req.tags,
+        everything: req.everything,
+    };
+    let request = serde_json::to_value(&op).unwrap_or(Value::Null);
+    let entry = t.append(Op::Purge(op), now)?;
+    t.insert_purge(&PurgeRecord {
+        id: id.clone(),
+        seq: entry.seq,
+        tenant,
+        request,
+        issued_ms: now,
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({"purge_id": id, "status": "propagating", "seq": entry.seq}),
+    ))
+}
+
+fn purge_status(c: &Control, who: &Principal, id: &str) -> Result<Answer, ApiError> {
+    let (p, acks, nodes) = c.store.tx(|t| -> Result<_, StoreError> {
+        let Some(p) = t.purge(id)? else {
+            return Ok((None, Vec::new(), Vec::new()));
+        };
+        let acks = t.acks_of(p.seq)?;
+        Ok((Some(p), acks, t.nodes()?))
+    })?;
+    let p = p.ok_or_else(|| ApiError::not_found(format!("no purge {id:?}")))?;
+    if let Some(mine) = &who.tenant {
+        if p.tenant.as_deref() != Some(mine.as_str()) {
+            return Err(ApiError::forbidden(format!(
+                "purge {id} is not tenant {mine:?}'s"
+            )));
+        }
+    }
+    let now = now_ms();
+    let mut rows = Vec::new();
+    let (mut applied, mut total, mut last) = (0usize, 0usize, None::<u64>);
+    for n in &nodes {
+        let ack = acks.iter().find(|(node, _, _)| *node == n.name);
+        let live = now.saturating_sub(n.seen_ms) <= LIVE_MS;
+        let done = ack.is_some() || n.applied >= p.seq;
+        if !live && !done {
+            continue;
+        }
+        total += 1;
+        if done {
+            applied += 1;
+        }
+        let at = ack.map(|(_, at, _)| *at);
+        if let Some(a) = at {
+            last = Some(last.map_or(a, |l: u64| l.max(a)));
+        }
+        rows.push(json!({
+            "node": n.name,
+            "applied": done,
+            "applied_ms": at,
+            "ms_after_issue": at.map(|a| a.saturating_sub(p.issued_ms)),
+            "error": ack.and_then(|(_, _, e)| e.clone()),
+            "live": live,
+        }));
+    }
+    let done = total > 0 && applied == total;
+    Ok((
+        StatusCode::OK,
+        json!({
+            "purge_id": p.id,
+            "seq": p.seq,
+            "tenant": p.tenant,
+            "request": p.request,
+            "issued_ms": p.issued_ms,
+            "status": if done { "done" } else { "propagating" },
+            "nodes_applied": applied,
+            "nodes_total": total,
+            "time_to_last_node_ms": if done { last.map(|l| l.saturating_sub(p.issued_ms)) } else { None },
+            "nodes": rows,
+        }),
+    ))
+}
+
+fn nodes(c: &Control, who: &Principal) -> Result<Answer, ApiError> {
+    admin_only(who)?;
+    let (nodes, last) = c
+        .store
+        .tx(|t| Ok::<_, StoreError>((t.nodes()?, t.last_seq()?)))?;
+    let now = now_ms();
+    let list: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node": n.name,
+                "applied": n.applied,
+                "behind": last.saturating_sub(n.applied),
+                "seen_ms_ago": now.saturating_sub(n.seen_ms),
+                "live": now.saturating_sub(n.seen_ms) <= LIVE_MS,
+            })
+        })
+        .collect();
+    Ok((StatusCode::OK, json!({"log_seq": last, "nodes": list})))
+}

@@ -1,0 +1,265 @@
+//! The control service ([`Control`], started by [`start`]): the store, the bus, and the tasks
+//! that join them. A write follows the sync path validate → persist (state and its log entry in
+//! one transaction) → publish → answer; entries the bus did not take stay in the outbox and are
+//! published again by [`Control::flush`] (after every write, every second, and at start, so a
+//! crash between persist and publish republishes on restart). Node acknowledgements are
+//! collected into the store for purge status.
+
+use crate::bus::Bus;
+use crate::log::now_ms;
+use crate::store::{Store, StoreError};
+use outpost_config::{Config, TenantConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the control service runs.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// API listen address (`127.0.0.1:0` picks a port).
+    pub listen: String,
+    /// Store file; none: in memory (tests).
+    pub db: Option<PathBuf>,
+    /// An admin key to accept (`opk_<id>.<secret>`); none: one is created on first start and
+    /// returned once by [`start`].
+    pub admin_key: Option<String>,
+    /// The config tenants are validated against (its node section and topology) and, when the
+    /// store has no tenants yet, seeded from.
+    pub template: Config,
+    /// API requests per second per key (token bucket), and the burst.
+    pub rate: f64,
+    /// Burst size.
+    pub burst: f64,
+}
+
+impl ControlOptions {
+    /// Defaults around `template`, on `listen`, in memory.
+    pub fn new(listen: &str, template: Config) -> Self {
+        Self {
+            listen: listen.to_string(),
+            db: None,
+            admin_key: None,
+            template,
+            rate: 50.0,
+            burst: 100.0,
+        }
+    }
+}
+
+/// A running control service.
+pub struct RunningControl {
+    /// API address.
+    pub addr: SocketAddr,
+    /// The service.
+    pub control: Arc<Control>,
+    /// The admin key created on this start (shown once); none when it already existed.
+    pub new_admin_key: Option<String>,
+}
+
+/// The control service's shared state.
+pub struct Control {
+    /// Durable state.
+    pub store: Store,
+    /// The bus to the nodes.
+    pub bus: Arc<dyn Bus>,
+    /// Template config (node section, topology) tenants are validated against.
+    pub template: Config,
+    publishing: tokio::sync::Mutex<()>,
+    limiter: Limiter,
+}
+
+impl Control {
+    /// Publish every entry the bus has not taken yet, in order; stops at the first failure
+    /// (the outbox keeps the rest). Returns how many went out.
+    pub async fn flush(&self) -> usize {
+        let _one_at_a_time = self.publishing.lock().await;
+        let pending = match self.store.tx(|t| t.unpublished()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the outbox failed");
+                return 0;
+            }
+        };
+        let mut sent = 0;
+        for entry in pending {
+            let seq = entry.seq;
+            match tokio::time::timeout(Duration::from_secs(3), self.bus.publish(entry)).await {
+                Ok(Ok(())) => {
+                    if let Err(e) = self.store.tx(|t| t.mark_published(seq)) {
+                        tracing::error!(error = %e, seq, "marking an entry published failed");
+                        break;
+                    }
+                    sent += 1;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, seq, "publish failed; kept in the outbox");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(seq, "publish timed out; kept in the outbox");
+                    break;
+                }
+            }
+        }
+        sent
+    }
+
+    /// Take one token for `key_id`; `Err(seconds)` to wait when the bucket is empty.
+    pub fn admit(&self, key_id: &str) -> Result<(), u64> {
+        self.limiter.take(key_id)
+    }
+
+    /// Validate tenant documents as a whole config (the template's node section and topology
+    /// with these tenants).
+    pub fn validate_tenants(&self, docs: &[serde_json::Value]) -> Result<Config, (usize, String, String)> {
+        let mut cfg = self.template.clone();
+        cfg.tenants = Vec::with_capacity(docs.len());
+        for (i, d) in docs.iter().enumerate() {
+            let t: TenantConfig = serde_path_to_error::deserialize(d.clone()).map_err(|e| {
+                let path = e.path().to_string();
+                (i, if path == "." { String::new() } else { path }, e.into_inner().to_string())
+            })?;
+            cfg.tenants.push(t);
+        }
+        cfg.validate().map_err(|e| {
+            // `tenant[i].field` → (i, field).
+            let p = e.path.clone();
+            match p
+                .strip_prefix("tenant[")
+                .and_then(|r| r.split_once(']'))
+                .and_then(|(i, rest)| Some((i.parse::<usize>().ok()?, rest)))
+            {
+                Some((i, rest)) => (i, rest.trim_start_matches('.').to_string(), e.message),
+                None => (usize::MAX, p, e.message),
+            }
+        })?;
+        Ok(cfg)
+    }
+}
+
+/// Token buckets per API key.
+struct Limiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl Limiter {
+    fn take(&self, key: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, at) = b.entry(key.to_string()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+/// Start the control service: open the store (seeding tenants from the template when it has
+/// none), make sure an admin key exists, publish the outbox, collect acks, serve the API.
+pub async fn start(opts: ControlOptions, bus: Arc<dyn Bus>) -> Result<RunningControl, String> {
+    let store = match &opts.db {
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("control db: cannot create {}: {e}", dir.display()))?;
+            }
+            Store::open(p)
+        }
+        None => Store::in_memory(),
+    }
+    .map_err(|e| e.to_string())?;
+    let now = now_ms();
+    let new_admin_key = store
+        .tx(|t| -> Result<Option<String>, StoreError> {
+            if let Some(k) = &opts.admin_key {
+                t.ensure_admin_key(k, now)?;
+            }
+            if t.has_admin_key()? {
+                return Ok(None);
+            }
+            t.create_key(None, now).map(Some)
+        })
+        .map_err(|e| e.to_string())?;
+    let seed: Vec<serde_json::Value> = opts
+        .template
+        .tenants
+        .iter()
+        .map(tenant_doc)
+        .collect();
+    store
+        .tx(|t| -> Result<(), StoreError> {
+            if t.tenants()?.is_empty() && !seed.is_empty() {
+                for d in &seed {
+                    let name = d.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+                    t.put_tenant(name, d, now)?;
+                }
+                t.new_version("seeded from the node config", now)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .map_err(|e| format!("control: cannot listen on {}: {e}", opts.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let control = Arc::new(Control {
+        store,
+        bus: bus.clone(),
+        template: opts.template.clone(),
+        publishing: tokio::sync::Mutex::new(()),
+        limiter: Limiter {
+            rate: opts.rate.max(0.001),
+            burst: opts.burst.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+        },
+    });
+    // Acks into the store.
+    {
+        let c = control.clone();
+        tokio::spawn(async move {
+            loop {
+                match c.bus.acks().await {
+                    Ok(mut rx) => {
+                        while let Some(a) = rx.recv().await {
+                            if let Err(e) = c.store.tx(|t| t.record_ack(&a, now_ms())) {
+                                tracing::error!(error = %e, "recording an ack failed");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "ack subscription failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+    }
+    // The outbox, now and every second.
+    {
+        let c = control.clone();
+        tokio::spawn(async move {
+            loop {
+                c.flush().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    tokio::spawn(crate::api::serve(listener, control.clone()));
+    tracing::info!(%addr, bus = %bus.describe(), "control API listening");
+    Ok(RunningControl {
+        addr,
+        control,
+        new_admin_key,
+    })
+}
+
+/// A tenant config as the API's JSON document (the shape of a `[[tenant]]` table).
+pub fn tenant_doc(t: &TenantConfig) -> serde_json::Value {
+    serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,109 @@
+//! The entries of the control plane's one sequenced log ([`Entry`]): config versions and purges,
+//! in the order every node applies them, and the acknowledgements nodes send back ([`Ack`]).
+//! Plain data (serde JSON on the wire); sequence numbers come from the control store.
+
+use serde::{Deserialize, Serialize};
+
+/// One log entry: the control store's sequence, when it was issued, and what it does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the log (1, 2, ...): nodes apply entries in this order, each once.
+    pub seq: u64,
+    /// When the control plane accepted it (ms since the Unix epoch).
+    pub issued_ms: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// What an entry does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Op {
+    /// Config version `version`: the complete tenant list (JSON tenant documents, the same shape
+    /// as a `[[tenant]]` table) that replaces the node's tenants.
+    Config {
+        /// Config version number.
+        version: u64,
+        /// Every tenant.
+        tenants: Vec<serde_json::Value>,
+    },
+    /// A purge.
+    Purge(PurgeOp),
+}
+
+/// A purge as the control plane accepted it: what to remove, for which tenant.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PurgeOp {
+    /// Purge id (`pg_...`) the API reports status under.
+    pub id: String,
+    /// The tenant (required for tags, hosts and everything; URLs and prefixes name theirs by
+    /// host when absent).
+    pub tenant: Option<String>,
+    /// Absolute URLs: each with all its variants.
+    pub urls: Vec<String>,
+    /// Absolute URL prefixes.
+    pub prefixes: Vec<String>,
+    /// Hostnames.
+    pub hosts: Vec<String>,
+    /// Surrogate-key tags.
+    pub tags: Vec<String>,
+    /// Everything the tenant has stored.
+    pub everything: bool,
+}
+
+/// A node's report about one entry (`seq`) or, with `seq == applied` and no error, a heartbeat
+/// saying how far it has applied the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Node name.
+    pub node: String,
+    /// The entry this is about.
+    pub seq: u64,
+    /// Every entry up to this one has been handled (applied or refused).
+    pub applied: u64,
+    /// When the node finished with the entry (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// Why the node refused it (an invalid config); none: applied.
+    pub error: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_as_json() {
+        let e = Entry {
+            seq: 7,
+            issued_ms: 1,
+            op: Op::Purge(PurgeOp {
+                id: "pg_1".into(),
+                tags: vec!["a".into()],
+                ..PurgeOp::default()
+            }),
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains("\"type\":\"purge\""), "{text}");
+        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), e);
+        let c = Entry {
+            seq: 8,
+            issued_ms: 2,
+            op: Op::Config {
+                version: 3,
+                tenants: vec![serde_json::json!({"name": "t"})],
+            },
+        };
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), c);
+    }
+}
