@@ -94,7 +94,7 @@ async fn apply(node: &Node, base: &Config, entry: &Entry, st: &AgentState) -> Op
             Ok(cfg) => match node.apply_config(&cfg) {
                 Ok(_) => {
                     st.config_version.store(*version, Ordering::Release);
-                    tracing::info!(version, seq = entry.seq, "config version applied");
+                    tracing::debug!(version, seq = entry.seq, "config version applied");
                     None
                 }
                 Err(e) => refuse(st, *version, e.to_string()),
@@ -129,7 +129,8 @@ pub fn config_from(base: &Config, tenants: &[serde_json::Value]) -> Result<Confi
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            serde_json::from_value::<TenantConfig>(t.clone()).map_err(|e| format!("tenant[{i}]: {e}"))
+            serde_json::from_value::<TenantConfig>(t.clone())
+                .map_err(|e| format!("tenant[{i}]: {e}"))
         })
         .collect::<Result<_, _>>()?;
     cfg.validate().map_err(|e| e.to_string())?;

@@ -111,7 +111,11 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "control store failure");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "control store failure")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "control store failure",
+        )
     }
 }
 
@@ -179,7 +183,10 @@ async fn handle(c: &Control, req: Request<Incoming>) -> Resp {
         }
         (&Method::GET, ["tenants", name]) => get_tenant(c, &who, name),
         (&Method::PUT, ["tenants", name]) => {
-            write(c, &who, idem, &sig, |t| update_tenant(c, &who, t, name, &bytes)).await
+            write(c, &who, idem, &sig, |t| {
+                update_tenant(c, &who, t, name, &bytes)
+            })
+            .await
         }
         (&Method::DELETE, ["tenants", name]) => {
             write(c, &who, idem, &sig, |t| delete_tenant(&who, t, name)).await
@@ -398,7 +405,12 @@ fn checked_tenant(
     Ok((name, normal))
 }
 
-fn create_tenant(c: &Control, who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
+fn create_tenant(
+    c: &Control,
+    who: &Principal,
+    t: &Tx<'_>,
+    body: &[u8],
+) -> Result<Answer, ApiError> {
     admin_only(who)?;
     let doc = parse_json(body)?;
     let (name, doc) = checked_tenant(c, t, doc, None)?;
@@ -412,7 +424,10 @@ fn create_tenant(c: &Control, who: &Principal, t: &Tx<'_>, body: &[u8]) -> Resul
     let now = now_ms();
     t.put_tenant(&name, &doc, now)?;
     let entry = t.new_version(&format!("create tenant {name}"), now)?;
-    Ok((StatusCode::CREATED, json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq })))
+    Ok((
+        StatusCode::CREATED,
+        json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq }),
+    ))
 }
 
 fn update_tenant(
@@ -431,7 +446,10 @@ fn update_tenant(
     let now = now_ms();
     t.put_tenant(name, &doc, now)?;
     let entry = t.new_version(&format!("update tenant {name}"), now)?;
-    Ok((StatusCode::OK, json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq })))
+    Ok((
+        StatusCode::OK,
+        json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq }),
+    ))
 }
 
 fn delete_tenant(who: &Principal, t: &Tx<'_>, name: &str) -> Result<Answer, ApiError> {
@@ -441,7 +459,10 @@ fn delete_tenant(who: &Principal, t: &Tx<'_>, name: &str) -> Result<Answer, ApiE
     }
     t.delete_keys_of(name)?;
     let entry = t.new_version(&format!("delete tenant {name}"), now_ms())?;
-    Ok((StatusCode::OK, json!({ "deleted": name, "version": version_of(&entry.op), "seq": entry.seq })))
+    Ok((
+        StatusCode::OK,
+        json!({ "deleted": name, "version": version_of(&entry.op), "seq": entry.seq }),
+    ))
 }
 
 fn create_key(who: &Principal, t: &Tx<'_>, name: &str) -> Result<Answer, ApiError> {
@@ -496,17 +517,18 @@ fn get_version(c: &Control, who: &Principal, v: &str) -> Result<Answer, ApiError
 fn diff_versions(c: &Control, who: &Principal, v: &str, query: &str) -> Result<Answer, ApiError> {
     admin_only(who)?;
     let to = parse_version(v)?;
-    let from = match query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("from="))
-    {
+    let from = match query.split('&').find_map(|kv| kv.strip_prefix("from=")) {
         Some(f) => f
             .parse::<u64>()
             .map_err(|_| ApiError::invalid("from", "must be a version number"))?,
         None => to.saturating_sub(1),
     };
-    let (a, b) = c.store.tx(|t| Ok::<_, StoreError>((t.version(from)?, t.version(to)?)))?;
-    let b = b.ok_or_else(|| ApiError::not_found(format!("no version {to}")))?.1;
+    let (a, b) = c
+        .store
+        .tx(|t| Ok::<_, StoreError>((t.version(from)?, t.version(to)?)))?;
+    let b = b
+        .ok_or_else(|| ApiError::not_found(format!("no version {to}")))?
+        .1;
     let a = match a {
         Some((_, t)) => t,
         None if from == 0 => Vec::new(),
@@ -516,7 +538,10 @@ fn diff_versions(c: &Control, who: &Principal, v: &str, query: &str) -> Result<A
         l.iter()
             .map(|d| {
                 (
-                    d.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+                    d.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
                     d.clone(),
                 )
             })
@@ -559,8 +584,9 @@ fn rollback(c: &Control, who: &Principal, t: &Tx<'_>, v: &str) -> Result<Answer,
     let (_, tenants) = t
         .version(n)?
         .ok_or_else(|| ApiError::not_found(format!("no version {n}")))?;
-    c.validate_tenants(&tenants)
-        .map_err(|(_, f, m)| ApiError::invalid(f, format!("version {n} no longer validates: {m}")))?;
+    c.validate_tenants(&tenants).map_err(|(_, f, m)| {
+        ApiError::invalid(f, format!("version {n} no longer validates: {m}"))
+    })?;
     let now = now_ms();
     t.replace_tenants(&tenants, now)?;
     let entry = t.new_version(&format!("rollback to version {n}"), now)?;
@@ -606,7 +632,13 @@ fn tenant_of_host(tenants: &[(String, Value)], host: &str) -> Option<String> {
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .any(|h| if exact { h.eq_ignore_ascii_case(host) } else { h == "*" })
+            .any(|h| {
+                if exact {
+                    h.eq_ignore_ascii_case(host)
+                } else {
+                    h == "*"
+                }
+            })
     };
     tenants
         .iter()
@@ -619,7 +651,10 @@ fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiE
     let v = parse_json(body)?;
     let req: PurgeBody = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::invalid(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+        ApiError::invalid(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )
     })?;
     if req.soft {
         return Err(ApiError::invalid(
@@ -645,7 +680,10 @@ fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiE
     for (field, list) in [("urls", &req.urls), ("prefixes", &req.prefixes)] {
         for (i, u) in list.iter().enumerate() {
             let host = url_host(u).ok_or_else(|| {
-                ApiError::invalid(format!("{field}[{i}]"), "must be an absolute http:// or https:// URL")
+                ApiError::invalid(
+                    format!("{field}[{i}]"),
+                    "must be an absolute http:// or https:// URL",
+                )
             })?;
             let owner = tenant_of_host(&tenants, &host);
             match (&tenant, owner) {
@@ -657,7 +695,9 @@ fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiE
                 }
                 (Some(mine), Some(o)) if *mine != o => {
                     return Err(if who.tenant.is_some() {
-                        ApiError::forbidden(format!("{field}[{i}]: host {host:?} is not your tenant's"))
+                        ApiError::forbidden(format!(
+                            "{field}[{i}]: host {host:?} is not your tenant's"
+                        ))
                     } else {
                         ApiError::invalid(
                             format!("{field}[{i}]"),
@@ -678,7 +718,10 @@ fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiE
     }
     for (i, h) in req.hosts.iter().enumerate() {
         if h.is_empty() || h.contains(['/', ' ']) {
-            return Err(ApiError::invalid(format!("hosts[{i}]"), "must be a hostname"));
+            return Err(ApiError::invalid(
+                format!("hosts[{i}]"),
+                "must be a hostname",
+            ));
         }
     }
     for (i, tag) in req.tags.iter().enumerate() {

@@ -244,14 +244,15 @@ mod tests {
         bus.publish(entry(3)).await.unwrap();
         bus.set_cut("n1", false);
         let mut rx = bus.subscribe("n1").await.unwrap();
-        let seqs: Vec<u64> = [
-            next(&mut rx).await.unwrap(),
-            next(&mut rx).await.unwrap(),
-        ]
-        .into_iter()
-        .map(|d| d.entry.seq)
-        .collect();
-        assert_eq!(seqs, vec![2, 3], "redelivered from the first unacknowledged, in order");
+        let seqs: Vec<u64> = [next(&mut rx).await.unwrap(), next(&mut rx).await.unwrap()]
+            .into_iter()
+            .map(|d| d.entry.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![2, 3],
+            "redelivered from the first unacknowledged, in order"
+        );
         // Another node has its own position.
         let mut other = bus.subscribe("n2").await.unwrap();
         assert_eq!(next(&mut other).await.unwrap().entry.seq, 1);

@@ -113,13 +113,20 @@ impl Control {
 
     /// Validate tenant documents as a whole config (the template's node section and topology
     /// with these tenants).
-    pub fn validate_tenants(&self, docs: &[serde_json::Value]) -> Result<Config, (usize, String, String)> {
+    pub fn validate_tenants(
+        &self,
+        docs: &[serde_json::Value],
+    ) -> Result<Config, (usize, String, String)> {
         let mut cfg = self.template.clone();
         cfg.tenants = Vec::with_capacity(docs.len());
         for (i, d) in docs.iter().enumerate() {
             let t: TenantConfig = serde_path_to_error::deserialize(d.clone()).map_err(|e| {
                 let path = e.path().to_string();
-                (i, if path == "." { String::new() } else { path }, e.into_inner().to_string())
+                (
+                    i,
+                    if path == "." { String::new() } else { path },
+                    e.into_inner().to_string(),
+                )
             })?;
             cfg.tenants.push(t);
         }
@@ -188,12 +195,7 @@ pub async fn start(opts: ControlOptions, bus: Arc<dyn Bus>) -> Result<RunningCon
             t.create_key(None, now).map(Some)
         })
         .map_err(|e| e.to_string())?;
-    let seed: Vec<serde_json::Value> = opts
-        .template
-        .tenants
-        .iter()
-        .map(tenant_doc)
-        .collect();
+    let seed: Vec<serde_json::Value> = opts.template.tenants.iter().map(tenant_doc).collect();
     store
         .tx(|t| -> Result<(), StoreError> {
             if t.tenants()?.is_empty() && !seed.is_empty() {

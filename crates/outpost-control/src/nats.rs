@@ -35,7 +35,13 @@ fn err(e: impl std::fmt::Display) -> BusError {
 /// A consumer name NATS accepts (no `.`, `*`, `>` or whitespace).
 fn consumer_name(node: &str) -> String {
     node.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

@@ -320,7 +320,11 @@ impl Tx<'_> {
     }
 
     /// Replace every tenant (a rollback).
-    pub fn replace_tenants(&self, docs: &[serde_json::Value], now_ms: u64) -> Result<(), StoreError> {
+    pub fn replace_tenants(
+        &self,
+        docs: &[serde_json::Value],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         self.tx.execute("DELETE FROM tenants", [])?;
         for d in docs {
             let name = d.get("name").and_then(|n| n.as_str()).unwrap_or_default();
@@ -428,8 +432,10 @@ impl Tx<'_> {
 
     /// The bus holds `seq`.
     pub fn mark_published(&self, seq: u64) -> Result<(), StoreError> {
-        self.tx
-            .execute("UPDATE log SET published = 1 WHERE seq = ?1", params![seq as i64])?;
+        self.tx.execute(
+            "UPDATE log SET published = 1 WHERE seq = ?1",
+            params![seq as i64],
+        )?;
         Ok(())
     }
 
@@ -568,14 +574,15 @@ mod tests {
     #[test]
     fn keys_are_stored_hashed_and_checked() {
         let s = Store::in_memory().unwrap();
-        let key = s
-            .tx(|t| t.create_key(Some("shop"), 1))
-            .unwrap();
+        let key = s.tx(|t| t.create_key(Some("shop"), 1)).unwrap();
         let p = s.tx(|t| t.principal(&key)).unwrap().unwrap();
         assert_eq!(p.tenant.as_deref(), Some("shop"));
         // A wrong secret with the right id, garbage, and the stored hash itself are refused.
         let (id, _) = key.split_once('.').unwrap();
-        assert!(s.tx(|t| t.principal(&format!("{id}.nope"))).unwrap().is_none());
+        assert!(s
+            .tx(|t| t.principal(&format!("{id}.nope")))
+            .unwrap()
+            .is_none());
         assert!(s.tx(|t| t.principal("Bearer x")).unwrap().is_none());
         let stored: Vec<u8> = s
             .lock()

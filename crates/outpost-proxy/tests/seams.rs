@@ -89,7 +89,11 @@ async fn expiry_and_stale_windows_follow_the_injected_clock() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(text, "2", "the refreshed copy replaces the stale one");
-    assert_eq!(origin.hits("/swr"), 2, "no second refresh while one is running");
+    assert_eq!(
+        origin.hits("/swr"),
+        2,
+        "no second refresh while one is running"
+    );
 }
 
 /// Starts a slow fill of `path` and returns once the origin is sending its body.

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod ctl;
 mod load;
 mod world;
 use outpost_cache::cookie::{self, CookieDecision};
@@ -60,6 +61,9 @@ enum Cmd {
         /// Write one JSON access-log line per request to stdout.
         #[arg(long)]
         access_log: bool,
+        /// Control API listen address (tenants, purge, versions: `outpost purge`, `outpost tenant`).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        api: String,
     },
     /// Run an edge node from flags (`--listen ADDR --origin URL`, every Host goes to that origin)
     /// or from a TOML file (`--config FILE`).
@@ -95,7 +99,23 @@ enum Cmd {
         /// Write one JSON access-log line per request to stdout.
         #[arg(long)]
         access_log: bool,
+        /// Follow the control plane's log on these NATS servers (nats://host:port, comma
+        /// separated): config versions and purges, applied in order (default: OUTPOST_BUS).
+        #[arg(long)]
+        bus: Option<String>,
     },
+    /// The control role: the REST API (tenants, versions, purge) over NATS JetStream.
+    Control(ctl::ControlArgs),
+    /// Purge URLs, prefixes, tags, hosts or a whole tenant on every node, and wait until all
+    /// have applied it (the API and key come from `outpost up`'s address file by default).
+    Purge(ctl::PurgeArgs),
+    /// Tenants through the control API: list, get, create, update, delete, key.
+    Tenant {
+        #[command(subcommand)]
+        cmd: ctl::TenantCmd,
+    },
+    /// Every node's position in the control log.
+    Nodes(ctl::ApiFlags),
     /// Hit-ratio simulator: generate traces, replay them through the store's own policies (and
     /// Belady's optimum), and model an edge/shield hierarchy.
     Sim {
@@ -167,8 +187,10 @@ fn main() -> ExitCode {
                 demo_listen,
                 ram_bytes,
                 access_log,
+                api,
             } => {
                 let opts = UpOptions {
+                    api,
                     origin,
                     topology,
                     addr_file,
@@ -192,8 +214,11 @@ fn main() -> ExitCode {
                 disk_bytes,
                 workers,
                 access_log,
+                bus,
             } => {
                 let store = NodeFlags {
+                    bus: bus
+                        .or_else(|| std::env::var("OUTPOST_BUS").ok().filter(|b| !b.is_empty())),
                     ram: ram_bytes,
                     dir: store_dir,
                     disk: disk_bytes,
@@ -208,6 +233,13 @@ fn main() -> ExitCode {
                 probe,
             } => explain(&url, &headers, config, probe).await,
             Cmd::Load(opts) => load::run(opts).await,
+            #[cfg(feature = "nats")]
+            Cmd::Control(a) => ctl::control(a).await,
+            #[cfg(not(feature = "nats"))]
+            Cmd::Control(_) => Err("this outpost was built without the nats feature".into()),
+            Cmd::Purge(a) => ctl::purge(a).await,
+            Cmd::Tenant { cmd } => ctl::tenant(cmd).await,
+            Cmd::Nodes(a) => ctl::nodes(a).await,
         }
     });
     match result {
@@ -221,6 +253,7 @@ fn main() -> ExitCode {
 
 /// Flags of `outpost up`.
 struct UpOptions {
+    api: String,
     origin: Option<String>,
     topology: Option<PathBuf>,
     addr_file: Option<PathBuf>,
@@ -269,12 +302,25 @@ async fn up(o: UpOptions) -> Result<(), String> {
         start_demo(&o.demo_listen).await?;
     }
     let nodes = world::start(&world, o.access_log).await?;
-    if let Some(path) = &o.addr_file {
-        std::fs::write(path, world::addr_json(&world, &nodes))
-            .map_err(|e| format!("--addr-file {}: {e}", path.display()))?;
-    }
+    let control = world::start_control(&world, &nodes, &o.api).await?;
+    let addr_file = o.addr_file.clone().unwrap_or_else(ctl::default_addr_file);
+    let mut doc: serde_json::Value = serde_json::from_str(&world::addr_json(&world, &nodes))
+        .map_err(|e| format!("address file: {e}"))?;
+    doc["control"] = serde_json::json!({
+        "api": format!("http://{}", control.addr),
+        "admin_key": control.new_admin_key,
+    });
+    ctl::write_private(&addr_file, &format!("{doc}\n")).map_err(|e| format!("--addr-file: {e}"))?;
     eprintln!("Outpost is up: a CDN of {} nodes.", nodes.len());
     eprint!("{}", world::banner(&world, &nodes));
+    eprintln!(
+        "  control API http://{}  (in-process log; address and admin key in {}, mode 0600)",
+        control.addr,
+        addr_file.display()
+    );
+    if let Some(k) = &control.new_admin_key {
+        eprintln!("  admin key   {k}  (shown once; only its hash is kept)");
+    }
     if uses_demo {
         eprintln!("  demo origin {demo_url}");
     }
@@ -314,6 +360,8 @@ async fn up(o: UpOptions) -> Result<(), String> {
             "  outpost explain '{a}/?utm_source=x&b=2&a=1' --probe {}",
             first.running.addr
         );
+        eprintln!("  outpost purge --url {a}/      # every node drops it; prints per-node times");
+        eprintln!("  outpost tenant list; outpost nodes");
         match &o.addr_file {
             Some(f) => eprintln!(
                 "  outpost load --addr-file {} --requests 20000   # per-region, per-tier hit ratios",
@@ -378,6 +426,7 @@ async fn up_single(o: UpOptions) -> Result<(), String> {
 
 /// Storage and thread flags of `outpost node`.
 struct NodeFlags {
+    bus: Option<String>,
     ram: Option<String>,
     dir: Option<String>,
     disk: Option<String>,
@@ -438,6 +487,9 @@ async fn node(
     let running = outpost_proxy::start(&cfg)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(urls) = &store.bus {
+        follow_bus(&running, &cfg, urls).await?;
+    }
     tracing::info!(
         listen = %running.addr,
         metrics = ?running.metrics_addr,
@@ -451,6 +503,29 @@ async fn node(
     });
     serve_until_signal(&[&running], cfg.node.drain_timeout.0, reload).await;
     Ok(())
+}
+
+/// Follow the control plane's log on the NATS servers `urls` (the agent retries in the
+/// background while they are away; the node serves meanwhile).
+#[cfg(feature = "nats")]
+async fn follow_bus(
+    running: &outpost_proxy::RunningNode,
+    cfg: &Config,
+    urls: &str,
+) -> Result<(), String> {
+    let bus = outpost_control::nats::NatsBus::connect(urls, 1)
+        .await
+        .map_err(|e| format!("--bus {urls}: {e}"))?;
+    outpost_control::agent::spawn(running.node.clone(), cfg.clone(), std::sync::Arc::new(bus));
+    tracing::info!(bus = urls, "following the control log");
+    Ok(())
+}
+
+#[cfg(not(feature = "nats"))]
+async fn follow_bus(_: &outpost_proxy::RunningNode, _: &Config, urls: &str) -> Result<(), String> {
+    Err(format!(
+        "--bus {urls}: this outpost was built without the nats feature"
+    ))
 }
 
 /// What SIGHUP re-reads: the `--config` file, as this node (`--name`) sees it.

@@ -143,6 +143,24 @@ pub async fn start(world: &Config, access_log: bool) -> Result<Vec<WorldNode>, S
     Ok(nodes)
 }
 
+/// The control plane of the world: the API on `api`, an in-process bus, and an agent on every
+/// node following the log (tenants are seeded from the world's config as version 1).
+pub async fn start_control(
+    world: &Config,
+    nodes: &[WorldNode],
+    api: &str,
+) -> Result<outpost_control::RunningControl, String> {
+    let bus: std::sync::Arc<dyn outpost_control::Bus> =
+        std::sync::Arc::new(outpost_control::InProcessBus::new());
+    let opts = outpost_control::ControlOptions::new(api, world.clone());
+    let control = outpost_control::start(opts, bus.clone()).await?;
+    for n in nodes {
+        let base = world.for_member(&n.name).map_err(|e| e.to_string())?;
+        outpost_control::agent::spawn(n.running.node.clone(), base, bus.clone());
+    }
+    Ok(control)
+}
+
 /// JSON listing every node and origin (`--addr-file`).
 pub fn addr_json(world: &Config, nodes: &[WorldNode]) -> String {
     let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");

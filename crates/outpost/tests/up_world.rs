@@ -74,8 +74,9 @@ fn cache_status(r: &outpost_testkit::SimpleResponse) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
-    // Edges on base..base+3, shields on base+10 and +11, metrics on base+20.., demo on base+30.
-    let base = free_base(31);
+    // Edges on base..base+3, shields on base+10 and +11, metrics on base+20.., demo on base+30,
+    // the control API on base+31.
+    let base = free_base(32);
     let d = dir("world");
     let args = vec![
         "--listen".to_string(),
@@ -86,6 +87,8 @@ async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
         format!("127.0.0.1:{}", base + 30),
         "--ram-bytes".into(),
         "32M".into(),
+        "--api".into(),
+        format!("127.0.0.1:{}", base + 31),
     ];
     let world = up(d.clone(), &args).await;
     let addr_file = world.dir.join("addr.json");
@@ -152,7 +155,7 @@ async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_client_latency_shows_in_timings() {
-    let base = free_base(4);
+    let base = free_base(5);
     let d = dir("latency");
     let demo = base + 3;
     let toml = format!(
@@ -169,6 +172,8 @@ async fn simulated_client_latency_shows_in_timings() {
         path.display().to_string(),
         "--demo-listen".into(),
         format!("127.0.0.1:{demo}"),
+        "--api".into(),
+        format!("127.0.0.1:{}", base + 4),
     ];
     let _world = up(d, &args).await;
     let edge: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
