@@ -30,5 +30,10 @@ case "$rc" in
   *) echo "simulator cross-check failed (exit $rc)"; exit "$rc" ;;
 esac
 
+echo "== test dependencies: nats-server (the NATS JetStream bus tests start their own on 127.0.0.1)"
+# shellcheck source=lib/common.sh
+source scripts/lib/common.sh
+PATH="$PATH:/usr/sbin" ensure_cmds nats-server:nats-server
+
 echo "== cargo test"
 cargo test --workspace --locked

@@ -50,11 +50,16 @@ impl NatsBus {
     /// The client keeps reconnecting in the background when the servers go away; the stream is
     /// created on first use with `replicas` copies (3 on a 3-server cluster).
     pub async fn connect(urls: &str, replicas: usize) -> Result<Self, BusError> {
+        let servers = urls
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BusError(format!("{urls}: {e}")))?;
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
             .request_timeout(Some(Duration::from_secs(3)))
-            .connect(urls)
+            .connect(servers)
             .await
             .map_err(err)?;
         let js = jetstream::new(client.clone());
