@@ -67,6 +67,7 @@ pub fn spawn(node: Arc<Node>, base: Config, bus: Arc<dyn Bus>) -> Arc<AgentState
                 if seq > st.applied.load(Ordering::Acquire) {
                     let error = apply(&node, &base, &d.entry, &st).await;
                     st.applied.store(seq, Ordering::Release);
+                    node.log_position.advance(seq);
                     let _ = bus
                         .ack(Ack {
                             node: name.clone(),

@@ -131,7 +131,12 @@ async fn nodes(template: &Config, urls: &str, n: usize, replicas: usize) -> Vec<
     out
 }
 
-async fn control(template: &Config, urls: &str, db: Option<PathBuf>, replicas: usize) -> RunningControl {
+async fn control(
+    template: &Config,
+    urls: &str,
+    db: Option<PathBuf>,
+    replicas: usize,
+) -> RunningControl {
     let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(urls, replicas).await.unwrap());
     let mut opts = ControlOptions::new("127.0.0.1:0", template.clone());
     opts.db = db;
@@ -140,16 +145,38 @@ async fn control(template: &Config, urls: &str, db: Option<PathBuf>, replicas: u
     outpost_control::start(opts, bus).await.unwrap()
 }
 
-async fn api(c: &RunningControl, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn api(
+    c: &RunningControl,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let auth = format!("Bearer {key}");
     let b = body.map(|b| b.to_string()).unwrap_or_default();
-    let r = http_request(c.addr, method, "control", path, &[("Authorization", &auth)], b.as_bytes())
-        .await
-        .unwrap();
-    (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+    let r = http_request(
+        c.addr,
+        method,
+        "control",
+        path,
+        &[("Authorization", &auth)],
+        b.as_bytes(),
+    )
+    .await
+    .unwrap();
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
 }
 
-async fn wait_done(c: &RunningControl, key: &str, id: &str, nodes: usize, within: Duration) -> Value {
+async fn wait_done(
+    c: &RunningControl,
+    key: &str,
+    id: &str,
+    nodes: usize,
+    within: Duration,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let (_, v) = api(c, key, "GET", &format!("/api/v1/purge/{id}"), None).await;
@@ -182,16 +209,33 @@ async fn purges_and_config_cross_a_bus_outage_in_order() {
     let origin = TestOrigin::start().await.unwrap();
     let paths: Vec<String> = (0..10).map(|i| format!("/o/{i}")).collect();
     for p in &paths {
-        origin.route(p, RouteSpec::ok("x", "max-age=600").header("surrogate-key", "all"));
+        origin.route(
+            p,
+            RouteSpec::ok("x", "max-age=600").header("surrogate-key", "all"),
+        );
     }
     let template = site(&origin);
     let c = control(&template, &nats.url(), Some(dir.join("control.db")), 1).await;
     let key = c.new_admin_key.clone().unwrap();
     let ns = nodes(&template, &nats.url(), 3, 1).await;
     fill(&ns, &paths).await;
-    let (s, v) = api(&c, &key, "POST", "/api/v1/purge", Some(json!({"tenant": "site", "tags": ["all"]}))).await;
+    let (s, v) = api(
+        &c,
+        &key,
+        "POST",
+        "/api/v1/purge",
+        Some(json!({"tenant": "site", "tags": ["all"]})),
+    )
+    .await;
     assert_eq!(s, 202, "{v}");
-    let st = wait_done(&c, &key, v["purge_id"].as_str().unwrap(), 3, Duration::from_secs(10)).await;
+    let st = wait_done(
+        &c,
+        &key,
+        v["purge_id"].as_str().unwrap(),
+        3,
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(st["time_to_last_node_ms"].as_u64().unwrap() < 5_000, "{st}");
     for n in &ns {
         assert!(!is_hit(n, "/o/0").await, "purged on {}", n.node.name);
@@ -200,7 +244,14 @@ async fn purges_and_config_cross_a_bus_outage_in_order() {
     fill(&ns, &paths).await;
     // The bus goes away. Writes are still accepted (kept in the outbox); nodes keep serving.
     nats.kill();
-    let (s, p) = api(&c, &key, "POST", "/api/v1/purge", Some(json!({"urls": ["http://site.test/o/1"]}))).await;
+    let (s, p) = api(
+        &c,
+        &key,
+        "POST",
+        "/api/v1/purge",
+        Some(json!({"urls": ["http://site.test/o/1"]})),
+    )
+    .await;
     assert_eq!(s, 202, "{p}");
     let (s, _) = api(
         &c,
@@ -212,20 +263,41 @@ async fn purges_and_config_cross_a_bus_outage_in_order() {
     .await;
     assert_eq!(s, 201);
     for n in &ns {
-        assert!(is_hit(n, "/o/1").await, "still serving its cache while the bus is down");
+        assert!(
+            is_hit(n, "/o/1").await,
+            "still serving its cache while the bus is down"
+        );
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     nats.restart();
     // Back: the purge, then the config, on every node.
-    wait_done(&c, &key, p["purge_id"].as_str().unwrap(), 3, Duration::from_secs(20)).await;
+    wait_done(
+        &c,
+        &key,
+        p["purge_id"].as_str().unwrap(),
+        3,
+        Duration::from_secs(20),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     for n in &ns {
-        assert!(!is_hit(n, "/o/1").await, "the purge issued during the outage applied");
+        assert!(
+            !is_hit(n, "/o/1").await,
+            "the purge issued during the outage applied"
+        );
         loop {
-            if http_get(n.addr, "late.test", "/o/1", &[]).await.unwrap().status == 200 {
+            if http_get(n.addr, "late.test", "/o/1", &[])
+                .await
+                .unwrap()
+                .status
+                == 200
+            {
                 break;
             }
-            assert!(Instant::now() < deadline, "the config issued during the outage applied");
+            assert!(
+                Instant::now() < deadline,
+                "the config issued during the outage applied"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -273,7 +345,10 @@ async fn an_entry_persisted_but_not_published_goes_out_on_restart() {
     // (The running service's own outbox task would publish it within a second; a restarted
     // one must too. Start a second service on the same file, as after a restart.)
     let second = control(&template, &nats.url(), Some(db), 1).await;
-    assert!(second.new_admin_key.is_none(), "the admin key survives the restart");
+    assert!(
+        second.new_admin_key.is_none(),
+        "the admin key survives the restart"
+    );
     wait_done(&second, &key, "pg_crash", 2, Duration::from_secs(10)).await;
     for n in &ns {
         assert!(!is_hit(n, "/a").await);
@@ -316,7 +391,10 @@ async fn a_three_server_cluster_loses_one_server_and_the_purge_completes() {
         .collect();
     let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
     let origin = TestOrigin::start().await.unwrap();
-    origin.route("/c", RouteSpec::ok("c", "max-age=600").header("surrogate-key", "c"));
+    origin.route(
+        "/c",
+        RouteSpec::ok("c", "max-age=600").header("surrogate-key", "c"),
+    );
     let template = site(&origin);
     // The cluster elects its meta leader before the stream can be made: the control service
     // retries publishing from its outbox until then.
@@ -324,14 +402,42 @@ async fn a_three_server_cluster_loses_one_server_and_the_purge_completes() {
     let key = c.new_admin_key.clone().unwrap();
     let ns = nodes(&template, &urls, 2, 3).await;
     fill(&ns, &["/c".to_string()]).await;
-    let (_, v) = api(&c, &key, "POST", "/api/v1/purge", Some(json!({"tenant": "site", "tags": ["c"]}))).await;
-    wait_done(&c, &key, v["purge_id"].as_str().unwrap(), 2, Duration::from_secs(30)).await;
+    let (_, v) = api(
+        &c,
+        &key,
+        "POST",
+        "/api/v1/purge",
+        Some(json!({"tenant": "site", "tags": ["c"]})),
+    )
+    .await;
+    wait_done(
+        &c,
+        &key,
+        v["purge_id"].as_str().unwrap(),
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
     fill(&ns, &["/c".to_string()]).await;
     // One server dies; a purge issued now still completes on every node.
     servers[0].kill();
-    let (s, v) = api(&c, &key, "POST", "/api/v1/purge", Some(json!({"tenant": "site", "tags": ["c"]}))).await;
+    let (s, v) = api(
+        &c,
+        &key,
+        "POST",
+        "/api/v1/purge",
+        Some(json!({"tenant": "site", "tags": ["c"]})),
+    )
+    .await;
     assert_eq!(s, 202, "{v}");
-    wait_done(&c, &key, v["purge_id"].as_str().unwrap(), 2, Duration::from_secs(30)).await;
+    wait_done(
+        &c,
+        &key,
+        v["purge_id"].as_str().unwrap(),
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
     for n in &ns {
         assert!(!is_hit(n, "/c").await);
     }

@@ -19,6 +19,7 @@ pub mod flow;
 pub mod hop;
 pub mod key;
 pub mod log;
+pub mod log_position;
 pub mod metrics;
 pub mod node;
 pub mod objects;

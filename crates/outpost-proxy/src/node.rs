@@ -70,6 +70,9 @@ pub struct Node {
     pub admin_token: Option<String>,
     /// Its place in a CDN (role, PoP, peers), when the config has a topology.
     pub tier: Option<crate::tier::Tier>,
+    /// How far this node has applied the control plane's log (its agent advances it; requests
+    /// to peers carry it, see `log_position.rs`).
+    pub log_position: Arc<crate::log_position::LogPosition>,
     /// Concurrency limits per origin, shared by tenants and snapshots.
     pub limits: crate::tenant::OriginLimits,
     /// Set once the node drains (health checks then answer 503).
@@ -83,7 +86,8 @@ impl Node {
     pub fn new(cfg: &Config, opts: NodeOptions) -> Result<Self, String> {
         let store = open_store(cfg)?;
         let metrics = Metrics::new();
-        let tier = crate::tier::Tier::from_config(cfg);
+        let log_position = Arc::new(crate::log_position::LogPosition::default());
+        let tier = crate::tier::Tier::from_config(cfg, log_position.clone());
         let limits = crate::tenant::OriginLimits::default();
         let env = crate::tenant::Env {
             metrics: &metrics,
@@ -111,6 +115,7 @@ impl Node {
             warnings: Warnings::default(),
             admin_token: cfg.node.admin_token.clone(),
             tier,
+            log_position,
             limits,
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),

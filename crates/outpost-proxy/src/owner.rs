@@ -37,7 +37,8 @@ pub async fn forward(
         node: &node.name,
         peer,
     };
-    let headers = hop.pass(headers);
+    let mut headers = hop.pass(headers);
+    node.log_position.stamp(&mut headers);
     let result = pop
         .send_within(
             first_byte,

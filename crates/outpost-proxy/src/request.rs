@@ -133,13 +133,36 @@ async fn serve(
     //    key is hot here (tier.rs). The request body is not part of the key: it is dropped.
     let (parts, _unkeyed_body) = req.into_parts();
     let mut via_owner = None;
+    // A peer that has applied more of the control log than this node (a purge this node has
+    // not seen yet) must not be answered from this node's cache (log_position.rs).
+    let mut behind_peer = false;
     if let Some(tier) = &node.tier {
+        if let Some(want) = crate::log_position::wanted(&parts.headers) {
+            if want > node.log_position.get() && tier.from_member(&parts.headers) {
+                behind_peer = !node
+                    .log_position
+                    .wait_for(want, crate::log_position::CATCH_UP_WAIT)
+                    .await;
+                if behind_peer {
+                    tracing::warn!(
+                        want,
+                        have = node.log_position.get(),
+                        "behind a peer's control log; revalidating"
+                    );
+                }
+            }
+        }
         // The owner may be filling through a mid-tier and a shield: allow for each.
         let owner_wait = tenant.origin_timeout() + tier::TIER_MARGIN * 3;
         match tier.route(&primary, &parts.headers) {
             Route::Local => {}
             Route::Replica(pop) => {
-                via_owner = Some(tier::replica_hop(pop, tenant.upstream.clone(), owner_wait))
+                via_owner = Some(tier::replica_hop(
+                    pop,
+                    tenant.upstream.clone(),
+                    owner_wait,
+                    node.log_position.clone(),
+                ))
             }
             Route::Forward(pop) => {
                 let path = url.path_and_query();
@@ -162,9 +185,11 @@ async fn serve(
     }
 
     // 5. The cache flow.
+    let mut cc = RequestCacheControl::from_headers(&parts.headers);
+    cc.no_cache |= behind_peer;
     let cache_request = CacheRequest {
         node: node.clone(),
-        cc: RequestCacheControl::from_headers(&parts.headers),
+        cc,
         tenant,
         method: parts.method,
         headers: parts.headers,

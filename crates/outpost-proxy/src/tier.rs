@@ -18,6 +18,7 @@
 
 use crate::error::ProxyError;
 use crate::hop::{HopFuture, HopRequest, Upstream};
+use crate::log_position::LogPosition;
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 use outpost_config::{Config, Role};
@@ -68,6 +69,8 @@ pub struct Tier {
     pub served_as_owner: AtomicU64,
     /// Requests for hot keys this box answered from its own copy or filled through the owner.
     pub hot_replica: AtomicU64,
+    /// The node's control-log position, stamped on requests to peers.
+    pub log: Arc<LogPosition>,
 }
 
 /// The peer sets of a tier, rebuilt when the topology changes.
@@ -76,6 +79,8 @@ pub struct Peers {
     pub pop: Option<Arc<PeerSet>>,
     /// Shield sets by name (what edges and mid-tiers send tenants' misses to).
     pub shield_sets: HashMap<String, Arc<PeerSet>>,
+    /// Every member of the topology (edges and shields), by name.
+    pub members: Vec<String>,
 }
 
 impl Peers {
@@ -145,13 +150,18 @@ impl Peers {
                 shield_sets.insert(s.name.clone(), start(set, previous));
             }
         }
-        Some(Peers { pop, shield_sets })
+        let members = topo.members().iter().map(|m| m.3.name.clone()).collect();
+        Some(Peers {
+            pop,
+            shield_sets,
+            members,
+        })
     }
 }
 
 impl Tier {
     /// The tier of `cfg`'s node, if it has a topology; starts the peers' health probes.
-    pub fn from_config(cfg: &Config) -> Option<Tier> {
+    pub fn from_config(cfg: &Config, log: Arc<LogPosition>) -> Option<Tier> {
         let topo = cfg.topology.as_ref()?;
         let (role, region, group, _) = topo.find(&cfg.node.name)?;
         let peers = Peers::build(cfg, None)?;
@@ -181,6 +191,7 @@ impl Tier {
             forwarded: AtomicU64::new(0),
             served_as_owner: AtomicU64::new(0),
             hot_replica: AtomicU64::new(0),
+            log,
         })
     }
 
@@ -243,6 +254,7 @@ impl Tier {
             skip: None,
             fallback: None,
             first_byte: origin_timeout + TIER_MARGIN * tiers_behind,
+            log: self.log.clone(),
         }))
     }
 
@@ -359,7 +371,16 @@ pub fn without_port(mut host: String) -> String {
 }
 
 /// Whether the request came from a box of this PoP (its `CDN-Loop` names one).
-fn from_peer(pop: &PeerSet, client: &HeaderMap) -> bool {
+impl Tier {
+    /// Whether the request was sent by a member of the topology (its `CDN-Loop` names one).
+    pub fn from_member(&self, client: &HeaderMap) -> bool {
+        let peers = self.peers.load();
+        cdn_loop_members(client).any(|id| peers.members.iter().any(|m| m.eq_ignore_ascii_case(id)))
+    }
+}
+
+/// The member names of a request's `CDN-Loop` fields.
+fn cdn_loop_members(client: &HeaderMap) -> impl Iterator<Item = &str> {
     client
         .get_all("cdn-loop")
         .iter()
@@ -367,7 +388,10 @@ fn from_peer(pop: &PeerSet, client: &HeaderMap) -> bool {
         .flat_map(|v| v.split(','))
         .filter_map(|m| m.split(';').next())
         .map(str::trim)
-        .any(|id| pop.peers().iter().any(|p| p.name.eq_ignore_ascii_case(id)))
+}
+
+fn from_peer(pop: &PeerSet, client: &HeaderMap) -> bool {
+    cdn_loop_members(client).any(|id| pop.peers().iter().any(|p| p.name.eq_ignore_ascii_case(id)))
 }
 
 /// Where a cacheable request is answered.
@@ -390,6 +414,8 @@ pub struct PeerHop {
     fallback: Option<Arc<dyn Upstream>>,
     /// Longest wait for a member's response head.
     first_byte: Duration,
+    /// This node's control-log position, sent along (`Outpost-Log`).
+    log: Arc<LogPosition>,
 }
 
 /// The hop a hot key's replica fills through: the key's owner box in `pop`, or `fallback` (the
@@ -399,6 +425,7 @@ pub fn replica_hop(
     pop: Arc<PeerSet>,
     fallback: Arc<dyn Upstream>,
     first_byte: Duration,
+    log: Arc<LogPosition>,
 ) -> Arc<dyn Upstream> {
     Arc::new(PeerHop {
         name: format!("owner:{}", pop.name()),
@@ -406,6 +433,7 @@ pub fn replica_hop(
         set: pop,
         fallback: Some(fallback),
         first_byte,
+        log,
     })
 }
 
@@ -420,9 +448,10 @@ impl Upstream for PeerHop {
                 key,
                 method,
                 path_and_query,
-                headers,
+                mut headers,
                 body,
             } = req;
+            self.log.stamp(&mut headers);
             let bodiless = body.is_none();
             let sent = self
                 .set
