@@ -783,11 +783,25 @@ fn purge_status(c: &Control, who: &Principal, id: &str) -> Result<Answer, ApiErr
     let now = now_ms();
     let mut rows = Vec::new();
     let (mut applied, mut total, mut last) = (0usize, 0usize, None::<u64>);
-    for n in &nodes {
+    // Every member of the topology is waited for (one that is down applies the purge before it
+    // serves again, and shows as pending until then); other nodes while they are heard from.
+    let members = c.members();
+    let mut all = nodes.clone();
+    for m in &members {
+        if !all.iter().any(|n| n.name == *m) {
+            all.push(crate::store::NodeState {
+                name: m.clone(),
+                applied: 0,
+                seen_ms: 0,
+            });
+        }
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    for n in &all {
         let ack = acks.iter().find(|(node, _, _)| *node == n.name);
         let live = now.saturating_sub(n.seen_ms) <= LIVE_MS;
         let done = ack.is_some() || n.applied >= p.seq;
-        if !live && !done {
+        if !live && !done && !members.contains(&n.name) {
             continue;
         }
         total += 1;
@@ -827,9 +841,19 @@ fn purge_status(c: &Control, who: &Principal, id: &str) -> Result<Answer, ApiErr
 
 fn nodes(c: &Control, who: &Principal) -> Result<Answer, ApiError> {
     admin_only(who)?;
-    let (nodes, last) = c
+    let (mut nodes, last) = c
         .store
         .tx(|t| Ok::<_, StoreError>((t.nodes()?, t.last_seq()?)))?;
+    for m in c.members() {
+        if !nodes.iter().any(|n| n.name == m) {
+            nodes.push(crate::store::NodeState {
+                name: m,
+                applied: 0,
+                seen_ms: 0,
+            });
+        }
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let now = now_ms();
     let list: Vec<Value> = nodes
         .iter()

@@ -106,6 +106,15 @@ impl Control {
         sent
     }
 
+    /// The topology's members (every one is expected to apply every entry).
+    pub fn members(&self) -> Vec<String> {
+        self.template
+            .topology
+            .as_ref()
+            .map(|t| t.members().iter().map(|m| m.3.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Take one token for `key_id`; `Err(seconds)` to wait when the bucket is empty.
     pub fn admit(&self, key_id: &str) -> Result<(), u64> {
         self.limiter.take(key_id)
