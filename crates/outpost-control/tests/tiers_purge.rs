@@ -1,4 +1,5 @@
-//! A purge across tiers: an edge that has applied a purge never re-fills the purged object from
+//! Purges across tiers. A tag purge reaches the copies every tier stored (a shield hands its
+//! surrogate keys to the edge that stores the object, never to clients). And an edge that has applied a purge never re-fills the purged object from
 //! a shield that has not (the shield is cut off the bus): the edge's request carries its log
 //! position (`Outpost-Log`), the shield waits for its own log, then revalidates instead of
 //! answering from its copy. Real nodes on 127.0.0.1 in one process, in-process bus.
@@ -131,4 +132,70 @@ async fn an_edge_never_refills_a_purged_object_from_a_shield_that_has_not_purged
             .text(),
         "v2"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_purge_removes_the_copies_of_every_tier() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route(
+        "/t",
+        RouteSpec::ok("v1", "max-age=600").header("surrogate-key", "launch"),
+    );
+    let (e, s) = (free_port(), free_port());
+    let toml = format!(
+        "[[topology.pop]]\nname = \"p1\"\nregion = \"r\"\n\
+         [[topology.pop.box]]\nname = \"e1\"\nlisten = \"127.0.0.1:{e}\"\nmetrics = \"\"\n\
+         [[topology.shield_set]]\nname = \"s\"\nregion = \"r\"\n\
+         [[topology.shield_set.box]]\nname = \"s1\"\nlisten = \"127.0.0.1:{s}\"\nmetrics = \"\"\n\
+         [[tenant]]\nname = \"site\"\nhostnames = [\"site.test\"]\norigins = [\"{}\"]\nshield = \"s\"\n",
+        origin.url()
+    );
+    let world = Config::parse_toml(&toml).unwrap();
+    let bus = Arc::new(InProcessBus::new());
+    let mut nodes = Vec::new();
+    for name in ["s1", "e1"] {
+        let cfg = world.for_member(name).unwrap();
+        let n = outpost_proxy::start(&cfg).await.unwrap();
+        agent::spawn(n.node.clone(), cfg, bus.clone());
+        nodes.push(n);
+    }
+    let edge = nodes[1].addr;
+    let control = outpost_control::start(ControlOptions::new("127.0.0.1:0", world), bus)
+        .await
+        .unwrap();
+    let auth = format!("Bearer {}", control.new_admin_key.clone().unwrap());
+    let first = http_get(edge, "site.test", "/t", &[]).await.unwrap();
+    assert_eq!(
+        first.header("surrogate-key"),
+        None,
+        "surrogate keys never reach clients"
+    );
+    let hit = http_get(edge, "site.test", "/t", &[]).await.unwrap();
+    assert!(hit.header("cache-status").unwrap().starts_with("e1; hit"));
+    assert_eq!(hit.header("surrogate-key"), None);
+    origin.route(
+        "/t",
+        RouteSpec::ok("v2", "max-age=600").header("surrogate-key", "launch"),
+    );
+    let body = json!({"tenant": "site", "tags": ["launch"]}).to_string();
+    let r = http_request(
+        control.addr,
+        "POST",
+        "c",
+        "/api/v1/purge",
+        &[("Authorization", &auth)],
+        body.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes.iter().any(|n| n.node.log_position.get() < 2) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Neither the edge's copy nor the shield's answers: the origin does.
+    let after = http_get(edge, "site.test", "/t", &[]).await.unwrap();
+    assert_eq!(after.text(), "v2", "{:?}", after.header("cache-status"));
+    assert_eq!(origin.hits("/t"), 2);
 }

@@ -84,6 +84,10 @@ static ROUTES: &[(&str, &str)] = &[
         "/obj/KEY-SIZE: SIZE bytes (up to 64 MiB) for any KEY, max-age=3600 (outpost load)",
     ),
     (
+        "/tagged/launch/42-1024",
+        "/tagged/TAG/KEY-SIZE: the same, with Surrogate-Key: TAG (outpost purge --tag TAG)",
+    ),
+    (
         "/missing",
         "404 without Cache-Control (negative caching default applies)",
     ),
@@ -436,6 +440,30 @@ async fn route(state: &DemoState, path: &str, headers: &HeaderMap) -> Reply {
             TEXT,
             "410 Gone: this resource was removed.\n",
         ),
+        p if p.starts_with("/tagged/") => {
+            // /tagged/TAG/KEY-SIZE: an /obj/ object carrying `Surrogate-Key: TAG`.
+            let rest = &p["/tagged/".len()..];
+            match rest.split_once('/').and_then(|(tag, obj)| {
+                let obj = format!("/obj/{obj}");
+                let ok =
+                    !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                ok.then_some(())
+                    .and_then(|_| object_size(&obj))
+                    .map(|size| (tag, obj, size))
+            }) {
+                Some((tag, obj, size)) => {
+                    Reply::ok("application/octet-stream", object_body(&obj, size))
+                        .cache("public, max-age=3600")
+                        .header(HeaderName::from_static("surrogate-key"), tag)
+                        .ranges()
+                }
+                None => Reply::new(
+                    StatusCode::NOT_FOUND,
+                    TEXT,
+                    "404 Not Found: expected /tagged/TAG/KEY-SIZE\n",
+                ),
+            }
+        }
         p if p.starts_with("/obj/") => match object_size(p) {
             Some(size) => Reply::ok("application/octet-stream", object_body(p, size))
                 .cache("public, max-age=3600")

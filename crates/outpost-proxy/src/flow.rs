@@ -425,14 +425,18 @@ async fn store_and_respond(
     cs.fwd_status = Some(status.as_u16());
     cs.stored = true;
     log.outcome = Outcome::Miss;
-    let (status, headers, body_plan) = respond::shape(
+    let stored_headers = leader_headers.as_ref().unwrap_or(head.headers());
+    let (status, mut headers, body_plan) = respond::shape(
         &req.method,
         &req.headers,
         head.status(),
-        leader_headers.as_ref().unwrap_or(head.headers()),
+        stored_headers,
         head.content_length(),
         head.age(node.clock.now()),
     );
+    if req.to_member {
+        objects::copy_tags(stored_headers, &mut headers);
+    }
     let body = match body_plan {
         // Small bodies (hyper buffers them whole, so a slow client cannot hold back the
         // followers): this client's body *is* the fill, with no task between origin and
@@ -627,7 +631,7 @@ async fn chunked_hit(
         Lookup::Serve(s) if s.freshness() == Freshness::Fresh => *s.eval(),
         _ => return None,
     };
-    let (status, headers, plan) = respond::shape(
+    let (status, mut headers, plan) = respond::shape(
         &req.method,
         &req.headers,
         hit.status,
@@ -635,6 +639,9 @@ async fn chunked_hit(
         Some(hit.body_len),
         eval.age,
     );
+    if req.to_member {
+        objects::copy_tags(&hit.headers, &mut headers);
+    }
     let range = match plan {
         BodyPlan::None => None,
         BodyPlan::All => Some(0..hit.body_len),

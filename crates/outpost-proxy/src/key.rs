@@ -101,6 +101,9 @@ pub struct CacheRequest {
     /// The hop misses take instead of the tenant's: the key's owner box, when this box keeps
     /// a replica of a hot key it does not own.
     pub via_owner: Option<Arc<dyn Upstream>>,
+    /// The request came from another tier of this CDN: responses keep the object's surrogate
+    /// keys, so the tier that stores them can purge by tag too.
+    pub to_member: bool,
 }
 
 impl CacheRequest {
@@ -118,6 +121,7 @@ impl CacheRequest {
             peer: self.peer,
             keep_cookie: self.keep_cookie,
             via_owner: self.via_owner.clone(),
+            to_member: false,
         }
     }
 

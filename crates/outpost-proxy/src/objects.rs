@@ -139,6 +139,16 @@ pub(crate) fn client_copy(stored: &HeaderMap) -> HeaderMap {
     h
 }
 
+/// Copy the surrogate keys of `stored` into `to` (a response to another tier of this CDN, which
+/// stores the object and must be able to purge it by tag).
+pub(crate) fn copy_tags(stored: &HeaderMap, to: &mut HeaderMap) {
+    for name in [&SURROGATE_KEY, &CACHE_TAG] {
+        for v in stored.get_all(name) {
+            to.append(name.clone(), v.clone());
+        }
+    }
+}
+
 /// Remove from a client-bound response what only this cache may see (hop-by-hop fields,
 /// surrogate keys, fields targeted at this cache).
 pub(crate) fn strip_for_client(h: &mut HeaderMap) {

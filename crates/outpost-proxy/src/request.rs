@@ -185,6 +185,10 @@ async fn serve(
     }
 
     // 5. The cache flow.
+    let to_member = node
+        .tier
+        .as_ref()
+        .is_some_and(|t| t.from_member(&parts.headers));
     let mut cc = RequestCacheControl::from_headers(&parts.headers);
     cc.no_cache |= behind_peer;
     let cache_request = CacheRequest {
@@ -199,6 +203,7 @@ async fn serve(
         peer,
         keep_cookie,
         via_owner,
+        to_member,
     };
     flow::run(cache_request, log).await
 }

@@ -9,7 +9,7 @@ use crate::fill_head::FillHead;
 use crate::key::CacheRequest;
 use crate::log::RequestLog;
 use crate::metrics::Outcome;
-use crate::objects::{client_copy, strip_for_client, template_of, CACHE_STATUS};
+use crate::objects::{client_copy, copy_tags, strip_for_client, template_of, CACHE_STATUS};
 use crate::Node;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -202,6 +202,9 @@ pub fn hit(
                 log.cache_status = status.to_str().unwrap_or("").to_string();
             }
             headers.insert(CACHE_STATUS.clone(), status);
+            if req.to_member {
+                copy_tags(&obj.headers, &mut headers);
+            }
             let mut resp = Response::new(full(obj.body.clone()));
             *resp.status_mut() = obj.status;
             *resp.headers_mut() = headers;
@@ -225,7 +228,7 @@ pub fn stored(
 ) -> Response<RespBody> {
     log.outcome = outcome;
     let len = obj.body.len() as u64;
-    let (status, headers, plan) = shape(
+    let (status, mut headers, plan) = shape(
         &req.method,
         &req.headers,
         obj.status,
@@ -233,6 +236,9 @@ pub fn stored(
         Some(len),
         age,
     );
+    if req.to_member {
+        copy_tags(&obj.headers, &mut headers);
+    }
     let body = match plan {
         BodyPlan::None => full(Bytes::new()),
         BodyPlan::All => full(obj.body.clone()),
@@ -253,7 +259,7 @@ pub fn following(
 ) -> Response<RespBody> {
     log.outcome = outcome;
     let age = head.age(req.node.clock.now());
-    let (status, headers, plan) = shape(
+    let (status, mut headers, plan) = shape(
         &req.method,
         &req.headers,
         head.status(),
@@ -261,6 +267,9 @@ pub fn following(
         head.content_length(),
         age,
     );
+    if req.to_member {
+        copy_tags(head.headers(), &mut headers);
+    }
     let body = match plan {
         BodyPlan::None => full(Bytes::new()),
         BodyPlan::All => follower_body(head, f, 0, None),
