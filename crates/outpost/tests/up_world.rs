@@ -151,6 +151,48 @@ async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
     for r in ["eu", "us"] {
         assert!(regions.iter().any(|x| x["region"] == r), "{report}");
     }
+
+    // The control plane: the address file holds the API and the admin key (owner-only), and
+    // `outpost purge` reaches every node before it returns.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&addr_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the address file holds the admin key");
+    assert!(v["control"]["admin_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("opk_"));
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args([
+            "purge",
+            "--url",
+            "http://demo.localhost/obj/abc-2000",
+            "--addr-file",
+        ])
+        .arg(&addr_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("done on 6 nodes"), "{text}");
+    let after = http_get(edge("us"), "demo.localhost", "/obj/abc-2000", &[])
+        .await
+        .unwrap();
+    assert!(
+        !cache_status(&after).contains("; hit"),
+        "purged on every tier: {}",
+        cache_status(&after)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["tenant", "list", "--addr-file"])
+        .arg(&addr_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("demo.localhost"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
