@@ -155,7 +155,7 @@ async fn main() {
         for (name, _, _) in &members {
             let cfg = world.for_member(name).unwrap();
             let running = outpost_proxy::start(&cfg).await.unwrap();
-            agent::spawn(running.node.clone(), cfg, bus.clone());
+            agent::spawn(&running, cfg, bus.clone());
             in_process.push(running);
         }
         bus

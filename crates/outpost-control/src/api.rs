@@ -8,7 +8,7 @@
 //! a hostname another tenant has, 422 a field that fails validation (named by its path).
 
 use crate::control::Control;
-use crate::log::{now_ms, Op, PurgeOp};
+use crate::log::{now_ms, Op, PurgeOp, WarmOp};
 use crate::store::{IdemRecord, Principal, PurgeRecord, StoreError, Tx};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -204,14 +204,21 @@ async fn handle(c: &Control, req: Request<Incoming>) -> Resp {
             write(c, &who, idem, &sig, |t| create_purge(&who, t, &bytes)).await
         }
         (&Method::GET, ["purge", id]) => purge_status(c, &who, id),
+        (&Method::POST, ["warm"]) => {
+            write(c, &who, idem, &sig, |t| create_warm(c, &who, t, &bytes)).await
+        }
+        (&Method::GET, ["warm", id]) => warm_status(c, &who, id),
         (&Method::GET, ["nodes"]) => nodes(c, &who),
+        (&Method::GET, ["analytics"]) => analytics(c, &who, &query),
         (_, ["tenants"] | ["tenants", _] | ["tenants", _, "keys"] | ["versions"])
         | (_, ["versions", _] | ["versions", _, "diff" | "rollback"])
-        | (_, ["purge"] | ["purge", _] | ["nodes"]) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            format!("{m} is not allowed on {path}"),
-        )),
+        | (_, ["purge"] | ["purge", _] | ["warm"] | ["warm", _] | ["nodes"] | ["analytics"]) => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{m} is not allowed on {path}"),
+            ))
+        }
         _ => Err(ApiError::not_found(format!("no route {path}"))),
     };
     match result {
@@ -480,7 +487,7 @@ fn create_key(who: &Principal, t: &Tx<'_>, name: &str) -> Result<Answer, ApiErro
 fn version_of(op: &Op) -> u64 {
     match op {
         Op::Config { version, .. } => *version,
-        Op::Purge(_) => 0,
+        Op::Purge(_) | Op::Warm(_) => 0,
     }
 }
 
@@ -647,6 +654,45 @@ fn tenant_of_host(tenants: &[(String, Value)], host: &str) -> Option<String> {
         .map(|(n, _)| n.clone())
 }
 
+/// Every URL of `list` (the body field `field`) is absolute and served by a tenant, `tenant`
+/// when one is named (403 for a tenant key's foreign host).
+fn check_urls(
+    who: &Principal,
+    tenants: &[(String, Value)],
+    tenant: Option<&str>,
+    field: &str,
+    list: &[String],
+) -> Result<(), ApiError> {
+    for (i, u) in list.iter().enumerate() {
+        let host = url_host(u).ok_or_else(|| {
+            ApiError::invalid(
+                format!("{field}[{i}]"),
+                "must be an absolute http:// or https:// URL",
+            )
+        })?;
+        match (tenant, tenant_of_host(tenants, &host)) {
+            (_, None) => {
+                return Err(ApiError::invalid(
+                    format!("{field}[{i}]"),
+                    format!("no tenant serves host {host:?}"),
+                ))
+            }
+            (Some(mine), Some(o)) if mine != o => {
+                return Err(if who.tenant.is_some() {
+                    ApiError::forbidden(format!("{field}[{i}]: host {host:?} is not your tenant's"))
+                } else {
+                    ApiError::invalid(
+                        format!("{field}[{i}]"),
+                        format!("host {host:?} belongs to tenant {o:?}, not {mine:?}"),
+                    )
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
     let v = parse_json(body)?;
     let req: PurgeBody = serde_path_to_error::deserialize(v).map_err(|e| {
@@ -656,12 +702,6 @@ fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiE
             e.into_inner().to_string(),
         )
     })?;
-    if req.soft {
-        return Err(ApiError::invalid(
-            "soft",
-            "soft purge is not available yet; send a hard purge (soft: false)",
-        ));
-    }
     let tenants = t.tenants()?;
     let tenant = match (&who.tenant, &req.tenant) {
         (Some(mine), Some(named)) if mine != named => {
@@ -678,36 +718,7 @@ fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiE
         }
     }
     for (field, list) in [("urls", &req.urls), ("prefixes", &req.prefixes)] {
-        for (i, u) in list.iter().enumerate() {
-            let host = url_host(u).ok_or_else(|| {
-                ApiError::invalid(
-                    format!("{field}[{i}]"),
-                    "must be an absolute http:// or https:// URL",
-                )
-            })?;
-            let owner = tenant_of_host(&tenants, &host);
-            match (&tenant, owner) {
-                (_, None) => {
-                    return Err(ApiError::invalid(
-                        format!("{field}[{i}]"),
-                        format!("no tenant serves host {host:?}"),
-                    ))
-                }
-                (Some(mine), Some(o)) if *mine != o => {
-                    return Err(if who.tenant.is_some() {
-                        ApiError::forbidden(format!(
-                            "{field}[{i}]: host {host:?} is not your tenant's"
-                        ))
-                    } else {
-                        ApiError::invalid(
-                            format!("{field}[{i}]"),
-                            format!("host {host:?} belongs to tenant {o:?}, not {mine:?}"),
-                        )
-                    })
-                }
-                _ => {}
-            }
-        }
+        check_urls(who, &tenants, tenant.as_deref(), field, list)?;
     }
     let needs_tenant = !req.hosts.is_empty() || !req.tags.is_empty() || req.everything;
     if needs_tenant && tenant.is_none() {
@@ -748,6 +759,7 @@ fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiE
         hosts: req.hosts,
         tags: req.tags,
         everything: req.everything,
+        soft: req.soft,
     };
     let request = serde_json::to_value(&op).unwrap_or(Value::Null);
     let entry = t.append(Op::Purge(op), now)?;
@@ -868,4 +880,305 @@ fn nodes(c: &Control, who: &Principal) -> Result<Answer, ApiError> {
         })
         .collect();
     Ok((StatusCode::OK, json!({"log_seq": last, "nodes": list})))
+}
+
+// ----- warm -----
+
+/// `POST /api/v1/warm` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WarmBody {
+    urls: Vec<String>,
+    regions: Vec<String>,
+}
+
+/// The edges that fetch for a warm job in `regions` (empty: all), when there is a topology.
+fn warm_edges(c: &Control, regions: &[String]) -> Vec<(String, String)> {
+    let Some(topo) = &c.template.topology else {
+        return Vec::new();
+    };
+    topo.members()
+        .into_iter()
+        .filter(|(role, region, _, _)| {
+            *role == outpost_config::Role::Edge
+                && (regions.is_empty() || regions.iter().any(|r| r == region))
+        })
+        .map(|(_, region, _, m)| (m.name.clone(), region.to_string()))
+        .collect()
+}
+
+fn create_warm(c: &Control, who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
+    let v = parse_json(body)?;
+    let req: WarmBody = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )
+    })?;
+    if req.urls.is_empty() {
+        return Err(ApiError::invalid("urls", "name at least one URL"));
+    }
+    let tenants = t.tenants()?;
+    check_urls(who, &tenants, who.tenant.as_deref(), "urls", &req.urls)?;
+    let known: Vec<&str> = c
+        .template
+        .topology
+        .as_ref()
+        .map(|t| t.members().into_iter().map(|m| m.1).collect())
+        .unwrap_or_default();
+    for (i, r) in req.regions.iter().enumerate() {
+        if !known.contains(&r.as_str()) {
+            return Err(ApiError::invalid(
+                format!("regions[{i}]"),
+                format!("no region {r:?} in the topology"),
+            ));
+        }
+    }
+    let now = now_ms();
+    let id = format!("wm_{}", crate::store::random_hex(8));
+    let op = WarmOp {
+        id: id.clone(),
+        urls: req.urls,
+        regions: req.regions,
+    };
+    let request = serde_json::to_value(&op).unwrap_or(Value::Null);
+    let entry = t.append(Op::Warm(op), now)?;
+    t.insert_warm(&PurgeRecord {
+        id: id.clone(),
+        seq: entry.seq,
+        tenant: who.tenant.clone(),
+        request,
+        issued_ms: now,
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({"warm_id": id, "status": "running", "seq": entry.seq}),
+    ))
+}
+
+fn warm_status(c: &Control, who: &Principal, id: &str) -> Result<Answer, ApiError> {
+    let (w, acks, nodes) = c.store.tx(|t| -> Result<_, StoreError> {
+        let Some(w) = t.warm(id)? else {
+            return Ok((None, Vec::new(), Vec::new()));
+        };
+        let acks = t.acks_with_detail(w.seq)?;
+        Ok((Some(w), acks, t.nodes()?))
+    })?;
+    let w = w.ok_or_else(|| ApiError::not_found(format!("no warm job {id:?}")))?;
+    if let Some(mine) = &who.tenant {
+        if w.tenant.as_deref() != Some(mine.as_str()) {
+            return Err(ApiError::forbidden(format!(
+                "warm job {id} is not tenant {mine:?}'s"
+            )));
+        }
+    }
+    let regions: Vec<String> = w.request["regions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let total_urls = w.request["urls"].as_array().map_or(0, Vec::len) as u64;
+    // The edges of the job's regions; without a topology, the nodes that report on it.
+    let expected: Vec<(String, String)> = if c.template.topology.is_some() {
+        warm_edges(c, &regions)
+    } else {
+        let now = now_ms();
+        nodes
+            .iter()
+            .filter(|n| now.saturating_sub(n.seen_ms) <= LIVE_MS)
+            .map(|n| (n.name.clone(), String::new()))
+            .collect()
+    };
+    let (mut done, mut failed, mut finished) = (0u64, 0u64, 0usize);
+    let rows: Vec<Value> = expected
+        .iter()
+        .map(|(name, region)| {
+            let d = acks
+                .iter()
+                .find(|(n, _, _, _)| n == name)
+                .and_then(|(_, _, _, d)| d.clone())
+                .unwrap_or(Value::Null);
+            let num = |k: &str| d[k].as_u64().unwrap_or(0);
+            done += num("done");
+            failed += num("failed");
+            if d["finished"] == true {
+                finished += 1;
+            }
+            json!({"node": name, "region": region, "done": num("done"), "failed": num("failed"),
+                   "total": total_urls, "finished": d["finished"] == true})
+        })
+        .collect();
+    let complete = !expected.is_empty() && finished == expected.len();
+    Ok((
+        StatusCode::OK,
+        json!({
+            "warm_id": w.id, "seq": w.seq, "issued_ms": w.issued_ms, "regions": regions,
+            "urls": total_urls, "status": if complete { "done" } else { "running" },
+            "fetched": done, "failed": failed, "to_fetch": total_urls * expected.len() as u64,
+            "nodes": rows,
+        }),
+    ))
+}
+
+// ----- analytics -----
+
+/// Traffic summed over rollups, with the merged latency histogram.
+#[derive(Default)]
+struct Agg {
+    requests: u64,
+    hits: u64,
+    classes: [u64; 6],
+    bytes_out: u64,
+    origin_bytes: u64,
+    latency: outpost_proxy::latency::Histogram,
+}
+
+impl Agg {
+    fn add(&mut self, r: &crate::log::Rollup, origin_bytes: bool) {
+        self.requests += r.requests;
+        self.hits += r.hits;
+        for (a, b) in self.classes.iter_mut().zip(r.classes) {
+            *a += b;
+        }
+        self.bytes_out += r.bytes_out;
+        if origin_bytes {
+            self.origin_bytes += r.upstream_bytes;
+        }
+        for (i, n) in &r.latency {
+            self.latency.add(*i, *n);
+        }
+    }
+
+    fn json(&self) -> Value {
+        let ms = |q: f64| self.latency.quantile(q).map(|us| us as f64 / 1000.0);
+        json!({
+            "requests": self.requests,
+            "hits": self.hits,
+            "hit_ratio": if self.requests == 0 { None } else { Some(self.hits as f64 / self.requests as f64) },
+            "bytes_out": self.bytes_out,
+            "origin_bytes": self.origin_bytes,
+            "status": {"1xx": self.classes[0], "2xx": self.classes[1], "3xx": self.classes[2],
+                       "4xx": self.classes[3], "5xx": self.classes[4], "other": self.classes[5]},
+            "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99)},
+        })
+    }
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+fn analytics(c: &Control, who: &Principal, query: &str) -> Result<Answer, ApiError> {
+    let period = query_param(query, "period").unwrap_or("1h");
+    let (span_ms, bucket_ms) = match period {
+        "1h" => (3_600_000u64, 60_000u64),
+        "24h" => (86_400_000, 900_000),
+        _ => return Err(ApiError::invalid("period", "use 1h or 24h")),
+    };
+    let tenant = match (
+        &who.tenant,
+        query_param(query, "tenant").filter(|t| !t.is_empty()),
+    ) {
+        (Some(mine), Some(t)) if t != mine => {
+            return Err(ApiError::forbidden(format!(
+                "this key acts for tenant {mine:?} only"
+            )))
+        }
+        (Some(mine), _) => Some(mine.clone()),
+        (None, t) => t.map(str::to_string),
+    };
+    let now = now_ms();
+    let from = now.saturating_sub(span_ms);
+    let (rows, docs) = c
+        .store
+        .tx(|t| Ok::<_, StoreError>((t.rollups_since(tenant.as_deref(), from)?, t.tenants()?)))?;
+    if let Some(name) = &tenant {
+        if !docs.iter().any(|(n, _)| n == name) {
+            return Err(ApiError::not_found(format!("no tenant {name:?}")));
+        }
+    }
+    // Where each node is, and whether its upstream bytes come from the origin: a shield's
+    // (not a mid-tier's), an edge's for a tenant without a shield, a node outside a topology's.
+    let topo = c.template.topology.as_ref();
+    let place = |node: &str| -> (String, String, bool, bool) {
+        match topo.and_then(|t| t.find(node)) {
+            Some((role, region, group, _)) => (
+                group.to_string(),
+                region.to_string(),
+                role == outpost_config::Role::Shield,
+                topo.is_some_and(|t| t.is_mid_tier(group)),
+            ),
+            None => ("-".into(), "-".into(), false, false),
+        }
+    };
+    let shielded = |tenant: &str| {
+        docs.iter()
+            .find(|(n, _)| n == tenant)
+            .is_some_and(|(_, d)| d.get("shield").is_some_and(|s| !s.is_null()))
+    };
+    let mut total = Agg::default();
+    let mut by_pop: std::collections::BTreeMap<(String, String), Agg> = Default::default();
+    let mut by_region: std::collections::BTreeMap<String, Agg> = Default::default();
+    let mut buckets: std::collections::BTreeMap<u64, Agg> = Default::default();
+    for (at, node, r) in &rows {
+        let (pop, region, is_shield, mid) = place(node);
+        let origin = if topo.and_then(|t| t.find(node)).is_none() {
+            true
+        } else if is_shield {
+            !mid
+        } else {
+            !shielded(&r.tenant)
+        };
+        // Shields and mid-tiers only see other tiers' requests: their client counts are zero,
+        // but their origin bytes count.
+        total.add(r, origin);
+        by_pop
+            .entry((pop, region.clone()))
+            .or_default()
+            .add(r, origin);
+        by_region.entry(region).or_default().add(r, origin);
+        buckets
+            .entry(at - at % bucket_ms)
+            .or_default()
+            .add(r, origin);
+    }
+    let mut out = total.json();
+    out["tenant"] = json!(tenant);
+    out["period"] = json!(period);
+    out["from_ms"] = json!(from);
+    out["to_ms"] = json!(now);
+    out["by_pop"] = by_pop
+        .iter()
+        .map(|((pop, region), a)| {
+            let mut v = a.json();
+            v["pop"] = json!(pop);
+            v["region"] = json!(region);
+            v
+        })
+        .collect();
+    out["by_region"] = by_region
+        .iter()
+        .map(|(region, a)| {
+            let mut v = a.json();
+            v["region"] = json!(region);
+            v
+        })
+        .collect();
+    out["buckets"] = buckets
+        .iter()
+        .map(|(start, a)| {
+            let mut v = a.json();
+            v["start_ms"] = json!(start);
+            v
+        })
+        .collect();
+    out["bucket_ms"] = json!(bucket_ms);
+    Ok((StatusCode::OK, out))
 }

@@ -268,6 +268,8 @@ mod tests {
             applied: 1,
             at_ms: 5,
             error: None,
+            detail: None,
+            rollups: Vec::new(),
         };
         bus.ack(ack.clone()).await.unwrap();
         assert_eq!(a.recv().await.unwrap(), ack);

@@ -251,12 +251,20 @@ pub async fn start(opts: ControlOptions, bus: Arc<dyn Bus>) -> Result<RunningCon
             }
         });
     }
-    // The outbox, now and every second.
+    // The outbox, now and every second; analytics older than 25 hours go once a minute.
     {
         let c = control.clone();
         tokio::spawn(async move {
+            let mut pruned = Instant::now();
             loop {
                 c.flush().await;
+                if pruned.elapsed() >= Duration::from_secs(60) {
+                    pruned = Instant::now();
+                    let before = now_ms().saturating_sub(25 * 3600 * 1000);
+                    if let Err(e) = c.store.tx(|t| t.prune_rollups(before)) {
+                        tracing::warn!(error = %e, "pruning analytics failed");
+                    }
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });

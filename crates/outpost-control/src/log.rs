@@ -29,6 +29,20 @@ pub enum Op {
     },
     /// A purge.
     Purge(PurgeOp),
+    /// A warm job: edges in `regions` fetch `urls` through their normal path.
+    Warm(WarmOp),
+}
+
+/// A warm job as accepted.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WarmOp {
+    /// Job id (`wm_...`).
+    pub id: String,
+    /// Absolute URLs to fetch.
+    pub urls: Vec<String>,
+    /// Regions whose edges fetch them (empty: every region).
+    pub regions: Vec<String>,
 }
 
 /// A purge as the control plane accepted it: what to remove, for which tenant.
@@ -50,6 +64,8 @@ pub struct PurgeOp {
     pub tags: Vec<String>,
     /// Everything the tenant has stored.
     pub everything: bool,
+    /// Mark stale instead of removing.
+    pub soft: bool,
 }
 
 /// A node's report about one entry (`seq`) or, with `seq == applied` and no error, a heartbeat
@@ -66,6 +82,33 @@ pub struct Ack {
     pub at_ms: u64,
     /// Why the node refused it (an invalid config); none: applied.
     pub error: Option<String>,
+    /// Progress of a long-running entry (a warm job's `{"done", "failed", "total",
+    /// "finished"}`); later reports replace earlier ones.
+    #[serde(default)]
+    pub detail: Option<serde_json::Value>,
+    /// With a heartbeat: what the node served for clients since its last heartbeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollups: Vec<Rollup>,
+}
+
+/// One tenant's client-facing traffic on one node over one heartbeat interval.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Rollup {
+    /// Tenant name.
+    pub tenant: String,
+    /// Requests from clients.
+    pub requests: u64,
+    /// Of those, answered without the origin.
+    pub hits: u64,
+    /// By status class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub classes: [u64; 6],
+    /// Body bytes sent to clients.
+    pub bytes_out: u64,
+    /// Body bytes received from the node's upstream (the origin, for a node that fetches from it).
+    pub upstream_bytes: u64,
+    /// Latency histogram as `(bucket, count)` pairs (`outpost_proxy::latency`).
+    pub latency: Vec<(usize, u64)>,
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -86,6 +86,20 @@ pub fn document() -> Value {
                 "parameters": [param("id", "path", "string")],
                 "get": {"summary": "A purge's status on every node and the time to the last one",
                     "responses": common(json!({"200": ok("status", obj()), "404": err("no such purge")}))}},
+            "/api/v1/warm": {"post": {
+                "summary": "Warm URLs: the edges of the regions fetch them through their normal path (shield first, coalesced)",
+                "parameters": [idem()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Warm"}}}},
+                "responses": common(json!({"202": ok("accepted; running", obj()), "400": err("malformed JSON"), "422": err("a field fails validation")}))}},
+            "/api/v1/warm/{id}": {
+                "parameters": [param("id", "path", "string")],
+                "get": {"summary": "A warm job's progress on every edge",
+                    "responses": common(json!({"200": ok("progress", obj()), "404": err("no such warm job")}))}},
+            "/api/v1/analytics": {"get": {
+                "summary": "Requests, hit ratio, bytes, origin bytes, latency p50/p90/p99 (merged histograms), by status class, PoP, region and time bucket",
+                "parameters": [param("tenant", "query", "string"), {"name": "period", "in": "query", "required": false,
+                    "schema": {"type": "string", "enum": ["1h", "24h"]}}],
+                "responses": common(json!({"200": ok("analytics", obj()), "404": err("no such tenant"), "422": err("bad period")}))}},
             "/api/v1/nodes": {"get": {"summary": "Nodes, their log position and liveness (admin)",
                 "responses": common(json!({"200": ok("nodes", obj())}))}}
         },
@@ -105,6 +119,9 @@ pub fn document() -> Value {
                     "cache": {"type": "object"}, "cache_key": {"type": "object"},
                     "rule": {"type": "array", "items": {"type": "object"}},
                     "shield": {"type": "string", "nullable": true}, "origin_pool": {"type": "object"}}},
+                "Warm": {"type": "object", "required": ["urls"], "properties": {
+                    "urls": {"type": "array", "items": {"type": "string"}},
+                    "regions": {"type": "array", "items": {"type": "string"}}}},
                 "Purge": {"type": "object", "properties": {
                     "tenant": {"type": "string"},
                     "urls": {"type": "array", "items": {"type": "string"}},

@@ -7,7 +7,7 @@
 //! The schema carries its version in `PRAGMA user_version`; [`MIGRATIONS`] brings any older file
 //! up to date on open, and a file from a newer Outpost is refused with a clear error.
 
-use crate::log::{Ack, Entry, Op};
+use crate::log::{Ack, Entry, Op, Rollup};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -43,6 +43,12 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: idempotency records of writes, by key and Idempotency-Key.
     "CREATE TABLE idempotency (key_id TEXT NOT NULL, idem TEXT NOT NULL, request TEXT NOT NULL,
         status INTEGER NOT NULL, body TEXT NOT NULL, created_ms INTEGER NOT NULL, PRIMARY KEY (key_id, idem));",
+    // 3: warm jobs, and progress details on acknowledgements.
+    "CREATE TABLE warms (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, tenant TEXT, request TEXT NOT NULL, issued_ms INTEGER NOT NULL);
+     ALTER TABLE acks ADD COLUMN detail TEXT;",
+    // 4: analytics rollups nodes send with their heartbeats.
+    "CREATE TABLE rollups (at_ms INTEGER NOT NULL, node TEXT NOT NULL, tenant TEXT NOT NULL, body TEXT NOT NULL);
+     CREATE INDEX rollups_by_time ON rollups (at_ms, tenant);",
 ];
 
 /// The schema version this build writes.
@@ -452,8 +458,28 @@ impl Tx<'_> {
 
     /// Record an accepted purge.
     pub fn insert_purge(&self, p: &PurgeRecord) -> Result<(), StoreError> {
+        self.insert_job("purges", p)
+    }
+
+    /// Record an accepted warm job.
+    pub fn insert_warm(&self, p: &PurgeRecord) -> Result<(), StoreError> {
+        self.insert_job("warms", p)
+    }
+
+    /// A purge by id.
+    pub fn purge(&self, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
+        self.job("purges", id)
+    }
+
+    /// A warm job by id.
+    pub fn warm(&self, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
+        self.job("warms", id)
+    }
+
+    /// `table` is one of the job tables (`purges`, `warms`), never client input.
+    fn insert_job(&self, table: &str, p: &PurgeRecord) -> Result<(), StoreError> {
         self.tx.execute(
-            "INSERT INTO purges (id, seq, tenant, request, issued_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            &format!("INSERT INTO {table} (id, seq, tenant, request, issued_ms) VALUES (?1, ?2, ?3, ?4, ?5)"),
             params![
                 p.id,
                 p.seq as i64,
@@ -465,12 +491,11 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// A purge by id.
-    pub fn purge(&self, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
+    fn job(&self, table: &str, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
         let row: Option<(String, i64, Option<String>, String, i64)> = self
             .tx
             .query_row(
-                "SELECT id, seq, tenant, request, issued_ms FROM purges WHERE id = ?1",
+                &format!("SELECT id, seq, tenant, request, issued_ms FROM {table} WHERE id = ?1"),
                 params![id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
@@ -494,10 +519,27 @@ impl Tx<'_> {
              ON CONFLICT(name) DO UPDATE SET applied = MAX(applied, excluded.applied), seen_ms = excluded.seen_ms",
             params![ack.node, ack.applied as i64, now_ms as i64],
         )?;
-        if ack.seq > 0 {
+        for r in &ack.rollups {
             self.tx.execute(
-                "INSERT OR IGNORE INTO acks (seq, node, at_ms, error) VALUES (?1, ?2, ?3, ?4)",
-                params![ack.seq as i64, ack.node, ack.at_ms as i64, ack.error],
+                "INSERT INTO rollups (at_ms, node, tenant, body) VALUES (?1, ?2, ?3, ?4)",
+                params![now_ms as i64, ack.node, r.tenant, serde_json::to_string(r)?],
+            )?;
+        }
+        if ack.seq > 0 {
+            // The first report of an entry keeps its time; a progress report replaces the detail
+            // (and its time).
+            self.tx.execute(
+                "INSERT INTO acks (seq, node, at_ms, error, detail) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(seq, node) DO UPDATE SET
+                   at_ms = CASE WHEN excluded.detail IS NULL THEN acks.at_ms ELSE excluded.at_ms END,
+                   detail = COALESCE(excluded.detail, acks.detail)",
+                params![
+                    ack.seq as i64,
+                    ack.node,
+                    ack.at_ms as i64,
+                    ack.error,
+                    ack.detail.as_ref().map(|d| d.to_string())
+                ],
             )?;
         }
         Ok(())
@@ -520,13 +562,70 @@ impl Tx<'_> {
 
     /// The acknowledgements of `seq`: (node, at_ms, error).
     pub fn acks_of(&self, seq: u64) -> Result<Vec<(String, u64, Option<String>)>, StoreError> {
+        Ok(self
+            .acks_with_detail(seq)?
+            .into_iter()
+            .map(|(n, at, e, _)| (n, at, e))
+            .collect())
+    }
+
+    /// The acknowledgements of `seq` with their latest progress detail.
+    #[allow(clippy::type_complexity)]
+    pub fn acks_with_detail(
+        &self,
+        seq: u64,
+    ) -> Result<Vec<(String, u64, Option<String>, Option<serde_json::Value>)>, StoreError> {
         let mut st = self
             .tx
-            .prepare("SELECT node, at_ms, error FROM acks WHERE seq = ?1 ORDER BY node")?;
+            .prepare("SELECT node, at_ms, error, detail FROM acks WHERE seq = ?1 ORDER BY node")?;
         let rows = st.query_map(params![seq as i64], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let (n, at, e, d) = row?;
+            out.push((n, at, e, d.and_then(|d| serde_json::from_str(&d).ok())));
+        }
+        Ok(out)
+    }
+
+    // ----- analytics -----
+
+    /// Rollups received since `from_ms` (of `tenant`, or every tenant): (at_ms, node, rollup).
+    pub fn rollups_since(
+        &self,
+        tenant: Option<&str>,
+        from_ms: u64,
+    ) -> Result<Vec<(u64, String, Rollup)>, StoreError> {
+        let mut st = self.tx.prepare(
+            "SELECT at_ms, node, body FROM rollups WHERE at_ms >= ?1 AND (?2 IS NULL OR tenant = ?2) ORDER BY at_ms",
+        )?;
+        let rows = st.query_map(params![from_ms as i64, tenant], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (at, node, body) = row?;
+            out.push((at, node, serde_json::from_str(&body)?));
+        }
+        Ok(out)
+    }
+
+    /// Drop rollups older than `before_ms`.
+    pub fn prune_rollups(&self, before_ms: u64) -> Result<usize, StoreError> {
+        Ok(self.tx.execute(
+            "DELETE FROM rollups WHERE at_ms < ?1",
+            params![before_ms as i64],
+        )?)
     }
 
     // ----- idempotency -----

@@ -46,7 +46,7 @@ async fn cdn(nodes: usize, rate: f64) -> Cdn {
         let mut cfg = template.clone();
         cfg.node.name = format!("n{i}");
         let node = outpost_proxy::start(&cfg).await.unwrap();
-        agent::spawn(node.node.clone(), cfg, bus.clone());
+        agent::spawn(&node, cfg, bus.clone());
         running.push(node);
     }
     Cdn {
@@ -835,7 +835,7 @@ async fn every_route_of_the_openapi_document_is_exercised() {
         )
         .await;
     assert_eq!(s, 201);
-    let calls: [(&str, &str, &str, Option<Value>, u16); 12] = [
+    let calls: [(&str, &str, &str, Option<Value>, u16); 14] = [
         ("GET", "/api/v1/tenants", "/api/v1/tenants", None, 200),
         (
             "GET",
@@ -889,6 +889,20 @@ async fn every_route_of_the_openapi_document_is_exercised() {
         ),
         ("GET", "/api/v1/nodes", "/api/v1/nodes", None, 200),
         (
+            "GET",
+            "/api/v1/analytics?period=24h",
+            "/api/v1/analytics",
+            None,
+            200,
+        ),
+        (
+            "POST",
+            "/api/v1/warm",
+            "/api/v1/warm",
+            Some(json!({"urls": ["http://site.test/x"]})),
+            202,
+        ),
+        (
             "DELETE",
             "/api/v1/tenants/shop",
             "/api/v1/tenants/{name}",
@@ -897,14 +911,26 @@ async fn every_route_of_the_openapi_document_is_exercised() {
         ),
         ("GET", "/api/v1/tenants", "/api/v1/tenants", None, 200),
     ];
-    let mut purge_id = String::new();
+    let (mut purge_id, mut warm_id) = (String::new(), String::new());
     for (m, p, route, body, want) in calls {
         let (s, v) = c.admin(m, p, route, body).await;
         assert_eq!(s, want, "{m} {p}: {v}");
         if let Some(id) = v["purge_id"].as_str() {
             purge_id = id.to_string();
         }
+        if let Some(id) = v["warm_id"].as_str() {
+            warm_id = id.to_string();
+        }
     }
+    let (s, v) = c
+        .admin(
+            "GET",
+            &format!("/api/v1/warm/{warm_id}"),
+            "/api/v1/warm/{id}",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     let (s, v) = c
         .admin(
             "GET",
@@ -928,4 +954,119 @@ async fn every_route_of_the_openapi_document_is_exercised() {
         missing.is_empty(),
         "documented but not exercised: {missing:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_count_client_traffic_and_merge_latency_histograms() {
+    use outpost_control::log::{Ack, Rollup};
+    use outpost_control::Bus;
+    use outpost_proxy::latency::Histogram;
+    let c = cdn(1, 1000.0).await;
+    c.origin
+        .route("/a", RouteSpec::ok("0123456789", "max-age=600"));
+    c.settle().await;
+    // Real traffic: one miss, nine hits, through the node.
+    for _ in 0..10 {
+        let r = http_get(c.nodes[0].addr, "site.test", "/a", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let (s, v) = c
+            .admin(
+                "GET",
+                "/api/v1/analytics?tenant=site&period=1h",
+                "/api/v1/analytics",
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        if v["requests"] == 10 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "rollups did not arrive: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["hits"], 9, "{v}");
+    assert_eq!(v["status"]["2xx"], 10);
+    assert_eq!(v["bytes_out"], 100);
+    assert_eq!(v["origin_bytes"], 10, "one fill of 10 bytes");
+    assert!(v["latency_ms"]["p99"].as_f64().is_some());
+    assert_eq!(v["buckets"].as_array().unwrap().len(), 1);
+
+    // Percentiles across nodes come from the merged histograms: three nodes with very
+    // different latencies report through the bus as their heartbeats would.
+    let mut raw = Vec::new();
+    for (n, (base, spread)) in [(500u64, 300u64), (20_000, 5_000), (2_000, 50_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut h = Histogram::default();
+        let mut x = 12345u64 + n as u64;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = base + (x >> 33) % spread;
+            h.record(v);
+            raw.push(v);
+        }
+        let ack = Ack {
+            node: format!("synthetic-{n}"),
+            seq: 0,
+            applied: 0,
+            at_ms: outpost_control::log::now_ms(),
+            error: None,
+            detail: None,
+            rollups: vec![Rollup {
+                tenant: "site".into(),
+                requests: 2000,
+                hits: 1000,
+                classes: [0, 2000, 0, 0, 0, 0],
+                latency: h.sparse(),
+                ..Rollup::default()
+            }],
+        };
+        c.bus.ack(ack).await.unwrap();
+    }
+    raw.sort_unstable();
+    let exact = |q: f64| raw[((q * raw.len() as f64).ceil() as usize).max(1) - 1] as f64 / 1000.0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let (_, v) = c
+            .admin(
+                "GET",
+                "/api/v1/analytics?tenant=site",
+                "/api/v1/analytics",
+                None,
+            )
+            .await;
+        if v["requests"].as_u64().unwrap_or(0) >= 6010 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The real requests' latencies are in the histogram too (10 of 6,010 values): compare with
+    // a tolerance of one bucket (1/16) plus their share.
+    for (q, key) in [(0.5, "p50"), (0.99, "p99")] {
+        let got = v["latency_ms"][key].as_f64().unwrap();
+        let want = exact(q);
+        assert!(
+            (got - want).abs() <= want / 16.0 + 0.01,
+            "{key}: API {got} ms vs raw {want} ms"
+        );
+    }
+    // Averaging the per-node p99s would be far off: the API does not.
+    let (s, v) = c
+        .admin(
+            "GET",
+            "/api/v1/analytics?period=7d",
+            "/api/v1/analytics",
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"]["field"].as_str()), (422, Some("period")));
 }

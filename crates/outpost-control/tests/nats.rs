@@ -125,7 +125,7 @@ async fn nodes(template: &Config, urls: &str, n: usize, replicas: usize) -> Vec<
         cfg.node.name = format!("n{i}");
         let node = outpost_proxy::start(&cfg).await.unwrap();
         let bus = NatsBus::connect(urls, replicas).await.unwrap();
-        agent::spawn(node.node.clone(), cfg, Arc::new(bus));
+        agent::spawn(&node, cfg, Arc::new(bus));
         out.push(node);
     }
     out

@@ -7,7 +7,7 @@
 //!  "hosts": ["shop.example"], "tags": ["home"], "everything": false}
 //! ```
 //!
-//! → `200 {"removed": N, "purges": K}`. URLs and prefixes name their tenant by host; tags, hosts
+//! → `200 {"removed": N, "purges": K}`; `"soft": true` marks stale instead of removing. URLs and prefixes name their tenant by host; tags, hosts
 //! and `everything` need `tenant`. Admin requests are accepted from loopback clients, or with
 //! `Authorization: Bearer <node.admin_token>` when one is configured. Errors are
 //! `{"error":{"code":...,"message":...}}` with 400/401/404/405/413.
@@ -181,6 +181,8 @@ pub struct PurgeRequest {
     pub tags: Vec<String>,
     /// The whole tenant.
     pub everything: bool,
+    /// Mark stale instead of removing (served stale while one revalidation refreshes it).
+    pub soft: bool,
 }
 
 /// What a purge request did.
@@ -249,6 +251,16 @@ pub async fn purge_request(node: &Node, req: &PurgeRequest) -> Result<PurgeOutco
     }
     let mut removed = 0;
     for (tenant, p) in &todo {
+        if req.soft {
+            node.soft_purge(tenant, p).ok_or_else(|| {
+                AdminError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown-tenant",
+                    format!("no tenant {tenant:?}"),
+                )
+            })?;
+            continue;
+        }
         removed += node.purge(tenant, p).await.ok_or_else(|| {
             AdminError::new(
                 StatusCode::NOT_FOUND,

@@ -27,6 +27,7 @@ use crate::log::{http_date, RequestLog};
 use crate::metrics::Outcome;
 use crate::objects::{self, jitter_sample, strip_for_client};
 use crate::respond::{self, follower_body, BodyPlan};
+use crate::soft_purge;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, Response, StatusCode};
@@ -88,7 +89,18 @@ pub async fn run(req: CacheRequest, log: &mut RequestLog) -> Response<RespBody> 
         let stored = found
             .object
             .filter(|o| o.meta.vary.is_none())
-            .map(objects::as_stored);
+            .map(objects::as_stored)
+            .map(|mut s| {
+                let soft = node.soft_purges.covers(
+                    found.key.text(),
+                    &s.object.meta.tags,
+                    s.timing.response_time,
+                );
+                if let Some(at) = soft {
+                    soft_purge::mark_stale(&mut s.facts, &mut s.timing, at, req.to_member);
+                }
+                s
+            });
         let fill = match flow.on_lookup(stored, now) {
             Lookup::Serve(s) => return serve(&req, s, log),
             Lookup::ServeAndRefresh(s, refresh) => {
@@ -622,6 +634,14 @@ async fn chunked_hit(
         return None;
     }
     let (facts, timing) = objects::reuse_facts(&hit.meta, &hit.headers);
+    if node
+        .soft_purges
+        .covers(req.primary.text(), &hit.meta.tags, timing.response_time)
+        .is_some()
+    {
+        // Soft-purged: the general path decides how stale it may be served.
+        return None;
+    }
     let found = Stored {
         object: (),
         facts,

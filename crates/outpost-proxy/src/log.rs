@@ -21,6 +21,8 @@ pub struct RequestLog {
     pub cache_status: String,
     /// Whether the access log wants the string fields.
     pub detailed: bool,
+    /// Sent by another tier of the CDN (not counted in client analytics).
+    internal: bool,
     started: Instant,
     method: Method,
     host: String,
@@ -60,6 +62,7 @@ impl RequestLog {
             cache_status: String::new(),
             detailed,
             started: Instant::now(),
+            internal: node.tier.as_ref().is_some_and(|t| t.from_member(headers)),
             method: method.clone(),
             host,
             path,
@@ -77,6 +80,8 @@ impl RequestLog {
             url: String::new(),
             cache_status: String::new(),
             detailed: false,
+            // Not a client's request: not in client analytics.
+            internal: true,
             started: Instant::now(),
             method: Method::GET,
             host: String::new(),
@@ -94,6 +99,25 @@ impl RequestLog {
     }
 
     /// Count the request and write its access-log line.
+    /// Whether the request was answered without the origin: from this node's cache, a fill it
+    /// joined, or (forwarded to the owner box) a hit further in, read from the response's
+    /// `Cache-Status` (its first member is the tier nearest the origin).
+    fn answered_from_cache(&self, headers: &HeaderMap) -> bool {
+        match self.outcome {
+            Outcome::Hit
+            | Outcome::HitStale
+            | Outcome::StaleOnError
+            | Outcome::Revalidated
+            | Outcome::Collapsed => true,
+            Outcome::Forwarded | Outcome::Miss => headers
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|first| first.contains("; hit")),
+            Outcome::Pass | Outcome::Error | Outcome::Rejected => false,
+        }
+    }
+
     pub fn finish(self, node: &Node, status: u16, headers: &HeaderMap) {
         let micros = self.started.elapsed().as_micros() as u64;
         let bytes = if self.method == Method::HEAD {
@@ -107,6 +131,10 @@ impl RequestLog {
         };
         node.metrics
             .record(self.tenant, self.outcome, status, bytes, micros);
+        if let (Some(t), false) = (self.tenant, self.internal) {
+            node.metrics
+                .record_client(t, self.answered_from_cache(headers), status, bytes, micros);
+        }
         if !self.detailed {
             return;
         }

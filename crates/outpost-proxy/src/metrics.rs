@@ -93,6 +93,31 @@ const LATENCY_CELLS: usize = LATENCY_BUCKETS_US.len() + 3;
 const LATENCY_SHARD_CELLS: usize = LATENCY_CELLS.div_ceil(16) * 16;
 /// Shards (a power of two; threads beyond it share).
 const SHARDS: usize = 16;
+const CLIENT_REQUESTS: usize = 0;
+const CLIENT_HITS: usize = 1;
+const CLIENT_CLASSES: usize = 2;
+const CLIENT_BYTES: usize = CLIENT_CLASSES + CLASSES.len();
+const CLIENT_HIST: usize = CLIENT_BYTES + 1;
+const CLIENT_SHARD_CELLS: usize = (CLIENT_HIST + crate::latency::BUCKETS).div_ceil(16) * 16;
+
+/// A tenant's client-facing totals since the node started (the agent sends differences).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTotals {
+    /// Tenant name.
+    pub tenant: String,
+    /// Requests from clients.
+    pub requests: u64,
+    /// Of those, answered without the origin (from this node's cache or another tier's).
+    pub hits: u64,
+    /// By status class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub classes: [u64; 6],
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// Body bytes this node received from its upstream for the tenant.
+    pub upstream_bytes: u64,
+    /// Latency histogram (bucket counts, `latency.rs`).
+    pub latency: Vec<u64>,
+}
 
 /// The shard of the calling thread.
 fn shard_index() -> usize {
@@ -140,6 +165,10 @@ impl Sharded {
 pub struct TenantStats {
     name: String,
     requests: Sharded,
+    /// Client-facing requests only (not those from other tiers of the CDN), for the control
+    /// plane's analytics: [`CLIENT_REQUESTS`], [`CLIENT_HITS`], status classes, bytes out,
+    /// then the latency histogram (`latency.rs`).
+    client: Sharded,
     origin_fetches: AtomicU64,
     origin_errors: AtomicU64,
     origin_bytes_in: AtomicU64,
@@ -150,6 +179,7 @@ impl TenantStats {
         Self {
             name: name.to_string(),
             requests: Sharded::new(TENANT_SHARD_CELLS),
+            client: Sharded::new(CLIENT_SHARD_CELLS),
             origin_fetches: AtomicU64::new(0),
             origin_errors: AtomicU64::new(0),
             origin_bytes_in: AtomicU64::new(0),
@@ -245,6 +275,60 @@ impl Metrics {
         lat[b].fetch_add(1, Relaxed);
         lat[LATENCY_BUCKETS_US.len() + 1].fetch_add(micros, Relaxed);
         lat[LATENCY_BUCKETS_US.len() + 2].fetch_add(1, Relaxed);
+    }
+
+    /// Count a client-facing request for analytics (requests from other tiers are not: the tier
+    /// that faced the client counts it). `hit`: answered without reaching the origin.
+    pub fn record_client(
+        &self,
+        tenant: &TenantStats,
+        hit: bool,
+        status: u16,
+        bytes_out: u64,
+        micros: u64,
+    ) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        let cells = tenant.client.mine();
+        cells[CLIENT_REQUESTS].fetch_add(1, Relaxed);
+        if hit {
+            cells[CLIENT_HITS].fetch_add(1, Relaxed);
+        }
+        cells[CLIENT_CLASSES + class].fetch_add(1, Relaxed);
+        cells[CLIENT_BYTES].fetch_add(bytes_out, Relaxed);
+        cells[CLIENT_HIST + crate::latency::bucket(micros)].fetch_add(1, Relaxed);
+    }
+
+    /// Every tenant's client-facing totals.
+    pub fn client_totals(&self) -> Vec<ClientTotals> {
+        self.all_tenants()
+            .into_iter()
+            .filter(|t| t.name != "_none")
+            .map(|t| {
+                let c = &t.client;
+                let mut classes = [0u64; 6];
+                for (i, v) in classes.iter_mut().enumerate() {
+                    *v = c.sum(CLIENT_CLASSES + i);
+                }
+                ClientTotals {
+                    tenant: t.name.clone(),
+                    requests: c.sum(CLIENT_REQUESTS),
+                    hits: c.sum(CLIENT_HITS),
+                    classes,
+                    bytes_out: c.sum(CLIENT_BYTES),
+                    upstream_bytes: t.origin_bytes_in.load(Relaxed),
+                    latency: (0..crate::latency::BUCKETS)
+                        .map(|i| c.sum(CLIENT_HIST + i))
+                        .collect(),
+                }
+            })
+            .collect()
     }
 
     /// Count a request that waited on another's fill.

@@ -54,6 +54,8 @@ pub struct Node {
     pub fills: FillRegistry<CacheKey, crate::fill_head::FillHead>,
     /// The purge sequence fills check before storing.
     pub purges: crate::purge_log::PurgeLog,
+    /// Recent soft purges (what they mark stale, and since when).
+    pub soft_purges: crate::soft_purge::SoftPurges,
     /// Counters.
     pub metrics: Metrics,
     /// The wall clock.
@@ -107,6 +109,7 @@ impl Node {
             store,
             fills: FillRegistry::new(),
             purges: crate::purge_log::PurgeLog::default(),
+            soft_purges: crate::soft_purge::SoftPurges::default(),
             metrics,
             clock: opts.clock,
             filters: opts.filters,

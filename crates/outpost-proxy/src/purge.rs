@@ -137,6 +137,15 @@ pub async fn apply(node: &Node, tenant: &Tenant, purge: &Purge) -> usize {
     removed
 }
 
+/// Apply a soft purge: nothing is removed; what it matches that was stored before now counts
+/// as expired now (`soft_purge.rs`): served stale to clients while one revalidation refreshes
+/// it, revalidated first for other tiers.
+pub fn apply_soft(node: &Node, tenant: &Tenant, purge: &Purge) {
+    let now = node.clock.now();
+    node.soft_purges.record(now, purge.matcher(&tenant.name));
+    tracing::info!(tenant = %tenant.name, kind = purge.kind(), "soft purge applied");
+}
+
 impl Node {
     /// Apply a purge for the tenant called `tenant`; returns the objects removed, or `None`
     /// when no such tenant exists.
@@ -146,5 +155,15 @@ impl Node {
             snapshot.tenants.by_name(tenant)?.clone()
         };
         Some(apply(self, &t, p).await)
+    }
+
+    /// Apply a soft purge for the tenant called `tenant`; `None` when no such tenant exists.
+    pub fn soft_purge(&self, tenant: &str, p: &Purge) -> Option<()> {
+        let t = {
+            let snapshot = self.config();
+            snapshot.tenants.by_name(tenant)?.clone()
+        };
+        apply_soft(self, &t, p);
+        Some(())
     }
 }

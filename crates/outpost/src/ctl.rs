@@ -178,7 +178,8 @@ pub struct PurgeArgs {
     /// The tenant (default: a tenant key's own; `outpost up`'s tenant is "demo").
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Mark stale instead of removing (not available yet: refused by the API).
+    /// Mark stale instead of removing: clients get the old copy while one revalidation
+    /// refreshes it.
     #[arg(long)]
     pub soft: bool,
     /// Return once accepted instead of waiting for every node.
@@ -465,5 +466,151 @@ pub async fn control(a: ControlArgs) -> Result<(), String> {
         write_private(f, &doc.to_string())?;
     }
     let _ = tokio::signal::ctrl_c().await;
+    Ok(())
+}
+
+/// Flags of `outpost warm`.
+#[derive(clap::Args)]
+pub struct WarmArgs {
+    /// A URL to fetch (repeatable).
+    #[arg(long, required = true)]
+    pub url: Vec<String>,
+    /// A region whose edges fetch them (repeatable; default: every region).
+    #[arg(long)]
+    pub region: Vec<String>,
+    #[command(flatten)]
+    pub api: ApiFlags,
+}
+
+/// `outpost warm`: start a warm job and show its progress until every edge is done.
+pub async fn warm(a: WarmArgs) -> Result<(), String> {
+    use std::io::{IsTerminal, Write};
+    let api = Api::from_flags(&a.api)?;
+    let body = json!({"urls": a.url, "regions": a.region});
+    let accepted = api.ok(Method::POST, "/api/v1/warm", Some(&body)).await?;
+    let id = accepted["warm_id"].as_str().unwrap_or_default().to_string();
+    eprintln!("warm {id} accepted");
+    let tty = std::io::stderr().is_terminal();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let s = api
+            .ok(Method::GET, &format!("/api/v1/warm/{id}"), None)
+            .await?;
+        let (done, failed, total) = (
+            s["fetched"].as_u64().unwrap_or(0),
+            s["failed"].as_u64().unwrap_or(0),
+            s["to_fetch"].as_u64().unwrap_or(0),
+        );
+        if tty {
+            let width = 30;
+            let filled = ((done + failed) * width)
+                .checked_div(total)
+                .unwrap_or(0)
+                .min(width) as usize;
+            eprint!(
+                "\r  [{}{}] {}/{} fetched, {} failed",
+                "#".repeat(filled),
+                ".".repeat(width as usize - filled.min(width as usize)),
+                done,
+                total,
+                failed
+            );
+            let _ = std::io::stderr().flush();
+        }
+        if s["status"] == "done" {
+            if tty {
+                eprintln!();
+            }
+            for n in s["nodes"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<16} {:<8} {} fetched, {} failed",
+                    n["node"].as_str().unwrap_or("?"),
+                    n["region"].as_str().unwrap_or(""),
+                    n["done"].as_u64().unwrap_or(0),
+                    n["failed"].as_u64().unwrap_or(0)
+                );
+            }
+            println!("done: {done} of {total} fetched, {failed} failed");
+            return if failed == 0 {
+                Ok(())
+            } else {
+                Err(format!("{failed} fetches failed"))
+            };
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not done after 10 minutes ({done}/{total})"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Flags of `outpost stats`.
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    /// The tenant (default: every tenant; a tenant key's own).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// 1h or 24h.
+    #[arg(long, default_value = "1h")]
+    pub period: String,
+    /// Print the API's JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiFlags,
+}
+
+/// `outpost stats`: requests, hit ratio, bytes and latency by PoP, region and time.
+pub async fn stats(a: StatsArgs) -> Result<(), String> {
+    let api = Api::from_flags(&a.api)?;
+    let mut path = format!("/api/v1/analytics?period={}", a.period);
+    if let Some(t) = &a.tenant {
+        path.push_str(&format!("&tenant={t}"));
+    }
+    let v = api.ok(Method::GET, &path, None).await?;
+    if a.json {
+        println!("{}", pretty(&v));
+        return Ok(());
+    }
+    let row = |label: &str, x: &Value| {
+        let ratio = x["hit_ratio"]
+            .as_f64()
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .unwrap_or_else(|| "-".into());
+        let ms = |k: &str| {
+            x["latency_ms"][k]
+                .as_f64()
+                .map(|m| format!("{m:.2}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<22} {:>9} {:>7} {:>12} {:>12} {:>8} {:>8} {:>6} {:>6}",
+            label,
+            x["requests"].as_u64().unwrap_or(0),
+            ratio,
+            x["bytes_out"].as_u64().unwrap_or(0),
+            x["origin_bytes"].as_u64().unwrap_or(0),
+            ms("p50"),
+            ms("p99"),
+            x["status"]["4xx"].as_u64().unwrap_or(0),
+            x["status"]["5xx"].as_u64().unwrap_or(0),
+        );
+    };
+    println!(
+        "tenant {} over the last {}",
+        v["tenant"].as_str().unwrap_or("(all)"),
+        a.period
+    );
+    println!(
+        "{:<22} {:>9} {:>7} {:>12} {:>12} {:>8} {:>8} {:>6} {:>6}",
+        "", "requests", "hits", "bytes out", "origin bytes", "p50 ms", "p99 ms", "4xx", "5xx"
+    );
+    row("total", &v);
+    for r in v["by_region"].as_array().into_iter().flatten() {
+        row(&format!("region {}", r["region"].as_str().unwrap_or("")), r);
+    }
+    for p in v["by_pop"].as_array().into_iter().flatten() {
+        row(&format!("  pop {}", p["pop"].as_str().unwrap_or("")), p);
+    }
     Ok(())
 }

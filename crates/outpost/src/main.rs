@@ -109,11 +109,17 @@ enum Cmd {
     /// Purge URLs, prefixes, tags, hosts or a whole tenant on every node, and wait until all
     /// have applied it (the API and key come from `outpost up`'s address file by default).
     Purge(ctl::PurgeArgs),
+    /// Warm URLs before a launch: the edges of the regions fetch them through their normal
+    /// path (shield first, coalesced); shows progress until every edge is done.
+    Warm(ctl::WarmArgs),
     /// Tenants through the control API: list, get, create, update, delete, key.
     Tenant {
         #[command(subcommand)]
         cmd: ctl::TenantCmd,
     },
+    /// Traffic by tenant from the nodes' rollups: requests, hit ratio, bytes, origin bytes,
+    /// latency p50/p99, by region and PoP.
+    Stats(ctl::StatsArgs),
     /// Every node's position in the control log.
     Nodes(ctl::ApiFlags),
     /// Hit-ratio simulator: generate traces, replay them through the store's own policies (and
@@ -238,6 +244,8 @@ fn main() -> ExitCode {
             #[cfg(not(feature = "nats"))]
             Cmd::Control(_) => Err("this outpost was built without the nats feature".into()),
             Cmd::Purge(a) => ctl::purge(a).await,
+            Cmd::Warm(a) => ctl::warm(a).await,
+            Cmd::Stats(a) => ctl::stats(a).await,
             Cmd::Tenant { cmd } => ctl::tenant(cmd).await,
             Cmd::Nodes(a) => ctl::nodes(a).await,
         }
@@ -516,7 +524,7 @@ async fn follow_bus(
     let bus = outpost_control::nats::NatsBus::connect(urls, 1)
         .await
         .map_err(|e| format!("--bus {urls}: {e}"))?;
-    outpost_control::agent::spawn(running.node.clone(), cfg.clone(), std::sync::Arc::new(bus));
+    outpost_control::agent::spawn(running, cfg.clone(), std::sync::Arc::new(bus));
     tracing::info!(bus = urls, "following the control log");
     Ok(())
 }

@@ -156,7 +156,7 @@ pub async fn start_control(
     let control = outpost_control::start(opts, bus.clone()).await?;
     for n in nodes {
         let base = world.for_member(&n.name).map_err(|e| e.to_string())?;
-        outpost_control::agent::spawn(n.running.node.clone(), base, bus.clone());
+        outpost_control::agent::spawn(&n.running, base, bus.clone());
     }
     Ok(control)
 }
