@@ -30,6 +30,17 @@ case "$rc" in
   *) echo "simulator cross-check failed (exit $rc)"; exit "$rc" ;;
 esac
 
+echo "== OpenAPI document of the control API (openapi-spec-validator)"
+set +e
+OUTPOST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/outpost" bash scripts/openapi-check.sh
+rc=$?
+set -e
+case "$rc" in
+  0) ;;
+  3) echo "WARNING: OpenAPI validation skipped: openapi-spec-validator could not be installed (see above)" ;;
+  *) echo "OpenAPI validation failed (exit $rc)"; exit "$rc" ;;
+esac
+
 echo "== test dependencies: nats-server (the NATS JetStream bus tests start their own on 127.0.0.1)"
 # shellcheck source=lib/common.sh
 source scripts/lib/common.sh

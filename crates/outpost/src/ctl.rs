@@ -426,11 +426,18 @@ pub struct ControlArgs {
     /// Write {"control":{"api":..., "admin_key":...}} here (mode 0600) once listening.
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
+    /// Print the API's OpenAPI document and exit.
+    #[arg(long)]
+    pub openapi: bool,
 }
 
 /// `outpost control`: the control role over NATS JetStream.
 #[cfg(feature = "nats")]
 pub async fn control(a: ControlArgs) -> Result<(), String> {
+    if a.openapi {
+        println!("{}", pretty(&outpost_control::openapi::document()));
+        return Ok(());
+    }
     let template = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;

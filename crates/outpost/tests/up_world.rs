@@ -193,6 +193,53 @@ async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("demo.localhost"));
+    // Warm two URLs in eu: both eu edges report, and the objects are then hits there.
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args([
+            "warm",
+            "--url",
+            "http://demo.localhost/obj/warm1-100",
+            "--url",
+            "http://demo.localhost/obj/warm2-100",
+            "--region",
+            "eu",
+            "--addr-file",
+        ])
+        .arg(&addr_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("done: 4 of 4 fetched"), "{text}");
+    let warmed = http_get(edge("eu"), "demo.localhost", "/obj/warm1-100", &[])
+        .await
+        .unwrap();
+    assert!(
+        cache_status(&warmed).contains("; hit"),
+        "{}",
+        cache_status(&warmed)
+    );
+    // The load above shows in the analytics (rollups arrive with heartbeats, every second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["stats", "--json", "--addr-file"])
+            .arg(&addr_file)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["requests"].as_u64().unwrap_or(0) >= 3002 {
+            assert_eq!(v["by_region"].as_array().unwrap().len(), 2, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
