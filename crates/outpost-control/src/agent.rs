@@ -133,7 +133,13 @@ pub fn spawn(running: &RunningNode, base: Config, bus: Arc<dyn Bus>) -> Arc<Agen
 /// Apply one entry; the error is why the node refused it.
 async fn apply(t: &Arc<Target>, entry: &Entry, st: &AgentState) -> Option<String> {
     match &entry.op {
-        Op::Config { version, tenants } => match config_from(&t.base, tenants) {
+        Op::Config { only, .. } if !only.is_empty() && !in_pops(&t.base, &t.node.name, only) => {
+            // A canary version for other PoPs.
+            None
+        }
+        Op::Config {
+            version, tenants, ..
+        } => match config_from(&t.base, tenants) {
             Ok(cfg) => match t.node.apply_config(&cfg) {
                 Ok(_) => {
                     st.config_version.store(*version, Ordering::Release);
@@ -163,6 +169,14 @@ async fn apply(t: &Arc<Target>, entry: &Entry, st: &AgentState) -> Option<String
             None
         }
     }
+}
+
+/// Whether the node `name` is a box of one of `pops`.
+fn in_pops(base: &Config, name: &str, pops: &[String]) -> bool {
+    base.topology
+        .as_ref()
+        .and_then(|t| t.find(name))
+        .is_some_and(|(role, _, group, _)| role == Role::Edge && pops.iter().any(|p| p == group))
 }
 
 /// Whether this node fetches for warm job `w`: edges of the job's regions (every region when
@@ -285,6 +299,8 @@ fn rollup(now: &ClientTotals, before: Option<&ClientTotals>) -> Option<Rollup> {
         bytes_out: now.bytes_out.saturating_sub(b.bytes_out),
         upstream_bytes: now.upstream_bytes.saturating_sub(b.upstream_bytes),
         latency,
+        upstream_fetches: now.upstream_fetches.saturating_sub(b.upstream_fetches),
+        upstream_errors: now.upstream_errors.saturating_sub(b.upstream_errors),
     })
 }
 

@@ -189,7 +189,7 @@ async fn handle(c: &Control, req: Request<Incoming>) -> Resp {
             .await
         }
         (&Method::DELETE, ["tenants", name]) => {
-            write(c, &who, idem, &sig, |t| delete_tenant(&who, t, name)).await
+            write(c, &who, idem, &sig, |t| delete_tenant(c, &who, t, name)).await
         }
         (&Method::POST, ["tenants", name, "keys"]) => {
             write(c, &who, idem, &sig, |t| create_key(&who, t, name)).await
@@ -430,7 +430,7 @@ fn create_tenant(
     }
     let now = now_ms();
     t.put_tenant(&name, &doc, now)?;
-    let entry = t.new_version(&format!("create tenant {name}"), now)?;
+    let entry = c.new_version(t, &format!("create tenant {name}"), now)?;
     Ok((
         StatusCode::CREATED,
         json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq }),
@@ -452,20 +452,20 @@ fn update_tenant(
     let (_, doc) = checked_tenant(c, t, doc, Some(name))?;
     let now = now_ms();
     t.put_tenant(name, &doc, now)?;
-    let entry = t.new_version(&format!("update tenant {name}"), now)?;
+    let entry = c.new_version(t, &format!("update tenant {name}"), now)?;
     Ok((
         StatusCode::OK,
         json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq }),
     ))
 }
 
-fn delete_tenant(who: &Principal, t: &Tx<'_>, name: &str) -> Result<Answer, ApiError> {
+fn delete_tenant(c: &Control, who: &Principal, t: &Tx<'_>, name: &str) -> Result<Answer, ApiError> {
     admin_only(who)?;
     if !t.delete_tenant(name)? {
         return Err(ApiError::not_found(format!("no tenant {name:?}")));
     }
     t.delete_keys_of(name)?;
-    let entry = t.new_version(&format!("delete tenant {name}"), now_ms())?;
+    let entry = c.new_version(t, &format!("delete tenant {name}"), now_ms())?;
     Ok((
         StatusCode::OK,
         json!({ "deleted": name, "version": version_of(&entry.op), "seq": entry.seq }),
@@ -500,10 +500,15 @@ fn parse_version(v: &str) -> Result<u64, ApiError> {
 
 fn list_versions(c: &Control, who: &Principal) -> Result<Answer, ApiError> {
     admin_only(who)?;
-    let vs = c.store.tx(|t| t.versions())?;
+    let (vs, rollouts) = c
+        .store
+        .tx(|t| Ok::<_, StoreError>((t.versions()?, t.rollouts(None)?)))?;
     let list: Vec<Value> = vs
         .into_iter()
-        .map(|(v, at, reason, n)| json!({"version": v, "created_ms": at, "reason": reason, "tenants": n}))
+        .map(|(v, at, reason, n)| {
+            let rollout = rollouts.iter().find(|r| r.version == v);
+            json!({"version": v, "created_ms": at, "reason": reason, "tenants": n, "rollout": rollout})
+        })
         .collect();
     Ok((StatusCode::OK, json!({ "versions": list })))
 }
@@ -511,13 +516,14 @@ fn list_versions(c: &Control, who: &Principal) -> Result<Answer, ApiError> {
 fn get_version(c: &Control, who: &Principal, v: &str) -> Result<Answer, ApiError> {
     admin_only(who)?;
     let n = parse_version(v)?;
-    let (reason, tenants) = c
+    let (found, rollouts) = c
         .store
-        .tx(|t| t.version(n))?
-        .ok_or_else(|| ApiError::not_found(format!("no version {n}")))?;
+        .tx(|t| Ok::<_, StoreError>((t.version(n)?, t.rollouts(None)?)))?;
+    let (reason, tenants) = found.ok_or_else(|| ApiError::not_found(format!("no version {n}")))?;
+    let rollout = rollouts.into_iter().find(|r| r.version == n);
     Ok((
         StatusCode::OK,
-        json!({"version": n, "reason": reason, "tenants": tenants}),
+        json!({"version": n, "reason": reason, "tenants": tenants, "rollout": rollout}),
     ))
 }
 
@@ -596,6 +602,8 @@ fn rollback(c: &Control, who: &Principal, t: &Tx<'_>, v: &str) -> Result<Answer,
     })?;
     let now = now_ms();
     t.replace_tenants(&tenants, now)?;
+    // An operator's rollback goes everywhere at once and ends any canary being watched.
+    t.supersede_canaries(&format!("manual rollback to version {n}"), now)?;
     let entry = t.new_version(&format!("rollback to version {n}"), now)?;
     Ok((
         StatusCode::CREATED,

@@ -32,6 +32,38 @@ pub struct ControlOptions {
     pub rate: f64,
     /// Burst size.
     pub burst: f64,
+    /// Roll new config versions out to one PoP first (none: everywhere at once).
+    pub canary: Option<CanaryOptions>,
+}
+
+/// How config versions are rolled out: to the boxes of one PoP, watched, then everywhere, or
+/// rolled back when the canary does worse than the PoPs still on the previous version.
+#[derive(Debug, Clone)]
+pub struct CanaryOptions {
+    /// The canary PoP.
+    pub pop: String,
+    /// How long the canary is watched before the decision.
+    pub watch: Duration,
+    /// Fewer client requests than this at the canary during the watch: promoted unjudged.
+    pub min_requests: u64,
+    /// Largest increase of the 5xx share (and of the upstream error share) tolerated, in
+    /// absolute terms (0.05 = five percentage points).
+    pub max_error_increase: f64,
+    /// Largest drop of the hit ratio tolerated, in absolute terms.
+    pub max_hit_ratio_drop: f64,
+}
+
+impl CanaryOptions {
+    /// Watch `pop` for `watch`, with the default thresholds.
+    pub fn new(pop: &str, watch: Duration) -> Self {
+        Self {
+            pop: pop.to_string(),
+            watch,
+            min_requests: 20,
+            max_error_increase: 0.05,
+            max_hit_ratio_drop: 0.2,
+        }
+    }
 }
 
 impl ControlOptions {
@@ -44,6 +76,7 @@ impl ControlOptions {
             template,
             rate: 50.0,
             burst: 100.0,
+            canary: None,
         }
     }
 }
@@ -68,6 +101,7 @@ pub struct Control {
     pub template: Config,
     publishing: tokio::sync::Mutex<()>,
     limiter: Limiter,
+    canary: Option<CanaryOptions>,
 }
 
 impl Control {
@@ -106,6 +140,115 @@ impl Control {
         sent
     }
 
+    /// Record the current tenants as a new version: to the canary PoP first when rollouts are
+    /// canaried (the rollout watcher promotes or rolls it back), else everywhere.
+    pub fn new_version(
+        &self,
+        t: &crate::store::Tx<'_>,
+        reason: &str,
+        now: u64,
+    ) -> Result<crate::log::Entry, StoreError> {
+        match &self.canary {
+            Some(c) => {
+                let previous = t.stable_version()?;
+                let entry = t.new_version_to(reason, now, std::slice::from_ref(&c.pop))?;
+                if let crate::log::Op::Config { version, .. } = &entry.op {
+                    t.start_rollout(*version, &c.pop, previous, now)?;
+                }
+                Ok(entry)
+            }
+            None => t.new_version(reason, now),
+        }
+    }
+
+    /// Decide every rollout whose canary has been watched long enough; returns the decisions
+    /// made (version, state, reason).
+    pub async fn judge_rollouts(&self) -> Vec<(u64, String, String)> {
+        let Some(opts) = &self.canary else {
+            return Vec::new();
+        };
+        let now = now_ms();
+        let result = self.store.tx(|t| -> Result<_, StoreError> {
+            let mut decided = Vec::new();
+            for r in t.rollouts(Some("canary"))? {
+                if now.saturating_sub(r.started_ms) < opts.watch.as_millis() as u64 {
+                    continue;
+                }
+                let rows = t.rollups_since(None, r.started_ms)?;
+                let (canary, rest) = self.split_by_pop(&rows, &r.canary);
+                match crate::rollout::judge(opts, &canary, &rest) {
+                    Ok(why) => {
+                        let tenants = t
+                            .version(r.version)?
+                            .map(|(_, tenants)| tenants)
+                            .unwrap_or_default();
+                        t.append(
+                            crate::log::Op::Config {
+                                version: r.version,
+                                tenants,
+                                only: Vec::new(),
+                            },
+                            now,
+                        )?;
+                        t.decide_rollout(r.version, "promoted", &why, now)?;
+                        decided.push((r.version, "promoted".to_string(), why));
+                    }
+                    Err(why) => {
+                        // Back to the previous version: the canary PoP gets it again as a new
+                        // version; the others never left it.
+                        let tenants = t
+                            .version(r.previous)?
+                            .map(|(_, tenants)| tenants)
+                            .unwrap_or_default();
+                        t.replace_tenants(&tenants, now)?;
+                        let reason = format!(
+                            "automatic rollback of version {} to {}: {why}",
+                            r.version, r.previous
+                        );
+                        t.new_version_to(&reason, now, std::slice::from_ref(&r.canary))?;
+                        t.decide_rollout(r.version, "rolled_back", &why, now)?;
+                        decided.push((r.version, "rolled_back".to_string(), why));
+                    }
+                }
+            }
+            Ok(decided)
+        });
+        match result {
+            Ok(d) => {
+                for (v, state, why) in &d {
+                    tracing::warn!(version = v, state = %state, reason = %why, "config rollout decided");
+                }
+                if !d.is_empty() {
+                    self.flush().await;
+                }
+                d
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "judging rollouts failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Client traffic of the canary PoP's boxes and of every other edge.
+    fn split_by_pop(
+        &self,
+        rows: &[(u64, String, crate::log::Rollup)],
+        pop: &str,
+    ) -> (crate::rollout::Traffic, crate::rollout::Traffic) {
+        let topo = self.template.topology.as_ref();
+        let (mut canary, mut rest) = Default::default();
+        for (_, node, r) in rows {
+            if let Some((outpost_config::Role::Edge, _, group, _)) = topo.and_then(|t| t.find(node))
+            {
+                let side: &mut crate::rollout::Traffic =
+                    if group == pop { &mut canary } else { &mut rest };
+                side.add(r);
+            }
+        }
+        (canary, rest)
+    }
+
     /// The topology's members (every one is expected to apply every entry).
     pub fn members(&self) -> Vec<String> {
         self.template
@@ -127,6 +270,14 @@ impl Control {
         docs: &[serde_json::Value],
     ) -> Result<Config, (usize, String, String)> {
         let mut cfg = self.template.clone();
+        // In a topology, as its first member sees them (node-level checks need a member).
+        if let Some(first) = cfg
+            .topology
+            .as_ref()
+            .and_then(|t| t.members().first().map(|m| m.3.name.clone()))
+        {
+            cfg.node.name = first;
+        }
         cfg.tenants = Vec::with_capacity(docs.len());
         for (i, d) in docs.iter().enumerate() {
             let t: TenantConfig = serde_path_to_error::deserialize(d.clone()).map_err(|e| {
@@ -226,6 +377,18 @@ pub async fn start(opts: ControlOptions, bus: Arc<dyn Bus>) -> Result<RunningCon
         bus: bus.clone(),
         template: opts.template.clone(),
         publishing: tokio::sync::Mutex::new(()),
+        canary: opts.canary.clone().filter(|c| {
+            let pops = opts.template.topology.as_ref().map_or(0, |t| t.pops.len());
+            let known = opts
+                .template
+                .topology
+                .as_ref()
+                .is_some_and(|t| t.pops.iter().any(|p| p.name == c.pop));
+            if !known || pops < 2 {
+                tracing::warn!(pop = %c.pop, "canary rollouts need the canary PoP and another one in the topology; versions go everywhere at once");
+            }
+            known && pops >= 2
+        }),
         limiter: Limiter {
             rate: opts.rate.max(0.001),
             burst: opts.burst.max(1.0),
@@ -251,13 +414,15 @@ pub async fn start(opts: ControlOptions, bus: Arc<dyn Bus>) -> Result<RunningCon
             }
         });
     }
-    // The outbox, now and every second; analytics older than 25 hours go once a minute.
+    // The outbox, now and every second; analytics older than 25 hours go once a minute;
+    // canaries watched long enough are promoted or rolled back.
     {
         let c = control.clone();
         tokio::spawn(async move {
             let mut pruned = Instant::now();
             loop {
                 c.flush().await;
+                c.judge_rollouts().await;
                 if pruned.elapsed() >= Duration::from_secs(60) {
                     pruned = Instant::now();
                     let before = now_ms().saturating_sub(25 * 3600 * 1000);
@@ -265,7 +430,7 @@ pub async fn start(opts: ControlOptions, bus: Arc<dyn Bus>) -> Result<RunningCon
                         tracing::warn!(error = %e, "pruning analytics failed");
                     }
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
     }

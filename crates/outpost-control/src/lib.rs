@@ -12,7 +12,8 @@ pub mod log;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod openapi;
+pub mod rollout;
 pub mod store;
 
 pub use bus::{Bus, BusError, InProcessBus};
-pub use control::{start, Control, ControlOptions, RunningControl};
+pub use control::{start, CanaryOptions, Control, ControlOptions, RunningControl};

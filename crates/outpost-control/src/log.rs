@@ -26,6 +26,9 @@ pub enum Op {
         version: u64,
         /// Every tenant.
         tenants: Vec<serde_json::Value>,
+        /// Only the nodes of these PoPs apply it (a canary rollout); empty: every node.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        only: Vec<String>,
     },
     /// A purge.
     Purge(PurgeOp),
@@ -109,6 +112,10 @@ pub struct Rollup {
     pub upstream_bytes: u64,
     /// Latency histogram as `(bucket, count)` pairs (`outpost_proxy::latency`).
     pub latency: Vec<(usize, u64)>,
+    /// Requests this node sent upstream (origin or next tier) for the tenant.
+    pub upstream_fetches: u64,
+    /// Of those, failures (connection, timeout, 5xx-class errors the node saw).
+    pub upstream_errors: u64,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -144,6 +151,7 @@ mod tests {
             op: Op::Config {
                 version: 3,
                 tenants: vec![serde_json::json!({"name": "t"})],
+                only: vec!["p1".into()],
             },
         };
         let text = serde_json::to_string(&c).unwrap();

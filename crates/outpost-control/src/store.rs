@@ -49,7 +49,29 @@ pub const MIGRATIONS: &[&str] = &[
     // 4: analytics rollups nodes send with their heartbeats.
     "CREATE TABLE rollups (at_ms INTEGER NOT NULL, node TEXT NOT NULL, tenant TEXT NOT NULL, body TEXT NOT NULL);
      CREATE INDEX rollups_by_time ON rollups (at_ms, tenant);",
+    // 5: canary rollouts of config versions.
+    "CREATE TABLE rollouts (version INTEGER PRIMARY KEY, canary TEXT NOT NULL, previous INTEGER NOT NULL,
+        state TEXT NOT NULL, started_ms INTEGER NOT NULL, decided_ms INTEGER, reason TEXT);",
 ];
+
+/// A canary rollout of a config version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rollout {
+    /// The version rolled out.
+    pub version: u64,
+    /// The canary PoP.
+    pub canary: String,
+    /// The version every other node keeps meanwhile (and the canary returns to on regression).
+    pub previous: u64,
+    /// `canary`, `promoted`, `rolled_back` or `superseded`.
+    pub state: String,
+    /// When the canary got it.
+    pub started_ms: u64,
+    /// When it was promoted or rolled back.
+    pub decided_ms: Option<u64>,
+    /// Why.
+    pub reason: Option<String>,
+}
 
 /// The schema version this build writes.
 pub fn schema_version() -> i64 {
@@ -342,6 +364,17 @@ impl Tx<'_> {
     /// Record the current tenants as a new config version and append its log entry; returns
     /// the entry.
     pub fn new_version(&self, reason: &str, now_ms: u64) -> Result<Entry, StoreError> {
+        self.new_version_to(reason, now_ms, &[])
+    }
+
+    /// Like [`Tx::new_version`], applied only by the boxes of the PoPs `only` (a canary; empty:
+    /// everywhere).
+    pub fn new_version_to(
+        &self,
+        reason: &str,
+        now_ms: u64,
+        only: &[String],
+    ) -> Result<Entry, StoreError> {
         let tenants: Vec<serde_json::Value> = self.tenants()?.into_iter().map(|(_, d)| d).collect();
         let version: i64 = self.tx.query_row(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM versions",
@@ -361,9 +394,83 @@ impl Tx<'_> {
             Op::Config {
                 version: version as u64,
                 tenants,
+                only: only.to_vec(),
             },
             now_ms,
         )
+    }
+
+    // ----- rollouts -----
+
+    /// The latest version every node has (one not held back by a rollout that was not
+    /// promoted); 0 when none.
+    pub fn stable_version(&self) -> Result<u64, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM versions
+             WHERE version NOT IN (SELECT version FROM rollouts WHERE state != 'promoted')",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Start a canary rollout of `version` (earlier canaries still watched are superseded).
+    pub fn start_rollout(
+        &self,
+        version: u64,
+        canary: &str,
+        previous: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.supersede_canaries(&format!("superseded by version {version}"), now_ms)?;
+        self.tx.execute(
+            "INSERT INTO rollouts (version, canary, previous, state, started_ms) VALUES (?1, ?2, ?3, 'canary', ?4)",
+            params![version as i64, canary, previous as i64, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// End every rollout still in its canary phase (a newer version or a manual rollback).
+    pub fn supersede_canaries(&self, reason: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE rollouts SET state = 'superseded', decided_ms = ?1, reason = ?2 WHERE state = 'canary'",
+            params![now_ms as i64, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Record the decision on a rollout.
+    pub fn decide_rollout(
+        &self,
+        version: u64,
+        state: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE rollouts SET state = ?1, reason = ?2, decided_ms = ?3 WHERE version = ?4",
+            params![state, reason, now_ms as i64, version as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Rollouts in `state` (or all), newest first.
+    pub fn rollouts(&self, state: Option<&str>) -> Result<Vec<Rollout>, StoreError> {
+        let mut st = self.tx.prepare(
+            "SELECT version, canary, previous, state, started_ms, decided_ms, reason FROM rollouts
+             WHERE (?1 IS NULL OR state = ?1) ORDER BY version DESC",
+        )?;
+        let rows = st.query_map(params![state], |r| {
+            Ok(Rollout {
+                version: r.get::<_, i64>(0)? as u64,
+                canary: r.get(1)?,
+                previous: r.get::<_, i64>(2)? as u64,
+                state: r.get(3)?,
+                started_ms: r.get::<_, i64>(4)? as u64,
+                decided_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                reason: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Config versions, newest first: (version, created_ms, reason, tenant count).

@@ -115,6 +115,10 @@ pub struct ClientTotals {
     pub bytes_out: u64,
     /// Body bytes this node received from its upstream for the tenant.
     pub upstream_bytes: u64,
+    /// Requests sent upstream for the tenant.
+    pub upstream_fetches: u64,
+    /// Of those, failures.
+    pub upstream_errors: u64,
     /// Latency histogram (bucket counts, `latency.rs`).
     pub latency: Vec<u64>,
 }
@@ -323,6 +327,8 @@ impl Metrics {
                     classes,
                     bytes_out: c.sum(CLIENT_BYTES),
                     upstream_bytes: t.origin_bytes_in.load(Relaxed),
+                    upstream_fetches: t.origin_fetches.load(Relaxed),
+                    upstream_errors: t.origin_errors.load(Relaxed),
                     latency: (0..crate::latency::BUCKETS)
                         .map(|i| c.sum(CLIENT_HIST + i))
                         .collect(),

@@ -429,6 +429,12 @@ pub struct ControlArgs {
     /// Print the API's OpenAPI document and exit.
     #[arg(long)]
     pub openapi: bool,
+    /// Roll new config versions out to this PoP first (none: everywhere at once).
+    #[arg(long)]
+    pub canary_pop: Option<String>,
+    /// How long the canary PoP is watched before promotion or rollback.
+    #[arg(long, default_value = "60s")]
+    pub canary_watch: String,
 }
 
 /// `outpost control`: the control role over NATS JetStream.
@@ -448,8 +454,15 @@ pub async fn control(a: ControlArgs) -> Result<(), String> {
     let bus = outpost_control::nats::NatsBus::connect(&a.bus, a.replicas)
         .await
         .map_err(|e| e.to_string())?;
+    let watch = outpost_config::Dur::parse(&a.canary_watch)
+        .map_err(|e| format!("--canary-watch: {e}"))?
+        .0;
     let mut opts = outpost_control::ControlOptions::new(&a.listen, template);
     opts.db = Some(a.db.clone());
+    opts.canary = a
+        .canary_pop
+        .as_deref()
+        .map(|p| outpost_control::CanaryOptions::new(p, watch));
     opts.admin_key = std::env::var("OUTPOST_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty());

@@ -64,6 +64,10 @@ enum Cmd {
         /// Control API listen address (tenants, purge, versions: `outpost purge`, `outpost tenant`).
         #[arg(long, default_value = "127.0.0.1:9000")]
         api: String,
+        /// New config versions go to the first PoP and are watched this long before they go
+        /// everywhere (or are rolled back); 0 sends them everywhere at once.
+        #[arg(long, default_value = "30s")]
+        canary_watch: String,
     },
     /// Run an edge node from flags (`--listen ADDR --origin URL`, every Host goes to that origin)
     /// or from a TOML file (`--config FILE`).
@@ -194,9 +198,11 @@ fn main() -> ExitCode {
                 ram_bytes,
                 access_log,
                 api,
+                canary_watch,
             } => {
                 let opts = UpOptions {
                     api,
+                    canary_watch,
                     origin,
                     topology,
                     addr_file,
@@ -262,6 +268,7 @@ fn main() -> ExitCode {
 /// Flags of `outpost up`.
 struct UpOptions {
     api: String,
+    canary_watch: String,
     origin: Option<String>,
     topology: Option<PathBuf>,
     addr_file: Option<PathBuf>,
@@ -310,7 +317,16 @@ async fn up(o: UpOptions) -> Result<(), String> {
         start_demo(&o.demo_listen).await?;
     }
     let nodes = world::start(&world, o.access_log).await?;
-    let control = world::start_control(&world, &nodes, &o.api).await?;
+    let watch = outpost_config::Dur::parse(&o.canary_watch)
+        .map_err(|e| format!("--canary-watch: {e}"))?
+        .0;
+    let canary = world
+        .topology
+        .as_ref()
+        .and_then(|t| t.pops.first())
+        .filter(|_| !watch.is_zero())
+        .map(|p| outpost_control::CanaryOptions::new(&p.name, watch));
+    let control = world::start_control(&world, &nodes, &o.api, canary.clone()).await?;
     let addr_file = o.addr_file.clone().unwrap_or_else(ctl::default_addr_file);
     let mut doc: serde_json::Value = serde_json::from_str(&world::addr_json(&world, &nodes))
         .map_err(|e| format!("address file: {e}"))?;
@@ -328,6 +344,12 @@ async fn up(o: UpOptions) -> Result<(), String> {
     );
     if let Some(k) = &control.new_admin_key {
         eprintln!("  admin key   {k}  (shown once; only its hash is kept)");
+    }
+    if let Some(c) = &canary {
+        eprintln!(
+            "  config rollout: new versions go to PoP {} first, everywhere after {:?} unless it regresses (--canary-watch)",
+            c.pop, c.watch
+        );
     }
     if uses_demo {
         eprintln!("  demo origin {demo_url}");

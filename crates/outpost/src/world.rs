@@ -149,10 +149,12 @@ pub async fn start_control(
     world: &Config,
     nodes: &[WorldNode],
     api: &str,
+    canary: Option<outpost_control::CanaryOptions>,
 ) -> Result<outpost_control::RunningControl, String> {
     let bus: std::sync::Arc<dyn outpost_control::Bus> =
         std::sync::Arc::new(outpost_control::InProcessBus::new());
-    let opts = outpost_control::ControlOptions::new(api, world.clone());
+    let mut opts = outpost_control::ControlOptions::new(api, world.clone());
+    opts.canary = canary;
     let control = outpost_control::start(opts, bus.clone()).await?;
     for n in nodes {
         let base = world.for_member(&n.name).map_err(|e| e.to_string())?;
