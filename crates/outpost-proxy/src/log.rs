@@ -1,7 +1,7 @@
 //! What one request leaves behind: the facts gathered on its way ([`RequestLog`]), counted in the
 //! metrics and written as one JSON access-log line when enabled.
 
-use crate::metrics::{Outcome, TenantStats};
+use crate::metrics::{Facing, Outcome, TenantStats};
 use crate::Node;
 use http::{HeaderMap, Method};
 use std::net::SocketAddr;
@@ -99,23 +99,16 @@ impl RequestLog {
     }
 
     /// Count the request and write its access-log line.
-    /// Whether the request was answered without the origin: from this node's cache, a fill it
-    /// joined, or (forwarded to the owner box) a hit further in, read from the response's
-    /// `Cache-Status` (its first member is the tier nearest the origin).
-    fn answered_from_cache(&self, headers: &HeaderMap) -> bool {
-        match self.outcome {
-            Outcome::Hit
-            | Outcome::HitStale
-            | Outcome::StaleOnError
-            | Outcome::Revalidated
-            | Outcome::Collapsed => true,
-            Outcome::Forwarded | Outcome::Miss => headers
+    /// Whether a miss or forward here was answered from another tier's cache (the owner box,
+    /// a shield), read from the response's `Cache-Status`: its first member is the tier nearest
+    /// the origin.
+    fn answered_upstream_from_cache(&self, headers: &HeaderMap) -> bool {
+        matches!(self.outcome, Outcome::Forwarded | Outcome::Miss)
+            && headers
                 .get("cache-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split(',').next())
-                .is_some_and(|first| first.contains("; hit")),
-            Outcome::Pass | Outcome::Error | Outcome::Rejected => false,
-        }
+                .is_some_and(|first| first.contains("; hit"))
     }
 
     pub fn finish(self, node: &Node, status: u16, headers: &HeaderMap) {
@@ -129,12 +122,15 @@ impl RequestLog {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
+        let facing = if self.internal {
+            Facing::Internal
+        } else {
+            Facing::Client {
+                upstream_hit: self.answered_upstream_from_cache(headers),
+            }
+        };
         node.metrics
-            .record(self.tenant, self.outcome, status, bytes, micros);
-        if let (Some(t), false) = (self.tenant, self.internal) {
-            node.metrics
-                .record_client(t, self.answered_from_cache(headers), status, bytes, micros);
-        }
+            .record(self.tenant, self.outcome, status, bytes, micros, facing);
         if !self.detailed {
             return;
         }

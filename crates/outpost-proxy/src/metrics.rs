@@ -71,6 +71,18 @@ impl Outcome {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// Answered from this node's cache (fresh, stale, revalidated, or a fill it joined).
+    pub fn is_cache_hit(self) -> bool {
+        matches!(
+            self,
+            Outcome::Hit
+                | Outcome::HitStale
+                | Outcome::StaleOnError
+                | Outcome::Revalidated
+                | Outcome::Collapsed
+        )
+    }
 }
 
 /// Name, help text and reader of one per-tenant counter.
@@ -93,12 +105,28 @@ const LATENCY_CELLS: usize = LATENCY_BUCKETS_US.len() + 3;
 const LATENCY_SHARD_CELLS: usize = LATENCY_CELLS.div_ceil(16) * 16;
 /// Shards (a power of two; threads beyond it share).
 const SHARDS: usize = 16;
-const CLIENT_REQUESTS: usize = 0;
-const CLIENT_HITS: usize = 1;
-const CLIENT_CLASSES: usize = 2;
-const CLIENT_BYTES: usize = CLIENT_CLASSES + CLASSES.len();
-const CLIENT_HIST: usize = CLIENT_BYTES + 1;
+/// Analytics cells of a tenant shard: what requests from other tiers added to the `requests`
+/// cells (subtracted to get the clients' share), client requests answered by another tier's
+/// cache, then the clients' latency histogram. A client hit touches only its histogram cell.
+const INTERNAL_REQUESTS: usize = 0;
+const INTERNAL_HITS: usize = 1;
+const INTERNAL_CLASSES: usize = 2;
+const INTERNAL_BYTES: usize = INTERNAL_CLASSES + CLASSES.len();
+const CLIENT_UPSTREAM_HITS: usize = INTERNAL_BYTES + 1;
+const CLIENT_HIST: usize = CLIENT_UPSTREAM_HITS + 1;
 const CLIENT_SHARD_CELLS: usize = (CLIENT_HIST + crate::latency::BUCKETS).div_ceil(16) * 16;
+
+/// Who a finished request was for, for analytics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Facing {
+    /// A client; `upstream_hit`: a miss or forward here that another tier answered from cache.
+    Client {
+        /// Answered from another tier's cache.
+        upstream_hit: bool,
+    },
+    /// Another tier of this CDN (counted where the client was faced).
+    Internal,
+}
 
 /// A tenant's client-facing totals since the node started (the agent sends differences).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,8 +176,8 @@ impl Sharded {
     }
 
     /// The calling thread's cells.
-    fn mine(&self) -> &[AtomicU64] {
-        let i = shard_index() * self.width;
+    fn at(&self, shard: usize) -> &[AtomicU64] {
+        let i = shard * self.width;
         &self.cells[i..i + self.width]
     }
 
@@ -250,7 +278,8 @@ impl Metrics {
             .or_insert_with(|| Box::leak(Box::new(TenantStats::new(name))))
     }
 
-    /// Count one finished request (`tenant` is `None` when no tenant matched).
+    /// Count one finished request (`tenant` is `None` when no tenant matched), and for the
+    /// control plane's analytics whether it faced a client.
     pub fn record(
         &self,
         tenant: Option<&TenantStats>,
@@ -258,8 +287,10 @@ impl Metrics {
         status: u16,
         bytes_out: u64,
         micros: u64,
+        facing: Facing,
     ) {
         let t = tenant.unwrap_or(self.unknown);
+        let shard = shard_index();
         let class = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -272,41 +303,30 @@ impl Metrics {
             .iter()
             .position(|&le| micros <= le)
             .unwrap_or(LATENCY_BUCKETS_US.len());
-        let cells = t.requests.mine();
+        let cells = t.requests.at(shard);
         cells[outcome.index() * CLASSES.len() + class].fetch_add(1, Relaxed);
         cells[BYTES_CELL].fetch_add(bytes_out, Relaxed);
-        let lat = self.latency.mine();
+        let lat = self.latency.at(shard);
         lat[b].fetch_add(1, Relaxed);
         lat[LATENCY_BUCKETS_US.len() + 1].fetch_add(micros, Relaxed);
         lat[LATENCY_BUCKETS_US.len() + 2].fetch_add(1, Relaxed);
-    }
-
-    /// Count a client-facing request for analytics (requests from other tiers are not: the tier
-    /// that faced the client counts it). `hit`: answered without reaching the origin.
-    pub fn record_client(
-        &self,
-        tenant: &TenantStats,
-        hit: bool,
-        status: u16,
-        bytes_out: u64,
-        micros: u64,
-    ) {
-        let class = match status {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            500..=599 => 4,
-            _ => 5,
-        };
-        let cells = tenant.client.mine();
-        cells[CLIENT_REQUESTS].fetch_add(1, Relaxed);
-        if hit {
-            cells[CLIENT_HITS].fetch_add(1, Relaxed);
+        let ext = t.client.at(shard);
+        match facing {
+            Facing::Client { upstream_hit } => {
+                ext[CLIENT_HIST + crate::latency::bucket(micros)].fetch_add(1, Relaxed);
+                if upstream_hit {
+                    ext[CLIENT_UPSTREAM_HITS].fetch_add(1, Relaxed);
+                }
+            }
+            Facing::Internal => {
+                ext[INTERNAL_REQUESTS].fetch_add(1, Relaxed);
+                if outcome.is_cache_hit() {
+                    ext[INTERNAL_HITS].fetch_add(1, Relaxed);
+                }
+                ext[INTERNAL_CLASSES + class].fetch_add(1, Relaxed);
+                ext[INTERNAL_BYTES].fetch_add(bytes_out, Relaxed);
+            }
         }
-        cells[CLIENT_CLASSES + class].fetch_add(1, Relaxed);
-        cells[CLIENT_BYTES].fetch_add(bytes_out, Relaxed);
-        cells[CLIENT_HIST + crate::latency::bucket(micros)].fetch_add(1, Relaxed);
     }
 
     /// Every tenant's client-facing totals.
@@ -315,17 +335,29 @@ impl Metrics {
             .into_iter()
             .filter(|t| t.name != "_none")
             .map(|t| {
-                let c = &t.client;
+                // Everything counted, less what other tiers asked for.
+                let (r, c) = (&t.requests, &t.client);
                 let mut classes = [0u64; 6];
-                for (i, v) in classes.iter_mut().enumerate() {
-                    *v = c.sum(CLIENT_CLASSES + i);
+                let (mut requests, mut hits) = (0u64, 0u64);
+                for o in Outcome::ALL {
+                    for (ci, v) in classes.iter_mut().enumerate() {
+                        let n = r.sum(o.index() * CLASSES.len() + ci);
+                        *v += n;
+                        requests += n;
+                        if o.is_cache_hit() {
+                            hits += n;
+                        }
+                    }
+                }
+                for (ci, v) in classes.iter_mut().enumerate() {
+                    *v = v.saturating_sub(c.sum(INTERNAL_CLASSES + ci));
                 }
                 ClientTotals {
                     tenant: t.name.clone(),
-                    requests: c.sum(CLIENT_REQUESTS),
-                    hits: c.sum(CLIENT_HITS),
+                    requests: requests.saturating_sub(c.sum(INTERNAL_REQUESTS)),
+                    hits: (hits + c.sum(CLIENT_UPSTREAM_HITS)).saturating_sub(c.sum(INTERNAL_HITS)),
                     classes,
-                    bytes_out: c.sum(CLIENT_BYTES),
+                    bytes_out: r.sum(BYTES_CELL).saturating_sub(c.sum(INTERNAL_BYTES)),
                     upstream_bytes: t.origin_bytes_in.load(Relaxed),
                     upstream_fetches: t.origin_fetches.load(Relaxed),
                     upstream_errors: t.origin_errors.load(Relaxed),
@@ -677,6 +709,10 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    const CLIENT: Facing = Facing::Client {
+        upstream_hit: false,
+    };
+
     #[test]
     fn renders_the_ssd_read_paths() {
         let d = DiskStats {
@@ -696,9 +732,9 @@ mod tests {
     fn renders_counts() {
         let m = Metrics::new();
         let shop = m.tenant("shop");
-        m.record(Some(shop), Outcome::Hit, 200, 10, 50);
-        m.record(Some(m.tenant("shop")), Outcome::Hit, 200, 10, 50);
-        m.record(None, Outcome::Rejected, 421, 0, 5);
+        m.record(Some(shop), Outcome::Hit, 200, 10, 50, CLIENT);
+        m.record(Some(m.tenant("shop")), Outcome::Hit, 200, 10, 50, CLIENT);
+        m.record(None, Outcome::Rejected, 421, 0, 5, CLIENT);
         let text = m.render("edge1", &StoreStats::default(), 0);
         assert!(text.contains(
             "outpost_requests_total{node=\"edge1\",tenant=\"shop\",outcome=\"hit\",status=\"2xx\"} 2"
@@ -711,11 +747,11 @@ mod tests {
     fn counters_follow_names_not_positions() {
         let m = Metrics::new();
         let a = m.tenant("a");
-        m.record(Some(a), Outcome::Miss, 200, 1, 1);
+        m.record(Some(a), Outcome::Miss, 200, 1, 1, CLIENT);
         // A new snapshot adds "0first" before "a": "a" keeps its count.
         let first = m.tenant("0first");
-        m.record(Some(first), Outcome::Hit, 200, 1, 1);
-        m.record(Some(m.tenant("a")), Outcome::Miss, 200, 1, 1);
+        m.record(Some(first), Outcome::Hit, 200, 1, 1, CLIENT);
+        m.record(Some(m.tenant("a")), Outcome::Miss, 200, 1, 1, CLIENT);
         let text = m.render("n", &StoreStats::default(), 0);
         assert!(
             text.contains("tenant=\"a\",outcome=\"miss\",status=\"2xx\"} 2"),
@@ -732,11 +768,33 @@ mod tests {
         assert_eq!(label("plain"), "plain");
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         let m = Metrics::new();
-        m.record(Some(m.tenant("we\"ird")), Outcome::Hit, 200, 1, 1);
+        m.record(Some(m.tenant("we\"ird")), Outcome::Hit, 200, 1, 1, CLIENT);
         let text = m.render("node\"x", &StoreStats::default(), 0);
         assert!(
             text.contains("node=\"node\\\"x\",tenant=\"we\\\"ird\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn client_totals_leave_out_what_other_tiers_asked_for() {
+        let m = Metrics::new();
+        let t = m.tenant("shop");
+        m.record(Some(t), Outcome::Hit, 200, 10, 50, CLIENT);
+        m.record(Some(t), Outcome::Miss, 200, 10, 900, CLIENT);
+        m.record(
+            Some(t),
+            Outcome::Forwarded,
+            200,
+            10,
+            300,
+            Facing::Client { upstream_hit: true },
+        );
+        m.record(Some(t), Outcome::Hit, 200, 10, 40, Facing::Internal);
+        m.record(Some(t), Outcome::Miss, 502, 0, 40, Facing::Internal);
+        let c = &m.client_totals()[0];
+        assert_eq!((c.requests, c.hits, c.bytes_out), (3, 2, 30));
+        assert_eq!(c.classes, [0, 3, 0, 0, 0, 0]);
+        assert_eq!(c.latency.iter().sum::<u64>(), 3, "client latencies only");
     }
 }
