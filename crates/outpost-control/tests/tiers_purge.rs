@@ -53,6 +53,9 @@ impl World {
         opts.rate = 1000.0;
         let control = outpost_control::start(opts, bus.clone()).await.unwrap();
         let auth = format!("Bearer {}", control.new_admin_key.clone().unwrap());
+        for n in &nodes {
+            let _ = n.node.control_api.set(format!("http://{}", control.addr));
+        }
         World {
             nodes,
             bus,
@@ -320,4 +323,88 @@ async fn a_warm_job_fills_the_region_through_the_shield_once_per_url() {
         );
     }
     assert_eq!(origin.total_hits(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_requests_on_the_edge_go_through_the_control_plane_with_a_tenant_key() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/p", RouteSpec::ok("v1", "max-age=600"));
+    origin.route(
+        "/q",
+        RouteSpec::ok("q1", "max-age=600").header("surrogate-key", "qq"),
+    );
+    let w = World::start(&origin).await;
+    let (_, k) = w.api("POST", "/api/v1/tenants/site/keys", None).await;
+    let key = format!("Bearer {}", k["key"].as_str().unwrap());
+    for p in ["/p", "/q"] {
+        http_get(w.edge(), "site.test", p, &[]).await.unwrap();
+    }
+    origin.route("/p", RouteSpec::ok("v2", "max-age=600"));
+    origin.route(
+        "/q",
+        RouteSpec::ok("q2", "max-age=600").header("surrogate-key", "qq"),
+    );
+    // No key, a wrong key: refused, nothing purged.
+    let r = http_request(w.edge(), "PURGE", "site.test", "/p", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = http_request(
+        w.edge(),
+        "PURGE",
+        "site.test",
+        "/p",
+        &[("Authorization", "Bearer opk_x.y")],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(
+        http_get(w.edge(), "site.test", "/p", &[])
+            .await
+            .unwrap()
+            .text(),
+        "v1"
+    );
+    // The tenant's key: the URL is purged on every tier.
+    let r = http_request(
+        w.edge(),
+        "PURGE",
+        "site.test",
+        "/p",
+        &[("Authorization", &key)],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    w.applied(2).await;
+    assert_eq!(
+        http_get(w.edge(), "site.test", "/p", &[])
+            .await
+            .unwrap()
+            .text(),
+        "v2"
+    );
+    // Surrogate-Key: a tag purge of the host's tenant.
+    let r = http_request(
+        w.edge(),
+        "PURGE",
+        "site.test",
+        "/",
+        &[("Authorization", &key), ("Surrogate-Key", "qq")],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    w.applied(3).await;
+    assert_eq!(
+        http_get(w.edge(), "site.test", "/q", &[])
+            .await
+            .unwrap()
+            .text(),
+        "q2"
+    );
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod admit;
 pub mod body;
 pub mod conn;
+pub mod edge_purge;
 pub mod error;
 pub mod fill;
 pub mod fill_head;

@@ -70,6 +70,9 @@ pub struct Node {
     pub warnings: Warnings,
     /// Bearer token that admits admin requests from non-loopback clients (none: loopback only).
     pub admin_token: Option<String>,
+    /// The control plane's API (`http://host:port`), where `PURGE` requests are relayed; set
+    /// once it is known (`edge_purge.rs`).
+    pub control_api: std::sync::OnceLock<String>,
     /// Its place in a CDN (role, PoP, peers), when the config has a topology.
     pub tier: Option<crate::tier::Tier>,
     /// How far this node has applied the control plane's log (its agent advances it; requests
@@ -117,6 +120,7 @@ impl Node {
             hit_status: outpost_http::cache_status::HitStatus::new(&cfg.node.name),
             warnings: Warnings::default(),
             admin_token: cfg.node.admin_token.clone(),
+            control_api: std::sync::OnceLock::new(),
             tier,
             log_position,
             limits,

@@ -113,6 +113,12 @@ async fn serve(
     if log.detailed {
         log.url = url.to_string();
     }
+    if req.method().as_str() == "PURGE" {
+        let target = url.path_and_query();
+        let purge =
+            crate::edge_purge::handle(node, &tenant, req.headers(), &url.host, &target, log);
+        return Box::pin(purge).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         // Boxed: cold paths keep the hit's future small (see flow::run).
         return Box::pin(pass::forward_unsafe(node, &tenant, req, &url, peer, log)).await;

@@ -107,6 +107,10 @@ enum Cmd {
         /// separated): config versions and purges, applied in order (default: OUTPOST_BUS).
         #[arg(long)]
         bus: Option<String>,
+        /// The control plane's API (http://host:port): `PURGE` requests are relayed there with
+        /// the client's key (default: OUTPOST_API).
+        #[arg(long)]
+        control_api: Option<String>,
     },
     /// The control role: the REST API (tenants, versions, purge) over NATS JetStream.
     Control(ctl::ControlArgs),
@@ -227,8 +231,11 @@ fn main() -> ExitCode {
                 workers,
                 access_log,
                 bus,
+                control_api,
             } => {
                 let store = NodeFlags {
+                    control_api: control_api
+                        .or_else(|| std::env::var("OUTPOST_API").ok().filter(|a| !a.is_empty())),
                     bus: bus
                         .or_else(|| std::env::var("OUTPOST_BUS").ok().filter(|b| !b.is_empty())),
                     ram: ram_bytes,
@@ -457,6 +464,7 @@ async fn up_single(o: UpOptions) -> Result<(), String> {
 /// Storage and thread flags of `outpost node`.
 struct NodeFlags {
     bus: Option<String>,
+    control_api: Option<String>,
     ram: Option<String>,
     dir: Option<String>,
     disk: Option<String>,
@@ -519,6 +527,12 @@ async fn node(
         .map_err(|e| e.to_string())?;
     if let Some(urls) = &store.bus {
         follow_bus(&running, &cfg, urls).await?;
+    }
+    if let Some(api) = store.control_api {
+        let _ = running
+            .node
+            .control_api
+            .set(api.trim_end_matches('/').to_string());
     }
     tracing::info!(
         listen = %running.addr,

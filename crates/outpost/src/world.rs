@@ -156,9 +156,11 @@ pub async fn start_control(
     let mut opts = outpost_control::ControlOptions::new(api, world.clone());
     opts.canary = canary;
     let control = outpost_control::start(opts, bus.clone()).await?;
+    let api_url = format!("http://{}", control.addr);
     for n in nodes {
         let base = world.for_member(&n.name).map_err(|e| e.to_string())?;
         outpost_control::agent::spawn(&n.running, base, bus.clone());
+        let _ = n.running.node.control_api.set(api_url.clone());
     }
     Ok(control)
 }
