@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Longest a starting node waits to catch up with the log before it serves anyway (the data
+/// plane does not wait on the control plane for longer).
+pub const CATCH_UP_MAX: Duration = Duration::from_secs(10);
 /// How often the applied position is repeated to the control plane.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Requests one node has in flight for a warm job.
@@ -54,6 +57,18 @@ struct Target {
 /// config: its node settings and topology stay, each config version replaces its tenants.
 pub fn spawn(running: &RunningNode, base: Config, bus: Arc<dyn Bus>) -> Arc<AgentState> {
     let state = Arc::new(AgentState::default());
+    // A node with an SSD tier keeps its log position beside its objects, so after a restart it
+    // knows which entries its stored objects have already seen.
+    let position_file = (!base.store.dir.is_empty())
+        .then(|| std::path::Path::new(&base.store.dir).join("control-log.pos"));
+    if let Some(seq) = position_file
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        state.applied.store(seq, Ordering::Release);
+        running.node.log_position.advance(seq);
+    }
     let name = running.node.name.clone();
     {
         let (bus, state, name) = (bus.clone(), state.clone(), name.clone());
@@ -90,9 +105,30 @@ pub fn spawn(running: &RunningNode, base: Config, bus: Arc<dyn Bus>) -> Arc<Agen
         base,
         bus,
     });
+    if running.node.catching_up.load(Ordering::Acquire) {
+        let node = running.node.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CATCH_UP_MAX).await;
+            if node.catching_up.swap(false, Ordering::AcqRel) {
+                tracing::warn!(
+                    "the control log could not be caught up with in {CATCH_UP_MAX:?}; serving anyway"
+                );
+            }
+        });
+    }
     let st = state.clone();
     tokio::spawn(async move {
+        // The log's end when the node started: once applied, it may serve.
+        let mut catch_up_to: Option<u64> = None;
         loop {
+            if target.node.catching_up.load(Ordering::Acquire) && catch_up_to.is_none() {
+                catch_up_to = target.bus.head().await.ok();
+                if catch_up_to == Some(0)
+                    || catch_up_to.is_some_and(|h| h <= st.applied.load(Ordering::Acquire))
+                {
+                    caught_up(&target.node);
+                }
+            }
             let mut rx = match target.bus.subscribe(&name).await {
                 Ok(rx) => rx,
                 Err(e) => {
@@ -107,6 +143,11 @@ pub fn spawn(running: &RunningNode, base: Config, bus: Arc<dyn Bus>) -> Arc<Agen
                     let error = apply(&target, &d.entry, &st).await;
                     st.applied.store(seq, Ordering::Release);
                     target.node.log_position.advance(seq);
+                    if let Some(p) = &position_file {
+                        if let Err(e) = std::fs::write(p, format!("{seq}\n")) {
+                            tracing::warn!(error = %e, file = %p.display(), "cannot keep the log position");
+                        }
+                    }
                     let _ = target
                         .bus
                         .ack(Ack {
@@ -123,11 +164,23 @@ pub fn spawn(running: &RunningNode, base: Config, bus: Arc<dyn Bus>) -> Arc<Agen
                 if let Err(e) = d.done().await {
                     tracing::debug!(error = %e, seq, "log ack failed");
                 }
+                if catch_up_to.is_some_and(|h| seq >= h) {
+                    caught_up(&target.node);
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
     state
+}
+
+fn caught_up(node: &Node) {
+    if node.catching_up.swap(false, Ordering::AcqRel) {
+        tracing::info!(
+            position = node.log_position.get(),
+            "caught up with the control log; serving"
+        );
+    }
 }
 
 /// Apply one entry; the error is why the node refused it.

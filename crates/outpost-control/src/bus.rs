@@ -32,6 +32,8 @@ pub trait Bus: Send + Sync + 'static {
     fn ack(&self, ack: Ack) -> BoxFut<'_, Result<(), BusError>>;
     /// The acknowledgements every node sends.
     fn acks(&self) -> BoxFut<'_, Result<mpsc::UnboundedReceiver<Ack>, BusError>>;
+    /// The sequence of the last entry in the log (0: empty).
+    fn head(&self) -> BoxFut<'_, Result<u64, BusError>>;
     /// A short description for logs ("in-process", "nats://127.0.0.1:4222").
     fn describe(&self) -> String;
 }
@@ -191,6 +193,11 @@ impl Bus for InProcessBus {
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.shared.ack_subscribers).push(tx);
         Box::pin(async { Ok(rx) })
+    }
+
+    fn head(&self) -> BoxFut<'_, Result<u64, BusError>> {
+        let last = lock(&self.shared.entries).keys().next_back().copied();
+        Box::pin(async move { Ok(last.unwrap_or(0)) })
     }
 
     fn describe(&self) -> String {

@@ -178,6 +178,20 @@ impl Bus for NatsBus {
         })
     }
 
+    fn head(&self) -> BoxFut<'_, Result<u64, BusError>> {
+        Box::pin(async move {
+            let stream = self.stream().await?;
+            match stream.get_last_raw_message_by_subject(LOG_SUBJECT).await {
+                Ok(m) => Ok(serde_json::from_slice::<Entry>(&m.payload)
+                    .map(|e| e.seq)
+                    .unwrap_or(0)),
+                // An empty stream has no last message.
+                Err(e) if e.to_string().contains("no message found") => Ok(0),
+                Err(e) => Err(err(e)),
+            }
+        })
+    }
+
     fn describe(&self) -> String {
         self.url.clone()
     }

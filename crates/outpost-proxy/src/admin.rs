@@ -61,7 +61,13 @@ async fn answer(node: &Node, req: Request<Incoming>, peer: SocketAddr) -> Respon
             node.render_metrics(),
         ),
         (&Method::GET, "/healthz") => {
-            if node.draining.load(Ordering::Relaxed) {
+            if node.catching_up.load(Ordering::Relaxed) {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "catching up with the control log\n".into(),
+                )
+            } else if node.draining.load(Ordering::Relaxed) {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",

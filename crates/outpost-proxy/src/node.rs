@@ -22,6 +22,10 @@ pub struct NodeOptions {
     pub clock: Arc<dyn Clock>,
     /// Request filters run after admission.
     pub filters: FilterChain,
+    /// Start answering 503 until the control plane's log has been caught up with
+    /// (`Node::catching_up`): a node whose SSD cache outlived a restart must apply the purges
+    /// it missed before it serves from it.
+    pub catching_up: bool,
 }
 
 impl Default for NodeOptions {
@@ -29,6 +33,7 @@ impl Default for NodeOptions {
         Self {
             clock: Arc::new(SystemClock),
             filters: FilterChain::default(),
+            catching_up: false,
         }
     }
 }
@@ -73,6 +78,9 @@ pub struct Node {
     /// The control plane's API (`http://host:port`), where `PURGE` requests are relayed; set
     /// once it is known (`edge_purge.rs`).
     pub control_api: std::sync::OnceLock<String>,
+    /// Set while the node catches up with the control log after a start: requests get 503
+    /// with `Retry-After` and `/healthz` says so (the agent clears it).
+    pub catching_up: AtomicBool,
     /// Its place in a CDN (role, PoP, peers), when the config has a topology.
     pub tier: Option<crate::tier::Tier>,
     /// How far this node has applied the control plane's log (its agent advances it; requests
@@ -121,6 +129,7 @@ impl Node {
             warnings: Warnings::default(),
             admin_token: cfg.node.admin_token.clone(),
             control_api: std::sync::OnceLock::new(),
+            catching_up: AtomicBool::new(opts.catching_up),
             tier,
             log_position,
             limits,

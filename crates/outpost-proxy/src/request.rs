@@ -74,6 +74,9 @@ async fn serve(
             Box::pin(tokio::time::sleep(delay)).await;
         }
     }
+    if node.catching_up.load(std::sync::atomic::Ordering::Relaxed) {
+        return respond::catching_up(log);
+    }
     // 1. Admission, against the config snapshot in force now.
     let admitted = admit::admit(&node.config().tenants, &req, ambiguous_framing);
     let Admitted { tenant, host } = match admitted {

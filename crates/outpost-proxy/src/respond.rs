@@ -121,6 +121,20 @@ pub fn finish(
     resp
 }
 
+/// 503 while the node catches up with the control log after a start (`Retry-After: 1`).
+pub fn catching_up(log: &mut RequestLog) -> Response<RespBody> {
+    log.outcome = Outcome::Rejected;
+    let mut resp = Response::new(full(Bytes::from_static(
+        b"503 Service Unavailable: catching up with the control plane's log\n",
+    )));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = resp.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
 /// An answer the node generates: `STATUS code; request-id=N` (and, for a client error, what was
 /// wrong with the request), `Cache-Control: no-store`. Upstream failures are logged as
 /// rate-limited warnings with their cause; the client never sees origin addresses or library

@@ -522,7 +522,13 @@ async fn node(
     }
     cfg.node.access_log |= access_log;
     cfg.validate().map_err(|e| e.to_string())?;
-    let running = outpost_proxy::start(&cfg)
+    // Following a control log with a cache that survives restarts: apply what was missed
+    // (purges above all) before serving from it.
+    let opts = outpost_proxy::NodeOptions {
+        catching_up: store.bus.is_some() && !cfg.store.dir.is_empty(),
+        ..outpost_proxy::NodeOptions::default()
+    };
+    let running = outpost_proxy::start_with(&cfg, opts)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(urls) = &store.bus {
