@@ -334,12 +334,16 @@ async fn up(o: UpOptions) -> Result<(), String> {
         .filter(|_| !watch.is_zero())
         .map(|p| outpost_control::CanaryOptions::new(&p.name, watch));
     let control = world::start_control(&world, &nodes, &o.api, canary.clone()).await?;
+    let admin_key = control
+        .new_admin_key
+        .clone()
+        .or_else(|| std::env::var("OUTPOST_ADMIN_KEY").ok());
     let addr_file = o.addr_file.clone().unwrap_or_else(ctl::default_addr_file);
     let mut doc: serde_json::Value = serde_json::from_str(&world::addr_json(&world, &nodes))
         .map_err(|e| format!("address file: {e}"))?;
     doc["control"] = serde_json::json!({
         "api": format!("http://{}", control.addr),
-        "admin_key": control.new_admin_key,
+        "admin_key": admin_key,
     });
     ctl::write_private(&addr_file, &format!("{doc}\n")).map_err(|e| format!("--addr-file: {e}"))?;
     eprintln!("Outpost is up: a CDN of {} nodes.", nodes.len());

@@ -155,6 +155,10 @@ pub async fn start_control(
         std::sync::Arc::new(outpost_control::InProcessBus::new());
     let mut opts = outpost_control::ControlOptions::new(api, world.clone());
     opts.canary = canary;
+    // A fixed admin key for scripts; otherwise a new one is made and printed once.
+    opts.admin_key = std::env::var("OUTPOST_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
     let control = outpost_control::start(opts, bus.clone()).await?;
     let api_url = format!("http://{}", control.addr);
     for n in nodes {
