@@ -330,7 +330,10 @@ fn rollup(now: &ClientTotals, before: Option<&ClientTotals>) -> Option<Rollup> {
     let zero = ClientTotals::default();
     let b = before.unwrap_or(&zero);
     let requests = now.requests.saturating_sub(b.requests);
-    if requests == 0 {
+    let fetches = now.upstream_fetches.saturating_sub(b.upstream_fetches);
+    let bytes = now.upstream_bytes.saturating_sub(b.upstream_bytes);
+    // A shield serves no client but fetches from the origin: that is reported too.
+    if requests == 0 && fetches == 0 && bytes == 0 {
         return None;
     }
     let mut classes = [0u64; 6];

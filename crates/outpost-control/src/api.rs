@@ -433,7 +433,7 @@ fn create_tenant(
     let entry = c.new_version(t, &format!("create tenant {name}"), now)?;
     Ok((
         StatusCode::CREATED,
-        json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq }),
+        json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq, "rollout": c.rollout_plan() }),
     ))
 }
 
@@ -455,7 +455,7 @@ fn update_tenant(
     let entry = c.new_version(t, &format!("update tenant {name}"), now)?;
     Ok((
         StatusCode::OK,
-        json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq }),
+        json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq, "rollout": c.rollout_plan() }),
     ))
 }
 
@@ -468,7 +468,7 @@ fn delete_tenant(c: &Control, who: &Principal, t: &Tx<'_>, name: &str) -> Result
     let entry = c.new_version(t, &format!("delete tenant {name}"), now_ms())?;
     Ok((
         StatusCode::OK,
-        json!({ "deleted": name, "version": version_of(&entry.op), "seq": entry.seq }),
+        json!({ "deleted": name, "version": version_of(&entry.op), "seq": entry.seq, "rollout": c.rollout_plan() }),
     ))
 }
 

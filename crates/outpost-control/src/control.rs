@@ -174,9 +174,13 @@ impl Control {
                 if now.saturating_sub(r.started_ms) < opts.watch.as_millis() as u64 {
                     continue;
                 }
-                let rows = t.rollups_since(None, r.started_ms)?;
-                let (canary, rest) = self.split_by_pop(&rows, &r.canary);
-                match crate::rollout::judge(opts, &canary, &rest) {
+                let watch = opts.watch.as_millis() as u64;
+                let rows = t.rollups_since(None, r.started_ms.saturating_sub(watch))?;
+                let (before, after): (Vec<_>, Vec<_>) =
+                    rows.into_iter().partition(|(at, _, _)| *at < r.started_ms);
+                let (canary, rest) = self.split_by_pop(&after, &r.canary);
+                let (canary_before, _) = self.split_by_pop(&before, &r.canary);
+                match crate::rollout::judge(opts, &canary, &rest, &canary_before) {
                     Ok(why) => {
                         let tenants = t
                             .version(r.version)?
@@ -247,6 +251,15 @@ impl Control {
             }
         }
         (canary, rest)
+    }
+
+    /// How a new version goes out, for API answers: `{"canary": POP, "watch_ms": N}`, or null
+    /// when it goes everywhere at once.
+    pub fn rollout_plan(&self) -> serde_json::Value {
+        match &self.canary {
+            Some(c) => serde_json::json!({"canary": c.pop, "watch_ms": c.watch.as_millis() as u64}),
+            None => serde_json::Value::Null,
+        }
     }
 
     /// The topology's members (every one is expected to apply every entry).

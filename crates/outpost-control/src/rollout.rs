@@ -1,7 +1,9 @@
-//! The canary decision ([`judge`]): the client traffic the canary PoP served on the new config
-//! version against the traffic of every other edge (still on the previous version) over the
-//! same watch window. A regression in the 5xx share, the upstream error share or the hit ratio
-//! beyond the configured margins rolls the version back; otherwise it is promoted. Pure.
+//! The canary decision ([`judge`]). Error shares (5xx answers, upstream failures) of the canary
+//! PoP on the new config version are compared with every other edge's (still on the previous
+//! version) over the same watch window, so an origin-wide failure does not blame the version.
+//! The hit ratio is compared with the canary's own before the version went out (as long a
+//! window), since PoPs see different traffic and different cache warmth. A regression beyond
+//! the configured margins rolls the version back; otherwise it is promoted. Pure.
 
 use crate::control::CanaryOptions;
 use crate::log::Rollup;
@@ -52,8 +54,14 @@ impl Traffic {
     }
 }
 
-/// `Ok(why promoted)` or `Err(why rolled back)`.
-pub fn judge(o: &CanaryOptions, canary: &Traffic, rest: &Traffic) -> Result<String, String> {
+/// `Ok(why promoted)` or `Err(why rolled back)`: `canary` and `rest` over the watch window,
+/// `before` the canary over as long a window before the version.
+pub fn judge(
+    o: &CanaryOptions,
+    canary: &Traffic,
+    rest: &Traffic,
+    before: &Traffic,
+) -> Result<String, String> {
     let pct = |x: f64| format!("{:.1}%", x * 100.0);
     if canary.requests < o.min_requests {
         return Ok(format!(
@@ -75,13 +83,13 @@ pub fn judge(o: &CanaryOptions, canary: &Traffic, rest: &Traffic) -> Result<Stri
             pct(rest.upstream_error_rate())
         ));
     }
-    if rest.requests >= o.min_requests
-        && rest.hit_ratio() - canary.hit_ratio() > o.max_hit_ratio_drop
+    if before.requests >= o.min_requests
+        && before.hit_ratio() - canary.hit_ratio() > o.max_hit_ratio_drop
     {
         return Err(format!(
-            "hit ratio {} at the canary vs {} elsewhere",
+            "hit ratio {} at the canary vs {} there before the version",
             pct(canary.hit_ratio()),
-            pct(rest.hit_ratio())
+            pct(before.hit_ratio())
         ));
     }
     Ok(format!(
@@ -116,19 +124,24 @@ mod tests {
     fn regressions_roll_back_and_the_rest_is_promoted() {
         let o = CanaryOptions::new("p1", Duration::from_secs(1));
         let good = t(100, 80, 0, 20, 0);
-        assert!(judge(&o, &good, &good).is_ok());
+        assert!(judge(&o, &good, &good, &good).is_ok());
         // Five points more 5xx is tolerated, more is not.
-        assert!(judge(&o, &t(100, 80, 5, 20, 0), &good).is_ok());
-        let e = judge(&o, &t(100, 80, 30, 20, 0), &good).unwrap_err();
+        assert!(judge(&o, &t(100, 80, 5, 20, 0), &good, &good).is_ok());
+        let e = judge(&o, &t(100, 80, 30, 20, 0), &good, &good).unwrap_err();
         assert!(e.contains("5xx share 30.0%"), "{e}");
         // Upstream failures the clients did not see (stale served) still count.
-        let e = judge(&o, &t(100, 80, 0, 20, 10), &good).unwrap_err();
+        let e = judge(&o, &t(100, 80, 0, 20, 10), &good, &good).unwrap_err();
         assert!(e.contains("upstream error share 50.0%"), "{e}");
-        // A hit ratio collapse (a cache rule broken).
-        let e = judge(&o, &t(100, 10, 0, 90, 0), &good).unwrap_err();
+        // A hit ratio collapse (a cache rule broken), against the canary's own past.
+        let e = judge(&o, &t(100, 10, 0, 90, 0), &good, &good).unwrap_err();
         assert!(e.contains("hit ratio 10.0%"), "{e}");
+        // Other PoPs warmer than the canary (their traffic, a shield nearer): not a regression.
+        let cold = t(100, 5, 0, 95, 0);
+        assert!(judge(&o, &cold, &t(100, 100, 0, 0, 0), &cold).is_ok());
+        // No traffic before the version: the hit ratio is not judged.
+        assert!(judge(&o, &cold, &good, &Traffic::default()).is_ok());
         // Too little traffic to judge.
-        let why = judge(&o, &t(3, 0, 3, 3, 3), &good).unwrap();
+        let why = judge(&o, &t(3, 0, 3, 3, 3), &good, &good).unwrap();
         assert!(why.contains("unjudged"), "{why}");
     }
 }

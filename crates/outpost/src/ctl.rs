@@ -295,6 +295,11 @@ pub enum TenantCmd {
         #[command(flatten)]
         api: ApiFlags,
     },
+    /// Config versions, newest first, with their rollout state.
+    Versions {
+        #[command(flatten)]
+        api: ApiFlags,
+    },
     /// Create an API key for a tenant (printed once).
     Key {
         /// Tenant name.
@@ -302,6 +307,17 @@ pub enum TenantCmd {
         #[command(flatten)]
         api: ApiFlags,
     },
+}
+
+/// How a new version will roll out, from the API's answer.
+fn rollout_note(v: &Value) -> String {
+    match v["rollout"]["canary"].as_str() {
+        Some(pop) => format!(
+            " (PoP {pop} first; everywhere after {} s unless it regresses: outpost tenant versions)",
+            v["rollout"]["watch_ms"].as_u64().unwrap_or(0) / 1000
+        ),
+        None => String::new(),
+    }
 }
 
 fn read_doc(path: &Path) -> Result<Value, String> {
@@ -355,20 +371,51 @@ pub async fn tenant(cmd: TenantCmd) -> Result<(), String> {
             let v = Api::from_flags(&api)?
                 .ok(Method::POST, "/api/v1/tenants", Some(&doc))
                 .await?;
-            println!("created; config version {}", v["version"]);
+            println!(
+                "created; config version {}{}",
+                v["version"],
+                rollout_note(&v)
+            );
         }
         TenantCmd::Update { name, file, api } => {
             let doc = read_doc(&file)?;
             let v = Api::from_flags(&api)?
                 .ok(Method::PUT, &format!("/api/v1/tenants/{name}"), Some(&doc))
                 .await?;
-            println!("updated; config version {}", v["version"]);
+            println!(
+                "updated; config version {}{}",
+                v["version"],
+                rollout_note(&v)
+            );
         }
         TenantCmd::Delete { name, api } => {
             let v = Api::from_flags(&api)?
                 .ok(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
                 .await?;
-            println!("deleted; config version {}", v["version"]);
+            println!(
+                "deleted; config version {}{}",
+                v["version"],
+                rollout_note(&v)
+            );
+        }
+        TenantCmd::Versions { api } => {
+            let v = Api::from_flags(&api)?
+                .ok(Method::GET, "/api/v1/versions", None)
+                .await?;
+            println!("{:>7}  {:<12} reason", "version", "rollout");
+            for x in v["versions"].as_array().into_iter().flatten() {
+                let state = x["rollout"]["state"].as_str().unwrap_or("everywhere");
+                println!(
+                    "{:>7}  {:<12} {}{}",
+                    x["version"].as_u64().unwrap_or(0),
+                    state,
+                    x["reason"].as_str().unwrap_or(""),
+                    x["rollout"]["reason"]
+                        .as_str()
+                        .map(|r| format!(" — {r}"))
+                        .unwrap_or_default()
+                );
+            }
         }
         TenantCmd::Key { name, api } => {
             let v = Api::from_flags(&api)?
