@@ -19,20 +19,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use outpost_config::Config;
 use outpost_control::{agent, Bus, ControlOptions, InProcessBus};
-use outpost_testkit::http_request;
+use outpost_testkit::{free_port, http_request};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Kill(Vec<Child>);
 impl Drop for Kill {

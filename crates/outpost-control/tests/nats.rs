@@ -10,11 +10,10 @@ use outpost_config::Config;
 use outpost_control::nats::NatsBus;
 use outpost_control::{agent, Bus, ControlOptions, RunningControl};
 use outpost_proxy::RunningNode;
-use outpost_testkit::{http_get, http_request, RouteSpec, TestOrigin};
+use outpost_testkit::{free_port, http_get, http_request, RouteSpec, TestOrigin};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,18 +24,6 @@ fn nats_bin() -> String {
         }
     }
     "nats-server".into()
-}
-
-/// Ports for this test process: below the ephemeral range, spread by pid.
-fn port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 600) as u16 * 20;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 20;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
 }
 
 struct Nats {
@@ -57,7 +44,7 @@ impl Nats {
     }
 
     fn single(dir: &std::path::Path) -> Self {
-        let port = port();
+        let port = free_port();
         let args = vec![
             "-js".into(),
             "-a".into(),
@@ -388,8 +375,8 @@ async fn an_entry_persisted_but_not_published_goes_out_on_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_server_cluster_loses_one_server_and_the_purge_completes() {
     let dir = tmp("cluster");
-    let client_ports: Vec<u16> = (0..3).map(|_| port()).collect();
-    let route_ports: Vec<u16> = (0..3).map(|_| port()).collect();
+    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let routes = route_ports
         .iter()
         .map(|p| format!("nats://127.0.0.1:{p}"))

@@ -10,19 +10,11 @@ use outpost_config::Config;
 use outpost_control::agent::{self, AgentState};
 use outpost_control::{CanaryOptions, ControlOptions, InProcessBus, RunningControl};
 use outpost_proxy::RunningNode;
-use outpost_testkit::{http_get, http_request, TestOrigin};
+use outpost_testkit::{free_port, http_get, http_request, TestOrigin};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct World {
     nodes: Vec<(RunningNode, Arc<AgentState>)>,

@@ -7,18 +7,10 @@
 
 use outpost_config::Config;
 use outpost_control::{agent, ControlOptions, InProcessBus};
-use outpost_testkit::{http_get, http_request, RouteSpec, TestOrigin};
+use outpost_testkit::{free_port, http_get, http_request, RouteSpec, TestOrigin};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An edge (`e1`) and a shield (`s1`) for tenant `site` in front of `origin`, following the log
 /// of a control plane on an in-process bus.

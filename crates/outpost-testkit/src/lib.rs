@@ -8,7 +8,9 @@
 mod client;
 mod clock;
 mod origin;
+mod ports;
 
 pub use client::{http_get, http_request, raw_request, SimpleResponse};
 pub use clock::FakeClock;
 pub use origin::{RouteSpec, SeenRequest, TestOrigin};
+pub use ports::free_port;

@@ -6,19 +6,11 @@
 //! object.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use outpost_testkit::{http_get, http_request, RouteSpec, TestOrigin};
+use outpost_testkit::{free_port, http_get, http_request, RouteSpec, TestOrigin};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Proc(Child);
 impl Drop for Proc {
@@ -104,7 +96,7 @@ async fn a_killed_control_plane_and_a_restarted_node_lose_no_purge() {
     std::fs::create_dir_all(dir.join("ssd")).unwrap();
     let origin = TestOrigin::start().await.unwrap();
     origin.route("/x", RouteSpec::ok("old", "max-age=600"));
-    let (nats_port, api_port, node_port) = (port(), port(), port());
+    let (nats_port, api_port, node_port) = (free_port(), free_port(), free_port());
     let nats_bin = if Path::new("/usr/sbin/nats-server").exists() {
         "/usr/sbin/nats-server"
     } else {
