@@ -22,6 +22,10 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tracing::Instrument;
+
+/// Request ids of the API's tracing spans.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Largest request body.
 const MAX_BODY: usize = 1 << 20;
@@ -41,7 +45,13 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let c = c.clone();
-                async move { Ok::<_, Infallible>(handle(&c, req).await) }
+                let span = tracing::info_span!(
+                    "api",
+                    id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    method = %req.method(),
+                    path = %req.uri().path()
+                );
+                async move { Ok::<_, Infallible>(handle(&c, req).await) }.instrument(span)
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -136,8 +146,6 @@ async fn handle(c: &Control, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
-    let span = tracing::info_span!("api", method = %parts.method, path = %path);
-    let _g = span.enter();
     if parts.method == Method::GET && path == "/api/v1/openapi.json" {
         return json_response(StatusCode::OK, &crate::openapi::document());
     }
