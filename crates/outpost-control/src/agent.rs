@@ -7,14 +7,14 @@
 //! when the bus is back.
 
 use crate::bus::Bus;
-use crate::log::{now_ms, Ack, Entry, Op, PurgeOp, Rollup, WarmOp};
+use crate::log::{now_ms, Ack, Entry, Op, Rollup, WarmOp};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use outpost_config::{Config, Role, TenantConfig};
-use outpost_proxy::admin::{purge_request, PurgeRequest};
+use outpost_proxy::admin::purge_request;
 use outpost_proxy::metrics::ClientTotals;
 use outpost_proxy::{Node, RunningNode};
 use std::collections::HashMap;
@@ -204,8 +204,7 @@ async fn apply(t: &Arc<Target>, entry: &Entry, st: &AgentState) -> Option<String
             Err(e) => refuse(st, *version, e),
         },
         Op::Purge(p) => {
-            let req = purge_of(p);
-            match purge_request(&t.node, &req).await {
+            match purge_request(&t.node, &p.purge).await {
                 Ok(done) => {
                     tracing::debug!(id = %p.id, removed = done.removed, "purge applied");
                     None
@@ -379,16 +378,4 @@ pub fn config_from(base: &Config, tenants: &[serde_json::Value]) -> Result<Confi
         .collect::<Result<_, _>>()?;
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
-}
-
-fn purge_of(p: &PurgeOp) -> PurgeRequest {
-    PurgeRequest {
-        tenant: p.tenant.clone(),
-        urls: p.urls.clone(),
-        prefixes: p.prefixes.clone(),
-        hosts: p.hosts.clone(),
-        tags: p.tags.clone(),
-        everything: p.everything,
-        soft: p.soft,
-    }
 }

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use outpost_proxy::admin::PurgeRequest;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -401,7 +402,7 @@ fn checked_tenant(
     let mut all: Vec<Value> = others.into_iter().map(|(_, d)| d).collect();
     all.push(doc.clone());
     let idx = all.len() - 1;
-    c.validate_tenants(&all).map_err(|(i, field, msg)| {
+    let cfg = c.validate_tenants(&all).map_err(|(i, field, msg)| {
         if i == idx || i == usize::MAX {
             ApiError::invalid(field, msg)
         } else {
@@ -409,12 +410,9 @@ fn checked_tenant(
         }
     })?;
     // Store the normalised document (every field, defaults filled in).
-    let cfg = c
-        .validate_tenants(std::slice::from_ref(&doc))
-        .map_err(|(_, f, m)| ApiError::invalid(f, m))?;
     let normal = cfg
         .tenants
-        .first()
+        .get(idx)
         .map(crate::control::tenant_doc)
         .unwrap_or(doc);
     Ok((name, normal))
@@ -621,19 +619,6 @@ fn rollback(c: &Control, who: &Principal, t: &Tx<'_>, v: &str) -> Result<Answer,
 
 // ----- purges -----
 
-/// `POST /api/v1/purge` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct PurgeBody {
-    tenant: Option<String>,
-    urls: Vec<String>,
-    prefixes: Vec<String>,
-    hosts: Vec<String>,
-    tags: Vec<String>,
-    everything: bool,
-    soft: bool,
-}
-
 /// The host of an absolute http(s) URL.
 fn url_host(u: &str) -> Option<String> {
     let rest = u
@@ -711,7 +696,7 @@ fn check_urls(
 
 fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiError> {
     let v = parse_json(body)?;
-    let req: PurgeBody = serde_path_to_error::deserialize(v).map_err(|e| {
+    let req: PurgeRequest = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         ApiError::invalid(
             if path == "." { String::new() } else { path },
@@ -769,13 +754,10 @@ fn create_purge(who: &Principal, t: &Tx<'_>, body: &[u8]) -> Result<Answer, ApiE
     let id = format!("pg_{}", crate::store::random_hex(8));
     let op = PurgeOp {
         id: id.clone(),
-        tenant: tenant.clone(),
-        urls: req.urls,
-        prefixes: req.prefixes,
-        hosts: req.hosts,
-        tags: req.tags,
-        everything: req.everything,
-        soft: req.soft,
+        purge: PurgeRequest {
+            tenant: tenant.clone(),
+            ..req
+        },
     };
     let request = serde_json::to_value(&op).unwrap_or(Value::Null);
     let entry = t.append(Op::Purge(op), now)?;

@@ -218,8 +218,10 @@ mod tests {
             issued_ms: 0,
             op: Op::Purge(PurgeOp {
                 id: format!("pg_{seq}"),
-                everything: true,
-                ..PurgeOp::default()
+                purge: outpost_proxy::admin::PurgeRequest {
+                    everything: true,
+                    ..Default::default()
+                },
             }),
         }
     }

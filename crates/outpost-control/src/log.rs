@@ -48,27 +48,15 @@ pub struct WarmOp {
     pub regions: Vec<String>,
 }
 
-/// A purge as the control plane accepted it: what to remove, for which tenant.
+/// A purge as the control plane accepted it: its id and what the node's purge path takes
+/// (`outpost_proxy::admin::PurgeRequest`, the body of `POST /api/v1/purge` too).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PurgeOp {
     /// Purge id (`pg_...`) the API reports status under.
     pub id: String,
-    /// The tenant (required for tags, hosts and everything; URLs and prefixes name theirs by
-    /// host when absent).
-    pub tenant: Option<String>,
-    /// Absolute URLs: each with all its variants.
-    pub urls: Vec<String>,
-    /// Absolute URL prefixes.
-    pub prefixes: Vec<String>,
-    /// Hostnames.
-    pub hosts: Vec<String>,
-    /// Surrogate-key tags.
-    pub tags: Vec<String>,
-    /// Everything the tenant has stored.
-    pub everything: bool,
-    /// Mark stale instead of removing.
-    pub soft: bool,
+    /// What to remove (or mark stale), for which tenant.
+    pub purge: outpost_proxy::admin::PurgeRequest,
 }
 
 /// A node's report about one entry (`seq`) or, with `seq == applied` and no error, a heartbeat
@@ -138,8 +126,10 @@ mod tests {
             issued_ms: 1,
             op: Op::Purge(PurgeOp {
                 id: "pg_1".into(),
-                tags: vec!["a".into()],
-                ..PurgeOp::default()
+                purge: outpost_proxy::admin::PurgeRequest {
+                    tags: vec!["a".into()],
+                    ..Default::default()
+                },
             }),
         };
         let text = serde_json::to_string(&e).unwrap();

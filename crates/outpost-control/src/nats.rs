@@ -26,6 +26,8 @@ pub struct NatsBus {
     client: async_nats::Client,
     js: jetstream::Context,
     replicas: usize,
+    /// The stream, once it has been made (or found): publishing then costs one round trip.
+    stream: tokio::sync::OnceCell<stream::Stream>,
 }
 
 fn err(e: impl std::fmt::Display) -> BusError {
@@ -68,10 +70,20 @@ impl NatsBus {
             client,
             js,
             replicas: replicas.max(1),
+            stream: tokio::sync::OnceCell::new(),
         })
     }
 
+    /// The log stream, made on first use (retried on the next call when that fails, e.g. while
+    /// a cluster elects its leader).
     async fn stream(&self) -> Result<stream::Stream, BusError> {
+        self.stream
+            .get_or_try_init(|| self.make_stream())
+            .await
+            .cloned()
+    }
+
+    async fn make_stream(&self) -> Result<stream::Stream, BusError> {
         self.js
             .get_or_create_stream(stream::Config {
                 name: STREAM.into(),

@@ -811,9 +811,11 @@ mod tests {
                 t.append(
                     Op::Purge(PurgeOp {
                         id: "pg_x".into(),
-                        everything: true,
-                        tenant: Some("a".into()),
-                        ..PurgeOp::default()
+                        purge: outpost_proxy::admin::PurgeRequest {
+                            everything: true,
+                            tenant: Some("a".into()),
+                            ..Default::default()
+                        },
                     }),
                     2,
                 )

@@ -341,8 +341,10 @@ async fn an_entry_persisted_but_not_published_goes_out_on_restart() {
             let e = t.append(
                 outpost_control::log::Op::Purge(outpost_control::log::PurgeOp {
                     id: "pg_crash".into(),
-                    urls: vec!["http://site.test/a".into()],
-                    ..Default::default()
+                    purge: outpost_proxy::admin::PurgeRequest {
+                        urls: vec!["http://site.test/a".into()],
+                        ..Default::default()
+                    },
                 }),
                 outpost_control::log::now_ms(),
             )?;

@@ -21,8 +21,9 @@ pub struct RequestLog {
     pub cache_status: String,
     /// Whether the access log wants the string fields.
     pub detailed: bool,
-    /// Sent by another tier of the CDN (not counted in client analytics).
-    internal: bool,
+    /// Sent by another tier of the CDN (its `CDN-Loop` names a topology member): not counted in
+    /// client analytics, and answered with the object's surrogate keys.
+    pub internal: bool,
     started: Instant,
     method: Method,
     host: String,

@@ -147,7 +147,7 @@ async fn serve(
     let mut behind_peer = false;
     if let Some(tier) = &node.tier {
         if let Some(want) = crate::log_position::wanted(&parts.headers) {
-            if want > node.log_position.get() && tier.from_member(&parts.headers) {
+            if want > node.log_position.get() && log.internal {
                 behind_peer = !node
                     .log_position
                     .wait_for(want, crate::log_position::CATCH_UP_WAIT)
@@ -194,10 +194,8 @@ async fn serve(
     }
 
     // 5. The cache flow.
-    let to_member = node
-        .tier
-        .as_ref()
-        .is_some_and(|t| t.from_member(&parts.headers));
+    // Decided once, when the request's record was started.
+    let to_member = log.internal;
     let mut cc = RequestCacheControl::from_headers(&parts.headers);
     cc.no_cache |= behind_peer;
     let cache_request = CacheRequest {
