@@ -12,9 +12,10 @@ use crate::metrics::Outcome;
 use crate::tenant::Tenant;
 use crate::Node;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Largest control-plane answer relayed.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -111,35 +112,33 @@ pub async fn handle(
     }
 }
 
-/// `POST {api}/api/v1/purge` over HTTP/1.1 (`api` is `http://host:port`).
-async fn post(api: &str, auth: &str, body: &str) -> std::io::Result<(StatusCode, Bytes)> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+/// `POST {api}/api/v1/purge` over HTTP/1.1 (`api` is `http://host:port`), with hyper's client.
+async fn post(api: &str, auth: &str, body: &str) -> Result<(StatusCode, Bytes), String> {
     let authority = api
         .strip_prefix("http://")
-        .ok_or_else(|| bad("control API must be http://"))?
+        .ok_or("the control API must be http://")?
         .trim_end_matches('/');
-    let mut s = tokio::net::TcpStream::connect(authority).await?;
-    let req = format!(
-        "POST /api/v1/purge HTTP/1.1\r\nHost: {authority}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    (&mut s)
-        .take(MAX_ANSWER as u64)
-        .read_to_end(&mut buf)
-        .await?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| bad("no response head"))?;
-    let code: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
-    let status = StatusCode::from_u16(code).map_err(|_| bad("bad status"))?;
-    Ok((status, Bytes::copy_from_slice(rest.as_bytes())))
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::post("/api/v1/purge")
+        .header(header::HOST, authority)
+        .header(header::AUTHORIZATION, auth)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
 }
 
 #[cfg(test)]
