@@ -438,17 +438,13 @@ async fn store_and_respond(
     cs.stored = true;
     log.outcome = Outcome::Miss;
     let stored_headers = leader_headers.as_ref().unwrap_or(head.headers());
-    let (status, mut headers, body_plan) = respond::shape(
-        &req.method,
-        &req.headers,
+    let (status, headers, body_plan) = respond::shape_for(
+        req,
         head.status(),
         stored_headers,
         head.content_length(),
         head.age(node.clock.now()),
     );
-    if req.to_member {
-        objects::copy_tags(stored_headers, &mut headers);
-    }
     let body = match body_plan {
         // Small bodies (hyper buffers them whole, so a slow client cannot hold back the
         // followers): this client's body *is* the fill, with no task between origin and
@@ -651,17 +647,8 @@ async fn chunked_hit(
         Lookup::Serve(s) if s.freshness() == Freshness::Fresh => *s.eval(),
         _ => return None,
     };
-    let (status, mut headers, plan) = respond::shape(
-        &req.method,
-        &req.headers,
-        hit.status,
-        &hit.headers,
-        Some(hit.body_len),
-        eval.age,
-    );
-    if req.to_member {
-        objects::copy_tags(&hit.headers, &mut headers);
-    }
+    let (status, headers, plan) =
+        respond::shape_for(req, hit.status, &hit.headers, Some(hit.body_len), eval.age);
     let range = match plan {
         BodyPlan::None => None,
         BodyPlan::All => Some(0..hit.body_len),

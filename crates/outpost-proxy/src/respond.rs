@@ -34,6 +34,22 @@ pub enum BodyPlan {
     Range(u64, u64),
 }
 
+/// [`shape`] for a cache request: a request from another tier of the CDN also gets the
+/// object's surrogate keys (the tier that stores it must be able to purge it by tag).
+pub fn shape_for(
+    req: &CacheRequest,
+    status: StatusCode,
+    stored: &HeaderMap,
+    len: Option<u64>,
+    age: Duration,
+) -> (StatusCode, HeaderMap, BodyPlan) {
+    let (status, mut headers, plan) = shape(&req.method, &req.headers, status, stored, len, age);
+    if req.to_member {
+        copy_tags(stored, &mut headers);
+    }
+    (status, headers, plan)
+}
+
 /// Client-facing status, headers and body plan for a stored or filling response: conditional
 /// 304 (RFC 9110 §13), Range 206/416 (§14), HEAD, `Age` (RFC 9111 §5.1).
 pub fn shape(
@@ -242,17 +258,7 @@ pub fn stored(
 ) -> Response<RespBody> {
     log.outcome = outcome;
     let len = obj.body.len() as u64;
-    let (status, mut headers, plan) = shape(
-        &req.method,
-        &req.headers,
-        obj.status,
-        &obj.headers,
-        Some(len),
-        age,
-    );
-    if req.to_member {
-        copy_tags(&obj.headers, &mut headers);
-    }
+    let (status, headers, plan) = shape_for(req, obj.status, &obj.headers, Some(len), age);
     let body = match plan {
         BodyPlan::None => full(Bytes::new()),
         BodyPlan::All => full(obj.body.clone()),
@@ -273,17 +279,13 @@ pub fn following(
 ) -> Response<RespBody> {
     log.outcome = outcome;
     let age = head.age(req.node.clock.now());
-    let (status, mut headers, plan) = shape(
-        &req.method,
-        &req.headers,
+    let (status, headers, plan) = shape_for(
+        req,
         head.status(),
         head.headers(),
         head.content_length(),
         age,
     );
-    if req.to_member {
-        copy_tags(head.headers(), &mut headers);
-    }
     let body = match plan {
         BodyPlan::None => full(Bytes::new()),
         BodyPlan::All => follower_body(head, f, 0, None),
