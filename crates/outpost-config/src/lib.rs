@@ -204,6 +204,9 @@ pub struct Config {
     /// The CDN this node belongs to (PoPs of edge boxes, shield sets); none: a standalone node.
     #[serde(default)]
     pub topology: Option<TopologyConfig>,
+    /// The `dns` role (GeoDNS); read by `outpost dns`, ignored by cache nodes.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
 }
 
 /// `[topology]`: every node of a CDN reads the same one and finds itself in it by `node.name`.
@@ -228,6 +231,9 @@ pub struct TopologyConfig {
     pub peer_protocol: String,
     /// Simulated latency per link (zero in production).
     pub latency: LatencyConfig,
+    /// Regions: where they are, for steering users to the nearest PoP (`outpost dns`).
+    #[serde(rename = "region")]
+    pub regions: Vec<RegionConfig>,
     /// PoPs of edge boxes.
     #[serde(rename = "pop")]
     pub pops: Vec<PopConfig>,
@@ -247,6 +253,7 @@ impl Default for TopologyConfig {
             health_rise: 2,
             peer_protocol: "http2".into(),
             latency: LatencyConfig::default(),
+            regions: Vec::new(),
             pops: Vec::new(),
             shield_sets: Vec::new(),
         }
@@ -280,6 +287,100 @@ pub struct PopConfig {
     /// The boxes.
     #[serde(rename = "box")]
     pub boxes: Vec<MemberConfig>,
+    /// Addresses the GeoDNS answers for this PoP (its public service IPs, v4 and v6); empty:
+    /// the IPs of its boxes' listeners.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Percent (0-100) of the clients that have this PoP as their nearest healthy one that the
+    /// GeoDNS keeps here; the rest go to the next PoP in their ranking (capacity shedding).
+    #[serde(default = "full_weight")]
+    pub weight: u32,
+    /// Maintenance: the GeoDNS sends nobody here (as `weight = 0`), health aside.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+fn full_weight() -> u32 {
+    100
+}
+
+/// `[[topology.region]]`: where a region is, so the GeoDNS can rank PoPs by distance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// Region name, as in `[[topology.pop]].region`.
+    pub name: String,
+    /// Latitude in degrees (north positive).
+    pub lat: f64,
+    /// Longitude in degrees (east positive).
+    pub lon: f64,
+    /// ISO 3166-1 alpha-2 country codes always sent to this region first, whatever the distance
+    /// (an explicit country → region table; unlisted countries go by distance).
+    #[serde(default)]
+    pub countries: Vec<String>,
+}
+
+/// `[dns]`: the CDN's authoritative GeoDNS (`outpost dns`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// UDP and TCP listener.
+    pub listen: String,
+    /// HTTP listener for `/metrics`, `/healthz` and `/explain`; empty: none.
+    pub admin: String,
+    /// The CDN's zone (tenants CNAME their hostnames to `<hostname>.<zone>`).
+    pub zone: String,
+    /// Name servers of the zone (NS records), each in the zone; empty: `ns1.<zone>`.
+    pub nameservers: Vec<String>,
+    /// Addresses of the name servers (their A/AAAA); empty: the listener's IP.
+    pub nameserver_addresses: Vec<String>,
+    /// TTL of steered answers.
+    pub ttl: Dur,
+    /// A GeoIP database in the MaxMind DB format with a country code per network; empty:
+    /// every client is in `default_region`.
+    pub geoip: String,
+    /// Region of clients whose address the database does not place (private, loopback,
+    /// unlisted); empty: the first `[[topology.region]]`.
+    pub default_region: String,
+    /// Time between health probes of every edge box (`GET /healthz` on its metrics listener,
+    /// or a TCP connect to its listener).
+    pub probe_interval: Dur,
+    /// Probe timeout.
+    pub probe_timeout: Dur,
+    /// Consecutive failed probes (timeouts, error statuses) that mark a box down. A refused
+    /// connection (nothing listening) marks it down at once.
+    pub probe_fall: u32,
+    /// Consecutive good probes that bring a box back.
+    pub probe_rise: u32,
+    /// The control plane's API (`http://host:port`): boxes whose heartbeat is older than
+    /// `heartbeat_stale` count as failing (a passive signal beside the probes); empty: none.
+    pub control_api: String,
+    /// API key for `control_api` (or the `OUTPOST_DNS_API_KEY` environment variable).
+    pub control_key: String,
+    /// Age of a box's last heartbeat after which the control plane's view counts it failing.
+    pub heartbeat_stale: Dur,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5353".into(),
+            admin: String::new(),
+            zone: "cdn.localhost".into(),
+            nameservers: Vec::new(),
+            nameserver_addresses: Vec::new(),
+            ttl: Dur(Duration::from_secs(30)),
+            geoip: String::new(),
+            default_region: String::new(),
+            probe_interval: Dur(Duration::from_secs(1)),
+            probe_timeout: Dur(Duration::from_millis(500)),
+            probe_fall: 2,
+            probe_rise: 2,
+            control_api: String::new(),
+            control_key: String::new(),
+            heartbeat_stale: Dur(Duration::from_secs(5)),
+        }
+    }
 }
 
 /// `[[topology.shield_set]]`: shields that share an origin's misses by key.
@@ -452,6 +553,60 @@ impl TopologyConfig {
                 "must be at least 1",
             ));
         }
+        let mut region_names: Vec<&str> = Vec::new();
+        for (i, r) in self.regions.iter().enumerate() {
+            let rp = format!("topology.region[{i}]");
+            if !is_name(&r.name) {
+                return Err(ConfigError::new(format!("{rp}.name"), NAME_RULE));
+            }
+            if region_names.contains(&r.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{rp}.name"),
+                    format!("duplicate region {:?}", r.name),
+                ));
+            }
+            region_names.push(&r.name);
+            if !(-90.0..=90.0).contains(&r.lat) {
+                return Err(ConfigError::new(format!("{rp}.lat"), "must be in -90..=90"));
+            }
+            if !(-180.0..=180.0).contains(&r.lon) {
+                return Err(ConfigError::new(
+                    format!("{rp}.lon"),
+                    "must be in -180..=180",
+                ));
+            }
+            for (j, c) in r.countries.iter().enumerate() {
+                if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()) {
+                    return Err(ConfigError::new(
+                        format!("{rp}.countries[{j}]"),
+                        format!("{c:?} is not an ISO 3166-1 alpha-2 code (two capital letters)"),
+                    ));
+                }
+            }
+        }
+        for (i, p) in self.pops.iter().enumerate() {
+            let pp = format!("topology.pop[{i}]");
+            if !region_names.is_empty() && !region_names.contains(&p.region.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{pp}.region"),
+                    format!("no [[topology.region]] is called {:?}", p.region),
+                ));
+            }
+            for (j, a) in p.addresses.iter().enumerate() {
+                if a.parse::<std::net::IpAddr>().is_err() {
+                    return Err(ConfigError::new(
+                        format!("{pp}.addresses[{j}]"),
+                        format!("{a:?} is not an IP address"),
+                    ));
+                }
+            }
+            if p.weight > 100 {
+                return Err(ConfigError::new(
+                    format!("{pp}.weight"),
+                    "is a percentage: 0 to 100",
+                ));
+            }
+        }
         for (i, p) in self.pops.iter().enumerate() {
             if let Some(m) = &p.mid_tier {
                 if !self.shield_sets.iter().any(|set| &set.name == m) {
@@ -480,6 +635,19 @@ impl TopologyConfig {
         }
         Ok(())
     }
+}
+
+/// A DNS name in presentation form without the final dot: labels of 1-63 letters, digits,
+/// '-' or '_', at most 253 characters.
+pub fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 const NAME_RULE: &str = "must be non-empty and use only letters, digits, '-', '_' and '.'";
@@ -1043,6 +1211,100 @@ impl Config {
         Ok(())
     }
 
+    /// Check what `outpost dns` needs: a topology whose PoPs' regions all have coordinates, and
+    /// a valid `[dns]` section (defaults when absent).
+    pub fn validate_dns(&self) -> Result<DnsConfig, ConfigError> {
+        let topo = self
+            .topology
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("topology", "the dns role needs a [topology]"))?;
+        topo.validate(&self.tenants)?;
+        if topo.pops.is_empty() {
+            return Err(ConfigError::new(
+                "topology.pop",
+                "the dns role needs at least one PoP",
+            ));
+        }
+        for (i, p) in topo.pops.iter().enumerate() {
+            if !topo.regions.iter().any(|r| r.name == p.region) {
+                return Err(ConfigError::new(
+                    format!("topology.pop[{i}].region"),
+                    format!(
+                        "region {:?} has no [[topology.region]] with coordinates (the dns role ranks PoPs by them)",
+                        p.region
+                    ),
+                ));
+            }
+        }
+        let dns = self.dns.clone().unwrap_or_default();
+        check_addr("dns.listen", &dns.listen)?;
+        if !dns.admin.is_empty() {
+            check_addr("dns.admin", &dns.admin)?;
+        }
+        let zone = dns.zone.trim_end_matches('.').to_ascii_lowercase();
+        if !is_dns_name(&zone) {
+            return Err(ConfigError::new(
+                "dns.zone",
+                format!("{:?} is not a DNS name", dns.zone),
+            ));
+        }
+        for (i, n) in dns.nameservers.iter().enumerate() {
+            let n = n.trim_end_matches('.').to_ascii_lowercase();
+            if !is_dns_name(&n) || !(n.ends_with(&format!(".{zone}"))) {
+                return Err(ConfigError::new(
+                    format!("dns.nameservers[{i}]"),
+                    format!("{n:?} must be a DNS name inside the zone {zone:?}"),
+                ));
+            }
+        }
+        for (i, a) in dns.nameserver_addresses.iter().enumerate() {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::new(
+                    format!("dns.nameserver_addresses[{i}]"),
+                    format!("{a:?} is not an IP address"),
+                ));
+            }
+        }
+        nonzero("dns.ttl", dns.ttl)?;
+        if dns.ttl.0 > Duration::from_secs(86_400) {
+            return Err(ConfigError::new("dns.ttl", "at most one day"));
+        }
+        nonzero("dns.probe_interval", dns.probe_interval)?;
+        nonzero("dns.probe_timeout", dns.probe_timeout)?;
+        nonzero("dns.heartbeat_stale", dns.heartbeat_stale)?;
+        if dns.probe_fall == 0 {
+            return Err(ConfigError::new("dns.probe_fall", "must be at least 1"));
+        }
+        if dns.probe_rise == 0 {
+            return Err(ConfigError::new("dns.probe_rise", "must be at least 1"));
+        }
+        if !dns.default_region.is_empty()
+            && !topo.regions.iter().any(|r| r.name == dns.default_region)
+        {
+            return Err(ConfigError::new(
+                "dns.default_region",
+                format!("no [[topology.region]] is called {:?}", dns.default_region),
+            ));
+        }
+        if !dns.control_api.is_empty() && !dns.control_api.starts_with("http://") {
+            return Err(ConfigError::new(
+                "dns.control_api",
+                format!("{:?} must be an http:// URL", dns.control_api),
+            ));
+        }
+        for (i, t) in self.tenants.iter().enumerate() {
+            for (j, h) in t.hostnames.iter().enumerate() {
+                if h != "*" && h.parse::<std::net::IpAddr>().is_err() && !is_dns_name(h) {
+                    return Err(ConfigError::new(
+                        format!("tenant[{i}].hostnames[{j}]"),
+                        format!("{h:?} is not a DNS name"),
+                    ));
+                }
+            }
+        }
+        Ok(dns)
+    }
+
     /// The config of the topology member `name`: `node.name`, `listen` and `metrics` from its
     /// entry; everything else (tenants, store, limits) as in this config.
     pub fn for_member(&self, name: &str) -> Result<Config, ConfigError> {
@@ -1080,6 +1342,7 @@ impl Config {
                 origin_pool: OriginPoolConfig::default(),
             }],
             topology: None,
+            dns: None,
         };
         cfg.validate().map_err(|e| {
             if e.path == "tenant[0].origins[0]" {

@@ -35,6 +35,17 @@ pub fn default_addr_file() -> PathBuf {
     }
 }
 
+/// The admin address of `outpost up`'s dns node, from its address file, if it runs one.
+pub fn up_dns_admin() -> Option<String> {
+    let path = std::env::var_os("OUTPOST_ADDR_FILE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(default_addr_file);
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["dns"]["admin"].as_str().map(str::to_string)
+}
+
 /// Write `text` to `path` readable by the owner only (it holds the admin key).
 pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
     use std::io::Write;

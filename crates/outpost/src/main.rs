@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod ctl;
+mod dns;
 mod load;
 mod world;
 use outpost_cache::cookie::{self, CookieDecision};
@@ -68,6 +69,12 @@ enum Cmd {
         /// everywhere (or are rolled back); 0 sends them everywhere at once.
         #[arg(long, default_value = "30s")]
         canary_watch: String,
+        /// The GeoDNS node's UDP+TCP address ("" disables it).
+        #[arg(long, default_value = "127.0.0.1:5353")]
+        dns: String,
+        /// The GeoDNS node's admin listener (/metrics, /explain).
+        #[arg(long, default_value = "127.0.0.1:9153")]
+        dns_admin: String,
     },
     /// Run an edge node from flags (`--listen ADDR --origin URL`, every Host goes to that origin)
     /// or from a TOML file (`--config FILE`).
@@ -140,10 +147,31 @@ enum Cmd {
     /// `outpost up`: clients in each region use their region's edges) or any URL base; report per
     /// region and tier: requests, hit ratios, origin requests, p50/p99 latency, errors.
     Load(load::LoadOptions),
-    /// Print the canonical cache key of a URL and the decision a node would take for it.
+    /// The dns role: authoritative GeoDNS for the CDN's zone, answering each client with the
+    /// nearest healthy PoP (EDNS Client Subnet, GeoIP, health probes, weights, drain).
+    Dns(dns::DnsArgs),
+    /// Print the canonical cache key of a URL and the decision a node would take for it; with
+    /// `--dns NAME`, the GeoDNS answer for a client subnet and why.
     Explain {
         /// The URL, e.g. http://demo.localhost:8080/assets/app.js?utm_source=x
-        url: String,
+        #[arg(required_unless_present = "dns")]
+        url: Option<String>,
+        /// Explain the GeoDNS answer for this name instead of a URL.
+        #[arg(long)]
+        dns: Option<String>,
+        /// Client subnet for `--dns` (e.g. 81.2.69.0/24); default: a resolver on 127.0.0.1.
+        #[arg(long, requires = "dns")]
+        subnet: Option<String>,
+        /// Ask this running dns node's admin listener (live health) instead of deciding from the
+        /// config (default with `--dns`: the `outpost up` dns node, if its address file says so).
+        #[arg(long, requires = "dns")]
+        server: Option<String>,
+        /// GeoIP database for an offline `--dns` explanation.
+        #[arg(long, requires = "dns")]
+        geoip: Option<PathBuf>,
+        /// Print the `--dns` explanation as JSON.
+        #[arg(long, requires = "dns")]
+        json: bool,
         /// Request headers, `-H 'Name: value'` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
@@ -203,10 +231,14 @@ fn main() -> ExitCode {
                 access_log,
                 api,
                 canary_watch,
+                dns,
+                dns_admin,
             } => {
                 let opts = UpOptions {
                     api,
                     canary_watch,
+                    dns,
+                    dns_admin,
                     origin,
                     topology,
                     addr_file,
@@ -247,10 +279,36 @@ fn main() -> ExitCode {
             }
             Cmd::Explain {
                 url,
+                dns: Some(name),
+                subnet,
+                server,
+                config,
+                geoip,
+                json,
+                ..
+            } if url.is_none() => {
+                let server = server.or_else(ctl::up_dns_admin);
+                dns::explain(
+                    &name,
+                    subnet.as_deref(),
+                    server.as_deref(),
+                    config.as_deref(),
+                    geoip.as_deref(),
+                    json,
+                )
+                .await
+            }
+            Cmd::Explain {
+                url,
                 headers,
                 config,
                 probe,
-            } => explain(&url, &headers, config, probe).await,
+                ..
+            } => match url {
+                Some(url) => explain(&url, &headers, config, probe).await,
+                None => Err("explain: give a URL or --dns NAME".into()),
+            },
+            Cmd::Dns(a) => dns::run(a).await,
             Cmd::Load(opts) => load::run(opts).await,
             #[cfg(feature = "nats")]
             Cmd::Control(a) => ctl::control(a).await,
@@ -275,6 +333,8 @@ fn main() -> ExitCode {
 /// Flags of `outpost up`.
 struct UpOptions {
     api: String,
+    dns: String,
+    dns_admin: String,
     canary_watch: String,
     origin: Option<String>,
     topology: Option<PathBuf>,
@@ -345,6 +405,18 @@ async fn up(o: UpOptions) -> Result<(), String> {
         "api": format!("http://{}", control.addr),
         "admin_key": admin_key,
     });
+    let dns_node = if o.dns.is_empty() {
+        None
+    } else {
+        dns::start_in_up(&world, &o.dns, &o.dns_admin).await
+    };
+    if let Some(d) = &dns_node {
+        doc["dns"] = serde_json::json!({
+            "addr": d.addr.to_string(),
+            "admin": d.admin.map(|a| a.to_string()),
+            "zone": d.node.zone.zone,
+        });
+    }
     ctl::write_private(&addr_file, &format!("{doc}\n")).map_err(|e| format!("--addr-file: {e}"))?;
     eprintln!("Outpost is up: a CDN of {} nodes.", nodes.len());
     eprint!("{}", world::banner(&world, &nodes));
@@ -364,6 +436,19 @@ async fn up(o: UpOptions) -> Result<(), String> {
     }
     if uses_demo {
         eprintln!("  demo origin {demo_url}");
+    }
+    if let Some(d) = &dns_node {
+        let geo = d
+            .node
+            .zone
+            .geo
+            .as_ref()
+            .map(|g| g.describe())
+            .unwrap_or_else(|| "no GeoIP database (scripts/install-geoip.sh): every client goes to the default region".into());
+        eprintln!(
+            "  GeoDNS      {} udp+tcp, zone {}; geoip {geo}",
+            d.addr, d.node.zone.zone
+        );
     }
     let edges: Vec<&world::WorldNode> = nodes
         .iter()
@@ -403,6 +488,20 @@ async fn up(o: UpOptions) -> Result<(), String> {
         );
         eprintln!("  outpost purge --url {a}/      # every node drops it; prints per-node times");
         eprintln!("  outpost tenant list; outpost nodes");
+        if let Some(d) = &dns_node {
+            let host = world
+                .tenants
+                .first()
+                .and_then(|t| t.hostnames.iter().find(|h| *h != "*"))
+                .cloned()
+                .unwrap_or_else(|| "localhost".into());
+            eprintln!(
+                "  dig @{} -p {} {host} +subnet=81.2.69.0/24    # GeoDNS: a UK client gets the eu PoP",
+                d.addr.ip(),
+                d.addr.port()
+            );
+            eprintln!("  outpost explain --dns {host} --subnet 8.8.8.0/24    # why: location, ranking, health");
+        }
         match &o.addr_file {
             Some(f) => eprintln!(
                 "  outpost load --addr-file {} --requests 20000   # per-region, per-tier hit ratios",

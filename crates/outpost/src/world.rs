@@ -6,7 +6,8 @@
 //! separate processes unchanged.
 
 use outpost_config::{
-    ByteSize, Config, MemberConfig, PopConfig, Role, ShieldSetConfig, TenantConfig, TopologyConfig,
+    ByteSize, Config, MemberConfig, PopConfig, RegionConfig, Role, ShieldSetConfig, TenantConfig,
+    TopologyConfig,
 };
 use outpost_proxy::RunningNode;
 use std::net::SocketAddr;
@@ -58,18 +59,39 @@ pub fn default_world(
     let mut cfg = single_edge(origin, listen, metrics, ram)?;
     cfg.tenants[0].shield = Some("us-shields".into());
     cfg.topology = Some(TopologyConfig {
+        // Frankfurt and Ashburn: where the GeoDNS measures distances from.
+        regions: vec![
+            RegionConfig {
+                name: "eu".into(),
+                lat: 50.1,
+                lon: 8.7,
+                countries: Vec::new(),
+            },
+            RegionConfig {
+                name: "us".into(),
+                lat: 39.0,
+                lon: -77.5,
+                countries: Vec::new(),
+            },
+        ],
         pops: vec![
             PopConfig {
                 name: "eu-1".into(),
                 region: "eu".into(),
                 mid_tier: None,
                 boxes: vec![member("eu-1a", 0, false)?, member("eu-1b", 1, false)?],
+                addresses: Vec::new(),
+                weight: 100,
+                drain: false,
             },
             PopConfig {
                 name: "us-1".into(),
                 region: "us".into(),
                 mid_tier: None,
                 boxes: vec![member("us-1a", 2, false)?, member("us-1b", 3, false)?],
+                addresses: Vec::new(),
+                weight: 100,
+                drain: false,
             },
         ],
         shield_sets: vec![ShieldSetConfig {
