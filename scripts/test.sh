@@ -46,5 +46,9 @@ echo "== test dependencies: nats-server (the NATS JetStream bus tests start thei
 source scripts/lib/common.sh
 PATH="$PATH:/usr/sbin" ensure_cmds nats-server:nats-server
 
+echo "== test dependencies: dig (dnsutils) and the CC0 GeoIP country database (the GeoDNS tests)"
+ensure_cmds dig:dnsutils curl:curl
+bash scripts/install-geoip.sh >/dev/null
+
 echo "== cargo test"
 cargo test --workspace --locked

@@ -6,7 +6,7 @@
 //! EDNS version, the RFC 7871 client subnet (malformed → FORMERR), the answer, the OPT record
 //! echoing the subnet with its scope, metrics.
 
-use crate::answer::{client_of, ecs_is_valid, Client, Reply, Source, Zone};
+use crate::answer::{client_of, ecs_is_valid, Client, Reply, Source, Target, Zone};
 use crate::health::{Health, Policy, Probe};
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
@@ -185,7 +185,14 @@ impl DnsNode {
         let reply = self
             .zone
             .answer(&qname, qtype, hickory_proto::rr::DNSClass::IN, client, &up);
-        let target = format!("{:?}", self.zone.classify(name));
+        let target = match self.zone.classify(name) {
+            Target::Tenant(_) => "tenant hostname: steered",
+            Target::Apex => "zone apex",
+            Target::Nameserver(_) => "name server",
+            Target::Pop(_) => "PoP service name: not steered",
+            Target::NoSuchName => "no such name in the zone",
+            Target::NotOurs => "not in this server's zone: refused",
+        };
         let place = reply.place.map(|p| {
             json!({
                 "country": p.country.map(|c| c.code),
@@ -241,7 +248,7 @@ impl DnsNode {
             },
             "location": place,
             "default_region": self.zone.map.regions.get(self.zone.map.default_region).map(|r| r.name.clone()),
-            "rcode": reply.rcode.to_string(),
+            "rcode": RCODES[rcode_index(reply.rcode)],
             "answer": reply.answers.iter().map(|r| r.data.to_string()).collect::<Vec<_>>(),
             "pop": reply.pop.map(|i| self.zone.map.pops[i].name.clone()),
             "fail_open": reply.decision.as_ref().map(|d| d.fail_open),
