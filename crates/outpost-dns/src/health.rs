@@ -83,7 +83,9 @@ pub struct Policy {
 /// Health of every PoP's boxes.
 #[derive(Debug)]
 pub struct Health {
-    /// Per PoP (same order as the steering map), its boxes.
+    /// PoP names (same order as the steering map).
+    pub names: Vec<String>,
+    /// Per PoP, its boxes.
     pub pops: Vec<Vec<BoxHealth>>,
     up: Vec<AtomicBool>,
     /// PoP state changes (up ↔ down), per PoP.
@@ -105,13 +107,14 @@ pub struct BoxView {
 }
 
 impl Health {
-    /// Boxes per PoP; every box starts up (the first probe round runs before serving).
-    pub fn new(pops: Vec<Vec<(String, Probe)>>, policy: Policy) -> Self {
+    /// PoPs (name, boxes); every box starts up (the first probe round runs before serving).
+    pub fn new(pops: Vec<(String, Vec<(String, Probe)>)>, policy: Policy) -> Self {
         let up = pops.iter().map(|_| AtomicBool::new(true)).collect();
         let changes = pops.iter().map(|_| AtomicU64::new(0)).collect();
+        let names = pops.iter().map(|(n, _)| n.clone()).collect();
         let pops = pops
             .into_iter()
-            .map(|boxes| {
+            .map(|(_, boxes)| {
                 boxes
                     .into_iter()
                     .map(|(name, probe)| BoxHealth {
@@ -129,10 +132,32 @@ impl Health {
             })
             .collect();
         Self {
+            names,
             pops,
             up,
             changes,
             policy,
+        }
+    }
+
+    /// Take the state of boxes and PoPs that are also in `old` (a config reload must not make
+    /// a down box look up, nor reset counters).
+    pub fn carry_over(&self, old: &Health) {
+        for (i, bs) in self.pops.iter().enumerate() {
+            let Some(oi) = old.names.iter().position(|n| *n == self.names[i]) else {
+                continue;
+            };
+            self.changes[i].store(old.changes[oi].load(Ordering::Relaxed), Ordering::Relaxed);
+            for b in bs {
+                if let Some(ob) = old.pops[oi].iter().find(|x| x.name == b.name) {
+                    *lock(&b.state) = *lock(&ob.state);
+                }
+            }
+            let any = bs.iter().any(|b| {
+                let s = lock(&b.state);
+                s.up && !s.stale
+            });
+            self.up[i].store(any, Ordering::Relaxed);
         }
     }
 
@@ -218,7 +243,7 @@ impl Health {
         let was = self.up[pop].swap(any, Ordering::Relaxed);
         if was != any {
             self.changes[pop].fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(pop = pop, up = any, "pop health changed");
+            tracing::warn!(pop = %self.names[pop], up = any, "pop health changed");
         }
     }
 
@@ -308,11 +333,17 @@ mod tests {
     fn health(fall: u32, rise: u32) -> Health {
         Health::new(
             vec![
-                vec![
-                    ("a1".into(), Probe::Tcp("127.0.0.1:1".into())),
-                    ("a2".into(), Probe::Tcp("127.0.0.1:1".into())),
-                ],
-                vec![("b1".into(), Probe::Tcp("127.0.0.1:1".into()))],
+                (
+                    "a".into(),
+                    vec![
+                        ("a1".into(), Probe::Tcp("127.0.0.1:1".into())),
+                        ("a2".into(), Probe::Tcp("127.0.0.1:1".into())),
+                    ],
+                ),
+                (
+                    "b".into(),
+                    vec![("b1".into(), Probe::Tcp("127.0.0.1:1".into()))],
+                ),
             ],
             Policy {
                 interval: Duration::from_millis(10),
@@ -354,6 +385,18 @@ mod tests {
         assert!(h.is_up(1));
         h.record(1, 0, Outcome::Refused);
         assert!(!h.is_up(1), "a refusal is at once");
+    }
+
+    #[test]
+    fn a_reload_keeps_known_boxes_state() {
+        let old = health(1, 1);
+        old.record(1, 0, Outcome::Refused);
+        assert!(!old.is_up(1));
+        let new = health(1, 1);
+        new.carry_over(&old);
+        assert!(!new.is_up(1));
+        assert!(new.is_up(0));
+        assert_eq!(new.changes[1].load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -59,6 +59,25 @@ impl Metrics {
         }
     }
 
+    /// Take the counts of `old` (same PoP names) so a reload does not reset counters.
+    fn carry_over(&self, old: &Metrics, names: &[String], old_names: &[String]) {
+        for (i, n) in names.iter().enumerate() {
+            if let Some(oi) = old_names.iter().position(|o| o == n) {
+                for k in 0..2 {
+                    self.steered[i][k].store(
+                        old.steered[oi][k].load(Ordering::Relaxed),
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }
+        for (a, b) in self.rcodes.iter().zip(old.rcodes.iter()) {
+            a.store(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.fail_open
+            .store(old.fail_open.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     /// Steered answers for PoP `pop` from `source`.
     pub fn steered(&self, pop: usize, source: Source) -> u64 {
         self.steered
@@ -93,7 +112,8 @@ impl DnsNode {
                 t.pops
                     .iter()
                     .map(|p| {
-                        p.boxes
+                        let boxes = p
+                            .boxes
                             .iter()
                             .map(|b| {
                                 let probe = if b.metrics.is_empty() {
@@ -103,7 +123,8 @@ impl DnsNode {
                                 };
                                 (b.name.clone(), probe)
                             })
-                            .collect()
+                            .collect();
+                        (p.name.clone(), boxes)
                     })
                     .collect()
             })
@@ -259,15 +280,18 @@ impl DnsNode {
     }
 }
 
+/// The current node, swapped whole on a config reload.
+type Shared = Arc<arc_swap::ArcSwap<DnsNode>>;
+
 /// hickory's request handler.
 #[derive(Debug, Clone)]
 pub struct DnsHandler {
-    node: Arc<DnsNode>,
+    node: Shared,
 }
 
 impl DnsHandler {
     async fn send<R: ResponseHandler>(
-        &self,
+        node: &DnsNode,
         request: &Request,
         mut response_handle: R,
         reply: Reply,
@@ -277,7 +301,7 @@ impl DnsHandler {
         metadata.authoritative = reply.authoritative;
         metadata.recursion_available = false;
         metadata.response_code = reply.rcode;
-        self.node.metrics.rcodes[rcode_index(reply.rcode)].fetch_add(1, Ordering::Relaxed);
+        node.metrics.rcodes[rcode_index(reply.rcode)].fetch_add(1, Ordering::Relaxed);
         let edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
             // RFC 6891 §6.2.5: at least 512; 1232 avoids IP fragmentation (DNS flag day 2020).
@@ -337,37 +361,39 @@ impl RequestHandler for DnsHandler {
     ) -> ResponseInfo {
         let span = tracing::debug_span!("dns", id = request.metadata.id, src = %request.src());
         let _g = span.enter();
+        let node = self.node.load_full();
+        let node = node.as_ref();
         if request.metadata.op_code != OpCode::Query {
-            return self
-                .send(
-                    request,
-                    response_handle,
-                    Self::error(ResponseCode::NotImp),
-                    None,
-                )
-                .await;
+            return Self::send(
+                node,
+                request,
+                response_handle,
+                Self::error(ResponseCode::NotImp),
+                None,
+            )
+            .await;
         }
         // RFC 6891 §6.1.3: an EDNS version we do not implement gets BADVERS.
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return self
-                .send(
-                    request,
-                    response_handle,
-                    Self::error(ResponseCode::BADVERS),
-                    None,
-                )
-                .await;
+            return Self::send(
+                node,
+                request,
+                response_handle,
+                Self::error(ResponseCode::BADVERS),
+                None,
+            )
+            .await;
         }
         let queries = request.queries.queries();
         if queries.len() != 1 || !request.answers.is_empty() || !request.authorities.is_empty() {
-            return self
-                .send(
-                    request,
-                    response_handle,
-                    Self::error(ResponseCode::FormErr),
-                    None,
-                )
-                .await;
+            return Self::send(
+                node,
+                request,
+                response_handle,
+                Self::error(ResponseCode::FormErr),
+                None,
+            )
+            .await;
         }
         let ecs = request
             .edns
@@ -378,14 +404,14 @@ impl RequestHandler for DnsHandler {
             });
         if let Some(s) = ecs {
             if !ecs_is_valid(s.addr(), s.source_prefix()) {
-                return self
-                    .send(
-                        request,
-                        response_handle,
-                        Self::error(ResponseCode::FormErr),
-                        None,
-                    )
-                    .await;
+                return Self::send(
+                    node,
+                    request,
+                    response_handle,
+                    Self::error(ResponseCode::FormErr),
+                    None,
+                )
+                .await;
             }
         }
         let q = &queries[0];
@@ -393,28 +419,27 @@ impl RequestHandler for DnsHandler {
             request.src().ip(),
             ecs.map(|s| (s.addr(), s.source_prefix())),
         );
-        let up = self.node.health.snapshot();
+        let up = node.health.snapshot();
         let name: Name = q.name().into();
-        let reply = self
-            .node
+        let reply = node
             .zone
             .answer(&name, q.query_type(), q.query_class(), &client, &up);
         if let Some(pop) = reply.pop {
-            if let Some(c) = self.node.metrics.steered.get(pop) {
+            if let Some(c) = node.metrics.steered.get(pop) {
                 c[client.source as usize].fetch_add(1, Ordering::Relaxed);
             }
             if reply.decision.as_ref().is_some_and(|d| d.fail_open) {
-                self.node.metrics.fail_open.fetch_add(1, Ordering::Relaxed);
+                node.metrics.fail_open.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.send(request, response_handle, reply, ecs).await
+        Self::send(node, request, response_handle, reply, ecs).await
     }
 }
 
 /// A running dns node.
 pub struct RunningDns {
-    /// The node (zone, health, metrics).
-    pub node: Arc<DnsNode>,
+    shared: Shared,
+    prober: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// UDP and TCP address.
     pub addr: SocketAddr,
     /// Admin HTTP address, if any.
@@ -471,9 +496,10 @@ pub async fn start(
     admin: Option<&str>,
     control: Option<ControlWatch>,
 ) -> Result<RunningDns, StartError> {
-    let node = Arc::new(node);
     // Probe once before answering, so a PoP that is down at start never gets clients.
     node.health.probe_round().await;
+    let shared: Shared = Arc::new(arc_swap::ArcSwap::from_pointee(node));
+    let node = shared.load_full();
     let udp = tokio::net::UdpSocket::bind(listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -495,13 +521,14 @@ pub async fn start(
             source,
         })?;
     let mut server = hickory_server::Server::new(DnsHandler {
-        node: Arc::clone(&node),
+        node: Arc::clone(&shared),
     });
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 4096);
-    let mut tasks = vec![node.health.spawn()];
+    let prober = node.health.spawn();
+    let mut tasks = Vec::new();
     if let Some(w) = control {
-        tasks.push(spawn_heartbeat_watch(Arc::clone(&node.health), w));
+        tasks.push(spawn_heartbeat_watch(Arc::clone(&shared), w));
     }
     let admin_addr = match admin {
         Some(a) if !a.is_empty() => {
@@ -513,14 +540,15 @@ pub async fn start(
                     source,
                 })?;
             let la = l.local_addr().ok();
-            tasks.push(tokio::spawn(serve_admin(l, Arc::clone(&node))));
+            tasks.push(tokio::spawn(serve_admin(l, Arc::clone(&shared))));
             la
         }
         _ => None,
     };
     tracing::info!(%addr, admin = ?admin_addr, zone = %node.zone.zone, "dns node serving");
     Ok(RunningDns {
-        node,
+        shared,
+        prober: std::sync::Mutex::new(Some(prober)),
         addr,
         admin: admin_addr,
         server,
@@ -529,25 +557,53 @@ pub async fn start(
 }
 
 impl RunningDns {
-    /// Run until the server's sockets close.
-    pub async fn wait(mut self) {
-        let _ = self.server.block_until_done().await;
-        for t in self.tasks {
+    /// The node answering now (zone, health, metrics).
+    pub fn node(&self) -> Arc<DnsNode> {
+        self.shared.load_full()
+    }
+
+    /// Swap in a node built from a new config (weights, drains, PoPs, tenants, TTL): boxes and
+    /// PoPs that stay keep their health and counters; new boxes are probed before it answers.
+    pub async fn reload(&self, node: DnsNode) {
+        let old = self.shared.load_full();
+        node.health.carry_over(&old.health);
+        let old_names: Vec<String> = old.zone.map.pops.iter().map(|p| p.name.clone()).collect();
+        let names: Vec<String> = node.zone.map.pops.iter().map(|p| p.name.clone()).collect();
+        node.metrics.carry_over(&old.metrics, &names, &old_names);
+        node.health.probe_round().await;
+        let prober = node.health.spawn();
+        self.shared.store(Arc::new(node));
+        let mut slot = self.prober.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = slot.replace(prober) {
+            h.abort();
+        }
+        tracing::info!("dns config reloaded");
+    }
+
+    fn abort_all(&mut self) {
+        for t in self.tasks.drain(..) {
             t.abort();
         }
+        if let Some(h) = self.prober.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.abort();
+        }
+    }
+
+    /// Run until the server's sockets close.
+    pub async fn wait(&mut self) {
+        let _ = self.server.block_until_done().await;
+        self.abort_all();
     }
 
     /// Stop serving.
     pub async fn stop(mut self) {
         let _ = self.server.shutdown_gracefully().await;
-        for t in self.tasks {
-            t.abort();
-        }
+        self.abort_all();
     }
 }
 
 /// Poll the control plane's `/api/v1/nodes` and hold down boxes whose heartbeat is stale.
-fn spawn_heartbeat_watch(health: Arc<Health>, w: ControlWatch) -> tokio::task::JoinHandle<()> {
+fn spawn_heartbeat_watch(shared: Shared, w: ControlWatch) -> tokio::task::JoinHandle<()> {
     let ControlWatch {
         api,
         key,
@@ -569,6 +625,7 @@ fn spawn_heartbeat_watch(health: Arc<Health>, w: ControlWatch) -> tokio::task::J
             let Ok(v) = serde_json::from_slice::<Value>(&body) else {
                 continue;
             };
+            let health = Arc::clone(&shared.load().health);
             for n in v["nodes"].as_array().into_iter().flatten() {
                 let (Some(name), Some(ago)) = (n["node"].as_str(), n["seen_ms_ago"].as_u64())
                 else {
@@ -625,9 +682,9 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The admin listener: `GET /metrics`, `GET /healthz`, `GET /explain?name=N&subnet=S[&type=AAAA]`.
-async fn serve_admin(l: tokio::net::TcpListener, node: Arc<DnsNode>) {
+async fn serve_admin(l: tokio::net::TcpListener, shared: Shared) {
     while let Ok((mut s, _)) = l.accept().await {
-        let node = Arc::clone(&node);
+        let node = shared.load_full();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 8192];
             let mut n = 0;

@@ -159,15 +159,21 @@ async fn malformed_and_unusual_queries_get_the_right_codes() {
         );
     }
     // Unknown type for a tenant name: NOERROR, no data, authoritative.
-    let m = ask(a, &query(11, 0, "www.example.com", 65280, None)).await.unwrap();
+    let m = ask(a, &query(11, 0, "www.example.com", 65280, None))
+        .await
+        .unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.metadata.authoritative);
     assert!(m.answers.is_empty());
     // Unknown type inside the zone: NODATA with the SOA; a missing name: NXDOMAIN.
-    let m = ask(a, &query(12, 0, "fra.cdn.test", 65280, None)).await.unwrap();
+    let m = ask(a, &query(12, 0, "fra.cdn.test", 65280, None))
+        .await
+        .unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(m.authorities.len(), 1);
-    let m = ask(a, &query(13, 0, "nothing.cdn.test", 1, None)).await.unwrap();
+    let m = ask(a, &query(13, 0, "nothing.cdn.test", 1, None))
+        .await
+        .unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     // Not our zone: REFUSED, not authoritative.
     let m = ask(a, &query(14, 0, "example.org", 1, None)).await.unwrap();
@@ -190,7 +196,13 @@ async fn malformed_and_unusual_queries_get_the_right_codes() {
     assert_eq!(
         rcode(
             a,
-            &query(21, 0, "www.example.com", 1, Some((0, ecs(1, 20, 0, &[81, 2, 69]))))
+            &query(
+                21,
+                0,
+                "www.example.com",
+                1,
+                Some((0, ecs(1, 20, 0, &[81, 2, 69])))
+            )
         )
         .await,
         Some(ResponseCode::FormErr)
@@ -199,7 +211,13 @@ async fn malformed_and_unusual_queries_get_the_right_codes() {
     assert_eq!(
         rcode(
             a,
-            &query(22, 0, "www.example.com", 1, Some((0, ecs(1, 40, 0, &[1, 2, 3, 4, 5]))))
+            &query(
+                22,
+                0,
+                "www.example.com",
+                1,
+                Some((0, ecs(1, 40, 0, &[1, 2, 3, 4, 5])))
+            )
         )
         .await,
         Some(ResponseCode::FormErr)
@@ -216,7 +234,13 @@ async fn malformed_and_unusual_queries_get_the_right_codes() {
     // A good ECS is echoed with a scope; source 0 gets scope 0.
     let m = ask(
         a,
-        &query(24, 0, "www.example.com", 1, Some((0, ecs(1, 24, 0, &[81, 2, 69])))),
+        &query(
+            24,
+            0,
+            "www.example.com",
+            1,
+            Some((0, ecs(1, 24, 0, &[81, 2, 69]))),
+        ),
     )
     .await
     .unwrap();
@@ -266,7 +290,7 @@ async fn malformed_and_unusual_queries_get_the_right_codes() {
     assert_eq!(m.answers.len(), 1);
 
     // Counted by code.
-    let text = dns.node.render_metrics();
+    let text = dns.node().render_metrics();
     assert!(text.contains("outpost_dns_responses_total{rcode=\"FORMERR\"}"));
     dns.stop().await;
 }
@@ -286,7 +310,9 @@ async fn a_bounded_flood_leaves_the_server_answering() {
                 } else {
                     "nothing.cdn.test"
                 };
-                let _ = s.send_to(&query(t.wrapping_mul(5000) ^ i, 0, name, 1, None), a).await;
+                let _ = s
+                    .send_to(&query(t.wrapping_mul(5000) ^ i, 0, name, 1, None), a)
+                    .await;
             }
         }));
     }

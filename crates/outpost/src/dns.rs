@@ -91,22 +91,44 @@ pub async fn run(a: DnsArgs) -> Result<(), String> {
         stale: dns.heartbeat_stale.0,
         every: dns.probe_interval.0,
     });
-    let running = outpost_dns::start(node, &listen, Some(&admin), control)
+    let mut running = outpost_dns::start(node, &listen, Some(&admin), control)
         .await
         .map_err(|e| e.to_string())?;
     eprintln!(
-        "outpost dns: zone {} on {} (udp+tcp), admin {}, geoip {geo_text}",
-        running.node.zone.zone,
+        "outpost dns: zone {} on {} (udp+tcp), admin {}, geoip {geo_text}; SIGHUP reloads the config",
+        running.node().zone.zone,
         running.addr,
         running
             .admin
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into())
     );
-    tokio::select! {
-        _ = running.wait() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("SIGHUP handler: {e}"))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
+    loop {
+        tokio::select! {
+            _ = running.wait() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                // Weights, drains, PoPs, tenants and TTL change without a restart; the
+                // listeners stay (a new `dns.listen` needs one). A bad file keeps the old config.
+                match read_config(&a.config).and_then(|cfg| {
+                    let geo = open_geo(a.geoip.as_deref(), &cfg)?;
+                    DnsNode::from_config(&cfg, geo).map_err(|e| e.to_string())
+                }) {
+                    Ok(node) => {
+                        running.reload(node).await;
+                        eprintln!("outpost dns: config reloaded from {}", a.config.display());
+                    }
+                    Err(e) => eprintln!("outpost dns: reload refused, keeping the running config: {e}"),
+                }
+            }
+        }
     }
+    running.stop().await;
     Ok(())
 }
 

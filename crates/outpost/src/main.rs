@@ -414,7 +414,7 @@ async fn up(o: UpOptions) -> Result<(), String> {
         doc["dns"] = serde_json::json!({
             "addr": d.addr.to_string(),
             "admin": d.admin.map(|a| a.to_string()),
-            "zone": d.node.zone.zone,
+            "zone": d.node().zone.zone,
         });
     }
     ctl::write_private(&addr_file, &format!("{doc}\n")).map_err(|e| format!("--addr-file: {e}"))?;
@@ -438,8 +438,8 @@ async fn up(o: UpOptions) -> Result<(), String> {
         eprintln!("  demo origin {demo_url}");
     }
     if let Some(d) = &dns_node {
-        let geo = d
-            .node
+        let node = d.node();
+        let geo = node
             .zone
             .geo
             .as_ref()
@@ -447,7 +447,7 @@ async fn up(o: UpOptions) -> Result<(), String> {
             .unwrap_or_else(|| "no GeoIP database (scripts/install-geoip.sh): every client goes to the default region".into());
         eprintln!(
             "  GeoDNS      {} udp+tcp, zone {}; geoip {geo}",
-            d.addr, d.node.zone.zone
+            d.addr, node.zone.zone
         );
     }
     let edges: Vec<&world::WorldNode> = nodes

@@ -340,7 +340,52 @@ async fn geodns_steers_by_client_subnet_fails_over_and_reaches_the_answered_pop(
     };
     eprintln!("restore: UK answer back at fra {back:?} after the restart began");
 
-    // Metrics: answers by PoP and source, health changes.
+    // Maintenance: drain fra in the file and SIGHUP: its clients move at once, health aside.
+    let drained = cfg.replace("name = \"fra\"\n", "name = \"fra\"\ndrain = true\n");
+    assert_ne!(drained, cfg);
+    std::fs::write(&cfg_path, &drained).unwrap();
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &_dns.0.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    hup();
+    let t = Instant::now();
+    loop {
+        let d = dig(dns_port, "www.example.com", "A", Some("81.2.69.0/24"));
+        if d.addrs == vec!["192.0.2.2".to_string()] {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "drain never applied: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    eprintln!("drain: applied {:?} after SIGHUP", t.elapsed());
+    // A broken file is refused; the running config stays.
+    std::fs::write(&cfg_path, "[topology\n").unwrap();
+    hup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = dig(dns_port, "www.example.com", "A", Some("81.2.69.0/24"));
+    assert_eq!(d.addrs, vec!["192.0.2.2".to_string()], "{d:?}");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    hup();
+    let t = Instant::now();
+    loop {
+        let d = dig(dns_port, "www.example.com", "A", Some("81.2.69.0/24"));
+        if d.addrs == vec!["127.0.0.1".to_string()] {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "undrain never applied: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // Metrics: answers by PoP and source, health changes (kept across reloads).
     let m = http_text(admin_port, "/metrics").await;
     assert!(
         metric(&m, "outpost_dns_answers_total{pop=\"fra\",source=\"ecs\"}") >= 5.0,
