@@ -141,7 +141,7 @@ async fn malformed_and_unusual_queries_get_the_right_codes() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            if seed % 3 == 0 {
+            if seed.is_multiple_of(3) {
                 *b = seed as u8;
             }
         }
@@ -305,7 +305,7 @@ async fn a_bounded_flood_leaves_the_server_answering() {
         senders.push(tokio::spawn(async move {
             let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             for i in 0..5000u16 {
-                let name = if i % 3 == 0 {
+                let name = if i.is_multiple_of(3) {
                     "www.example.com"
                 } else {
                     "nothing.cdn.test"
