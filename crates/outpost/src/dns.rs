@@ -132,9 +132,15 @@ pub async fn run(a: DnsArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The dns node of `outpost up`: the world's zone on `listen`, admin on `admin`. A port that
-/// is taken (5353 is also mDNS's) is a warning, not a failure of the whole world.
-pub async fn start_in_up(world: &Config, listen: &str, admin: &str) -> Option<RunningDns> {
+/// The dns node of `outpost up`: the world's zone on `listen`, admin on `admin`, with the
+/// in-process control plane's heartbeats as a passive health signal when `control` is given. A
+/// port that is taken (5353 is also mDNS's) is a warning, not a failure of the whole world.
+pub async fn start_in_up(
+    world: &Config,
+    listen: &str,
+    admin: &str,
+    control: Option<ControlWatch>,
+) -> Option<RunningDns> {
     let mut cfg = world.clone();
     let mut dns = cfg.dns.clone().unwrap_or_default();
     dns.listen = listen.to_string();
@@ -156,7 +162,7 @@ pub async fn start_in_up(world: &Config, listen: &str, admin: &str) -> Option<Ru
             return None;
         }
     };
-    match outpost_dns::start(node, listen, Some(admin), None).await {
+    match outpost_dns::start(node, listen, Some(admin), control).await {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("  dns: not started: {e} (choose another with --dns ADDR)");

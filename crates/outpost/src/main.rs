@@ -408,7 +408,13 @@ async fn up(o: UpOptions) -> Result<(), String> {
     let dns_node = if o.dns.is_empty() {
         None
     } else {
-        dns::start_in_up(&world, &o.dns, &o.dns_admin).await
+        let watch = admin_key.clone().map(|key| outpost_dns::ControlWatch {
+            api: format!("http://{}", control.addr),
+            key,
+            stale: Duration::from_secs(5),
+            every: Duration::from_secs(1),
+        });
+        dns::start_in_up(&world, &o.dns, &o.dns_admin, watch).await
     };
     if let Some(d) = &dns_node {
         doc["dns"] = serde_json::json!({
