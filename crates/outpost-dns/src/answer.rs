@@ -111,6 +111,8 @@ pub struct Zone {
     /// TTL of steered and static answers.
     pub ttl: u32,
     tenants: HashMap<String, String>,
+    /// Tenant hostnames learnt from the control plane (`/api/v1/tenants`), beside the file's.
+    control_tenants: arc_swap::ArcSwap<HashMap<String, String>>,
     pops: HashMap<String, usize>,
     soa: Record,
     /// GeoIP database.
@@ -273,6 +275,7 @@ impl Zone {
             nameservers,
             ttl,
             tenants,
+            control_tenants: arc_swap::ArcSwap::from_pointee(HashMap::new()),
             pops: pop_index,
             soa,
             geo,
@@ -284,10 +287,37 @@ impl Zone {
         &self.soa
     }
 
+    /// Replace the control plane's tenants: (tenant name, its hostnames).
+    pub fn set_control_tenants(&self, tenants: &[(String, Vec<String>)]) {
+        let mut m = HashMap::new();
+        for (name, hosts) in tenants {
+            for h in hosts {
+                let h = h.trim_end_matches('.').to_ascii_lowercase();
+                if h == "*" || h.parse::<IpAddr>().is_ok() || !outpost_config::is_dns_name(&h) {
+                    continue;
+                }
+                m.insert(format!("{h}.{}", self.zone), name.clone());
+                m.insert(h, name.clone());
+            }
+        }
+        if *self.control_tenants.load_full() != m {
+            tracing::info!(
+                hostnames = m.len(),
+                "tenant hostnames from the control plane"
+            );
+            self.control_tenants.store(std::sync::Arc::new(m));
+        }
+    }
+
+    /// Keep the control plane's tenants of `old` (across a reload).
+    pub fn carry_over(&self, old: &Zone) {
+        self.control_tenants.store(old.control_tenants.load_full());
+    }
+
     /// What `name` (any case, with or without the final dot) is.
     pub fn classify(&self, name: &str) -> Target {
         let n = name.trim_end_matches('.').to_ascii_lowercase();
-        if self.tenants.contains_key(&n) {
+        if self.tenants.contains_key(&n) || self.control_tenants.load().contains_key(&n) {
             return Target::Tenant(n);
         }
         if n == self.zone {
@@ -477,4 +507,142 @@ pub fn client_of(src: IpAddr, ecs: Option<(IpAddr, u8)>) -> Client {
 pub fn ecs_is_valid(addr: IpAddr, source_prefix: u8) -> bool {
     let max = if addr.is_ipv4() { 32 } else { 128 };
     source_prefix <= max && steer::truncate(addr, source_prefix) == addr
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const CONFIG: &str = r#"
+[dns]
+zone = "CDN.test."
+[[tenant]]
+name = "site"
+hostnames = ["www.example.com", "*", "10.0.0.1"]
+origins = ["http://127.0.0.1:9"]
+[topology]
+[[topology.region]]
+name = "eu"
+lat = 50.1
+lon = 8.7
+[[topology.pop]]
+name = "fra"
+region = "eu"
+addresses = ["192.0.2.1", "2001:db8::1"]
+[[topology.pop.box]]
+name = "fra-a"
+listen = "127.0.0.1:9"
+"#;
+
+    fn zone() -> Zone {
+        Zone::from_config(&Config::parse_toml(CONFIG).unwrap(), None).unwrap()
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn names_are_classified_case_insensitively() {
+        let z = zone();
+        assert_eq!(z.classify("cdn.test."), Target::Apex);
+        assert_eq!(z.classify("NS1.cdn.test"), Target::Nameserver(0));
+        assert_eq!(z.classify("fra.cdn.test"), Target::Pop(0));
+        assert_eq!(
+            z.classify("WWW.Example.com."),
+            Target::Tenant("www.example.com".into())
+        );
+        assert_eq!(
+            z.classify("www.example.com.cdn.test"),
+            Target::Tenant("www.example.com.cdn.test".into())
+        );
+        assert_eq!(z.classify("other.cdn.test"), Target::NoSuchName);
+        assert_eq!(z.classify("example.org"), Target::NotOurs);
+        assert_eq!(z.classify("xcdn.test"), Target::NotOurs);
+        // "*" and IP hostnames are not DNS names.
+        assert_eq!(z.classify("10.0.0.1"), Target::NotOurs);
+    }
+
+    #[test]
+    fn tenants_from_the_control_plane_are_answered_until_removed() {
+        let z = zone();
+        let resolver = client_of([127, 0, 0, 1].into(), None);
+        let q = name("shop.example.net.");
+        let r = z.answer(&q, RecordType::A, DNSClass::IN, &resolver, &[true]);
+        assert_eq!(r.rcode, ResponseCode::Refused);
+        z.set_control_tenants(&[("shop".into(), vec!["Shop.Example.net".into(), "*".into()])]);
+        let r = z.answer(&q, RecordType::A, DNSClass::IN, &resolver, &[true]);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(
+            z.classify("shop.example.net.cdn.test"),
+            Target::Tenant("shop.example.net.cdn.test".into())
+        );
+        z.set_control_tenants(&[]);
+        let r = z.answer(&q, RecordType::A, DNSClass::IN, &resolver, &[true]);
+        assert_eq!(r.rcode, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn answers_by_type() {
+        let z = zone();
+        let c = client_of([127, 0, 0, 1].into(), None);
+        let up = [true];
+        let a = z.answer(
+            &name("www.example.com."),
+            RecordType::AAAA,
+            DNSClass::IN,
+            &c,
+            &up,
+        );
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.scope, 0, "no ECS: no scope");
+        let mx = z.answer(
+            &name("www.example.com."),
+            RecordType::MX,
+            DNSClass::IN,
+            &c,
+            &up,
+        );
+        assert_eq!(mx.rcode, ResponseCode::NoError);
+        assert!(mx.answers.is_empty() && mx.authority.is_empty());
+        let ns = z.answer(&name("cdn.test."), RecordType::NS, DNSClass::IN, &c, &up);
+        assert_eq!(ns.answers.len(), 1);
+        assert_eq!(ns.additional.len(), 1, "glue");
+        let nx = z.answer(&name("x.cdn.test."), RecordType::A, DNSClass::IN, &c, &up);
+        assert_eq!(nx.rcode, ResponseCode::NXDomain);
+        assert_eq!(nx.authority.len(), 1);
+        let ch = z.answer(
+            &name("www.example.com."),
+            RecordType::A,
+            DNSClass::CH,
+            &c,
+            &up,
+        );
+        assert_eq!(ch.rcode, ResponseCode::Refused);
+        // ECS with a source prefix: a scope is returned (no GeoIP: prefix 0 unless bucketed).
+        let e = client_of([127, 0, 0, 1].into(), Some(([81, 2, 69, 0].into(), 24)));
+        assert_eq!(e.source, Source::Ecs);
+        let r = z.answer(
+            &name("www.example.com."),
+            RecordType::A,
+            DNSClass::IN,
+            &e,
+            &up,
+        );
+        assert_eq!(r.pop, Some(0));
+        // Source prefix 0: the resolver's address.
+        let zero = client_of([127, 0, 0, 1].into(), Some(([0, 0, 0, 0].into(), 0)));
+        assert_eq!(zero.source, Source::Resolver);
+    }
+
+    #[test]
+    fn ecs_validity() {
+        assert!(ecs_is_valid([81, 2, 69, 0].into(), 24));
+        assert!(!ecs_is_valid([81, 2, 69, 1].into(), 24));
+        assert!(ecs_is_valid([0, 0, 0, 0].into(), 0));
+        assert!(!ecs_is_valid([1, 0, 0, 0].into(), 0));
+        assert!(!ecs_is_valid([1, 2, 3, 4].into(), 33));
+    }
 }

@@ -567,6 +567,7 @@ impl RunningDns {
     pub async fn reload(&self, node: DnsNode) {
         let old = self.shared.load_full();
         node.health.carry_over(&old.health);
+        node.zone.carry_over(&old.zone);
         let old_names: Vec<String> = old.zone.map.pops.iter().map(|p| p.name.clone()).collect();
         let names: Vec<String> = node.zone.map.pops.iter().map(|p| p.name.clone()).collect();
         node.metrics.carry_over(&old.metrics, &names, &old_names);
@@ -602,7 +603,9 @@ impl RunningDns {
     }
 }
 
-/// Poll the control plane's `/api/v1/nodes` and hold down boxes whose heartbeat is stale.
+/// Poll the control plane: `/api/v1/nodes` holds down boxes whose heartbeat is stale, and
+/// `/api/v1/tenants` adds the hostnames of tenants created through the API (no file edit, no
+/// reload needed).
 fn spawn_heartbeat_watch(shared: Shared, w: ControlWatch) -> tokio::task::JoinHandle<()> {
     let ControlWatch {
         api,
@@ -618,22 +621,41 @@ fn spawn_heartbeat_watch(shared: Shared, w: ControlWatch) -> tokio::task::JoinHa
         let stale_ms = stale.as_millis() as u64;
         loop {
             tokio::time::sleep(every).await;
-            let Some(body) = http_get(&hostport, "/api/v1/nodes", &key).await else {
-                // The control plane being away says nothing about the boxes.
-                continue;
-            };
-            let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-                continue;
-            };
-            let health = Arc::clone(&shared.load().health);
-            for n in v["nodes"].as_array().into_iter().flatten() {
-                let (Some(name), Some(ago)) = (n["node"].as_str(), n["seen_ms_ago"].as_u64())
-                else {
-                    continue;
-                };
-                // Never heard from (no agent on that box): no signal.
-                let never = ago > 1_000_000_000_000;
-                health.set_stale(name, !never && ago > stale_ms);
+            let node = shared.load_full();
+            // The control plane being away says nothing about the boxes: no change then.
+            if let Some(v) = http_get(&hostport, "/api/v1/nodes", &key)
+                .await
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            {
+                for n in v["nodes"].as_array().into_iter().flatten() {
+                    let (Some(name), Some(ago)) = (n["node"].as_str(), n["seen_ms_ago"].as_u64())
+                    else {
+                        continue;
+                    };
+                    // Never heard from (no agent on that box): no signal.
+                    let never = ago > 1_000_000_000_000;
+                    node.health.set_stale(name, !never && ago > stale_ms);
+                }
+            }
+            if let Some(v) = http_get(&hostport, "/api/v1/tenants", &key)
+                .await
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            {
+                let list: Vec<(String, Vec<String>)> = v["tenants"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| {
+                        let name = t["name"].as_str()?.to_string();
+                        let hosts = t["hostnames"]
+                            .as_array()?
+                            .iter()
+                            .filter_map(|h| h.as_str().map(str::to_string))
+                            .collect();
+                        Some((name, hosts))
+                    })
+                    .collect();
+                node.zone.set_control_tenants(&list);
             }
         }
     })

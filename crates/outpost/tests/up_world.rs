@@ -75,8 +75,8 @@ fn cache_status(r: &outpost_testkit::SimpleResponse) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
     // Edges on base..base+3, shields on base+10 and +11, metrics on base+20.., demo on base+30,
-    // the control API on base+31.
-    let base = free_base(32);
+    // the control API on base+31, the dns node on base+32 (admin base+33).
+    let base = free_base(34);
     let d = dir("world");
     let args = vec![
         "--listen".to_string(),
@@ -89,6 +89,10 @@ async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
         "32M".into(),
         "--api".into(),
         format!("127.0.0.1:{}", base + 31),
+        "--dns".into(),
+        format!("127.0.0.1:{}", base + 32),
+        "--dns-admin".into(),
+        format!("127.0.0.1:{}", base + 33),
     ];
     let world = up(d.clone(), &args).await;
     let addr_file = world.dir.join("addr.json");
@@ -193,6 +197,66 @@ async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("demo.localhost"));
+    // The GeoDNS node of the world answers the demo tenant, and a tenant created through the
+    // API (no file, no restart) within a few seconds.
+    let v = nodes(&addr_file);
+    assert_eq!(v["dns"]["addr"], format!("127.0.0.1:{}", base + 32), "{v}");
+    if Command::new("dig").arg("-v").output().is_ok() {
+        let dig = |name: &str| -> String {
+            let out = Command::new("dig")
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &(base + 32).to_string(),
+                    name,
+                    "A",
+                    "+time=2",
+                    "+tries=2",
+                    "+noall",
+                    "+comments",
+                    "+answer",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let a = dig("demo.localhost");
+        assert!(
+            a.contains("status: NOERROR") && a.contains("127.0.0.1"),
+            "{a}"
+        );
+        assert!(dig("shop.example.net").contains("status: REFUSED"));
+        let tenant = d.join("shop.json");
+        std::fs::write(
+            &tenant,
+            format!(
+                r#"{{"name":"shop","hostnames":["shop.example.net"],"origins":["http://127.0.0.1:{}"]}}"#,
+                base + 30
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["tenant", "create"])
+            .arg(&tenant)
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t = Instant::now();
+        loop {
+            let a = dig("shop.example.net");
+            if a.contains("status: NOERROR") && a.contains("127.0.0.1") {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "{a}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     // Warm two URLs in eu: both eu edges report, and the objects are then hits there.
     let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
         .args([
@@ -263,6 +327,8 @@ async fn simulated_client_latency_shows_in_timings() {
         format!("127.0.0.1:{demo}"),
         "--api".into(),
         format!("127.0.0.1:{}", base + 4),
+        "--dns".into(),
+        String::new(),
     ];
     let _world = up(d, &args).await;
     let edge: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
