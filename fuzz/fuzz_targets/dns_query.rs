@@ -5,9 +5,8 @@
 #![no_main]
 
 use hickory_proto::op::Message;
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use libfuzzer_sys::fuzz_target;
-use outpost_dns::answer::{client_of, ecs_is_valid, Zone};
+use outpost_dns::answer::{client_of, request_subnet, Zone};
 use std::sync::OnceLock;
 
 const CONFIG: &str = r#"
@@ -59,15 +58,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(msg) = Message::from_vec(packet) else {
         return;
     };
-    let ecs = msg.edns.as_ref().and_then(|e| match e.option(EdnsCode::Subnet) {
-        Some(EdnsOption::Subnet(s)) => Some(*s),
-        _ => None,
-    });
-    if let Some(s) = ecs {
-        if !ecs_is_valid(s.addr(), s.source_prefix()) {
-            return;
-        }
-    }
+    let Ok(ecs) = request_subnet(msg.edns.as_ref()) else {
+        return;
+    };
     let up = [health & 1 == 1, health & 2 == 2];
     let src = std::net::IpAddr::from([health, 2, 3, 4]);
     let client = client_of(src, ecs.map(|s| (s.addr(), s.source_prefix())));

@@ -502,6 +502,18 @@ pub fn client_of(src: IpAddr, ecs: Option<(IpAddr, u8)>) -> Client {
     }
 }
 
+/// The query's client subnet option, if any; FORMERR when it is malformed (RFC 7871 §6).
+pub fn request_subnet(
+    edns: Option<&hickory_proto::op::Edns>,
+) -> Result<Option<hickory_proto::rr::rdata::opt::ClientSubnet>, ResponseCode> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match edns.and_then(|e| e.option(EdnsCode::Subnet)) {
+        Some(EdnsOption::Subnet(s)) if ecs_is_valid(s.addr(), s.source_prefix()) => Ok(Some(*s)),
+        Some(_) => Err(ResponseCode::FormErr),
+        None => Ok(None),
+    }
+}
+
 /// RFC 7871 §6: ADDRESS bits beyond SOURCE PREFIX-LENGTH must be zero (the decoder already
 /// checked the length).
 pub fn ecs_is_valid(addr: IpAddr, source_prefix: u8) -> bool {

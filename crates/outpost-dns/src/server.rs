@@ -6,10 +6,10 @@
 //! EDNS version, the RFC 7871 client subnet (malformed → FORMERR), the answer, the OPT record
 //! echoing the subnet with its scope, metrics.
 
-use crate::answer::{client_of, ecs_is_valid, Client, Reply, Source, Target, Zone};
+use crate::answer::{client_of, request_subnet, Client, Reply, Source, Target, Zone};
 use crate::health::{Health, Policy, Probe};
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -363,58 +363,13 @@ impl RequestHandler for DnsHandler {
         let _g = span.enter();
         let node = self.node.load_full();
         let node = node.as_ref();
-        if request.metadata.op_code != OpCode::Query {
-            return Self::send(
-                node,
-                request,
-                response_handle,
-                Self::error(ResponseCode::NotImp),
-                None,
-            )
-            .await;
-        }
-        // RFC 6891 §6.1.3: an EDNS version we do not implement gets BADVERS.
-        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return Self::send(
-                node,
-                request,
-                response_handle,
-                Self::error(ResponseCode::BADVERS),
-                None,
-            )
-            .await;
-        }
-        let queries = request.queries.queries();
-        if queries.len() != 1 || !request.answers.is_empty() || !request.authorities.is_empty() {
-            return Self::send(
-                node,
-                request,
-                response_handle,
-                Self::error(ResponseCode::FormErr),
-                None,
-            )
-            .await;
-        }
-        let ecs = request
-            .edns
-            .as_ref()
-            .and_then(|e| match e.option(EdnsCode::Subnet) {
-                Some(EdnsOption::Subnet(s)) => Some(*s),
-                _ => None,
-            });
-        if let Some(s) = ecs {
-            if !ecs_is_valid(s.addr(), s.source_prefix()) {
-                return Self::send(
-                    node,
-                    request,
-                    response_handle,
-                    Self::error(ResponseCode::FormErr),
-                    None,
-                )
-                .await;
+        let ecs = match admit(request) {
+            Ok(ecs) => ecs,
+            Err(code) => {
+                return Self::send(node, request, response_handle, Self::error(code), None).await
             }
-        }
-        let q = &queries[0];
+        };
+        let q = &request.queries.queries()[0];
         let client = client_of(
             request.src().ip(),
             ecs.map(|s| (s.addr(), s.source_prefix())),
@@ -434,6 +389,25 @@ impl RequestHandler for DnsHandler {
         }
         Self::send(node, request, response_handle, reply, ecs).await
     }
+}
+
+/// What a query must be before it is answered: a QUERY (else NOTIMP), EDNS version 0 (else
+/// BADVERS, RFC 6891 §6.1.3), exactly one question and nothing in the answer and authority
+/// sections (else FORMERR), a well-formed client subnet (else FORMERR). Its subnet, if any.
+fn admit(request: &Request) -> Result<Option<ClientSubnet>, ResponseCode> {
+    if request.metadata.op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return Err(ResponseCode::BADVERS);
+    }
+    if request.queries.queries().len() != 1
+        || !request.answers.is_empty()
+        || !request.authorities.is_empty()
+    {
+        return Err(ResponseCode::FormErr);
+    }
+    request_subnet(request.edns.as_ref())
 }
 
 /// A running dns node.
