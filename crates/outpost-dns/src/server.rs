@@ -359,17 +359,34 @@ impl RequestHandler for DnsHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        use tracing::Instrument;
         let span = tracing::debug_span!("dns", id = request.metadata.id, src = %request.src());
-        let _g = span.enter();
+        self.handle(request, response_handle).instrument(span).await
+    }
+}
+
+impl DnsHandler {
+    async fn handle<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
         let node = self.node.load_full();
         let node = node.as_ref();
-        let ecs = match admit(request) {
-            Ok(ecs) => ecs,
+        let admitted = admit(request).and_then(|ecs| {
+            let q = request
+                .queries
+                .queries()
+                .first()
+                .ok_or(ResponseCode::FormErr)?;
+            Ok((ecs, q))
+        });
+        let (ecs, q) = match admitted {
+            Ok(a) => a,
             Err(code) => {
                 return Self::send(node, request, response_handle, Self::error(code), None).await
             }
         };
-        let q = &request.queries.queries()[0];
         let client = client_of(
             request.src().ip(),
             ecs.map(|s| (s.addr(), s.source_prefix())),

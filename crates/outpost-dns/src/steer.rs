@@ -206,10 +206,10 @@ impl Map {
     pub fn rank(&self, loc: &Location) -> Vec<Ranked> {
         let (lat, lon, code) = match loc.country {
             Some(c) => (f64::from(c.lat), f64::from(c.lon), Some(c.code)),
-            None => {
-                let r = &self.regions[self.default_region];
-                (r.lat, r.lon, None)
-            }
+            None => match self.regions.get(self.default_region) {
+                Some(r) => (r.lat, r.lon, None),
+                None => (0.0, 0.0, None),
+            },
         };
         let mut v: Vec<(Ranked, u64)> = self
             .pops
