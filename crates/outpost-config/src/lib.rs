@@ -689,6 +689,13 @@ pub struct NodeConfig {
     /// Requests in flight to one origin from this node, shared fairly between the tenants that
     /// use it (half guaranteed in equal parts, half first come first served).
     pub origin_concurrency: usize,
+    /// HTTPS listen address (TLS 1.3 and 1.2, ALPN `h2` and `http/1.1`); empty: none.
+    pub tls_listen: String,
+    /// Certificate chain (PEM) served when the client's SNI matches no tenant certificate (or
+    /// it sends none); empty: such handshakes fail with an alert.
+    pub tls_default_cert: String,
+    /// Private key (PEM) of `tls_default_cert`.
+    pub tls_default_key: String,
 }
 
 impl Default for NodeConfig {
@@ -705,6 +712,9 @@ impl Default for NodeConfig {
             drain_timeout: Dur(Duration::from_secs(30)),
             admin_token: None,
             origin_concurrency: 512,
+            tls_listen: String::new(),
+            tls_default_cert: String::new(),
+            tls_default_key: String::new(),
         }
     }
 }
@@ -771,6 +781,26 @@ pub struct TenantConfig {
     /// How the origins are chosen and health-checked.
     #[serde(default)]
     pub origin_pool: OriginPoolConfig,
+    /// HTTPS for this tenant's hostnames (certificate chosen by SNI, redirect, HSTS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TenantTlsConfig>,
+}
+
+/// `[tenant.tls]`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantTlsConfig {
+    /// Certificate chain (PEM) for the tenant's hostnames (a `*.example.com` certificate covers
+    /// one label); reloaded when the file changes.
+    pub cert: String,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Answer plain-HTTP requests with a 308 to the same URL over HTTPS.
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security: max-age=...` on HTTPS responses; 0: not sent.
+    pub hsts_max_age: Dur,
+    /// Add `includeSubDomains` to the HSTS header.
+    pub hsts_include_subdomains: bool,
 }
 
 /// `[tenant.origin_pool]`.
@@ -987,6 +1017,19 @@ impl Config {
         if !self.node.metrics.is_empty() {
             check_addr("node.metrics", &self.node.metrics)?;
         }
+        if !self.node.tls_listen.is_empty() {
+            check_addr("node.tls_listen", &self.node.tls_listen)?;
+        }
+        if self.node.tls_default_cert.is_empty() != self.node.tls_default_key.is_empty() {
+            return Err(ConfigError::new(
+                if self.node.tls_default_cert.is_empty() {
+                    "node.tls_default_cert"
+                } else {
+                    "node.tls_default_key"
+                },
+                "tls_default_cert and tls_default_key go together",
+            ));
+        }
         for (path, d) in [
             ("node.header_read_timeout", self.node.header_read_timeout),
             ("node.idle_timeout", self.node.idle_timeout),
@@ -1050,6 +1093,17 @@ impl Config {
         let mut seen_hosts: Vec<(&str, usize)> = Vec::new();
         let mut seen_names: Vec<&str> = Vec::new();
         for (i, t) in self.tenants.iter().enumerate() {
+            if let Some(tls) = &t.tls {
+                if tls.cert.is_empty() || tls.key.is_empty() {
+                    return Err(ConfigError::new(
+                        format!(
+                            "tenant[{i}].tls.{}",
+                            if tls.cert.is_empty() { "cert" } else { "key" }
+                        ),
+                        "a PEM file path is required",
+                    ));
+                }
+            }
             let p = format!("tenant[{i}]");
             if t.name.is_empty()
                 || !t
@@ -1340,6 +1394,7 @@ impl Config {
                 rules: Vec::new(),
                 shield: None,
                 origin_pool: OriginPoolConfig::default(),
+                tls: None,
             }],
             topology: None,
             dns: None,

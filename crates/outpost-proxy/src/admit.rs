@@ -78,6 +78,25 @@ pub fn host_of<B>(req: &Request<B>) -> Option<&str> {
     })
 }
 
+/// A request over TLS whose SNI names a tenant other than the Host's: 421 (RFC 9110 §15.5.20),
+/// so a client cannot use one tenant's certificate to reach another tenant. An SNI that names
+/// no tenant (the default certificate) leaves the Host to decide.
+pub fn sni_mismatch(
+    tenants: &crate::tenant::Tenants,
+    info: &crate::tls::TlsInfo,
+    tenant: &crate::tenant::Tenant,
+) -> Option<ProxyError> {
+    let sni = info.sni.as_deref()?;
+    let by_sni = tenants.find(sni)?;
+    if by_sni.name == tenant.name {
+        return None;
+    }
+    Some(ProxyError::client(
+        ErrorClass::UnknownHost,
+        format!("this connection's TLS name {sni} is not this Host's tenant"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -106,3 +125,4 @@ mod tests {
         );
     }
 }
+

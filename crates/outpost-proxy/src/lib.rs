@@ -35,6 +35,7 @@ pub mod soft_purge;
 pub mod tenant;
 pub mod throttle;
 pub mod tier;
+pub mod tls;
 
 pub use node::{ConfigSnapshot, Node, NodeOptions};
 
@@ -58,6 +59,8 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// Admin (metrics, health, purge) listener address, if enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// The HTTPS listener's address, when `node.tls_listen` is set.
+    pub tls_addr: Option<SocketAddr>,
     dog: Arc<conn::Watchdog>,
     stop_accepting: watch::Sender<bool>,
 }
@@ -155,6 +158,27 @@ pub async fn start_with(cfg: &Config, opts: NodeOptions) -> std::io::Result<Runn
         n => spawn_workers(n)?,
     };
     let (stop_accepting, stop_rx) = watch::channel(false);
+    let tls_addr = if cfg.node.tls_listen.is_empty() {
+        None
+    } else {
+        let store = tls::CertStore::new(cfg).map_err(std::io::Error::other)?;
+        let server_cfg = store.server_config().map_err(std::io::Error::other)?;
+        store.spawn_reload(Arc::downgrade(&node));
+        let l = bind(&cfg.node.tls_listen).await?;
+        let a = l.local_addr()?;
+        let _ = node.tls_port.set(a.port());
+        let accept = TlsAccept {
+            listener: l,
+            acceptor: tokio_rustls::TlsAcceptor::from(server_cfg),
+            _store: store,
+            node: node.clone(),
+            limits,
+            dog: dog.clone(),
+            stop: stop_rx.clone(),
+        };
+        tokio::spawn(accept.run());
+        Some(a)
+    };
     let accept = Accept {
         listener,
         node: node.clone(),
@@ -168,6 +192,7 @@ pub async fn start_with(cfg: &Config, opts: NodeOptions) -> std::io::Result<Runn
         node,
         addr,
         metrics_addr,
+        tls_addr,
         dog,
         stop_accepting,
     })
@@ -272,6 +297,86 @@ impl Accept {
     }
 }
 
+/// The accept loop of the HTTPS listener.
+struct TlsAccept {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// Kept alive with the listener (its reload task stops when it is dropped).
+    _store: Arc<tls::CertStore>,
+    node: Arc<Node>,
+    limits: Limits,
+    dog: Arc<conn::Watchdog>,
+    stop: watch::Receiver<bool>,
+}
+
+impl TlsAccept {
+    async fn run(self) {
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            if stop.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(stopped);
+        loop {
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                _ = &mut stopped => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    if let Some(suppressed) = self.node.warnings.accept.allow() {
+                        tracing::warn!(error = %e, suppressed, "TLS accept failed; refusing connections");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let watch = self.dog.watch();
+            let acceptor = self.acceptor.clone();
+            let (node, limits) = (self.node.clone(), self.limits);
+            tokio::spawn(serve_tls(stream, peer, acceptor, node, limits, watch));
+        }
+    }
+}
+
+/// One HTTPS connection: the handshake (bounded by the header read timeout), then h2 or
+/// HTTP/1.1 as ALPN chose, with the SNI name on every request.
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    node: Arc<Node>,
+    limits: Limits,
+    watch: Arc<conn::ConnWatch>,
+) {
+    let tls = match tokio::time::timeout(watch.header_timeout(), acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let info = tls::TlsInfo {
+        sni: conn
+            .server_name()
+            .map(|s| Arc::<str>::from(s.to_ascii_lowercase())),
+    };
+    let h2 = conn.alpn_protocol() == Some(b"h2".as_slice());
+    if h2 {
+        serve_h2(tls, peer, node, limits, watch, Some(info)).await;
+    } else {
+        serve_h1(tls, peer, node, limits, watch, Some(info)).await;
+    }
+}
+
 /// Whether the connection opens with the HTTP/2 preface (waits for its first bytes; the caller
 /// bounds the wait by the header read timeout).
 async fn is_h2_preface(stream: &tokio::net::TcpStream) -> bool {
@@ -287,28 +392,81 @@ async fn is_h2_preface(stream: &tokio::net::TcpStream) -> bool {
     false
 }
 
-/// An HTTP/2 connection from a peer node: no header-read or idle deadlines (a peer keeps one
-/// connection open and idle between bursts), but a drain still ends it gracefully.
-async fn serve_h2(
-    stream: tokio::net::TcpStream,
+/// An HTTP/2 connection: from a peer node (prior knowledge), a client with prior knowledge
+/// (h2c) or a client that chose `h2` by ALPN. No header-read or idle deadlines from the
+/// watchdog (it cannot see h2 framing; pings find dead peers), but a drain still ends it
+/// gracefully. Clients get tighter limits than peers: 100 concurrent streams, and hyper's h2
+/// bounds on reset streams (rapid reset, CVE-2023-44487) and on header blocks (CONTINUATION
+/// floods): a client that trips them loses its connection, not the node.
+async fn serve_h2<S>(
+    stream: S,
     peer: SocketAddr,
     node: Arc<Node>,
     limits: Limits,
     watch: Arc<conn::ConnWatch>,
-) {
+    tls: Option<tls::TlsInfo>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     watch.disarm();
-    let svc = service_fn(move |req| {
+    let from_peer = tls.is_none() && node.tier.is_some();
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let node = node.clone();
+        if let Some(info) = &tls {
+            req.extensions_mut().insert(info.clone());
+        }
         async move { Ok::<_, Infallible>(request::handle(node, req, peer, false).await) }
     });
-    // The same header budget as HTTP/1.1, and a bound on streams in flight per connection.
-    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(1024)
-        .serve_connection(TokioIo::new(stream), svc);
+    let mut b = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // The same header budget as HTTP/1.1.
+    b.max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    if from_peer {
+        b.max_concurrent_streams(1024);
+    } else {
+        b.max_concurrent_streams(100)
+            .max_pending_accept_reset_streams(Some(20))
+            .max_local_error_reset_streams(Some(256));
+    }
+    let conn = b.serve_connection(TokioIo::new(stream), svc);
     match conn::Watched::new(conn, watch).await {
         Some(Err(e)) => tracing::debug!(error = %e, %peer, "HTTP/2 connection ended with error"),
         None => tracing::debug!(%peer, "HTTP/2 connection closed by the watchdog"),
+        Some(Ok(())) => {}
+    }
+}
+
+/// HTTP/1.1 with keep-alive on any stream (plain TCP or TLS), until the client, an error, the
+/// watchdog (header and idle timeouts, conn.rs) or a drain ends it.
+async fn serve_h1<S>(
+    stream: S,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    limits: Limits,
+    watch: Arc<conn::ConnWatch>,
+    tls: Option<tls::TlsInfo>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ambiguous = Arc::new(AtomicBool::new(false));
+    let stream = conn::SniffStream::new(stream, ambiguous.clone(), Some(watch.clone()));
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let node = node.clone();
+        let flagged = ambiguous.load(Ordering::Relaxed);
+        if let Some(info) = &tls {
+            req.extensions_mut().insert(info.clone());
+        }
+        async move { Ok::<_, Infallible>(request::handle(node, req, peer, flagged).await) }
+    });
+    let mut b = http1::Builder::new();
+    b.max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let conn = b.serve_connection(TokioIo::new(stream), svc);
+    match conn::Watched::new(conn, watch).await {
+        Some(Err(e)) => tracing::debug!(error = %e, %peer, "connection ended with error"),
+        None => tracing::debug!(%peer, "connection closed by the watchdog"),
         Some(Ok(())) => {}
     }
 }
@@ -329,33 +487,12 @@ async fn serve_connection(
             return;
         }
     };
-    // Nodes of a CDN take HTTP/2 with prior knowledge from their peers (the connection preface
-    // starts "PRI "): one connection carries every request between two nodes.
-    if node.tier.is_some() {
-        // Bounded like any first read: a client that sends nothing is closed.
-        match tokio::time::timeout(watch.header_timeout(), is_h2_preface(&stream)).await {
-            Ok(true) => {
-                serve_h2(stream, peer, node, limits, watch).await;
-                return;
-            }
-            Ok(false) => {}
-            Err(_) => return,
-        }
-    }
-    let ambiguous = Arc::new(AtomicBool::new(false));
-    let stream = conn::SniffStream::new(stream, ambiguous.clone(), Some(watch.clone()));
-    let svc = service_fn(move |req| {
-        let node = node.clone();
-        let flagged = ambiguous.load(Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(request::handle(node, req, peer, flagged).await) }
-    });
-    let mut b = http1::Builder::new();
-    b.max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    let conn = b.serve_connection(TokioIo::new(stream), svc);
-    match conn::Watched::new(conn, watch).await {
-        Some(Err(e)) => tracing::debug!(error = %e, %peer, "connection ended with error"),
-        None => tracing::debug!(%peer, "connection closed by the watchdog"),
-        Some(Ok(())) => {}
+    // HTTP/2 with prior knowledge (the connection preface starts "PRI "): peers of a CDN
+    // send every request between two nodes on one such connection; clients may use h2c.
+    // Bounded like any first read: a client that sends nothing is closed.
+    match tokio::time::timeout(watch.header_timeout(), is_h2_preface(&stream)).await {
+        Ok(true) => serve_h2(stream, peer, node, limits, watch, None).await,
+        Ok(false) => serve_h1(stream, peer, node, limits, watch, None).await,
+        Err(_) => {}
     }
 }

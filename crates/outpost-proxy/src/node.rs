@@ -44,6 +44,8 @@ pub struct ConfigSnapshot {
     pub version: u64,
     /// Tenants by host.
     pub tenants: Tenants,
+    /// Certificate files the TLS listener serves (tenant certificates by name, the default).
+    pub tls_sources: crate::tls::TlsSources,
 }
 
 /// Shared state of a running node.
@@ -83,6 +85,8 @@ pub struct Node {
     pub catching_up: AtomicBool,
     /// Its place in a CDN (role, PoP, peers), when the config has a topology.
     pub tier: Option<crate::tier::Tier>,
+    /// Port of the HTTPS listener, once bound (plain-HTTP redirects point there).
+    pub tls_port: std::sync::OnceLock<u16>,
     /// How far this node has applied the control plane's log (its agent advances it; requests
     /// to peers carry it, see `log_position.rs`).
     pub log_position: Arc<crate::log_position::LogPosition>,
@@ -115,6 +119,7 @@ impl Node {
             config: ArcSwap::from_pointee(ConfigSnapshot {
                 version: 1,
                 tenants,
+                tls_sources: crate::tls::sources(cfg),
             }),
             has_disk: store.stats_disk().is_some(),
             store,
@@ -130,6 +135,7 @@ impl Node {
             admin_token: cfg.node.admin_token.clone(),
             control_api: std::sync::OnceLock::new(),
             catching_up: AtomicBool::new(opts.catching_up),
+            tls_port: std::sync::OnceLock::new(),
             tier,
             log_position,
             limits,
@@ -177,7 +183,11 @@ impl Node {
         let tenants = Tenants::from_config(cfg, &env, Some(&old.tenants));
         let version = old.version + 1;
         self.config
-            .store(Arc::new(ConfigSnapshot { version, tenants }));
+            .store(Arc::new(ConfigSnapshot {
+                version,
+                tenants,
+                tls_sources: crate::tls::sources(cfg),
+            }));
         self.metrics.set_config_version(version);
         tracing::info!(
             version,

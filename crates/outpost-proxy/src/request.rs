@@ -47,6 +47,16 @@ pub async fn handle(
         }
     }
     let mut log = RequestLog::start(&node, req.method(), req.uri(), req.headers(), peer);
+    // HSTS goes on every HTTPS answer of a tenant that asks for it (RFC 6797 §7.1).
+    let tls = req.extensions().get::<crate::tls::TlsInfo>().is_some();
+    let host = if tls {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    } else {
+        None
+    };
     // The span costs ~1% of a hit even when disabled, so it exists only when debug logging is on.
     let resp = if tracing::enabled!(tracing::Level::DEBUG) {
         let id = log.id(&node);
@@ -58,6 +68,10 @@ pub async fn handle(
     } else {
         serve(&node, req, peer, ambiguous_framing, &mut log).await
     };
+    let mut resp = resp;
+    if tls {
+        respond::hsts(&node, host.as_deref(), &mut resp);
+    }
     log.finish(&node, resp.status().as_u16(), resp.headers());
     resp
 }
@@ -84,6 +98,20 @@ async fn serve(
         Err(e) => return respond::error(node, &e, log),
     };
     log.tenant = Some(tenant.stats);
+    // 1b. TLS: the certificate's tenant and the Host's must agree (RFC 9110 §15.5.20: one
+    // tenant's certificate never fronts another's content); plain HTTP may be redirected.
+    match req.extensions().get::<crate::tls::TlsInfo>() {
+        Some(info) => {
+            if let Some(err) = admit::sni_mismatch(&node.config().tenants, info, &tenant) {
+                return respond::error(node, &err, log);
+            }
+        }
+        None => {
+            if let Some(resp) = respond::https_redirect(node, &tenant, &host, &req, log) {
+                return resp;
+            }
+        }
+    }
 
     // 2. Filters.
     if !node.filters.is_empty() {

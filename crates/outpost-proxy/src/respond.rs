@@ -151,6 +151,64 @@ pub fn catching_up(log: &mut RequestLog) -> Response<RespBody> {
     resp
 }
 
+/// A plain-HTTP request for a tenant with `tls.redirect_http`, on a node with an HTTPS
+/// listener: 308 to the same URL over HTTPS (308 keeps the method, RFC 9110 §15.4.9). Requests
+/// from other tiers are never redirected (they travel between nodes in plain HTTP).
+pub fn https_redirect(
+    node: &Node,
+    tenant: &crate::tenant::Tenant,
+    host: &str,
+    req: &http::Request<hyper::body::Incoming>,
+    log: &mut RequestLog,
+) -> Option<Response<RespBody>> {
+    if !tenant.tls.as_ref().is_some_and(|t| t.redirect_http) {
+        return None;
+    }
+    let port = *node.tls_port.get()?;
+    if node.tier.as_ref().is_some_and(|t| t.from_member(req.headers())) {
+        return None;
+    }
+    let host = crate::tier::without_port(host.to_string());
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    let loc = HeaderValue::from_str(&location).ok()?;
+    log.outcome = Outcome::Rejected;
+    let mut resp = Response::new(full(Bytes::from_static(b"")));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, loc);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(resp)
+}
+
+/// `Strict-Transport-Security` on an HTTPS answer when the Host's tenant sets `hsts_max_age`.
+pub fn hsts(node: &Node, host: Option<&str>, resp: &mut Response<RespBody>) {
+    let Some(host) = host.and_then(|h| outpost_cache::key::canonical_host(h).ok()) else {
+        return;
+    };
+    let cfg = node.config();
+    let Some(t) = cfg.tenants.find(&host).and_then(|t| t.tls.clone()) else {
+        return;
+    };
+    let age = t.hsts_max_age.0.as_secs();
+    if age == 0 {
+        return;
+    }
+    let v = if t.hsts_include_subdomains {
+        format!("max-age={age}; includeSubDomains")
+    } else {
+        format!("max-age={age}")
+    };
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, v);
+    }
+}
+
 /// An answer the node generates: `STATUS code; request-id=N` (and, for a client error, what was
 /// wrong with the request), `Cache-Control: no-store`. Upstream failures are logged as
 /// rate-limited warnings with their cause; the client never sees origin addresses or library

@@ -59,6 +59,8 @@ pub struct Tenant {
     pub max_variants: usize,
     /// Largest object stored.
     pub max_object_bytes: u64,
+    /// HTTPS settings (redirect, HSTS; the certificate lives in the TLS store).
+    pub tls: Option<outpost_config::TenantTlsConfig>,
 }
 
 static DEFAULT_RULE: Rule = Rule {
@@ -208,6 +210,7 @@ impl Tenant {
             rules,
             max_variants: t.cache.max_variants,
             max_object_bytes: t.cache.max_object_bytes.0,
+            tls: t.tls.clone(),
         }
     }
 }

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod ctl;
 mod dns;
 mod load;
+mod local_tls;
 mod world;
 use outpost_cache::cookie::{self, CookieDecision};
 use outpost_config::{ByteSize, Config};
@@ -69,6 +70,10 @@ enum Cmd {
         /// everywhere (or are rolled back); 0 sends them everywhere at once.
         #[arg(long, default_value = "30s")]
         canary_watch: String,
+        /// HTTPS on the first edge (TLS 1.3/1.2, h2 and HTTP/1.1), with a certificate for the
+        /// demo tenant from a local CA made at start ("" disables it).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls: String,
         /// The GeoDNS node's UDP+TCP address ("" disables it).
         #[arg(long, default_value = "127.0.0.1:5353")]
         dns: String,
@@ -233,8 +238,10 @@ fn main() -> ExitCode {
                 canary_watch,
                 dns,
                 dns_admin,
+                tls,
             } => {
                 let opts = UpOptions {
+                    tls,
                     api,
                     canary_watch,
                     dns,
@@ -332,6 +339,7 @@ fn main() -> ExitCode {
 
 /// Flags of `outpost up`.
 struct UpOptions {
+    tls: String,
     api: String,
     dns: String,
     dns_admin: String,
@@ -383,7 +391,33 @@ async fn up(o: UpOptions) -> Result<(), String> {
     if uses_demo {
         start_demo(&o.demo_listen).await?;
     }
-    let nodes = world::start(&world, o.access_log).await?;
+    // HTTPS for the default world's demo tenant: a local CA next to the address file.
+    let addr_file = o.addr_file.clone().unwrap_or_else(ctl::default_addr_file);
+    let mut world = world;
+    let local_tls = if o.tls.is_empty() || o.topology.is_some() {
+        None
+    } else {
+        let dir = addr_file
+            .parent()
+            .map(|d| d.join("tls"))
+            .unwrap_or_else(local_tls::default_dir);
+        let names = world
+            .tenants
+            .first()
+            .map(|t| t.hostnames.clone())
+            .unwrap_or_default();
+        let files = local_tls::make(&dir, &names)?;
+        if let Some(t) = world.tenants.first_mut() {
+            t.tls = Some(outpost_config::TenantTlsConfig {
+                cert: files.cert.display().to_string(),
+                key: files.key.display().to_string(),
+                ..Default::default()
+            });
+        }
+        Some(files)
+    };
+    let tls_listen = local_tls.as_ref().map(|_| o.tls.as_str());
+    let nodes = world::start(&world, o.access_log, tls_listen).await?;
     let watch = outpost_config::Dur::parse(&o.canary_watch)
         .map_err(|e| format!("--canary-watch: {e}"))?
         .0;
@@ -398,7 +432,6 @@ async fn up(o: UpOptions) -> Result<(), String> {
         .new_admin_key
         .clone()
         .or_else(|| std::env::var("OUTPOST_ADMIN_KEY").ok());
-    let addr_file = o.addr_file.clone().unwrap_or_else(ctl::default_addr_file);
     let mut doc: serde_json::Value = serde_json::from_str(&world::addr_json(&world, &nodes))
         .map_err(|e| format!("address file: {e}"))?;
     doc["control"] = serde_json::json!({
@@ -423,6 +456,9 @@ async fn up(o: UpOptions) -> Result<(), String> {
             "zone": d.node().zone.zone,
         });
     }
+    if let (Some(files), Some(a)) = (&local_tls, nodes.iter().find_map(|n| n.running.tls_addr)) {
+        doc["tls"] = serde_json::json!({"addr": a.to_string(), "ca": files.ca.display().to_string()});
+    }
     ctl::write_private(&addr_file, &format!("{doc}\n")).map_err(|e| format!("--addr-file: {e}"))?;
     eprintln!("Outpost is up: a CDN of {} nodes.", nodes.len());
     eprint!("{}", world::banner(&world, &nodes));
@@ -442,6 +478,20 @@ async fn up(o: UpOptions) -> Result<(), String> {
     }
     if uses_demo {
         eprintln!("  demo origin {demo_url}");
+    }
+    if let (Some(files), Some(first)) = (&local_tls, nodes.iter().find_map(|n| n.running.tls_addr)) {
+        let host = world
+            .tenants
+            .first()
+            .and_then(|t| t.hostnames.first())
+            .cloned()
+            .unwrap_or_else(|| "localhost".into());
+        eprintln!(
+            "  HTTPS       https://{host}:{}/ (TLS 1.3/1.2, h2) with a local CA: curl --cacert {} https://{host}:{}/",
+            first.port(),
+            files.ca.display(),
+            first.port()
+        );
     }
     if let Some(d) = &dns_node {
         let node = d.node();

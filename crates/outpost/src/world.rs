@@ -140,17 +140,30 @@ pub fn read_topology(path: &Path) -> Result<Config, String> {
 }
 
 /// Start every node of `world`: shields first, so edges find them up.
-pub async fn start(world: &Config, access_log: bool) -> Result<Vec<WorldNode>, String> {
+/// With `tls_listen`, the first box of the first PoP also serves HTTPS there.
+pub async fn start(
+    world: &Config,
+    access_log: bool,
+    tls_listen: Option<&str>,
+) -> Result<Vec<WorldNode>, String> {
     let topo = world
         .topology
         .as_ref()
         .ok_or_else(|| "the config has no [topology]".to_string())?;
+    let first_edge = topo
+        .pops
+        .first()
+        .and_then(|p| p.boxes.first())
+        .map(|b| b.name.clone());
     let mut members = topo.members();
     members.sort_by_key(|m| m.0 == Role::Edge);
     let mut nodes = Vec::new();
     for (role, region, group, m) in members {
         let mut cfg = world.for_member(&m.name).map_err(|e| e.to_string())?;
         cfg.node.access_log = access_log;
+        if let (Some(addr), true) = (tls_listen, first_edge.as_deref() == Some(m.name.as_str())) {
+            cfg.node.tls_listen = addr.to_string();
+        }
         let running = outpost_proxy::start(&cfg)
             .await
             .map_err(|e| format!("{}: {e}", m.name))?;

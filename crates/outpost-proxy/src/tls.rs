@@ -1,0 +1,370 @@
+//! The HTTPS listener: rustls (ring provider) with TLS 1.3 and 1.2 (rustls offers only AEAD
+//! suites with forward secrecy), ALPN `h2` and `http/1.1`, session resumption by tickets (keys
+//! rotated) and a server-side session cache, and certificates chosen by SNI from the tenants'
+//! `[tenant.tls]` files (a `*.example.com` certificate covers one label), with a default
+//! certificate for unknown names. Certificate files are checked every 2 s and the SNI table is
+//! rebuilt when a file or the config snapshot's TLS settings change, so a renewed certificate
+//! is served without a restart; a file that no longer loads keeps its last good certificate.
+//!
+//! Which tenant the SNI named travels with each request ([`TlsInfo`]): a request whose Host
+//! belongs to another tenant gets 421 (RFC 9110 §15.5.20), so one tenant's certificate never
+//! fronts another tenant's content.
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// What the TLS layer tells the request path.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// The SNI host name, lower case, if the client sent one.
+    pub sni: Option<Arc<str>>,
+}
+
+/// One certificate source: files and the names it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Source {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Exact names and `*.suffix` wildcards → key.
+    names: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+    /// What the table was built from (sources with their names, default source) and the files'
+    /// modification times.
+    built_from: Vec<(Source, Vec<String>)>,
+    default_source: Option<Source>,
+    mtimes: Vec<Option<SystemTime>>,
+    /// Last good keys per source (kept when a file stops loading).
+    loaded: HashMap<Source, Arc<CertifiedKey>>,
+}
+
+/// The SNI → certificate table, swapped whole on change.
+pub struct CertStore {
+    table: ArcSwap<Table>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.table.load();
+        f.debug_struct("CertStore")
+            .field("names", &t.names.len())
+            .field("default", &t.default.is_some())
+            .finish()
+    }
+}
+
+/// A certificate problem (names the file).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct CertError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn load_key(provider: &CryptoProvider, src: &Source) -> Result<Arc<CertifiedKey>, CertError> {
+    let err = |p: &Path, m: String| CertError {
+        path: p.display().to_string(),
+        message: m,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&src.cert)
+        .map_err(|e| err(&src.cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(&src.cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err(&src.cert, "no CERTIFICATE in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&src.key).map_err(|e| err(&src.key, e.to_string()))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| err(&src.key, e.to_string()))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match()
+        .map_err(|e| err(&src.key, format!("does not match {}: {e}", src.cert.display())))?;
+    Ok(Arc::new(ck))
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Certificate files: (cert, key, hostnames) per tenant with TLS, and the default (cert, key).
+pub type TlsSources = (
+    Vec<(PathBuf, PathBuf, Vec<String>)>,
+    Option<(PathBuf, PathBuf)>,
+);
+
+/// Sources from a config: tenant certificates with their hostnames, and the default.
+pub fn sources(cfg: &outpost_config::Config) -> TlsSources {
+    let tenants = cfg
+        .tenants
+        .iter()
+        .filter_map(|t| {
+            let tls = t.tls.as_ref()?;
+            let names = t
+                .hostnames
+                .iter()
+                .filter(|h| h.as_str() != "*")
+                .map(|h| h.to_ascii_lowercase())
+                .collect();
+            Some((PathBuf::from(&tls.cert), PathBuf::from(&tls.key), names))
+        })
+        .collect();
+    let default = (!cfg.node.tls_default_cert.is_empty()).then(|| {
+        (
+            PathBuf::from(&cfg.node.tls_default_cert),
+            PathBuf::from(&cfg.node.tls_default_key),
+        )
+    });
+    (tenants, default)
+}
+
+impl CertStore {
+    /// Load every certificate of `cfg`; any that fails to load is an error naming its file.
+    pub fn new(cfg: &outpost_config::Config) -> Result<Arc<Self>, CertError> {
+        let store = Arc::new(Self {
+            table: ArcSwap::from_pointee(Table::default()),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        });
+        let (tenants, default) = sources(cfg);
+        store.rebuild(&tenants, default.as_ref(), true)?;
+        Ok(store)
+    }
+
+    /// Rebuild when the sources or any file's modification time changed. With `strict`, a
+    /// source that does not load is an error; otherwise its last good key stays (and a warning
+    /// is logged). Returns whether the table changed.
+    pub fn rebuild(
+        &self,
+        tenants: &[(PathBuf, PathBuf, Vec<String>)],
+        default: Option<&(PathBuf, PathBuf)>,
+        strict: bool,
+    ) -> Result<bool, CertError> {
+        let old = self.table.load_full();
+        let built_from: Vec<(Source, Vec<String>)> = tenants
+            .iter()
+            .map(|(c, k, n)| {
+                (
+                    Source {
+                        cert: c.clone(),
+                        key: k.clone(),
+                    },
+                    n.clone(),
+                )
+            })
+            .collect();
+        let default_source = default.map(|(c, k)| Source {
+            cert: c.clone(),
+            key: k.clone(),
+        });
+        let files: Vec<&Path> = built_from
+            .iter()
+            .map(|(s, _)| s)
+            .chain(default_source.iter())
+            .flat_map(|s| [s.cert.as_path(), s.key.as_path()])
+            .collect();
+        let mtimes: Vec<Option<SystemTime>> = files.iter().map(|p| mtime(p)).collect();
+        if !strict
+            && old.built_from == built_from
+            && old.default_source == default_source
+            && old.mtimes == mtimes
+        {
+            return Ok(false);
+        }
+        let mut loaded = HashMap::new();
+        let mut get = |src: &Source| -> Result<Option<Arc<CertifiedKey>>, CertError> {
+            match load_key(&self.provider, src) {
+                Ok(k) => {
+                    loaded.insert(src.clone(), k.clone());
+                    Ok(Some(k))
+                }
+                Err(e) if strict => Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate not reloaded; the last good one stays");
+                    let kept = old.loaded.get(src).cloned();
+                    if let Some(k) = &kept {
+                        loaded.insert(src.clone(), k.clone());
+                    }
+                    Ok(kept)
+                }
+            }
+        };
+        let mut names = HashMap::new();
+        for (src, hosts) in &built_from {
+            if let Some(k) = get(src)? {
+                for h in hosts {
+                    names.insert(h.clone(), k.clone());
+                }
+            }
+        }
+        let default_key = match &default_source {
+            Some(s) => get(s)?,
+            None => None,
+        };
+        self.table.store(Arc::new(Table {
+            names,
+            default: default_key,
+            built_from,
+            default_source,
+            mtimes,
+            loaded,
+        }));
+        tracing::info!("TLS certificates loaded");
+        Ok(true)
+    }
+
+    /// The key for an SNI name: exact, then a wildcard one label up, then the default.
+    pub fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let t = self.table.load();
+        if let Some(name) = sni {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(k) = t.names.get(&name) {
+                return Some(k.clone());
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(k) = t.names.get(&format!("*.{parent}")) {
+                    return Some(k.clone());
+                }
+            }
+        }
+        t.default.clone()
+    }
+
+    /// The rustls server config: TLS 1.3 and 1.2, ALPN h2 + http/1.1, tickets and a session
+    /// cache, certificates from this store.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Ticket keys rotate every 6 hours (rustls' ring ticketer); a stateful cache as well
+        // for clients that do not use tickets (TLS 1.2 session IDs).
+        cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        cfg.session_storage = ServerSessionMemoryCache::new(16_384);
+        cfg.max_early_data_size = 0;
+        Ok(Arc::new(cfg))
+    }
+
+    /// Re-check files and the node's config every 2 s until the store is dropped.
+    pub fn spawn_reload(self: &Arc<Self>, node: std::sync::Weak<crate::node::Node>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let (Some(store), Some(node)) = (weak.upgrade(), node.upgrade()) else {
+                    return;
+                };
+                let (tenants, default) = node.config().tls_sources.clone();
+                let _ = store.rebuild(&tenants, default.as_ref(), false);
+            }
+        });
+    }
+}
+
+#[derive(Debug)]
+struct Resolver(Arc<CertStore>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.lookup(hello.server_name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn write_cert(dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
+        let ck = rcgen::generate_simple_self_signed(
+            hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let c = dir.join(format!("{name}.pem"));
+        let k = dir.join(format!("{name}.key"));
+        std::fs::write(&c, ck.cert.pem()).unwrap();
+        std::fs::write(&k, ck.key_pair.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "outpost-tls-unit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_default() {
+        let d = dir();
+        let (ac, ak) = write_cert(&d, "a", &["a.test"]);
+        let (wc, wk) = write_cert(&d, "w", &["*.shop.test"]);
+        let (dc, dk) = write_cert(&d, "d", &["default.test"]);
+        let store = Arc::new(CertStore {
+            table: ArcSwap::from_pointee(Table::default()),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        });
+        store
+            .rebuild(
+                &[
+                    (ac, ak, vec!["a.test".into()]),
+                    (wc, wk, vec!["*.shop.test".into()]),
+                ],
+                Some(&(dc, dk)),
+                true,
+            )
+            .unwrap();
+        let a = store.lookup(Some("A.test.")).unwrap();
+        let w = store.lookup(Some("www.shop.test")).unwrap();
+        let def = store.lookup(Some("other.test")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &w) && !Arc::ptr_eq(&a, &def) && !Arc::ptr_eq(&w, &def));
+        // A wildcard covers one label only.
+        assert!(Arc::ptr_eq(&store.lookup(Some("a.b.shop.test")).unwrap(), &def));
+        assert!(Arc::ptr_eq(&store.lookup(None).unwrap(), &def));
+    }
+
+    #[test]
+    fn a_broken_file_keeps_the_last_good_certificate_and_a_new_one_is_picked_up() {
+        let d = dir();
+        let (c, k) = write_cert(&d, "a", &["a.test"]);
+        let store = Arc::new(CertStore {
+            table: ArcSwap::from_pointee(Table::default()),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        });
+        let src = vec![(c.clone(), k.clone(), vec!["a.test".to_string()])];
+        assert!(store.rebuild(&src, None, true).unwrap());
+        let first = store.lookup(Some("a.test")).unwrap();
+        assert!(!store.rebuild(&src, None, false).unwrap(), "nothing changed");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&c, "not a certificate").unwrap();
+        assert!(store.rebuild(&src, None, false).unwrap());
+        assert!(Arc::ptr_eq(&store.lookup(Some("a.test")).unwrap(), &first));
+        std::thread::sleep(Duration::from_millis(20));
+        write_cert(&d, "a", &["a.test"]);
+        assert!(store.rebuild(&src, None, false).unwrap());
+        assert!(!Arc::ptr_eq(&store.lookup(Some("a.test")).unwrap(), &first));
+        // Strict loading names the file.
+        std::fs::write(&k, "junk").unwrap();
+        let e = store.rebuild(&src, None, true).unwrap_err();
+        assert!(e.path.ends_with("a.key"), "{e}");
+    }
+}
