@@ -47,7 +47,7 @@ source scripts/lib/common.sh
 PATH="$PATH:/usr/sbin" ensure_cmds nats-server:nats-server
 
 echo "== test dependencies: dig (dnsutils) and the CC0 GeoIP country database (the GeoDNS tests)"
-ensure_cmds dig:dnsutils curl:curl
+ensure_cmds dig:dnsutils curl:curl openssl:openssl
 bash scripts/install-geoip.sh >/dev/null
 
 echo "== cargo test"

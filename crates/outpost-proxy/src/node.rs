@@ -182,12 +182,11 @@ impl Node {
         };
         let tenants = Tenants::from_config(cfg, &env, Some(&old.tenants));
         let version = old.version + 1;
-        self.config
-            .store(Arc::new(ConfigSnapshot {
-                version,
-                tenants,
-                tls_sources: crate::tls::sources(cfg),
-            }));
+        self.config.store(Arc::new(ConfigSnapshot {
+            version,
+            tenants,
+            tls_sources: crate::tls::sources(cfg),
+        }));
         self.metrics.set_config_version(version);
         tracing::info!(
             version,

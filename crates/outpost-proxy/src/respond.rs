@@ -165,7 +165,11 @@ pub fn https_redirect(
         return None;
     }
     let port = *node.tls_port.get()?;
-    if node.tier.as_ref().is_some_and(|t| t.from_member(req.headers())) {
+    if node
+        .tier
+        .as_ref()
+        .is_some_and(|t| t.from_member(req.headers()))
+    {
         return None;
     }
     let host = crate::tier::without_port(host.to_string());

@@ -93,8 +93,12 @@ fn load_key(provider: &CryptoProvider, src: &Source) -> Result<Arc<CertifiedKey>
         .load_private_key(key)
         .map_err(|e| err(&src.key, e.to_string()))?;
     let ck = CertifiedKey::new(certs, signing);
-    ck.keys_match()
-        .map_err(|e| err(&src.key, format!("does not match {}: {e}", src.cert.display())))?;
+    ck.keys_match().map_err(|e| {
+        err(
+            &src.key,
+            format!("does not match {}: {e}", src.cert.display()),
+        )
+    })?;
     Ok(Arc::new(ck))
 }
 
@@ -338,7 +342,10 @@ mod tests {
         let def = store.lookup(Some("other.test")).unwrap();
         assert!(!Arc::ptr_eq(&a, &w) && !Arc::ptr_eq(&a, &def) && !Arc::ptr_eq(&w, &def));
         // A wildcard covers one label only.
-        assert!(Arc::ptr_eq(&store.lookup(Some("a.b.shop.test")).unwrap(), &def));
+        assert!(Arc::ptr_eq(
+            &store.lookup(Some("a.b.shop.test")).unwrap(),
+            &def
+        ));
         assert!(Arc::ptr_eq(&store.lookup(None).unwrap(), &def));
     }
 
@@ -353,7 +360,10 @@ mod tests {
         let src = vec![(c.clone(), k.clone(), vec!["a.test".to_string()])];
         assert!(store.rebuild(&src, None, true).unwrap());
         let first = store.lookup(Some("a.test")).unwrap();
-        assert!(!store.rebuild(&src, None, false).unwrap(), "nothing changed");
+        assert!(
+            !store.rebuild(&src, None, false).unwrap(),
+            "nothing changed"
+        );
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&c, "not a certificate").unwrap();
         assert!(store.rebuild(&src, None, false).unwrap());

@@ -43,8 +43,10 @@ pub fn make(dir: &Path, names: &[String]) -> Result<LocalTls, String> {
             leaf.subject_alt_names.push(SanType::IpAddress(ip));
         }
     }
-    leaf.distinguished_name
-        .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_key = KeyPair::generate().map_err(err)?;

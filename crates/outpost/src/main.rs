@@ -457,7 +457,8 @@ async fn up(o: UpOptions) -> Result<(), String> {
         });
     }
     if let (Some(files), Some(a)) = (&local_tls, nodes.iter().find_map(|n| n.running.tls_addr)) {
-        doc["tls"] = serde_json::json!({"addr": a.to_string(), "ca": files.ca.display().to_string()});
+        doc["tls"] =
+            serde_json::json!({"addr": a.to_string(), "ca": files.ca.display().to_string()});
     }
     ctl::write_private(&addr_file, &format!("{doc}\n")).map_err(|e| format!("--addr-file: {e}"))?;
     eprintln!("Outpost is up: a CDN of {} nodes.", nodes.len());
@@ -479,7 +480,8 @@ async fn up(o: UpOptions) -> Result<(), String> {
     if uses_demo {
         eprintln!("  demo origin {demo_url}");
     }
-    if let (Some(files), Some(first)) = (&local_tls, nodes.iter().find_map(|n| n.running.tls_addr)) {
+    if let (Some(files), Some(first)) = (&local_tls, nodes.iter().find_map(|n| n.running.tls_addr))
+    {
         let host = world
             .tenants
             .first()
