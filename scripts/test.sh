@@ -50,5 +50,8 @@ echo "== test dependencies: dig (dnsutils) and the CC0 GeoIP country database (t
 ensure_cmds dig:dnsutils curl:curl openssl:openssl
 bash scripts/install-geoip.sh >/dev/null
 
+echo "== TLS scan of the edge's HTTPS listener (testssl.sh)"
+OUTPOST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/outpost" bash scripts/tls-scan.sh
+
 echo "== cargo test"
 cargo test --workspace --locked
