@@ -821,6 +821,9 @@ pub struct OriginPoolConfig {
     pub health_fall: u32,
     /// Consecutive successful probes that bring it back.
     pub health_rise: u32,
+    /// CA bundle (PEM) that `https://` origins' certificates must chain to; empty: the
+    /// system's trust store.
+    pub ca_file: String,
 }
 
 impl Default for OriginPoolConfig {
@@ -832,6 +835,7 @@ impl Default for OriginPoolConfig {
             health_timeout: Dur(Duration::from_secs(1)),
             health_fall: 2,
             health_rise: 2,
+            ca_file: String::new(),
         }
     }
 }
@@ -1093,6 +1097,13 @@ impl Config {
         let mut seen_hosts: Vec<(&str, usize)> = Vec::new();
         let mut seen_names: Vec<&str> = Vec::new();
         for (i, t) in self.tenants.iter().enumerate() {
+            let ca = &t.origin_pool.ca_file;
+            if !ca.is_empty() && !std::path::Path::new(ca).is_file() {
+                return Err(ConfigError::new(
+                    format!("tenant[{i}].origin_pool.ca_file"),
+                    format!("{ca:?} is not a readable file"),
+                ));
+            }
             if let Some(tls) = &t.tls {
                 if tls.cert.is_empty() || tls.key.is_empty() {
                     return Err(ConfigError::new(
@@ -1421,17 +1432,32 @@ pub struct OriginUrl {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// `https://`: reached over TLS, its certificate verified.
+    pub tls: bool,
 }
 
-/// Parse `http://host[:port][/]`. Only plain HTTP origins for now.
+impl OriginUrl {
+    /// The origin as an origin pool takes it: `host:port`, or `https://host:port` for TLS.
+    pub fn pool_address(&self) -> String {
+        if self.tls {
+            format!("https://{}", self.authority)
+        } else {
+            self.authority.clone()
+        }
+    }
+}
+
+/// Parse `http://host[:port][/]` or `https://host[:port][/]` (default ports 80 and 443).
 pub fn parse_origin(s: &str) -> Result<OriginUrl, String> {
-    let rest = s.strip_prefix("http://").ok_or_else(|| {
-        format!("origin {s:?} must start with http:// (https origins are not supported yet)")
-    })?;
+    let (rest, tls) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => return Err(format!("origin {s:?} must start with http:// or https://")),
+    };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest.contains('/') || rest.contains('@') || rest.contains('?') {
         return Err(format!(
-            "origin {s:?} must be http://host[:port] with no path"
+            "origin {s:?} must be http(s)://host[:port] with no path"
         ));
     }
     let (host, port) = match rest.rsplit_once(':') {
@@ -1441,7 +1467,7 @@ pub fn parse_origin(s: &str) -> Result<OriginUrl, String> {
                 .map_err(|_| format!("origin {s:?} has an invalid port"))?;
             (h.to_string(), port)
         }
-        _ => (rest.to_string(), 80),
+        _ => (rest.to_string(), if tls { 443 } else { 80 }),
     };
     if host.is_empty() {
         return Err(format!("origin {s:?} has no host"));
@@ -1450,6 +1476,7 @@ pub fn parse_origin(s: &str) -> Result<OriginUrl, String> {
         authority: format!("{host}:{port}"),
         host,
         port,
+        tls,
     })
 }
 

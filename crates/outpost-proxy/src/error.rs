@@ -26,6 +26,9 @@ pub enum ErrorClass {
     UpstreamUnreachable,
     /// Upstream broke the protocol or its body failed: 502.
     UpstreamProtocol,
+    /// The TLS handshake with an HTTPS origin failed (certificate not verified, no common
+    /// protocol): 502 naming the cause.
+    UpstreamTls,
     /// The node is shutting down or out of resources: 503.
     Unavailable,
 }
@@ -39,9 +42,9 @@ impl ErrorClass {
             ErrorClass::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorClass::LoopDetected => StatusCode::LOOP_DETECTED,
             ErrorClass::NotCached | ErrorClass::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorClass::UpstreamUnreachable | ErrorClass::UpstreamProtocol => {
-                StatusCode::BAD_GATEWAY
-            }
+            ErrorClass::UpstreamUnreachable
+            | ErrorClass::UpstreamProtocol
+            | ErrorClass::UpstreamTls => StatusCode::BAD_GATEWAY,
             ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -57,6 +60,7 @@ impl ErrorClass {
             ErrorClass::UpstreamTimeout => "upstream-timeout",
             ErrorClass::UpstreamUnreachable => "upstream-unreachable",
             ErrorClass::UpstreamProtocol => "upstream-protocol-error",
+            ErrorClass::UpstreamTls => "upstream-tls-error",
             ErrorClass::Unavailable => "unavailable",
         }
     }
@@ -69,6 +73,7 @@ impl ErrorClass {
             ErrorClass::UpstreamTimeout
                 | ErrorClass::UpstreamUnreachable
                 | ErrorClass::UpstreamProtocol
+                | ErrorClass::UpstreamTls
         )
     }
 
@@ -141,6 +146,19 @@ impl ProxyError {
                 ErrorClass::UpstreamUnreachable
             }
             UpstreamErrorKind::Protocol => ErrorClass::UpstreamProtocol,
+            UpstreamErrorKind::Tls => {
+                // The client is told why (rustls' words name no address): the operator's
+                // first question about a 502 from an HTTPS origin.
+                let message = e
+                    .tls_cause()
+                    .map(|c| format!("TLS with the origin failed: {c}"));
+                return Self {
+                    class: ErrorClass::UpstreamTls,
+                    retry: Retry::Later,
+                    message,
+                    source: Some(Box::new(e)),
+                };
+            }
         };
         Self::caused(class, e)
     }

@@ -163,7 +163,7 @@ pub async fn start_with(cfg: &Config, opts: NodeOptions) -> std::io::Result<Runn
     } else {
         let store = tls::CertStore::new(cfg).map_err(std::io::Error::other)?;
         let server_cfg = store.server_config().map_err(std::io::Error::other)?;
-        store.spawn_reload(Arc::downgrade(&node));
+        spawn_cert_reload(&store, Arc::downgrade(&node));
         let l = bind(&cfg.node.tls_listen).await?;
         let a = l.local_addr()?;
         let _ = node.tls_port.set(a.port());
@@ -295,6 +295,22 @@ impl Accept {
             }
         }
     }
+}
+
+/// Re-check certificate files and the node's TLS settings every 2 s, while the store and the
+/// node live: a renewed file or a tenant's new certificate is served without a restart.
+fn spawn_cert_reload(store: &Arc<tls::CertStore>, node: std::sync::Weak<Node>) {
+    let weak = Arc::downgrade(store);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (Some(store), Some(node)) = (weak.upgrade(), node.upgrade()) else {
+                return;
+            };
+            let (tenants, default) = node.config().tls_sources.clone();
+            let _ = store.rebuild(&tenants, default.as_ref(), false);
+        }
+    });
 }
 
 /// The accept loop of the HTTPS listener.

@@ -112,7 +112,7 @@ impl Tenant {
             .origins
             .iter()
             .filter_map(|o| outpost_config::parse_origin(o).ok())
-            .map(|o| o.authority)
+            .map(|o| o.pool_address())
             .collect();
         let timeouts = Timeouts {
             connect: t.cache.connect_timeout.0,
@@ -154,6 +154,17 @@ impl Tenant {
                 health,
                 limits: Some((t.name.clone(), limits)),
                 delay: tier.map_or(Duration::ZERO, |t| t.origin_latency),
+                tls: if origins.iter().any(|o| o.starts_with("https://")) {
+                    match outpost_upstream::origin_tls(&op.ca_file) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!(tenant = %t.name, error = %e, "origin CA bundle unreadable; using the system's roots");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                },
             };
             let pool = OriginPool::with_options(origins.clone(), timeouts, opts);
             pool.spawn_probes();
@@ -268,7 +279,7 @@ impl Tenants {
         for t in &cfg.tenants {
             for o in &t.origins {
                 if let Ok(o) = outpost_config::parse_origin(o) {
-                    *tenants_per_origin.entry(o.authority).or_insert(0) += 1;
+                    *tenants_per_origin.entry(o.pool_address()).or_insert(0) += 1;
                 }
             }
         }

@@ -19,7 +19,7 @@ use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// What the TLS layer tells the request path.
 #[derive(Debug, Clone)]
@@ -263,21 +263,6 @@ impl CertStore {
         cfg.max_early_data_size = 0;
         Ok(Arc::new(cfg))
     }
-
-    /// Re-check files and the node's config every 2 s until the store is dropped.
-    pub fn spawn_reload(self: &Arc<Self>, node: std::sync::Weak<crate::node::Node>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let (Some(store), Some(node)) = (weak.upgrade(), node.upgrade()) else {
-                    return;
-                };
-                let (tenants, default) = node.config().tls_sources.clone();
-                let _ = store.rebuild(&tenants, default.as_ref(), false);
-            }
-        });
-    }
 }
 
 #[derive(Debug)]
@@ -293,6 +278,7 @@ impl ResolvesServerCert for Resolver {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use std::time::Duration;
 
     fn write_cert(dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
         let ck = rcgen::generate_simple_self_signed(

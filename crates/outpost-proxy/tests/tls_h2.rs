@@ -426,3 +426,84 @@ async fn rapid_reset_and_continuation_floods_lose_their_connection_not_the_node(
     // "Normal latency": well under a human-visible delay, and not an order of magnitude worse.
     assert!(after < Duration::from_millis(200) && during < Duration::from_millis(200));
 }
+
+// --- origins over HTTPS ----------------------------------------------------------------------
+
+/// An HTTPS origin: an Outpost node with a certificate for `localhost` from `ca`, in front of a
+/// test origin.
+async fn tls_origin(ca: &Ca, dir: &Path) -> (outpost_proxy::RunningNode, TestOrigin) {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/o", RouteSpec::ok("from the https origin", "max-age=60"));
+    let mut cfg = Config::single_origin("127.0.0.1:0", &origin.url()).unwrap();
+    cfg.node.name = "https-origin".into();
+    cfg.node.metrics = String::new();
+    cfg.node.tls_listen = "127.0.0.1:0".into();
+    let base = cfg.tenants[0].clone();
+    cfg.tenants = vec![tenant(
+        &base,
+        "o",
+        &["localhost", "site.test"],
+        ca.issue(dir, "origin", &["localhost"], "localhost"),
+    )];
+    // No SNI (an IP address): the default certificate, for another name.
+    let (c, k) = ca.issue(dir, "origin-default", &["other.test"], "other.test");
+    cfg.node.tls_default_cert = c;
+    cfg.node.tls_default_key = k;
+    cfg.validate().unwrap();
+    (outpost_proxy::start(&cfg).await.unwrap(), origin)
+}
+
+async fn edge_to(origin: &str, ca_file: &str) -> outpost_proxy::RunningNode {
+    let mut cfg = Config::single_origin("127.0.0.1:0", origin).unwrap();
+    cfg.node.metrics = String::new();
+    cfg.tenants[0].hostnames = vec!["site.test".into()];
+    cfg.tenants[0].origin_pool.ca_file = ca_file.into();
+    cfg.validate().unwrap();
+    outpost_proxy::start(&cfg).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origins_are_verified_and_a_failure_is_a_502_naming_the_cause() {
+    let dir = tempdir("origin");
+    let (ca, pki) = Ca::new(&dir);
+    let (o, _backend) = tls_origin(&ca, &dir).await;
+    let port = o.tls_addr.unwrap().port();
+    // Verified against the configured CA bundle, SNI "localhost".
+    let good = edge_to(
+        &format!("https://localhost:{port}"),
+        pki.ca.to_str().unwrap(),
+    )
+    .await;
+    let r = http_get(good.addr, "site.test", "/o", &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "from the https origin");
+    // The system's roots do not know the test CA: 502, and the body says why.
+    let untrusted = edge_to(&format!("https://localhost:{port}"), "").await;
+    let r = http_get(untrusted.addr, "site.test", "/o", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 502);
+    let t = r.text();
+    assert!(
+        t.contains("upstream-tls-error") && t.contains("UnknownIssuer"),
+        "{t}"
+    );
+    // The right CA but the wrong name (no SNI for an IP: the default certificate, other.test).
+    let wrong = edge_to(
+        &format!("https://127.0.0.1:{port}"),
+        pki.ca.to_str().unwrap(),
+    )
+    .await;
+    let r = http_get(wrong.addr, "site.test", "/o", &[]).await.unwrap();
+    assert_eq!(r.status, 502);
+    let t = r.text();
+    assert!(
+        t.contains("upstream-tls-error") && t.contains("not valid for name"),
+        "{t}"
+    );
+    // A missing CA bundle is a config error naming the field.
+    let mut cfg = Config::single_origin("127.0.0.1:0", "https://localhost:1").unwrap();
+    cfg.tenants[0].origin_pool.ca_file = "/nonexistent/ca.pem".into();
+    let e = cfg.validate().unwrap_err();
+    assert_eq!(e.path, "tenant[0].origin_pool.ca_file");
+}

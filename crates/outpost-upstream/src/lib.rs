@@ -48,6 +48,9 @@ pub enum UpstreamErrorKind {
     Timeout,
     /// The origin broke the protocol or closed the connection mid-response.
     Protocol,
+    /// The TLS handshake with an HTTPS origin failed (its certificate did not verify, or no
+    /// common protocol); nothing was sent.
+    Tls,
 }
 
 impl UpstreamErrorKind {
@@ -59,6 +62,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::ConnectTimeout => "origin-connect-timeout",
             UpstreamErrorKind::Timeout => "origin-timeout",
             UpstreamErrorKind::Protocol => "origin-protocol-error",
+            UpstreamErrorKind::Tls => "origin-tls-error",
         }
     }
 
@@ -86,6 +90,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Refused
                 | UpstreamErrorKind::Unreachable
                 | UpstreamErrorKind::ConnectTimeout
+                | UpstreamErrorKind::Tls
         )
     }
 }
@@ -121,10 +126,24 @@ impl UpstreamError {
     pub fn detail(&self) -> String {
         error_chain(self)
     }
+
+    /// For a TLS failure, what rustls said (e.g. `invalid peer certificate: UnknownIssuer`):
+    /// safe to show a client, it names no address.
+    pub fn tls_cause(&self) -> Option<String> {
+        if self.kind != UpstreamErrorKind::Tls {
+            return None;
+        }
+        std::error::Error::source(self)
+            .and_then(find_tls)
+            .map(|t| t.to_string())
+    }
 }
 
 struct Origin {
+    /// `host:port`.
     authority: String,
+    /// Reached over HTTPS (given as `https://host:port`).
+    tls: bool,
     /// Passive only: skipped until then after a connection failure.
     down_until_ms: AtomicU64,
     /// With active checks: down until probes bring it back.
@@ -168,13 +187,15 @@ pub struct PoolOptions {
     pub limits: Option<(String, Vec<Arc<limit::OriginLimit>>)>,
     /// Simulated latency added before every request.
     pub delay: Duration,
+    /// How `https` origins are verified (default: the system's roots).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The origins of one tenant, with a shared connection pool.
 #[derive(Clone)]
 pub struct OriginPool {
     origins: Arc<Vec<Origin>>,
-    client: Client<HttpConnector, ReqBody>,
+    client: OriginClient,
     timeouts: Timeouts,
     epoch: Instant,
     ring: Option<Arc<ring::Ring>>,
@@ -194,7 +215,7 @@ impl OriginPool {
 
     /// A pool for `authorities` with weights, active health checks and limits.
     pub fn with_options(authorities: Vec<String>, timeouts: Timeouts, opts: PoolOptions) -> Self {
-        let client = client(timeouts);
+        let client = client(timeouts, opts.tls.clone());
         let ring = opts.weights.as_ref().map(|w| {
             Arc::new(ring::Ring::new(
                 authorities
@@ -212,8 +233,9 @@ impl OriginPool {
                 authorities
                     .into_iter()
                     .enumerate()
-                    .map(|(i, authority)| Origin {
-                        authority,
+                    .map(|(i, given)| Origin {
+                        tls: given.starts_with("https://"),
+                        authority: given.strip_prefix("https://").unwrap_or(&given).to_string(),
                         down_until_ms: AtomicU64::new(0),
                         down: AtomicBool::new(false),
                         fails: AtomicU32::new(0),
@@ -302,7 +324,8 @@ impl OriginPool {
                     return;
                 };
                 for o in origins.iter() {
-                    let ok = match build(
+                    let ok = match build_uri(
+                        o.scheme(),
                         &Method::GET,
                         &o.authority,
                         &h.path,
@@ -356,14 +379,21 @@ impl OriginPool {
             let origin = &self.origins[*idx];
             let b = body.take().unwrap_or_else(empty_body);
             let had_body = !b.is_end_stream();
-            let req =
-                build(method, &origin.authority, path_and_query, headers, b).map_err(|e| {
-                    UpstreamError::new(
-                        UpstreamErrorKind::Protocol,
-                        origin.authority.clone(),
-                        Some(Box::new(e)),
-                    )
-                })?;
+            let req = build_uri(
+                origin.scheme(),
+                method,
+                &origin.authority,
+                path_and_query,
+                headers,
+                b,
+            )
+            .map_err(|e| {
+                UpstreamError::new(
+                    UpstreamErrorKind::Protocol,
+                    origin.authority.clone(),
+                    Some(Box::new(e)),
+                )
+            })?;
             let attempt = async {
                 let _slot = match &origin.limit {
                     Some(l) => Some(l.acquire(&self.tenant).await),
@@ -428,8 +458,67 @@ fn probe_headers(host: &str) -> HeaderMap {
     h
 }
 
-/// A keep-alive HTTP/1.1 client with the connect timeout of `timeouts`.
-fn client(timeouts: Timeouts) -> Client<HttpConnector, ReqBody> {
+impl Origin {
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// The client an origin pool connects with: plain TCP, or TLS for `https` origins.
+type OriginClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ReqBody>;
+
+/// A rustls client config verifying origins against `ca_file` (PEM bundle) or, when empty,
+/// the system's trust store; TLS 1.3 and 1.2.
+pub fn origin_tls(ca_file: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if ca_file.is_empty() {
+        roots = system_roots();
+    } else {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| format!("{ca_file}: {e}"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{ca_file}: {e}"))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!("{ca_file}: no CA certificate in the file"));
+        }
+    }
+    Ok(client_config(roots))
+}
+
+/// The system's trust store (read once per process).
+fn system_roots() -> rustls::RootCertStore {
+    static SYSTEM: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> =
+        std::sync::OnceLock::new();
+    let certs = SYSTEM.get_or_init(|| rustls_native_certs::load_native_certs().certs);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(certs.iter().cloned());
+    roots
+}
+
+/// TLS 1.3 and 1.2 with the ring provider, verifying against `roots`.
+#[allow(clippy::expect_used)] // ring implements both versions: the builder cannot refuse them.
+fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .expect("ring supports TLS 1.3 and 1.2")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    // ALPN is set by the connector (enable_http1: http/1.1).
+    cfg.alpn_protocols = Vec::new();
+    Arc::new(cfg)
+}
+
+/// A keep-alive plain HTTP/1.1 client (between the nodes of a CDN) with the connect timeout of
+/// `timeouts`.
+fn plain_client(timeouts: Timeouts) -> Client<HttpConnector, ReqBody> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(timeouts.connect));
     connector.set_nodelay(true);
@@ -441,6 +530,31 @@ fn client(timeouts: Timeouts) -> Client<HttpConnector, ReqBody> {
         .build(connector)
 }
 
+/// A keep-alive HTTP/1.1 client with the connect timeout of `timeouts`; `https` origins are
+/// verified with `tls` (the system roots when none is given), SNI = the origin's host.
+fn client(timeouts: Timeouts, tls: Option<Arc<rustls::ClientConfig>>) -> OriginClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeouts.connect));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let tls = tls.unwrap_or_else(|| {
+        static DEFAULT: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+        DEFAULT
+            .get_or_init(|| client_config(system_roots()))
+            .clone()
+    });
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .retry_canceled_requests(true)
+        .build(https)
+}
+
 fn build(
     method: &Method,
     authority: &str,
@@ -448,7 +562,18 @@ fn build(
     headers: &HeaderMap,
     body: ReqBody,
 ) -> Result<Request<ReqBody>, http::uri::InvalidUri> {
-    let uri: Uri = format!("http://{authority}{path_and_query}").parse()?;
+    build_uri("http", method, authority, path_and_query, headers, body)
+}
+
+fn build_uri(
+    scheme: &str,
+    method: &Method,
+    authority: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: ReqBody,
+) -> Result<Request<ReqBody>, http::uri::InvalidUri> {
+    let uri: Uri = format!("{scheme}://{authority}{path_and_query}").parse()?;
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
@@ -464,7 +589,9 @@ fn build(
 /// The class of a client error, from its type and the I/O error kinds in its source chain (never
 /// from message text).
 fn classify(e: hyper_util::client::legacy::Error, origin: &str) -> UpstreamError {
-    let kind = if e.is_connect() {
+    let kind = if e.is_connect() && is_tls(&e) {
+        UpstreamErrorKind::Tls
+    } else if e.is_connect() {
         match io_kind(&e) {
             Some(std::io::ErrorKind::TimedOut) => UpstreamErrorKind::ConnectTimeout,
             Some(
@@ -481,6 +608,30 @@ fn classify(e: hyper_util::client::legacy::Error, origin: &str) -> UpstreamError
 }
 
 /// The kind of the first `io::Error` in an error's source chain.
+/// The rustls error in the chain, if any (a failed handshake with an HTTPS origin). An
+/// `io::Error` wrapping one hides it from `source()`: look inside with `get_ref`.
+fn find_tls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        // io::Error's source() skips the error it wraps; step into it instead.
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    find_tls(e).is_some()
+}
+
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {

@@ -146,7 +146,7 @@ impl PeerSet {
             ring,
             state,
             local,
-            client: crate::client(timeouts),
+            client: crate::plain_client(timeouts),
             timeouts,
             policy,
             delay,
