@@ -46,8 +46,8 @@ echo "== test dependencies: nats-server (the NATS JetStream bus tests start thei
 source scripts/lib/common.sh
 PATH="$PATH:/usr/sbin" ensure_cmds nats-server:nats-server
 
-echo "== test dependencies: dig (dnsutils) and the CC0 GeoIP country database (the GeoDNS tests)"
-ensure_cmds dig:dnsutils curl:curl openssl:openssl
+echo "== test dependencies: dig (dnsutils), openssl, pebble (ACME) and the CC0 GeoIP country database"
+ensure_cmds dig:dnsutils curl:curl openssl:openssl pebble:pebble
 bash scripts/install-geoip.sh >/dev/null
 
 echo "== TLS scan of the edge's HTTPS listener (testssl.sh)"

@@ -696,6 +696,43 @@ pub struct NodeConfig {
     pub tls_default_cert: String,
     /// Private key (PEM) of `tls_default_cert`.
     pub tls_default_key: String,
+    /// ACME (RFC 8555): certificates for tenants with `tls.acme = true`.
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `[node.acme]`: where certificates come from for tenants with `tls.acme = true`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// The ACME server's directory URL (e.g. Let's Encrypt's, or a local pebble).
+    pub directory: String,
+    /// Contact URIs for the account (`mailto:ops@example.com`).
+    pub contact: Vec<String>,
+    /// CA bundle (PEM) the ACME server's own HTTPS certificate must chain to; empty: the
+    /// system's trust store.
+    pub ca_file: String,
+    /// Directory for the account credentials (mode 0600).
+    pub state_dir: String,
+    /// Fraction of a certificate's lifetime after which it is renewed.
+    pub renew_at: f64,
+    /// First retry delay after a failed order (doubling up to `max_backoff`).
+    pub min_backoff: Dur,
+    /// Longest delay between retries.
+    pub max_backoff: Dur,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        Self {
+            directory: String::new(),
+            contact: Vec::new(),
+            ca_file: String::new(),
+            state_dir: String::new(),
+            renew_at: 2.0 / 3.0,
+            min_backoff: Dur(Duration::from_secs(5)),
+            max_backoff: Dur(Duration::from_secs(3600)),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -715,6 +752,7 @@ impl Default for NodeConfig {
             tls_listen: String::new(),
             tls_default_cert: String::new(),
             tls_default_key: String::new(),
+            acme: None,
         }
     }
 }
@@ -801,6 +839,9 @@ pub struct TenantTlsConfig {
     pub hsts_max_age: Dur,
     /// Add `includeSubDomains` to the HSTS header.
     pub hsts_include_subdomains: bool,
+    /// Obtain and renew the certificate by ACME (`[node.acme]`), HTTP-01 answered by the edge;
+    /// `cert` and `key` are where it is written (and served from).
+    pub acme: bool,
 }
 
 /// `[tenant.origin_pool]`.
@@ -1024,6 +1065,28 @@ impl Config {
         if !self.node.tls_listen.is_empty() {
             check_addr("node.tls_listen", &self.node.tls_listen)?;
         }
+        if let Some(a) = &self.node.acme {
+            if !a.directory.starts_with("https://") && !a.directory.starts_with("http://") {
+                return Err(ConfigError::new(
+                    "node.acme.directory",
+                    format!("{:?} is not an http(s) URL", a.directory),
+                ));
+            }
+            if a.state_dir.is_empty() {
+                return Err(ConfigError::new(
+                    "node.acme.state_dir",
+                    "a directory for the account credentials is required",
+                ));
+            }
+            if !(a.renew_at > 0.0 && a.renew_at < 1.0) {
+                return Err(ConfigError::new(
+                    "node.acme.renew_at",
+                    "a fraction of the lifetime, between 0 and 1 (e.g. 0.6667)",
+                ));
+            }
+            nonzero("node.acme.min_backoff", a.min_backoff)?;
+            nonzero("node.acme.max_backoff", a.max_backoff)?;
+        }
         if self.node.tls_default_cert.is_empty() != self.node.tls_default_key.is_empty() {
             return Err(ConfigError::new(
                 if self.node.tls_default_cert.is_empty() {
@@ -1105,6 +1168,12 @@ impl Config {
                 ));
             }
             if let Some(tls) = &t.tls {
+                if tls.acme && self.node.acme.is_none() {
+                    return Err(ConfigError::new(
+                        format!("tenant[{i}].tls.acme"),
+                        "needs a [node.acme] section (the ACME server to ask)",
+                    ));
+                }
                 if tls.cert.is_empty() || tls.key.is_empty() {
                     return Err(ConfigError::new(
                         format!(

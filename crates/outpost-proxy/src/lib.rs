@@ -6,6 +6,7 @@
 //! [`start`] binds the listeners of a validated [`Config`] and serves until the runtime stops or
 //! [`RunningNode::drain`] is called; it returns the bound addresses so tests can use port 0.
 
+pub mod acme;
 pub mod admin;
 pub mod admit;
 pub mod body;
@@ -164,6 +165,29 @@ pub async fn start_with(cfg: &Config, opts: NodeOptions) -> std::io::Result<Runn
         let store = tls::CertStore::new(cfg).map_err(std::io::Error::other)?;
         let server_cfg = store.server_config().map_err(std::io::Error::other)?;
         spawn_cert_reload(&store, Arc::downgrade(&node));
+        if let Some(acme_cfg) = cfg.node.acme.clone() {
+            let weak = Arc::downgrade(&node);
+            let challenges = node.acme.clone();
+            tokio::spawn(acme::run(acme_cfg, challenges, move || {
+                let node = weak.upgrade()?;
+                let (tenants, _) = node.config().tls_sources.clone();
+                Some(
+                    tenants
+                        .into_iter()
+                        .filter(|t| t.acme)
+                        .map(|t| acme::Wanted {
+                            names: t
+                                .names
+                                .into_iter()
+                                .filter(|n| !n.starts_with("*."))
+                                .collect(),
+                            cert: t.cert,
+                            key: t.key,
+                        })
+                        .collect(),
+                )
+            }));
+        }
         let l = bind(&cfg.node.tls_listen).await?;
         let a = l.local_addr()?;
         let _ = node.tls_port.set(a.port());

@@ -87,6 +87,8 @@ pub struct Node {
     pub tier: Option<crate::tier::Tier>,
     /// Port of the HTTPS listener, once bound (plain-HTTP redirects point there).
     pub tls_port: std::sync::OnceLock<u16>,
+    /// Pending ACME HTTP-01 challenges (answered on the HTTP listener).
+    pub acme: Arc<crate::acme::Challenges>,
     /// How far this node has applied the control plane's log (its agent advances it; requests
     /// to peers carry it, see `log_position.rs`).
     pub log_position: Arc<crate::log_position::LogPosition>,
@@ -136,6 +138,7 @@ impl Node {
             control_api: std::sync::OnceLock::new(),
             catching_up: AtomicBool::new(opts.catching_up),
             tls_port: std::sync::OnceLock::new(),
+            acme: Arc::new(crate::acme::Challenges::default()),
             tier,
             log_position,
             limits,

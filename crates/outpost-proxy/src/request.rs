@@ -91,6 +91,10 @@ async fn serve(
     if node.catching_up.load(std::sync::atomic::Ordering::Relaxed) {
         return respond::catching_up(log);
     }
+    // 0. ACME HTTP-01 challenges, for any Host (RFC 8555 §8.3): only while an order waits.
+    if let Some(key_auth) = node.acme.answer(req.uri().path()) {
+        return respond::acme_challenge(key_auth, log);
+    }
     // 1. Admission, against the config snapshot in force now.
     let admitted = admit::admit(&node.config().tenants, &req, ambiguous_framing);
     let Admitted { tenant, host } = match admitted {

@@ -189,6 +189,19 @@ pub fn https_redirect(
     Some(resp)
 }
 
+/// The key authorization of a pending ACME HTTP-01 challenge (RFC 8555 §8.3).
+pub fn acme_challenge(key_auth: String, log: &mut RequestLog) -> Response<RespBody> {
+    log.outcome = Outcome::Pass;
+    let mut resp = Response::new(full(Bytes::from(key_auth)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 /// `Strict-Transport-Security` on an HTTPS answer when the Host's tenant sets `hsts_max_age`.
 pub fn hsts(node: &Node, host: Option<&str>, resp: &mut Response<RespBody>) {
     let Some(host) = host.and_then(|h| outpost_cache::key::canonical_host(h).ok()) else {

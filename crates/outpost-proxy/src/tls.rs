@@ -106,11 +106,21 @@ fn mtime(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-/// Certificate files: (cert, key, hostnames) per tenant with TLS, and the default (cert, key).
-pub type TlsSources = (
-    Vec<(PathBuf, PathBuf, Vec<String>)>,
-    Option<(PathBuf, PathBuf)>,
-);
+/// A tenant's certificate files and the names they serve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertSource {
+    /// Chain (PEM).
+    pub cert: PathBuf,
+    /// Key (PEM).
+    pub key: PathBuf,
+    /// Hostnames (lower case; `*.x` wildcards as given).
+    pub names: Vec<String>,
+    /// Issued by ACME: the files may not exist yet (not an error).
+    pub acme: bool,
+}
+
+/// Certificate files: per tenant with TLS, and the default (cert, key).
+pub type TlsSources = (Vec<CertSource>, Option<(PathBuf, PathBuf)>);
 
 /// Sources from a config: tenant certificates with their hostnames, and the default.
 pub fn sources(cfg: &outpost_config::Config) -> TlsSources {
@@ -125,7 +135,12 @@ pub fn sources(cfg: &outpost_config::Config) -> TlsSources {
                 .filter(|h| h.as_str() != "*")
                 .map(|h| h.to_ascii_lowercase())
                 .collect();
-            Some((PathBuf::from(&tls.cert), PathBuf::from(&tls.key), names))
+            Some(CertSource {
+                cert: PathBuf::from(&tls.cert),
+                key: PathBuf::from(&tls.key),
+                names,
+                acme: tls.acme,
+            })
         })
         .collect();
     let default = (!cfg.node.tls_default_cert.is_empty()).then(|| {
@@ -154,21 +169,29 @@ impl CertStore {
     /// is logged). Returns whether the table changed.
     pub fn rebuild(
         &self,
-        tenants: &[(PathBuf, PathBuf, Vec<String>)],
+        tenants: &[CertSource],
         default: Option<&(PathBuf, PathBuf)>,
         strict: bool,
     ) -> Result<bool, CertError> {
         let old = self.table.load_full();
         let built_from: Vec<(Source, Vec<String>)> = tenants
             .iter()
-            .map(|(c, k, n)| {
+            .map(|t| {
                 (
                     Source {
-                        cert: c.clone(),
-                        key: k.clone(),
+                        cert: t.cert.clone(),
+                        key: t.key.clone(),
                     },
-                    n.clone(),
+                    t.names.clone(),
                 )
+            })
+            .collect();
+        let not_yet: Vec<Source> = tenants
+            .iter()
+            .filter(|t| t.acme && !t.cert.exists())
+            .map(|t| Source {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
             })
             .collect();
         let default_source = default.map(|(c, k)| Source {
@@ -191,6 +214,10 @@ impl CertStore {
         }
         let mut loaded = HashMap::new();
         let mut get = |src: &Source| -> Result<Option<Arc<CertifiedKey>>, CertError> {
+            if not_yet.contains(src) {
+                // An ACME certificate not issued yet: nothing to serve for it, no error.
+                return Ok(None);
+            }
             match load_key(&self.provider, src) {
                 Ok(k) => {
                     loaded.insert(src.clone(), k.clone());
@@ -292,6 +319,15 @@ mod tests {
         (c, k)
     }
 
+    fn src(cert: PathBuf, key: PathBuf, name: &str) -> CertSource {
+        CertSource {
+            cert,
+            key,
+            names: vec![name.into()],
+            acme: false,
+        }
+    }
+
     fn dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!(
             "outpost-tls-unit-{}-{:?}",
@@ -315,10 +351,7 @@ mod tests {
         });
         store
             .rebuild(
-                &[
-                    (ac, ak, vec!["a.test".into()]),
-                    (wc, wk, vec!["*.shop.test".into()]),
-                ],
+                &[src(ac, ak, "a.test"), src(wc, wk, "*.shop.test")],
                 Some(&(dc, dk)),
                 true,
             )
@@ -343,7 +376,7 @@ mod tests {
             table: ArcSwap::from_pointee(Table::default()),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
-        let src = vec![(c.clone(), k.clone(), vec!["a.test".to_string()])];
+        let src = vec![src(c.clone(), k.clone(), "a.test")];
         assert!(store.rebuild(&src, None, true).unwrap());
         let first = store.lookup(Some("a.test")).unwrap();
         assert!(
