@@ -9,7 +9,11 @@
 #   scripts/conformance.sh --target-cmd 'CMD'           # any proxy: CMD must listen on
 #        127.0.0.1:$LISTEN_PORT and forward to 127.0.0.1:$ORIGIN_PORT ($WORK is a scratch dir)
 #
-# Env: OUTPOST_BIN (default target/release/outpost), CONFORMANCE_TIMEOUT (client seconds, 900).
+# Env: OUTPOST_BIN (default target/release/outpost), CONFORMANCE_TIMEOUT (client seconds, 900),
+#      CONFORMANCE_TLS=1 (outpost only): the client talks HTTPS with h2 to the node's TLS listener
+#      (a fresh ECDSA certificate it trusts; conformance/h2-cli.mjs swaps the suite's node-fetch
+#      for undici with allowH2 and reports the ALPN of every connection), same floor. --id is
+#      not supported in this mode.
 # Output: .scratch/conformance/results.json (raw suite output: id -> true | [error, message]),
 # summary.json, and logs of every process. Exit 1 when a count is below the floor (outpost only).
 #
@@ -79,6 +83,20 @@ if [ "$(installed_version)" != "$HCT_VERSION" ]; then
   [ "$(installed_version)" = "$HCT_VERSION" ] || die "http-cache-tests $HCT_VERSION not found after install"
 fi
 
+TLS_MODE="${CONFORMANCE_TLS:-0}"
+if [ "$TLS_MODE" = 1 ]; then
+  [ "$TARGET" = outpost ] || die "CONFORMANCE_TLS=1 is for the outpost target"
+  ensure_cmds openssl:openssl
+  if [ ! -f "$HCT_ROOT/node_modules/undici/package.json" ]; then
+    log "installing undici@6 into $HCT_ROOT (h2 for the client)"
+    (cd "$HCT_ROOT" && timeout 300 npm install --no-audit --no-fund --loglevel=error "undici@6" >&2) \
+      || die "npm install undici@6 failed"
+  fi
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -keyout "$WORK/tls-key.pem" -out "$WORK/tls-cert.pem" 2>/dev/null || die "openssl req failed"
+fi
+
 # --- origin: the suite's own server, on loopback ------------------------------
 ORIGIN_PORT=$(free_port)
 (
@@ -112,6 +130,12 @@ origins = ["http://127.0.0.1:$ORIGIN_PORT"]
 [tenant.cache]
 set_cookie = "store"
 EOF
+    if [ "$TLS_MODE" = 1 ]; then
+      TLS_PORT=$(free_port)
+      printf 'tls_listen = "127.0.0.1:%s"\ntls_default_cert = "%s"\ntls_default_key = "%s"\n' \
+        "$TLS_PORT" "$WORK/tls-cert.pem" "$WORK/tls-key.pem" >"$WORK/tls.toml"
+      sed -i '/^metrics = ""$/r '"$WORK/tls.toml" "$WORK/outpost.toml"
+    fi
     spawn outpost "$TARGET_LOG" "$OUTPOST_BIN" node --config "$WORK/outpost.toml"
     ;;
   nginx)
@@ -158,17 +182,24 @@ esac
 TARGET_PID="$SPAWNED_PID"
 wait_port "$LISTEN_PORT" "$TARGET_PID" "$TARGET" 30 || { tail -n 20 "$TARGET_LOG" >&2; exit 2; }
 BASE="http://127.0.0.1:$LISTEN_PORT"
+if [ "$TLS_MODE" = 1 ]; then
+  wait_port "$TLS_PORT" "$TARGET_PID" "$TARGET" 30 || exit 2
+  BASE="https://127.0.0.1:$TLS_PORT"
+  export NODE_EXTRA_CA_CERTS="$WORK/tls-cert.pem" UNDICI_DIR="$HCT_ROOT/node_modules" HCT_DIR="$HCT"
+fi
 log "target $TARGET on $BASE (origin 127.0.0.1:$ORIGIN_PORT)"
 
 # Smoke: PUT must reach the origin through the proxy, or every test is a setup failure.
-smoke=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+smoke=$(curl -s -m 10 ${NODE_EXTRA_CA_CERTS:+--cacert "$NODE_EXTRA_CA_CERTS"} -o /dev/null -w '%{http_code}' -X PUT -H 'content-type: application/json' \
   --data '[{"id":"smoke"}]' "$BASE/config/smoke-$$-$RANDOM") || true
 [ "$smoke" = 201 ] || log "warning: PUT /config through $TARGET answered '$smoke', not 201; expect setup failures"
 
 # --- the client -------------------------------------------------------------------
 run_client() {
+  local cli=cli.mjs
+  [ "$TLS_MODE" = 1 ] && cli="$HERE/conformance/h2-cli.mjs"
   (cd "$HCT" && npm_config_base="$BASE" npm_config_id="$1" npm_package_config_id="" \
-    timeout "$CLIENT_TIMEOUT" node --no-warnings cli.mjs)
+    timeout "$CLIENT_TIMEOUT" node --no-warnings "$cli")
 }
 if [ -n "$TEST_ID" ]; then
   run_client "$TEST_ID"
@@ -180,6 +211,9 @@ start=$(date +%s)
 run_client "" >"$OUT/results.raw" 2>"$OUT/client.log"
 rc=$?
 log "client finished in $(( $(date +%s) - start ))s (exit $rc)"
+if [ "$TLS_MODE" = 1 ]; then
+  grep -h "alpn protocols" "$OUT/client.log" "$OUT/results.raw" >&2 || log "warning: no ALPN report from the client"
+fi
 # The client prints the JSON object last; keep from the first line that is exactly "{".
 sed -n '/^{$/,$p' "$OUT/results.raw" >"$OUT/results.json"
 if ! node -e 'JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"))' "$OUT/results.json" 2>/dev/null; then
@@ -190,6 +224,31 @@ fi
 
 echo "http-cache-tests $HCT_VERSION against $TARGET ($BASE)"
 flags=()
+if [ "$TLS_MODE" = 1 ]; then
+  # The same client (undici fetch) over plain HTTP/1.1 on the node's HTTP listener: every test
+  # must score over HTTPS+h2 as it does there. (The committed floor tracks the package's own
+  # node-fetch client; WHATWG fetch turns conditional requests into Cache-Control: no-cache
+  # ones, fetch spec "HTTP-network-or-cache fetch", so its absolute counts differ.)
+  log "the same client over plain HTTP/1.1 ($BASE -> http://127.0.0.1:$LISTEN_PORT), for comparison"
+  (cd "$HCT" && npm_config_base="http://127.0.0.1:$LISTEN_PORT" CONFORMANCE_H2=0 \
+    timeout "$CLIENT_TIMEOUT" node --no-warnings "$HERE/conformance/h2-cli.mjs") \
+    >"$OUT/results-h1.raw" 2>>"$OUT/client.log"
+  sed -n '/^{$/,$p' "$OUT/results-h1.raw" >"$OUT/results-h1.json"
+  node --input-type=module -e '
+    import fs from "node:fs"
+    const [h2, h1] = process.argv.slice(1).map(f => JSON.parse(fs.readFileSync(f, "utf8")))
+    const ok = v => v === true
+    const worse = Object.keys(h1).filter(k => ok(h1[k]) && !ok(h2[k]))
+    const better = Object.keys(h2).filter(k => ok(h2[k]) && !ok(h1[k]))
+    const n = o => Object.values(o).filter(ok).length
+    console.log(`HTTPS+h2: ${n(h2)} passed; the same client over HTTP/1.1: ${n(h1)} passed`)
+    if (better.length) console.log(`passing only over h2: ${better.join(", ")}`)
+    if (worse.length) { console.log(`FAILING ONLY OVER h2: ${worse.join(", ")}`); process.exit(1) }
+    console.log("every test scores over HTTPS+h2 as over plain HTTP/1.1")
+  ' "$OUT/results.json" "$OUT/results-h1.json" || exit 1
+  node "$HERE/conformance/summarize.mjs" "$HCT" "$OUT/results.json" "$FLOOR" >/dev/null
+  exit 0
+fi
 if [ "$TARGET" = outpost ]; then
   flags+=(--check-floor)
   [ "$UPDATE_FLOOR" -eq 1 ] && flags+=(--update-floor)

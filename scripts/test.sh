@@ -16,6 +16,8 @@ cargo build --workspace --locked
 
 echo "== conformance: http-cache-tests against outpost node"
 OUTPOST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/outpost" bash scripts/conformance.sh
+echo "== conformance over HTTPS with h2 (the same tests; every one must score as over HTTP/1.1)"
+CONFORMANCE_TLS=1 OUTPOST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/outpost" bash scripts/conformance.sh
 
 echo "== simulator cross-check against libCacheSim (issue 3's hit-ratio claims)"
 # Exit 3 means libcachesim could not be installed (no pip or no network: the check needs PyPI); it
