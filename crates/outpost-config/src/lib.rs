@@ -842,6 +842,13 @@ pub struct TenantTlsConfig {
     /// Obtain and renew the certificate by ACME (`[node.acme]`), HTTP-01 answered by the edge;
     /// `cert` and `key` are where it is written (and served from).
     pub acme: bool,
+    /// The chain itself (PEM), as uploaded through the control plane's API; used instead of
+    /// the `cert` file when set.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cert_pem: String,
+    /// The key itself (PEM), with `cert_pem`. Never shown by the API.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub key_pem: String,
 }
 
 /// `[tenant.origin_pool]`.
@@ -1174,13 +1181,27 @@ impl Config {
                         "needs a [node.acme] section (the ACME server to ask)",
                     ));
                 }
-                if tls.cert.is_empty() || tls.key.is_empty() {
+                let inline = !tls.cert_pem.is_empty() || !tls.key_pem.is_empty();
+                if inline && (tls.cert_pem.is_empty() || tls.key_pem.is_empty()) {
+                    return Err(ConfigError::new(
+                        format!(
+                            "tenant[{i}].tls.{}",
+                            if tls.cert_pem.is_empty() {
+                                "cert_pem"
+                            } else {
+                                "key_pem"
+                            }
+                        ),
+                        "cert_pem and key_pem go together",
+                    ));
+                }
+                if !inline && (tls.cert.is_empty() || tls.key.is_empty()) {
                     return Err(ConfigError::new(
                         format!(
                             "tenant[{i}].tls.{}",
                             if tls.cert.is_empty() { "cert" } else { "key" }
                         ),
-                        "a PEM file path is required",
+                        "a PEM file path is required (or cert_pem and key_pem)",
                     ));
                 }
             }

@@ -130,7 +130,29 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Private keys never leave the control plane through the API: every `key_pem` in an answer
+/// (tenants, versions, diffs) is replaced by a marker.
+fn redact(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if k == "key_pem" {
+                    if x.as_str().is_some_and(|s| !s.is_empty()) {
+                        *x = Value::String("(set; never shown)".into());
+                    }
+                } else {
+                    redact(x);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
 fn json_response(status: StatusCode, body: &Value) -> Resp {
+    let mut body = body.clone();
+    redact(&mut body);
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -203,6 +225,12 @@ async fn handle(c: &Control, req: Request<Incoming>) -> Resp {
         (&Method::POST, ["tenants", name, "keys"]) => {
             write(c, &who, idem, &sig, |t| create_key(&who, t, name)).await
         }
+        (&Method::PUT, ["tenants", name, "certificate"]) => {
+            write(c, &who, idem, &sig, |t| {
+                put_certificate(c, &who, t, name, &bytes)
+            })
+            .await
+        }
         (&Method::GET, ["versions"]) => list_versions(c, &who),
         (&Method::GET, ["versions", v]) => get_version(c, &who, v),
         (&Method::GET, ["versions", v, "diff"]) => diff_versions(c, &who, v, &query),
@@ -219,7 +247,10 @@ async fn handle(c: &Control, req: Request<Incoming>) -> Resp {
         (&Method::GET, ["warm", id]) => warm_status(c, &who, id),
         (&Method::GET, ["nodes"]) => nodes(c, &who),
         (&Method::GET, ["analytics"]) => analytics(c, &who, &query),
-        (_, ["tenants"] | ["tenants", _] | ["tenants", _, "keys"] | ["versions"])
+        (
+            _,
+            ["tenants"] | ["tenants", _] | ["tenants", _, "keys" | "certificate"] | ["versions"],
+        )
         | (_, ["versions", _] | ["versions", _, "diff" | "rollback"])
         | (_, ["purge"] | ["purge", _] | ["warm"] | ["warm", _] | ["nodes"] | ["analytics"]) => {
             Err(ApiError::new(
@@ -439,6 +470,51 @@ fn create_tenant(
     let entry = c.new_version(t, &format!("create tenant {name}"), now)?;
     Ok((
         StatusCode::CREATED,
+        json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq, "rollout": c.rollout_plan() }),
+    ))
+}
+
+/// `PUT /tenants/{name}/certificate` `{"cert_pem": ..., "key_pem": ...}`: the tenant's TLS
+/// certificate, checked (both parse, the key matches), in a new config version; every node with
+/// an HTTPS listener serves it within a reload (2 s). Redirect and HSTS settings are kept.
+fn put_certificate(
+    c: &Control,
+    who: &Principal,
+    t: &Tx<'_>,
+    name: &str,
+    body: &[u8],
+) -> Result<Answer, ApiError> {
+    may_act_on(who, name)?;
+    let Some(mut doc) = t.tenant(name)? else {
+        return Err(ApiError::not_found(format!("no tenant {name:?}")));
+    };
+    let req = parse_json(body)?;
+    let field = |f: &str| -> Result<String, ApiError> {
+        match req.get(f).and_then(Value::as_str) {
+            Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
+            _ => Err(ApiError::invalid(f, "a PEM string is required")),
+        }
+    };
+    let (cert_pem, key_pem) = (field("cert_pem")?, field("key_pem")?);
+    outpost_proxy::tls::check_pem(&cert_pem, &key_pem)
+        .map_err(|e| ApiError::invalid(e.path.clone(), e.message))?;
+    let mut tls = doc.get("tls").cloned().unwrap_or_else(|| json!({}));
+    if let Some(o) = tls.as_object_mut() {
+        o.insert("cert".into(), Value::String(String::new()));
+        o.insert("key".into(), Value::String(String::new()));
+        o.insert("acme".into(), Value::Bool(false));
+        o.insert("cert_pem".into(), Value::String(cert_pem));
+        o.insert("key_pem".into(), Value::String(key_pem));
+    }
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("tls".into(), tls);
+    }
+    let (_, doc) = checked_tenant(c, t, doc, Some(name))?;
+    let now = now_ms();
+    t.put_tenant(name, &doc, now)?;
+    let entry = c.new_version(t, &format!("certificate of tenant {name}"), now)?;
+    Ok((
+        StatusCode::OK,
         json!({ "tenant": doc, "version": version_of(&entry.op), "seq": entry.seq, "rollout": c.rollout_plan() }),
     ))
 }

@@ -63,6 +63,16 @@ pub fn document() -> Value {
                 "parameters": [param("name", "path", "string")],
                 "post": {"summary": "Create an API key for a tenant (admin); shown once", "parameters": [idem()],
                     "responses": common(json!({"201": ok("the key", obj()), "404": err("no such tenant")}))}},
+            "/api/v1/tenants/{name}/certificate": {
+                "parameters": [param("name", "path", "string")],
+                "put": {"summary": "Upload the tenant's TLS certificate chain and key (PEM); served by every HTTPS listener within 2 s. The key is never shown again.",
+                    "parameters": [idem()],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["cert_pem", "key_pem"],
+                        "properties": {"cert_pem": {"type": "string"}, "key_pem": {"type": "string"}}}}}},
+                    "responses": common(json!({"200": ok("stored, with the new config version", obj()),
+                        "400": err("malformed JSON"), "404": err("no such tenant"),
+                        "422": err("a PEM does not parse, or the key does not match the certificate")}))}},
             "/api/v1/versions": {"get": {"summary": "Config versions, newest first (admin)",
                 "responses": common(json!({"200": ok("versions", obj())}))}},
             "/api/v1/versions/{version}": {

@@ -45,6 +45,8 @@ async fn cdn(nodes: usize, rate: f64) -> Cdn {
     for i in 0..nodes {
         let mut cfg = template.clone();
         cfg.node.name = format!("n{i}");
+        // An HTTPS listener with no certificate yet (certificates come through the API).
+        cfg.node.tls_listen = "127.0.0.1:0".into();
         let node = outpost_proxy::start(&cfg).await.unwrap();
         agent::spawn(&node, cfg, bus.clone());
         running.push(node);
@@ -940,6 +942,15 @@ async fn every_route_of_the_openapi_document_is_exercised() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
+    let (s, v) = c
+        .admin(
+            "PUT",
+            "/api/v1/tenants/site/certificate",
+            "/api/v1/tenants/{name}/certificate",
+            Some(cert_upload("site.test")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for m in ["get", "put", "post", "delete"] {
@@ -1069,4 +1080,131 @@ async fn analytics_count_client_traffic_and_merge_latency_histograms() {
         )
         .await;
     assert_eq!((s, v["error"]["field"].as_str()), (422, Some("period")));
+}
+
+/// A self-signed certificate for `host` as an upload body.
+fn cert_upload(host: &str) -> Value {
+    let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+    json!({"cert_pem": ck.cert.pem(), "key_pem": ck.key_pair.serialize_pem()})
+}
+
+/// The leaf certificate a node serves for `sni` (PEM), if the handshake succeeds.
+fn served_cert(tls: std::net::SocketAddr, sni: &str) -> Option<String> {
+    let out = std::process::Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(tls.to_string())
+        .args(["-servername", sni])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let start = text.find("-----BEGIN CERTIFICATE-----")?;
+    let end = text[start..].find("-----END CERTIFICATE-----")? + start + 25;
+    Some(text[start..end].replace('\r', ""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_uploaded_through_the_api_is_served_and_its_key_never_shown() {
+    let c = cdn(2, 1000.0).await;
+    let tls: Vec<_> = c.nodes.iter().map(|n| n.tls_addr.unwrap()).collect();
+    assert!(
+        served_cert(tls[0], "site.test").is_none(),
+        "no certificate yet"
+    );
+    // A key that does not match: 422 naming key_pem; a missing field; an unknown tenant.
+    let good = cert_upload("site.test");
+    let other = cert_upload("other.test");
+    let (s, v) = c
+        .admin(
+            "PUT",
+            "/api/v1/tenants/site/certificate",
+            "/api/v1/tenants/{name}/certificate",
+            Some(json!({"cert_pem": good["cert_pem"], "key_pem": other["key_pem"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (422, Some("key_pem")),
+        "{v}"
+    );
+    let (s, v) = c
+        .admin(
+            "PUT",
+            "/api/v1/tenants/site/certificate",
+            "/api/v1/tenants/{name}/certificate",
+            Some(json!({"cert_pem": good["cert_pem"]})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let (s, _) = c
+        .admin(
+            "PUT",
+            "/api/v1/tenants/ghost/certificate",
+            "/api/v1/tenants/{name}/certificate",
+            Some(good.clone()),
+        )
+        .await;
+    assert_eq!(s, 404);
+    // Upload: every node serves it within a reload.
+    let (s, v) = c
+        .admin(
+            "PUT",
+            "/api/v1/tenants/site/certificate",
+            "/api/v1/tenants/{name}/certificate",
+            Some(good.clone()),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let version = v["version"].as_u64().unwrap();
+    let want = good["cert_pem"].as_str().unwrap().trim().replace('\r', "");
+    let t = Instant::now();
+    for addr in &tls {
+        loop {
+            if served_cert(*addr, "site.test").as_deref() == Some(want.as_str()) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "node {addr} never served it"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // The key is never shown: not in the answer, the tenant, the version or its diff.
+    let key = good["key_pem"].as_str().unwrap();
+    let marker = "PRIVATE KEY";
+    assert!(!v.to_string().contains(marker), "{v}");
+    for (path, route) in [
+        ("/api/v1/tenants/site".to_string(), "/api/v1/tenants/{name}"),
+        ("/api/v1/tenants".to_string(), "/api/v1/tenants"),
+        (
+            format!("/api/v1/versions/{version}"),
+            "/api/v1/versions/{version}",
+        ),
+        (
+            format!("/api/v1/versions/{version}/diff"),
+            "/api/v1/versions/{version}/diff",
+        ),
+    ] {
+        let (s, v) = c.admin("GET", &path, route, None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        let text = v.to_string();
+        assert!(
+            !text.contains(marker) && !text.contains(key.lines().nth(1).unwrap()),
+            "{path}: {text}"
+        );
+    }
+    let (_, t) = c
+        .admin(
+            "GET",
+            "/api/v1/tenants/site",
+            "/api/v1/tenants/{name}",
+            None,
+        )
+        .await;
+    assert_eq!(t["tls"]["key_pem"], "(set; never shown)", "{t}");
+    assert!(t["tls"]["cert_pem"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
 }

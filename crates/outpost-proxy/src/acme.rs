@@ -4,7 +4,7 @@
 //! the key authorization, for any Host, before tenant admission (RFC 8555 §8.3).
 //!
 //! A certificate is ordered when its file is missing or has lived `renew_at` (2/3) of its
-//! lifetime. The new key and chain are written next to the old ones and renamed into place (key
+//! lifetime. The new key and chain are written next to the old ones and renamed into place (both
 //! mode 0600); the TLS listener's reload serves them within 2 s. A failed order (the CA refuses,
 //! times out or is down) is retried with doubling backoff, and the old certificate keeps serving
 //! until a new one is installed. The account's credentials live in `state_dir/account.json`
@@ -287,7 +287,7 @@ pub async fn issue(cfg: &AcmeConfig, w: &Wanted, challenges: &Challenges) -> Res
         let chain = order.poll_certificate(&retry).await?;
         // Key first, then the chain: the listener's reload only takes a pair that matches.
         write_atomic(&w.key, &key.serialize_pem(), true)?;
-        write_atomic(&w.cert, &chain, false)?;
+        write_atomic(&w.cert, &chain, true)?;
         Ok(())
     }
     .await;

@@ -28,11 +28,12 @@ pub struct TlsInfo {
     pub sni: Option<Arc<str>>,
 }
 
-/// One certificate source: files and the names it covers.
+/// One certificate source: files (or the PEM text itself) and the names it covers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Source {
     cert: PathBuf,
     key: PathBuf,
+    pem: Option<Arc<(String, String)>>,
 }
 
 #[derive(Default)]
@@ -75,19 +76,45 @@ pub struct CertError {
     pub message: String,
 }
 
+/// Check an uploaded chain and key (PEM text): both parse and the key matches the leaf.
+pub fn check_pem(cert_pem: &str, key_pem: &str) -> Result<(), CertError> {
+    let provider = rustls::crypto::ring::default_provider();
+    let src = Source {
+        cert: PathBuf::from("cert_pem"),
+        key: PathBuf::from("key_pem"),
+        pem: Some(Arc::new((cert_pem.to_string(), key_pem.to_string()))),
+    };
+    load_key(&provider, &src).map(|_| ())
+}
+
 fn load_key(provider: &CryptoProvider, src: &Source) -> Result<Arc<CertifiedKey>, CertError> {
     let err = |p: &Path, m: String| CertError {
         path: p.display().to_string(),
         message: m,
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&src.cert)
-        .map_err(|e| err(&src.cert, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(&src.cert, e.to_string()))?;
+    let (certs, key) = match &src.pem {
+        Some(pem) => {
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(pem.0.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| err(&src.cert, e.to_string()))?;
+            let key = PrivateKeyDer::from_pem_slice(pem.1.as_bytes())
+                .map_err(|e| err(&src.key, e.to_string()))?;
+            (certs, key)
+        }
+        None => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&src.cert)
+                .map_err(|e| err(&src.cert, e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(&src.cert, e.to_string()))?;
+            let key =
+                PrivateKeyDer::from_pem_file(&src.key).map_err(|e| err(&src.key, e.to_string()))?;
+            (certs, key)
+        }
+    };
     if certs.is_empty() {
-        return Err(err(&src.cert, "no CERTIFICATE in the file".into()));
+        return Err(err(&src.cert, "no CERTIFICATE in it".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(&src.key).map_err(|e| err(&src.key, e.to_string()))?;
     let signing = provider
         .key_provider
         .load_private_key(key)
@@ -117,6 +144,8 @@ pub struct CertSource {
     pub names: Vec<String>,
     /// Issued by ACME: the files may not exist yet (not an error).
     pub acme: bool,
+    /// The PEM text itself (chain, key), when uploaded through the control plane.
+    pub pem: Option<Arc<(String, String)>>,
 }
 
 /// Certificate files: per tenant with TLS, and the default (cert, key).
@@ -135,11 +164,22 @@ pub fn sources(cfg: &outpost_config::Config) -> TlsSources {
                 .filter(|h| h.as_str() != "*")
                 .map(|h| h.to_ascii_lowercase())
                 .collect();
+            let pem = (!tls.cert_pem.is_empty())
+                .then(|| Arc::new((tls.cert_pem.clone(), tls.key_pem.clone())));
             Some(CertSource {
-                cert: PathBuf::from(&tls.cert),
-                key: PathBuf::from(&tls.key),
+                cert: PathBuf::from(if pem.is_some() {
+                    "(uploaded)"
+                } else {
+                    &tls.cert
+                }),
+                key: PathBuf::from(if pem.is_some() {
+                    "(uploaded)"
+                } else {
+                    &tls.key
+                }),
                 names,
-                acme: tls.acme,
+                acme: tls.acme && pem.is_none(),
+                pem,
             })
         })
         .collect();
@@ -181,6 +221,7 @@ impl CertStore {
                     Source {
                         cert: t.cert.clone(),
                         key: t.key.clone(),
+                        pem: t.pem.clone(),
                     },
                     t.names.clone(),
                 )
@@ -192,16 +233,19 @@ impl CertStore {
             .map(|t| Source {
                 cert: t.cert.clone(),
                 key: t.key.clone(),
+                pem: None,
             })
             .collect();
         let default_source = default.map(|(c, k)| Source {
             cert: c.clone(),
             key: k.clone(),
+            pem: None,
         });
         let files: Vec<&Path> = built_from
             .iter()
             .map(|(s, _)| s)
             .chain(default_source.iter())
+            .filter(|s| s.pem.is_none())
             .flat_map(|s| [s.cert.as_path(), s.key.as_path()])
             .collect();
         let mtimes: Vec<Option<SystemTime>> = files.iter().map(|p| mtime(p)).collect();
@@ -325,6 +369,7 @@ mod tests {
             key,
             names: vec![name.into()],
             acme: false,
+            pem: None,
         }
     }
 
@@ -366,6 +411,34 @@ mod tests {
             &def
         ));
         assert!(Arc::ptr_eq(&store.lookup(None).unwrap(), &def));
+    }
+
+    #[test]
+    fn uploaded_pem_is_checked_and_served() {
+        let a = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["b.test".to_string()]).unwrap();
+        assert!(check_pem(&a.cert.pem(), &a.key_pair.serialize_pem()).is_ok());
+        let e = check_pem(&a.cert.pem(), &b.key_pair.serialize_pem()).unwrap_err();
+        assert_eq!(e.path, "key_pem", "{e}");
+        let e = check_pem("junk", &a.key_pair.serialize_pem()).unwrap_err();
+        assert_eq!(e.path, "cert_pem", "{e}");
+        let store = Arc::new(CertStore {
+            table: ArcSwap::from_pointee(Table::default()),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        });
+        let src = CertSource {
+            cert: PathBuf::from("(uploaded)"),
+            key: PathBuf::from("(uploaded)"),
+            names: vec!["a.test".into()],
+            acme: false,
+            pem: Some(Arc::new((a.cert.pem(), a.key_pair.serialize_pem()))),
+        };
+        assert!(store.rebuild(std::slice::from_ref(&src), None, true).unwrap());
+        assert!(store.lookup(Some("a.test")).is_some());
+        assert!(
+            !store.rebuild(&[src], None, false).unwrap(),
+            "same text: no rebuild"
+        );
     }
 
     #[test]

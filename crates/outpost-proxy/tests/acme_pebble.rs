@@ -222,6 +222,12 @@ async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
             .permissions(),
     );
     assert_eq!(key_mode & 0o777, 0o600);
+    let cert_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("shop.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(cert_mode & 0o777, 0o600);
     let acct_mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.join("acme/account.json"))
             .unwrap()

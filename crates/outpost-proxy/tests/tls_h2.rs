@@ -507,3 +507,65 @@ async fn https_origins_are_verified_and_a_failure_is_a_502_naming_the_cause() {
     let e = cfg.validate().unwrap_err();
     assert_eq!(e.path, "tenant[0].origin_pool.ca_file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_h2_requests_coalesce_and_range_and_conditionals_work() {
+    let e = edge("h2-flow", false).await;
+    // A slow object: 20 concurrent requests on one h2 connection make one origin fetch.
+    e._origin.route(
+        "/slow",
+        RouteSpec::ok(&"x".repeat(100_000), "max-age=60").delay(Duration::from_millis(400)),
+    );
+    let port = e.https.port();
+    let url = format!("https://a.test:{port}/slow");
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--http2",
+        "--parallel",
+        "--parallel-max",
+        "20",
+        "--cacert",
+    ])
+    .arg(&e.ca)
+    .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+    .args([
+        "-w",
+        "%{http_version} %{http_code} %{size_download}\n",
+        "-o",
+        "/dev/null",
+    ]);
+    for _ in 0..20 {
+        cmd.arg(&url).args(["-o", "/dev/null"]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 20, "{text}");
+    assert!(lines.iter().all(|l| *l == "2 200 100000"), "{text}");
+    let fetches = e
+        ._origin
+        .requests()
+        .iter()
+        .filter(|r| r.uri.path() == "/slow")
+        .count();
+    assert_eq!(fetches, 1, "coalesced into one origin fetch");
+    // Range over h2, from the cached object.
+    let h = curl(&e, "a.test", "/slow", &["--http2", "-r", "10-19"]);
+    assert!(h.starts_with("http/2 206"), "{h}");
+    assert!(h.contains("content-range: bytes 10-19/100000"), "{h}");
+    // A conditional request over h2: 304 from the cache.
+    e._origin.route(
+        "/tagged",
+        RouteSpec::ok("tagged", "max-age=60").etag("\"v1\""),
+    );
+    let h = curl(&e, "a.test", "/tagged", &["--http2"]);
+    assert!(h.starts_with("http/2 200"), "{h}");
+    let h = curl(
+        &e,
+        "a.test",
+        "/tagged",
+        &["--http2", "-H", "If-None-Match: \"v1\""],
+    );
+    assert!(h.starts_with("http/2 304"), "{h}");
+}

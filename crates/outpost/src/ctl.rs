@@ -306,6 +306,20 @@ pub enum TenantCmd {
         #[command(flatten)]
         api: ApiFlags,
     },
+    /// Upload a tenant's TLS certificate chain and key (PEM files); every edge's HTTPS
+    /// listener serves it within seconds. The key is never shown again.
+    Cert {
+        /// Tenant name.
+        name: String,
+        /// Certificate chain (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        api: ApiFlags,
+    },
     /// Config versions, newest first, with their rollout state.
     Versions {
         #[command(flatten)]
@@ -427,6 +441,29 @@ pub async fn tenant(cmd: TenantCmd) -> Result<(), String> {
                         .unwrap_or_default()
                 );
             }
+        }
+        TenantCmd::Cert {
+            name,
+            cert,
+            key,
+            api,
+        } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+            };
+            let body = serde_json::json!({"cert_pem": read(&cert)?, "key_pem": read(&key)?});
+            let v = Api::from_flags(&api)?
+                .ok(
+                    Method::PUT,
+                    &format!("/api/v1/tenants/{name}/certificate"),
+                    Some(&body),
+                )
+                .await?;
+            println!(
+                "certificate stored; config version {}{}",
+                v["version"],
+                rollout_note(&v)
+            );
         }
         TenantCmd::Key { name, api } => {
             let v = Api::from_flags(&api)?
