@@ -433,7 +433,9 @@ mod tests {
             acme: false,
             pem: Some(Arc::new((a.cert.pem(), a.key_pair.serialize_pem()))),
         };
-        assert!(store.rebuild(std::slice::from_ref(&src), None, true).unwrap());
+        assert!(store
+            .rebuild(std::slice::from_ref(&src), None, true)
+            .unwrap());
         assert!(store.lookup(Some("a.test")).is_some());
         assert!(
             !store.rebuild(&[src], None, false).unwrap(),

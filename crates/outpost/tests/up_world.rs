@@ -75,8 +75,8 @@ fn cache_status(r: &outpost_testkit::SimpleResponse) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
     // Edges on base..base+3, shields on base+10 and +11, metrics on base+20.., demo on base+30,
-    // the control API on base+31, the dns node on base+32 (admin base+33).
-    let base = free_base(34);
+    // the control API on base+31, the dns node on base+32 (admin base+33), HTTPS on base+34.
+    let base = free_base(35);
     let d = dir("world");
     let args = vec![
         "--listen".to_string(),
@@ -93,6 +93,8 @@ async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
         format!("127.0.0.1:{}", base + 32),
         "--dns-admin".into(),
         format!("127.0.0.1:{}", base + 33),
+        "--tls".into(),
+        format!("127.0.0.1:{}", base + 34),
     ];
     let world = up(d.clone(), &args).await;
     let addr_file = world.dir.join("addr.json");
@@ -197,6 +199,27 @@ async fn the_default_world_serves_both_regions_and_outpost_load_drives_it() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("demo.localhost"));
+    // HTTPS on the first edge, verified against the local CA the banner names, over h2.
+    let ca = v["tls"]["ca"].as_str().unwrap().to_string();
+    assert_eq!(v["tls"]["addr"], format!("127.0.0.1:{}", base + 34), "{v}");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "--cacert",
+            &ca,
+        ])
+        .args([
+            "--resolve",
+            &format!("demo.localhost:{}:127.0.0.1", base + 34),
+        ])
+        .arg(format!("https://demo.localhost:{}/", base + 34))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
     // The GeoDNS node of the world answers the demo tenant, and a tenant created through the
     // API (no file, no restart) within a few seconds.
     let v = nodes(&addr_file);
