@@ -234,17 +234,12 @@ impl Zone {
             .into_iter()
             .map(|n| (n, ns_addrs.clone()))
             .collect::<Vec<_>>();
-        let mut tenants = HashMap::new();
-        for t in &cfg.tenants {
-            for h in &t.hostnames {
-                let h = h.trim_end_matches('.').to_ascii_lowercase();
-                if h == "*" || h.parse::<IpAddr>().is_ok() {
-                    continue;
-                }
-                tenants.insert(format!("{h}.{zone}"), t.name.clone());
-                tenants.insert(h, t.name.clone());
-            }
-        }
+        let tenants = tenant_names(
+            &zone,
+            cfg.tenants
+                .iter()
+                .map(|t| (t.name.as_str(), t.hostnames.as_slice())),
+        );
         let ttl = u32::try_from(dns.ttl.0.as_secs()).unwrap_or(30).max(1);
         let mname = dns_name(&nameservers[0].0, "dns.nameservers[0]")?;
         let rname = dns_name(&format!("hostmaster.{zone}"), "dns.zone")?;
@@ -289,17 +284,10 @@ impl Zone {
 
     /// Replace the control plane's tenants: (tenant name, its hostnames).
     pub fn set_control_tenants(&self, tenants: &[(String, Vec<String>)]) {
-        let mut m = HashMap::new();
-        for (name, hosts) in tenants {
-            for h in hosts {
-                let h = h.trim_end_matches('.').to_ascii_lowercase();
-                if h == "*" || h.parse::<IpAddr>().is_ok() || !outpost_config::is_dns_name(&h) {
-                    continue;
-                }
-                m.insert(format!("{h}.{}", self.zone), name.clone());
-                m.insert(h, name.clone());
-            }
-        }
+        let m = tenant_names(
+            &self.zone,
+            tenants.iter().map(|(n, h)| (n.as_str(), h.as_slice())),
+        );
         if *self.control_tenants.load_full() != m {
             tracing::info!(
                 hostnames = m.len(),
@@ -476,6 +464,26 @@ impl Zone {
             r.authority.push(self.soa.clone());
         }
     }
+}
+
+/// Every name a tenant is answered for: each hostname (lower case, no final dot) and
+/// `<hostname>.<zone>`, mapped to the tenant; `*`, IP addresses and non-DNS names are skipped.
+fn tenant_names<'a>(
+    zone: &str,
+    tenants: impl Iterator<Item = (&'a str, &'a [String])>,
+) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    for (name, hosts) in tenants {
+        for h in hosts {
+            let h = h.trim_end_matches('.').to_ascii_lowercase();
+            if h == "*" || h.parse::<IpAddr>().is_ok() || !outpost_config::is_dns_name(&h) {
+                continue;
+            }
+            m.insert(format!("{h}.{zone}"), name.to_string());
+            m.insert(h, name.to_string());
+        }
+    }
+    m
 }
 
 fn addr_record(name: &Name, ttl: u32, a: IpAddr) -> Record {

@@ -269,55 +269,74 @@ struct Accept {
     stop: watch::Receiver<bool>,
 }
 
+/// Accept connections on `listener` (TCP_NODELAY set) and hand each to `serve`, until the node
+/// drains. A dropped `RunningNode` (tests keep only the address) is not a drain. Accept errors
+/// (out of descriptors: EMFILE/ENFILE, or transient) are logged once a second at most, with a
+/// short pause so the loop does not spin.
+async fn accept_until_drain(
+    listener: &TcpListener,
+    node: &Node,
+    mut stop: watch::Receiver<bool>,
+    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr),
+) {
+    let stopped = async move {
+        if stop.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(stopped);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = &mut stopped => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                serve(stream, peer);
+            }
+            Err(e) => {
+                if let Some(suppressed) = node.warnings.accept.allow() {
+                    tracing::warn!(error = %e, suppressed, "accept failed; refusing connections");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 impl Accept {
     /// Accept connections and serve each one on the next worker (or here, without workers),
     /// until the node drains (the listener is then closed).
     async fn run(self) {
         let mut next = 0usize;
-        let mut stop = self.stop.clone();
-        // A dropped `RunningNode` (tests keep only the address) is not a drain.
-        let stopped = async move {
-            if stop.wait_for(|s| *s).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::pin!(stopped);
-        loop {
-            let accepted = tokio::select! {
-                r = self.listener.accept() => r,
-                _ = &mut stopped => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors (EMFILE/ENFILE) or a transient error: one line a
-                    // second at most, then a short pause so the loop does not spin.
-                    if let Some(suppressed) = self.node.warnings.accept.allow() {
-                        tracing::warn!(error = %e, suppressed, "accept failed; refusing connections");
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
+        let Self {
+            listener,
+            node,
+            limits,
+            dog,
+            workers,
+            stop,
+        } = self;
+        accept_until_drain(&listener, &node, stop, |stream, peer| {
             // The stream leaves this runtime's reactor (it is registered again where it is
             // served).
             let stream = match stream.into_std() {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot set up a connection");
-                    continue;
+                    return;
                 }
             };
-            let watch = self.dog.watch();
-            let conn = serve_connection(stream, peer, self.node.clone(), self.limits, watch);
-            if self.workers.is_empty() {
+            let conn = serve_connection(stream, peer, node.clone(), limits, dog.watch());
+            if workers.is_empty() {
                 tokio::spawn(conn);
             } else {
-                self.workers[next % self.workers.len()].spawn(conn);
+                workers[next % workers.len()].spawn(conn);
                 next = next.wrapping_add(1);
             }
-        }
+        })
+        .await;
     }
 }
 
@@ -351,34 +370,27 @@ struct TlsAccept {
 
 impl TlsAccept {
     async fn run(self) {
-        let mut stop = self.stop.clone();
-        let stopped = async move {
-            if stop.wait_for(|s| *s).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::pin!(stopped);
-        loop {
-            let accepted = tokio::select! {
-                r = self.listener.accept() => r,
-                _ = &mut stopped => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    if let Some(suppressed) = self.node.warnings.accept.allow() {
-                        tracing::warn!(error = %e, suppressed, "TLS accept failed; refusing connections");
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let watch = self.dog.watch();
-            let acceptor = self.acceptor.clone();
-            let (node, limits) = (self.node.clone(), self.limits);
-            tokio::spawn(serve_tls(stream, peer, acceptor, node, limits, watch));
-        }
+        let Self {
+            listener,
+            acceptor,
+            _store,
+            node,
+            limits,
+            dog,
+            stop,
+        } = self;
+        accept_until_drain(&listener, &node, stop, |stream, peer| {
+            let conn = serve_tls(
+                stream,
+                peer,
+                acceptor.clone(),
+                node.clone(),
+                limits,
+                dog.watch(),
+            );
+            tokio::spawn(conn);
+        })
+        .await;
     }
 }
 

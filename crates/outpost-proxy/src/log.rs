@@ -24,6 +24,8 @@ pub struct RequestLog {
     /// Sent by another tier of the CDN (its `CDN-Loop` names a topology member): not counted in
     /// client analytics, and answered with the object's surrogate keys.
     pub internal: bool,
+    /// `Strict-Transport-Security` for the answer (an HTTPS request of a tenant that sets it).
+    pub hsts: Option<http::HeaderValue>,
     started: Instant,
     method: Method,
     host: String,
@@ -64,6 +66,7 @@ impl RequestLog {
             detailed,
             started: Instant::now(),
             internal: node.tier.as_ref().is_some_and(|t| t.from_member(headers)),
+            hsts: None,
             method: method.clone(),
             host,
             path,
@@ -83,6 +86,7 @@ impl RequestLog {
             detailed: false,
             // Not a client's request: not in client analytics.
             internal: true,
+            hsts: None,
             started: Instant::now(),
             method: Method::GET,
             host: String::new(),

@@ -47,16 +47,6 @@ pub async fn handle(
         }
     }
     let mut log = RequestLog::start(&node, req.method(), req.uri(), req.headers(), peer);
-    // HSTS goes on every HTTPS answer of a tenant that asks for it (RFC 6797 §7.1).
-    let tls = req.extensions().get::<crate::tls::TlsInfo>().is_some();
-    let host = if tls {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-    } else {
-        None
-    };
     // The span costs ~1% of a hit even when disabled, so it exists only when debug logging is on.
     let resp = if tracing::enabled!(tracing::Level::DEBUG) {
         let id = log.id(&node);
@@ -69,8 +59,10 @@ pub async fn handle(
         serve(&node, req, peer, ambiguous_framing, &mut log).await
     };
     let mut resp = resp;
-    if tls {
-        respond::hsts(&node, host.as_deref(), &mut resp);
+    // HSTS goes on every HTTPS answer of a tenant that asks for it (RFC 6797 §7.1).
+    if let Some(v) = log.hsts.take() {
+        resp.headers_mut()
+            .insert(http::header::STRICT_TRANSPORT_SECURITY, v);
     }
     log.finish(&node, resp.status().as_u16(), resp.headers());
     resp
@@ -109,6 +101,7 @@ async fn serve(
             if let Some(err) = admit::sni_mismatch(&node.config().tenants, info, &tenant) {
                 return respond::error(node, &err, log);
             }
+            log.hsts = tenant.hsts.clone();
         }
         None => {
             if let Some(resp) = respond::https_redirect(node, &tenant, &host, &req, log) {

@@ -202,30 +202,6 @@ pub fn acme_challenge(key_auth: String, log: &mut RequestLog) -> Response<RespBo
     resp
 }
 
-/// `Strict-Transport-Security` on an HTTPS answer when the Host's tenant sets `hsts_max_age`.
-pub fn hsts(node: &Node, host: Option<&str>, resp: &mut Response<RespBody>) {
-    let Some(host) = host.and_then(|h| outpost_cache::key::canonical_host(h).ok()) else {
-        return;
-    };
-    let cfg = node.config();
-    let Some(t) = cfg.tenants.find(&host).and_then(|t| t.tls.clone()) else {
-        return;
-    };
-    let age = t.hsts_max_age.0.as_secs();
-    if age == 0 {
-        return;
-    }
-    let v = if t.hsts_include_subdomains {
-        format!("max-age={age}; includeSubDomains")
-    } else {
-        format!("max-age={age}")
-    };
-    if let Ok(v) = HeaderValue::from_str(&v) {
-        resp.headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, v);
-    }
-}
-
 /// An answer the node generates: `STATUS code; request-id=N` (and, for a client error, what was
 /// wrong with the request), `Cache-Control: no-store`. Upstream failures are logged as
 /// rate-limited warnings with their cause; the client never sees origin addresses or library

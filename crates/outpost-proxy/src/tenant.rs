@@ -61,6 +61,8 @@ pub struct Tenant {
     pub max_object_bytes: u64,
     /// HTTPS settings (redirect, HSTS; the certificate lives in the TLS store).
     pub tls: Option<outpost_config::TenantTlsConfig>,
+    /// The `Strict-Transport-Security` value for its HTTPS answers, if it sets one.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 static DEFAULT_RULE: Rule = Rule {
@@ -222,8 +224,23 @@ impl Tenant {
             max_variants: t.cache.max_variants,
             max_object_bytes: t.cache.max_object_bytes.0,
             tls: t.tls.clone(),
+            hsts: t.tls.as_ref().and_then(hsts_header),
         }
     }
+}
+
+/// `max-age=N[; includeSubDomains]` (RFC 6797 §6.1), or none for a zero age.
+fn hsts_header(tls: &outpost_config::TenantTlsConfig) -> Option<http::HeaderValue> {
+    let age = tls.hsts_max_age.0.as_secs();
+    if age == 0 {
+        return None;
+    }
+    let v = if tls.hsts_include_subdomains {
+        format!("max-age={age}; includeSubDomains")
+    } else {
+        format!("max-age={age}")
+    };
+    http::HeaderValue::from_str(&v).ok()
 }
 
 /// What tenants are compiled with besides their config: the node's counters, its place in a

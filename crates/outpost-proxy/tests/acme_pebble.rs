@@ -8,27 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use outpost_config::{AcmeConfig, Config, Dur, TenantTlsConfig};
-use outpost_testkit::{free_port, RouteSpec, TestOrigin};
+use outpost_testkit::{free_port, wait_port, Proc, RouteSpec, TestOrigin};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(p: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {p}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn tempdir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("outpost-acme-{}", std::process::id()));

@@ -9,8 +9,10 @@ mod client;
 mod clock;
 mod origin;
 mod ports;
+mod process;
 
 pub use client::{http_get, http_request, raw_request, SimpleResponse};
 pub use clock::FakeClock;
 pub use origin::{RouteSpec, SeenRequest, TestOrigin};
 pub use ports::free_port;
+pub use process::{wait_port, Proc};

@@ -6,33 +6,11 @@
 //! object.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use outpost_testkit::{free_port, http_get, http_request, RouteSpec, TestOrigin};
+use outpost_testkit::{free_port, http_get, http_request, wait_port, Proc, RouteSpec, TestOrigin};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-impl Proc {
-    fn kill9(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(p: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {p}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn outpost(args: &[&str], log: &Path) -> Proc {
     Proc(

@@ -10,26 +10,10 @@
 //!   PoP within one probe interval (measured); restarted, the answer comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use outpost_testkit::{free_port, RouteSpec, TestOrigin};
+use outpost_testkit::{free_port, wait_port, Proc, RouteSpec, TestOrigin};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(p: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {p}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn geoip() -> PathBuf {
     let p = std::env::var("OUTPOST_GEOIP")
@@ -346,7 +330,7 @@ async fn geodns_steers_by_client_subnet_fails_over_and_reaches_the_answered_pop(
     std::fs::write(&cfg_path, &drained).unwrap();
     let hup = || {
         Command::new("kill")
-            .args(["-HUP", &_dns.0.id().to_string()])
+            .args(["-HUP", &_dns.id().to_string()])
             .status()
             .unwrap()
     };
