@@ -696,6 +696,12 @@ pub struct NodeConfig {
     pub tls_default_cert: String,
     /// Private key (PEM) of `tls_default_cert`.
     pub tls_default_key: String,
+    /// TLS 1.3 0-RTT (RFC 8446 §2.3): how much early data a resuming client may send before
+    /// the handshake completes; 0 (the default) turns it off. Requests that arrive in early
+    /// data may only be GET or HEAD (others get 425 Too Early, RFC 8470) and are forwarded
+    /// with `Early-Data: 1`. Turning it on replaces session tickets by single-use stateful
+    /// resumption, so one node never accepts the same early data twice.
+    pub tls_early_data: ByteSize,
     /// ACME (RFC 8555): certificates for tenants with `tls.acme = true`.
     pub acme: Option<AcmeConfig>,
 }
@@ -752,6 +758,7 @@ impl Default for NodeConfig {
             tls_listen: String::new(),
             tls_default_cert: String::new(),
             tls_default_key: String::new(),
+            tls_early_data: ByteSize(0),
             acme: None,
         }
     }
@@ -1093,6 +1100,12 @@ impl Config {
             }
             nonzero("node.acme.min_backoff", a.min_backoff)?;
             nonzero("node.acme.max_backoff", a.max_backoff)?;
+        }
+        if self.node.tls_early_data.0 > 1 << 20 {
+            return Err(ConfigError::new(
+                "node.tls_early_data",
+                "at most 1M of early data (16K is usual); 0 turns 0-RTT off",
+            ));
         }
         if self.node.tls_default_cert.is_empty() != self.node.tls_default_key.is_empty() {
             return Err(ConfigError::new(

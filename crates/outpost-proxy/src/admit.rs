@@ -97,6 +97,19 @@ pub fn sni_mismatch(
     ))
 }
 
+/// A request that arrived as TLS early data (before the handshake completed) may be a replay:
+/// only GET and HEAD are served from it (RFC 8470 §3); anything else gets 425 Too Early and
+/// the client repeats it after the handshake (§5.2).
+pub fn early_data(method: &http::Method) -> Result<(), ProxyError> {
+    if method == http::Method::GET || method == http::Method::HEAD {
+        return Ok(());
+    }
+    Err(ProxyError::client(
+        ErrorClass::TooEarly,
+        format!("{method} is not accepted in TLS early data; send it again after the handshake"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

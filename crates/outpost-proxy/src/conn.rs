@@ -273,6 +273,8 @@ impl Watchdog {
                 END_NONE
             }),
             waker: Mutex::new(None),
+            graceful_idle: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
         });
         self.lock().push(Arc::downgrade(&w));
         w
@@ -300,6 +302,14 @@ impl Watchdog {
             None => false,
             Some(c) => {
                 if c.deadline.load(Ordering::Relaxed) <= now {
+                    if c.graceful_idle.load(Ordering::Relaxed) {
+                        // HTTP/2 with no request for the idle timeout: GOAWAY, and streams
+                        // still sending their answers finish.
+                        tracing::debug!("closing an idle HTTP/2 connection");
+                        c.deadline.store(NO_DEADLINE, Ordering::Relaxed);
+                        c.end(END_DRAIN);
+                        return true;
+                    }
                     tracing::debug!("closing a connection past its header/idle deadline");
                     c.end(END_KILL);
                     false
@@ -335,6 +345,10 @@ pub struct ConnWatch {
     deadline: AtomicU64,
     end: AtomicU8,
     waker: Mutex<Option<Waker>>,
+    /// HTTP/2: the idle deadline ends the connection gracefully ([`ConnWatch::h2_idle`]).
+    graceful_idle: AtomicBool,
+    /// HTTP/2: requests being handled.
+    in_flight: AtomicU64,
 }
 
 impl ConnWatch {
@@ -365,6 +379,24 @@ impl ConnWatch {
         std::time::Duration::from_millis(self.dog.header_ms)
     }
 
+    /// HTTP/2 (which this watchdog cannot scan): the connection is idle while no request is
+    /// being handled, and one idle for the idle timeout gets GOAWAY; streams still sending
+    /// finish (hyper's graceful shutdown). Dead clients are found by h2 pings.
+    pub fn h2_idle(&self) {
+        self.graceful_idle.store(true, Ordering::Relaxed);
+        self.deadline.store(
+            self.dog.now().saturating_add(self.dog.idle_ms),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// An HTTP/2 request starts: no idle deadline until it and every other one is handled.
+    pub fn h2_request(self: &Arc<Self>) -> H2Request {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.deadline.store(NO_DEADLINE, Ordering::Relaxed);
+        H2Request(self.clone())
+    }
+
     /// Stop enforcing deadlines (e.g. for a connection being upgraded).
     pub fn disarm(&self) {
         self.deadline.store(NO_DEADLINE, Ordering::Relaxed);
@@ -383,6 +415,20 @@ impl ConnWatch {
         let mut slot = self.waker.lock().unwrap_or_else(|p| p.into_inner());
         if !slot.as_ref().is_some_and(|old| old.will_wake(w)) {
             *slot = Some(w.clone());
+        }
+    }
+}
+
+/// An HTTP/2 request being handled ([`ConnWatch::h2_request`]); the idle clock restarts when
+/// the last one is dropped.
+pub struct H2Request(Arc<ConnWatch>);
+
+impl Drop for H2Request {
+    fn drop(&mut self) {
+        let w = &self.0;
+        if w.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let d = w.dog.now().saturating_add(w.dog.idle_ms);
+            w.deadline.store(d, Ordering::Relaxed);
         }
     }
 }

@@ -16,6 +16,9 @@ pub enum ErrorClass {
     UnknownHost,
     /// A method the node does not proxy (`CONNECT`): 405.
     MethodNotAllowed,
+    /// A request other than GET or HEAD arrived as TLS early data: 425 (RFC 8470 §5.2); the
+    /// client sends it again after the handshake.
+    TooEarly,
     /// The request already went through this node (`CDN-Loop`, RFC 8586): 508.
     LoopDetected,
     /// `only-if-cached` and nothing usable stored: 504 (RFC 9111 §5.2.1.7).
@@ -41,6 +44,7 @@ impl ErrorClass {
             ErrorClass::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
             ErrorClass::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorClass::LoopDetected => StatusCode::LOOP_DETECTED,
+            ErrorClass::TooEarly => StatusCode::TOO_EARLY,
             ErrorClass::NotCached | ErrorClass::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorClass::UpstreamUnreachable
             | ErrorClass::UpstreamProtocol
@@ -56,6 +60,7 @@ impl ErrorClass {
             ErrorClass::UnknownHost => "unknown-host",
             ErrorClass::MethodNotAllowed => "method-not-allowed",
             ErrorClass::LoopDetected => "loop-detected",
+            ErrorClass::TooEarly => "too-early",
             ErrorClass::NotCached => "only-if-cached",
             ErrorClass::UpstreamTimeout => "upstream-timeout",
             ErrorClass::UpstreamUnreachable => "upstream-unreachable",

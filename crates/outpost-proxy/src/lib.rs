@@ -11,6 +11,7 @@ pub mod admin;
 pub mod admit;
 pub mod body;
 pub mod conn;
+pub mod early;
 pub mod edge_purge;
 pub mod error;
 pub mod fill;
@@ -163,7 +164,10 @@ pub async fn start_with(cfg: &Config, opts: NodeOptions) -> std::io::Result<Runn
         None
     } else {
         let store = tls::CertStore::new(cfg).map_err(std::io::Error::other)?;
-        let server_cfg = store.server_config().map_err(std::io::Error::other)?;
+        let early_data = u32::try_from(cfg.node.tls_early_data.0).unwrap_or(u32::MAX);
+        let server_cfg = store
+            .server_config(early_data)
+            .map_err(std::io::Error::other)?;
         spawn_cert_reload(&store, Arc::downgrade(&node));
         if let Some(acme_cfg) = cfg.node.acme.clone() {
             let weak = Arc::downgrade(&node);
@@ -193,7 +197,11 @@ pub async fn start_with(cfg: &Config, opts: NodeOptions) -> std::io::Result<Runn
         let _ = node.tls_port.set(a.port());
         let accept = TlsAccept {
             listener: l,
-            acceptor: tokio_rustls::TlsAcceptor::from(server_cfg),
+            acceptor: if early_data == 0 {
+                Handshake::Complete(tokio_rustls::TlsAcceptor::from(server_cfg))
+            } else {
+                Handshake::Early(server_cfg)
+            },
             _store: store,
             node: node.clone(),
             limits,
@@ -356,10 +364,19 @@ fn spawn_cert_reload(store: &Arc<tls::CertStore>, node: std::sync::Weak<Node>) {
     });
 }
 
+/// How HTTPS connections are accepted.
+#[derive(Clone)]
+enum Handshake {
+    /// tokio-rustls: HTTP starts once the handshake is complete (no 0-RTT).
+    Complete(tokio_rustls::TlsAcceptor),
+    /// 0-RTT on: HTTP starts on the client's early data (`early.rs`).
+    Early(Arc<rustls::ServerConfig>),
+}
+
 /// The accept loop of the HTTPS listener.
 struct TlsAccept {
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Handshake,
     /// Kept alive with the listener (its reload task stops when it is dropped).
     _store: Arc<tls::CertStore>,
     node: Arc<Node>,
@@ -395,37 +412,65 @@ impl TlsAccept {
 }
 
 /// One HTTPS connection: the handshake (bounded by the header read timeout), then h2 or
-/// HTTP/1.1 as ALPN chose, with the SNI name on every request.
+/// HTTP/1.1 as ALPN chose, with the SNI name (and, with 0-RTT, whether the handshake is still
+/// incomplete) on every request.
 async fn serve_tls(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Handshake,
     node: Arc<Node>,
     limits: Limits,
     watch: Arc<conn::ConnWatch>,
 ) {
-    let tls = match tokio::time::timeout(watch.header_timeout(), acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, %peer, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
+    let sni_of = |c: &rustls::ServerConnection| {
+        c.server_name()
+            .map(|s| Arc::<str>::from(s.to_ascii_lowercase()))
     };
-    let (_, conn) = tls.get_ref();
-    let info = tls::TlsInfo {
-        sni: conn
-            .server_name()
-            .map(|s| Arc::<str>::from(s.to_ascii_lowercase())),
-    };
-    let h2 = conn.alpn_protocol() == Some(b"h2".as_slice());
-    if h2 {
-        serve_h2(tls, peer, node, limits, watch, Some(info)).await;
-    } else {
-        serve_h1(tls, peer, node, limits, watch, Some(info)).await;
+    let is_h2 = |c: &rustls::ServerConnection| c.alpn_protocol() == Some(b"h2".as_slice());
+    let deadline = watch.header_timeout();
+    match acceptor {
+        Handshake::Complete(acceptor) => {
+            let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return handshake_failed(peer, Some(e)),
+                Err(_) => return handshake_failed(peer, None),
+            };
+            let (_, conn) = tls.get_ref();
+            let info = tls::TlsInfo {
+                sni: sni_of(conn),
+                early: None,
+            };
+            if is_h2(conn) {
+                serve_h2(tls, peer, node, limits, watch, Some(info)).await;
+            } else {
+                serve_h1(tls, peer, node, limits, watch, Some(info)).await;
+            }
+        }
+        Handshake::Early(cfg) => {
+            let tls =
+                match tokio::time::timeout(deadline, early::EarlyTls::accept(stream, cfg)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return handshake_failed(peer, Some(e)),
+                    Err(_) => return handshake_failed(peer, None),
+                };
+            let conn = tls.connection();
+            let info = tls::TlsInfo {
+                sni: sni_of(conn),
+                early: Some(tls.flag()),
+            };
+            if is_h2(conn) {
+                serve_h2(tls, peer, node, limits, watch, Some(info)).await;
+            } else {
+                serve_h1(tls, peer, node, limits, watch, Some(info)).await;
+            }
+        }
+    }
+}
+
+fn handshake_failed(peer: SocketAddr, error: Option<std::io::Error>) {
+    match error {
+        Some(e) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+        None => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
@@ -445,9 +490,9 @@ async fn is_h2_preface(stream: &tokio::net::TcpStream) -> bool {
 }
 
 /// An HTTP/2 connection: from a peer node (prior knowledge), a client with prior knowledge
-/// (h2c) or a client that chose `h2` by ALPN. No header-read or idle deadlines from the
-/// watchdog (it cannot see h2 framing; pings find dead peers), but a drain still ends it
-/// gracefully. Clients get tighter limits than peers: 100 concurrent streams, and hyper's h2
+/// (h2c) or a client that chose `h2` by ALPN. A client's connection with no request for the
+/// idle timeout gets GOAWAY (`ConnWatch::h2_idle`); a peer's stays open (pings find dead
+/// peers); a drain ends either gracefully. Clients get tighter limits than peers: 100 concurrent streams, and hyper's h2
 /// bounds on reset streams (rapid reset, CVE-2023-44487) and on header blocks (CONTINUATION
 /// floods): a client that trips them loses its connection, not the node.
 async fn serve_h2<S>(
@@ -460,14 +505,24 @@ async fn serve_h2<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    watch.disarm();
     let from_peer = tls.is_none() && node.tier.is_some();
+    if from_peer {
+        watch.disarm();
+    } else {
+        watch.h2_idle();
+    }
+    let w = watch.clone();
     let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let node = node.clone();
         if let Some(info) = &tls {
             req.extensions_mut().insert(info.clone());
         }
-        async move { Ok::<_, Infallible>(request::handle(node, req, peer, false).await) }
+        let busy = (!from_peer).then(|| w.h2_request());
+        async move {
+            let resp = request::handle(node, req, peer, false).await;
+            drop(busy);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut b = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     // The same header budget as HTTP/1.1.

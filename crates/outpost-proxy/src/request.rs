@@ -70,7 +70,7 @@ pub async fn handle(
 
 async fn serve(
     node: &Arc<Node>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
     ambiguous_framing: bool,
     log: &mut RequestLog,
@@ -102,6 +102,15 @@ async fn serve(
                 return respond::error(node, &err, log);
             }
             log.hsts = tenant.hsts.clone();
+            // TLS 0-RTT (RFC 8470): early data may be a replay, so only safe methods are
+            // served from it, and what is forwarded says it came early.
+            if info.in_early_data() {
+                if let Err(err) = admit::early_data(req.method()) {
+                    return respond::error(node, &err, log);
+                }
+                req.headers_mut()
+                    .insert("early-data", http::HeaderValue::from_static("1"));
+            }
         }
         None => {
             if let Some(resp) = respond::https_redirect(node, &tenant, &host, &req, log) {

@@ -26,6 +26,17 @@ use std::time::SystemTime;
 pub struct TlsInfo {
     /// The SNI host name, lower case, if the client sent one.
     pub sni: Option<Arc<str>>,
+    /// With 0-RTT on: true while the connection's handshake is incomplete (`crate::early`).
+    pub early: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl TlsInfo {
+    /// Whether a request read now arrived as TLS early data (before the handshake completed).
+    pub fn in_early_data(&self) -> bool {
+        self.early
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Acquire))
+    }
 }
 
 /// One certificate source: files (or the PEM text itself) and the names it covers.
@@ -320,8 +331,13 @@ impl CertStore {
     }
 
     /// The rustls server config: TLS 1.3 and 1.2, ALPN h2 + http/1.1, tickets and a session
-    /// cache, certificates from this store.
-    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    /// cache, certificates from this store. `early_data` > 0 turns on 0-RTT (`crate::early`):
+    /// rustls then resumes only from its single-use session cache (no tickets, which could be
+    /// replayed across connections) and may send the answer as 0.5-RTT data.
+    pub fn server_config(
+        self: &Arc<Self>,
+        early_data: u32,
+    ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
         let mut cfg = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
@@ -329,9 +345,13 @@ impl CertStore {
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // Ticket keys rotate every 6 hours (rustls' ring ticketer); a stateful cache as well
         // for clients that do not use tickets (TLS 1.2 session IDs).
-        cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
         cfg.session_storage = ServerSessionMemoryCache::new(16_384);
-        cfg.max_early_data_size = 0;
+        if early_data == 0 {
+            cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        } else {
+            cfg.max_early_data_size = early_data;
+            cfg.send_half_rtt_data = true;
+        }
         Ok(Arc::new(cfg))
     }
 }

@@ -75,7 +75,7 @@ struct Edge {
     http: SocketAddr,
     https: SocketAddr,
     _node: outpost_proxy::RunningNode,
-    _origin: TestOrigin,
+    origin: TestOrigin,
     ca: PathBuf,
     dir: PathBuf,
     ca_issuer: Ca,
@@ -84,6 +84,10 @@ struct Edge {
 /// Tenants: "a" (a.test, TLS redirect + HSTS) with its own certificate, "shop" (*.shop.test)
 /// with a wildcard certificate; no default certificate unless `default`.
 async fn edge(name: &str, default: bool) -> Edge {
+    edge_with(name, default, |_| {}).await
+}
+
+async fn edge_with(name: &str, default: bool, tweak: impl FnOnce(&mut Config)) -> Edge {
     let dir = tempdir(name);
     let (ca_issuer, pki) = Ca::new(&dir);
     let origin = TestOrigin::start().await.unwrap();
@@ -114,13 +118,14 @@ async fn edge(name: &str, default: bool) -> Edge {
         cfg.node.tls_default_cert = c;
         cfg.node.tls_default_key = k;
     }
+    tweak(&mut cfg);
     cfg.validate().unwrap();
     let node = outpost_proxy::start(&cfg).await.unwrap();
     Edge {
         http: node.addr,
         https: node.tls_addr.unwrap(),
         _node: node,
-        _origin: origin,
+        origin,
         ca: pki.ca,
         dir,
         ca_issuer,
@@ -260,6 +265,149 @@ async fn https_with_sni_per_tenant_h2_and_http1_resumption_redirect_hsts() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+}
+
+/// `openssl s_client` on a TLS 1.3 session: `-sess_in` to resume, `-early_data` to send a file
+/// as 0-RTT data, `-sess_out` to keep the session it gets. A GET of /page follows on stdin
+/// (after the handshake), and s_client reads until the server closes.
+fn s_client_early(
+    e: &Edge,
+    sess_in: Option<&Path>,
+    early: Option<&Path>,
+    sess_out: &Path,
+) -> String {
+    let mut cmd = format!(
+        "printf 'GET /page HTTP/1.1\\r\\nHost: a.test\\r\\nConnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -connect {} -servername a.test -CAfile {} -tls1_3 -ign_eof -sess_out {}",
+        e.https,
+        e.ca.display(),
+        sess_out.display()
+    );
+    if let Some(p) = sess_in {
+        cmd += &format!(" -sess_in {}", p.display());
+    }
+    if let Some(p) = early {
+        cmd += &format!(" -early_data {}", p.display());
+    }
+    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// TLS 1.3 0-RTT (RFC 8446 §2.3, RFC 8470) with openssl s_client: a resumed client's GET sent
+/// as early data is answered and reaches the origin marked `Early-Data: 1` (so it was served
+/// before the handshake completed); a POST in early data gets 425 and never reaches the
+/// origin; a replayed session's early data is refused (single-use resumption); without
+/// `tls_early_data` no early data is accepted at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_rtt_serves_safe_methods_early_and_refuses_the_rest_with_425() {
+    let e = edge_with("0rtt", false, |c| {
+        c.node.tls_early_data = outpost_config::ByteSize(16 * 1024);
+    })
+    .await;
+    e.origin
+        .route("/early", RouteSpec::ok("early bird", "max-age=60"));
+    e.origin.route("/form", RouteSpec::ok("posted", "no-store"));
+    let d = &e.dir;
+    let get = d.join("get.txt");
+    std::fs::write(
+        &get,
+        "GET /early HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let post = d.join("post.txt");
+    std::fs::write(
+        &post,
+        "POST /form HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    )
+    .unwrap();
+    let (s0, s1, s2) = (d.join("s0.pem"), d.join("s1.pem"), d.join("s2.pem"));
+
+    // A full handshake gives a session that allows early data.
+    let o = s_client_early(&e, None, None, &s0);
+    assert!(o.contains("New, TLSv1.3"), "{o}");
+    assert!(o.contains("Max Early Data: 16384"), "{o}");
+
+    // The GET as early data: accepted, answered, and the origin sees Early-Data: 1.
+    let o = s_client_early(&e, Some(&s0), Some(&get), &s1);
+    assert!(o.contains("Reused, TLSv1.3"), "{o}");
+    assert!(o.contains("Early data was accepted"), "{o}");
+    assert!(
+        o.contains("HTTP/1.1 200") && o.contains("early bird"),
+        "{o}"
+    );
+    let seen: Vec<_> = e
+        .origin
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.path() == "/early")
+        .collect();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].headers.get("early-data").map(|v| v.as_bytes()),
+        Some(b"1".as_slice()),
+        "forwarded before the handshake completed, so marked (RFC 8470 §5.1)"
+    );
+
+    // The same session again (a replay of its early data): the session was single-use, so
+    // no resumption and no early data.
+    let o = s_client_early(&e, Some(&s0), Some(&get), &s2);
+    assert!(!o.contains("Early data was accepted"), "{o}");
+    assert!(o.contains("New, TLSv1.3"), "{o}");
+    assert_eq!(e.origin.hits("/early"), 1, "the replay reached nobody");
+
+    // A POST as early data: 425, not forwarded.
+    let o = s_client_early(&e, Some(&s1), Some(&post), &s0);
+    assert!(o.contains("Early data was accepted"), "{o}");
+    assert!(o.contains("HTTP/1.1 425"), "{o}");
+    assert_eq!(e.origin.hits("/form"), 0);
+    // After the handshake the same POST is served (curl: no early data).
+    let h = curl(&e, "a.test", "/form", &["--http1.1", "-d", "abc"]);
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert_eq!(e.origin.hits("/form"), 1);
+    assert!(e
+        .origin
+        .requests()
+        .iter()
+        .filter(|r| r.uri.path() == "/form")
+        .all(|r| !r.headers.contains_key("early-data")));
+
+    // Everything else goes through the same stream: h2 and HTTP/1.1 with a 4 MiB body (the
+    // writer waits on a full socket), several at once, byte-exact.
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    e.origin
+        .route("/big", RouteSpec::ok("", "max-age=60").body(big.clone()));
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        let out = d.join(format!("big{i}"));
+        let v = if i % 2 == 0 { "--http2" } else { "--http1.1" };
+        let child = Command::new("curl")
+            .args(["-s", "--max-time", "20", v, "-o"])
+            .arg(&out)
+            .arg("--cacert")
+            .arg(&e.ca)
+            .args(["--resolve", &format!("a.test:{}:127.0.0.1", e.https.port())])
+            .arg(format!("https://a.test:{}/big", e.https.port()))
+            .spawn()
+            .unwrap();
+        runs.push((child, out));
+    }
+    for (mut c, out) in runs {
+        assert!(c.wait().unwrap().success());
+        assert!(std::fs::read(&out).unwrap() == big, "{}", out.display());
+    }
+
+    // Without tls_early_data, sessions allow no early data.
+    let plain = edge("no-0rtt", false).await;
+    let o = s_client_early(&plain, None, None, &s0);
+    assert!(
+        o.contains("New, TLSv1.3") && !o.contains("Max Early Data: 16384"),
+        "{o}"
+    );
+    let o = s_client_early(&plain, Some(&s0), Some(&get), &s1);
+    assert!(!o.contains("Early data was accepted"), "{o}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,7 +660,7 @@ async fn https_origins_are_verified_and_a_failure_is_a_502_naming_the_cause() {
 async fn over_h2_requests_coalesce_and_range_and_conditionals_work() {
     let e = edge("h2-flow", false).await;
     // A slow object: 20 concurrent requests on one h2 connection make one origin fetch.
-    e._origin.route(
+    e.origin.route(
         "/slow",
         RouteSpec::ok(&"x".repeat(100_000), "max-age=60").delay(Duration::from_millis(400)),
     );
@@ -544,7 +692,7 @@ async fn over_h2_requests_coalesce_and_range_and_conditionals_work() {
     assert_eq!(lines.len(), 20, "{text}");
     assert!(lines.iter().all(|l| *l == "2 200 100000"), "{text}");
     let fetches = e
-        ._origin
+        .origin
         .requests()
         .iter()
         .filter(|r| r.uri.path() == "/slow")
@@ -555,7 +703,7 @@ async fn over_h2_requests_coalesce_and_range_and_conditionals_work() {
     assert!(h.starts_with("http/2 206"), "{h}");
     assert!(h.contains("content-range: bytes 10-19/100000"), "{h}");
     // A conditional request over h2: 304 from the cache.
-    e._origin.route(
+    e.origin.route(
         "/tagged",
         RouteSpec::ok("tagged", "max-age=60").etag("\"v1\""),
     );
@@ -568,4 +716,108 @@ async fn over_h2_requests_coalesce_and_range_and_conditionals_work() {
         &["--http2", "-H", "If-None-Match: \"v1\""],
     );
     assert!(h.starts_with("http/2 304"), "{h}");
+}
+
+/// A minimal h2 client loop: acknowledges the server's PINGs (hyper's graceful shutdown waits
+/// for one) and reads until EOF or `limit`; returns when GOAWAY arrived and whether the server
+/// closed the connection.
+async fn h2_wait_for_close(
+    s: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> (Option<Instant>, bool) {
+    let deadline = Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut goaway = None;
+    let mut chunk = vec![0u8; 16384];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (goaway, true),
+            Ok(Ok(n)) => n,
+            Err(_) => return (goaway, false),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let payload = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            if kind == 7 && goaway.is_none() {
+                goaway = Some(Instant::now());
+            }
+            if kind == 6 && flags & 1 == 0 {
+                let _ = s.write_all(&frame(6, 1, 0, &payload)).await;
+            }
+        }
+    }
+}
+
+/// An HTTP/2 client connection with no request for the idle timeout is closed (GOAWAY), while
+/// one whose request waits on a slow origin for longer than that is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_client_connection_is_closed_and_a_busy_one_is_not() {
+    let e = edge_with("h2-idle", false, |c| {
+        c.node.idle_timeout = Dur(Duration::from_secs(1));
+    })
+    .await;
+    e.origin.route(
+        "/slow",
+        RouteSpec::ok("slow", "max-age=60").delay(Duration::from_millis(2500)),
+    );
+    // Idle: preface and SETTINGS, then nothing.
+    let mut s = tokio::net::TcpStream::connect(e.http).await.unwrap();
+    s.write_all(PREFACE).await.unwrap();
+    s.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    let t = Instant::now();
+    let (goaway, closed) = h2_wait_for_close(&mut s, Duration::from_secs(5)).await;
+    assert!(goaway.is_some() && closed, "{goaway:?} {closed}");
+    let waited = goaway.unwrap() - t;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // Busy for longer than the idle timeout, over TLS and h2c: answered.
+    for (url, extra) in [
+        (
+            format!("https://a.test:{}/slow", e.https.port()),
+            vec![
+                "--http2".to_string(),
+                "--cacert".into(),
+                e.ca.display().to_string(),
+            ],
+        ),
+        (
+            format!("http://www.shop.test:{}/slow", e.http.port()),
+            vec!["--http2-prior-knowledge".to_string()],
+        ),
+    ] {
+        let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+        let host = if url.starts_with("https") {
+            "a.test"
+        } else {
+            "www.shop.test"
+        };
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .args([
+                "--max-time",
+                "10",
+                "--resolve",
+                &format!("{host}:{port}:127.0.0.1"),
+            ])
+            .args(&extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{url}");
+    }
 }
