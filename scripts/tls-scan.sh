@@ -4,6 +4,7 @@
 # CRIME, BREACH, POODLE, SWEET32, FREAK, DROWN, LOGJAM, BEAST, LUCKY13, ...).
 #
 #   scripts/tls-scan.sh            # exit 0 when no finding is MEDIUM or worse
+#   TLS_EARLY_DATA=16K scripts/tls-scan.sh   # the same with 0-RTT on (node.tls_early_data)
 #
 # The certificate is a fresh self-signed ECDSA P-256 one (openssl), so trust-chain findings
 # ("self signed", no OCSP/CT/CAA) are about the test certificate, not the server, and the
@@ -39,6 +40,7 @@ metrics = ""
 tls_listen = "127.0.0.1:$TLS_PORT"
 tls_default_cert = "$OUT/cert.pem"
 tls_default_key = "$OUT/key.pem"
+tls_early_data = "${TLS_EARLY_DATA:-0}"
 
 [[tenant]]
 name = "scan"

@@ -725,6 +725,22 @@ pub struct AcmeConfig {
     pub min_backoff: Dur,
     /// Longest delay between retries.
     pub max_backoff: Dur,
+    /// How the CA validates a name: `"http-01"` (a token on the HTTP listener, port 80 in
+    /// production) or `"tls-alpn-01"` (RFC 8737: a self-signed certificate on the HTTPS
+    /// listener, port 443, for connections that offer ALPN `acme-tls/1`).
+    pub challenge: AcmeChallenge,
+}
+
+/// `[node.acme] challenge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum AcmeChallenge {
+    /// HTTP-01 (RFC 8555 §8.3).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// TLS-ALPN-01 (RFC 8737).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 impl Default for AcmeConfig {
@@ -737,6 +753,7 @@ impl Default for AcmeConfig {
             renew_at: 2.0 / 3.0,
             min_backoff: Dur(Duration::from_secs(5)),
             max_backoff: Dur(Duration::from_secs(3600)),
+            challenge: AcmeChallenge::Http01,
         }
     }
 }
@@ -1096,6 +1113,12 @@ impl Config {
                 return Err(ConfigError::new(
                     "node.acme.renew_at",
                     "a fraction of the lifetime, between 0 and 1 (e.g. 0.6667)",
+                ));
+            }
+            if a.challenge == AcmeChallenge::TlsAlpn01 && self.node.tls_listen.is_empty() {
+                return Err(ConfigError::new(
+                    "node.acme.challenge",
+                    "tls-alpn-01 is answered on the HTTPS listener: set node.tls_listen",
                 ));
             }
             nonzero("node.acme.min_backoff", a.min_backoff)?;

@@ -1,7 +1,12 @@
 //! ACME (RFC 8555) certificates for tenants with `tls.acme = true`, from the server in
-//! `[node.acme]` (instant-acme; tested against pebble). HTTP-01 is answered by the edge itself:
-//! while an order is pending, `GET /.well-known/acme-challenge/TOKEN` on the HTTP listener returns
-//! the key authorization, for any Host, before tenant admission (RFC 8555 §8.3).
+//! `[node.acme]` (instant-acme; tested against pebble). The edge answers the challenge itself:
+//! - HTTP-01 (the default): while an order is pending, `GET /.well-known/acme-challenge/TOKEN`
+//!   on the HTTP listener returns the key authorization, for any Host, before tenant admission
+//!   (RFC 8555 §8.3);
+//! - TLS-ALPN-01 (`challenge = "tls-alpn-01"`, RFC 8737): while an order is pending, a TLS
+//!   connection that offers ALPN `acme-tls/1` for the name gets a self-signed certificate
+//!   carrying the key authorization's digest in its critical acmeIdentifier extension, and is
+//!   closed after the handshake (`tls.rs` picks the certificate, `lib.rs` closes).
 //!
 //! A certificate is ordered when its file is missing or has lived `renew_at` (2/3) of its
 //! lifetime. The new key and chain are written next to the old ones and renamed into place (both
@@ -14,18 +19,26 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
-use outpost_config::AcmeConfig;
+use outpost_config::{AcmeChallenge, AcmeConfig};
+use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Pending HTTP-01 challenges (token → key authorization) and order counters.
-#[derive(Debug, Default)]
+/// The ALPN protocol of TLS-ALPN-01 validation connections (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Pending challenges (HTTP-01: token → key authorization; TLS-ALPN-01: name → validation
+/// certificate) and order counters.
+#[derive(Default)]
 pub struct Challenges {
     map: RwLock<HashMap<String, String>>,
     any: AtomicBool,
+    alpn: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    any_alpn: AtomicBool,
     /// Certificates issued.
     pub issued: AtomicU64,
     /// Orders that failed.
@@ -34,6 +47,15 @@ pub struct Challenges {
 
 /// The path prefix of HTTP-01 challenges.
 pub const PREFIX: &str = "/.well-known/acme-challenge/";
+
+impl std::fmt::Debug for Challenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Challenges")
+            .field("issued", &self.issued)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Challenges {
     /// The key authorization for `path`, when it is a pending challenge's.
@@ -47,6 +69,33 @@ impl Challenges {
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
             .cloned()
+    }
+
+    /// The TLS-ALPN-01 validation certificate for `name`, when an order waits on it.
+    pub fn alpn_cert(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        if !self.any_alpn.load(Ordering::Relaxed) {
+            return None;
+        }
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.alpn
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+            .cloned()
+    }
+
+    fn insert_alpn(&self, name: String, cert: Arc<CertifiedKey>) {
+        let mut m = self.alpn.write().unwrap_or_else(|p| p.into_inner());
+        m.insert(name.to_ascii_lowercase(), cert);
+        self.any_alpn.store(true, Ordering::Relaxed);
+    }
+
+    fn remove_alpn(&self, names: &[String]) {
+        let mut m = self.alpn.write().unwrap_or_else(|p| p.into_inner());
+        for n in names {
+            m.remove(&n.to_ascii_lowercase());
+        }
+        self.any_alpn.store(!m.is_empty(), Ordering::Relaxed);
     }
 
     fn insert(&self, token: String, key_auth: String) {
@@ -244,12 +293,33 @@ async fn account(cfg: &AcmeConfig) -> Result<Account, AcmeError> {
     Ok(account)
 }
 
+/// The TLS-ALPN-01 validation certificate for `name` (RFC 8737 §3): self-signed, the name as
+/// its only SAN, the SHA-256 of the key authorization in a critical acmeIdentifier extension.
+fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
+    let other = |e: &dyn std::fmt::Display| AcmeError::Other(e.to_string());
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| other(&e))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::new_acme_identifier(digest));
+    let key = rcgen::KeyPair::generate().map_err(|e| other(&e))?;
+    let cert = params.self_signed(&key).map_err(|e| other(&e))?;
+    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| other(&e))?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
+}
+
 /// Order a certificate for `w` and install it.
 pub async fn issue(cfg: &AcmeConfig, w: &Wanted, challenges: &Challenges) -> Result<(), AcmeError> {
     let account = account(cfg).await?;
     let ids: Vec<Identifier> = w.names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let mut order = account.new_order(&NewOrder::new(&ids)).await?;
     let mut tokens = Vec::new();
+    let mut names = Vec::new();
     let result = async {
         let mut authzs = order.authorizations();
         while let Some(a) = authzs.next().await {
@@ -259,15 +329,32 @@ pub async fn issue(cfg: &AcmeConfig, w: &Wanted, challenges: &Challenges) -> Res
                 AuthorizationStatus::Valid => continue,
                 s => return Err(AcmeError::Other(format!("authorization is {s:?}"))),
             }
-            let mut ch = a
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| AcmeError::Other("the CA offers no http-01 challenge".into()))?;
-            challenges.insert(
-                ch.token.clone(),
-                ch.key_authorization().as_str().to_string(),
-            );
-            tokens.push(ch.token.clone());
-            ch.set_ready().await?;
+            match cfg.challenge {
+                AcmeChallenge::Http01 => {
+                    let mut ch = a.challenge(ChallengeType::Http01).ok_or_else(|| {
+                        AcmeError::Other("the CA offers no http-01 challenge".into())
+                    })?;
+                    challenges.insert(
+                        ch.token.clone(),
+                        ch.key_authorization().as_str().to_string(),
+                    );
+                    tokens.push(ch.token.clone());
+                    ch.set_ready().await?;
+                }
+                AcmeChallenge::TlsAlpn01 => {
+                    let mut ch = a.challenge(ChallengeType::TlsAlpn01).ok_or_else(|| {
+                        AcmeError::Other("the CA offers no tls-alpn-01 challenge".into())
+                    })?;
+                    let instant_acme::Identifier::Dns(name) = ch.identifier().identifier else {
+                        return Err(AcmeError::Other("tls-alpn-01 for a non-DNS name".into()));
+                    };
+                    let name = name.clone();
+                    let cert = alpn_certificate(&name, ch.key_authorization().digest().as_ref())?;
+                    challenges.insert_alpn(name.clone(), cert);
+                    names.push(name);
+                    ch.set_ready().await?;
+                }
+            }
         }
         let retry = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
@@ -292,6 +379,7 @@ pub async fn issue(cfg: &AcmeConfig, w: &Wanted, challenges: &Challenges) -> Res
     }
     .await;
     challenges.remove(&tokens);
+    challenges.remove_alpn(&names);
     result
 }
 

@@ -165,8 +165,14 @@ pub async fn start_with(cfg: &Config, opts: NodeOptions) -> std::io::Result<Runn
     } else {
         let store = tls::CertStore::new(cfg).map_err(std::io::Error::other)?;
         let early_data = u32::try_from(cfg.node.tls_early_data.0).unwrap_or(u32::MAX);
+        let alpn_acme = cfg
+            .node
+            .acme
+            .as_ref()
+            .is_some_and(|a| a.challenge == outpost_config::AcmeChallenge::TlsAlpn01)
+            .then(|| node.acme.clone());
         let server_cfg = store
-            .server_config(early_data)
+            .server_config(early_data, alpn_acme)
             .map_err(std::io::Error::other)?;
         spawn_cert_reload(&store, Arc::downgrade(&node));
         if let Some(acme_cfg) = cfg.node.acme.clone() {
@@ -427,6 +433,8 @@ async fn serve_tls(
             .map(|s| Arc::<str>::from(s.to_ascii_lowercase()))
     };
     let is_h2 = |c: &rustls::ServerConnection| c.alpn_protocol() == Some(b"h2".as_slice());
+    // A TLS-ALPN-01 validation connection ends with its handshake (RFC 8737 §3).
+    let is_acme = |c: &rustls::ServerConnection| c.alpn_protocol() == Some(acme::ACME_TLS_ALPN);
     let deadline = watch.header_timeout();
     match acceptor {
         Handshake::Complete(acceptor) => {
@@ -436,6 +444,9 @@ async fn serve_tls(
                 Err(_) => return handshake_failed(peer, None),
             };
             let (_, conn) = tls.get_ref();
+            if is_acme(conn) {
+                return;
+            }
             let info = tls::TlsInfo {
                 sni: sni_of(conn),
                 early: None,
@@ -454,6 +465,9 @@ async fn serve_tls(
                     Err(_) => return handshake_failed(peer, None),
                 };
             let conn = tls.connection();
+            if is_acme(conn) {
+                return;
+            }
             let info = tls::TlsInfo {
                 sni: sni_of(conn),
                 early: Some(tls.flag()),

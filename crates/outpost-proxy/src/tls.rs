@@ -334,15 +334,24 @@ impl CertStore {
     /// cache, certificates from this store. `early_data` > 0 turns on 0-RTT (`crate::early`):
     /// rustls then resumes only from its single-use session cache (no tickets, which could be
     /// replayed across connections) and may send the answer as 0.5-RTT data.
+    ///
+    /// With `acme` (TLS-ALPN-01, RFC 8737), `acme-tls/1` is offered too: a connection that
+    /// asks for it gets the pending validation certificate for its SNI name (and is closed
+    /// after the handshake by the listener).
     pub fn server_config(
         self: &Arc<Self>,
         early_data: u32,
+        acme: Option<Arc<crate::acme::Challenges>>,
     ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+        let with_acme = acme.is_some();
         let mut cfg = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+            .with_cert_resolver(Arc::new(Resolver(self.clone(), acme)));
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if with_acme {
+            cfg.alpn_protocols.push(crate::acme::ACME_TLS_ALPN.to_vec());
+        }
         // Ticket keys rotate every 6 hours (rustls' ring ticketer); a stateful cache as well
         // for clients that do not use tickets (TLS 1.2 session IDs).
         cfg.session_storage = ServerSessionMemoryCache::new(16_384);
@@ -357,10 +366,20 @@ impl CertStore {
 }
 
 #[derive(Debug)]
-struct Resolver(Arc<CertStore>);
+struct Resolver(Arc<CertStore>, Option<Arc<crate::acme::Challenges>>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(acme) = &self.1 {
+            // RFC 8737 §3: a validation connection offers acme-tls/1; it gets the validation
+            // certificate or nothing, never the tenant's.
+            if hello
+                .alpn()
+                .is_some_and(|mut protos| protos.any(|p| p == crate::acme::ACME_TLS_ALPN))
+            {
+                return acme.alpn_cert(hello.server_name()?);
+            }
+        }
         self.0.lookup(hello.server_name())
     }
 }

@@ -7,15 +7,15 @@
 //! and the last certificate keeps serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use outpost_config::{AcmeConfig, Config, Dur, TenantTlsConfig};
+use outpost_config::{AcmeChallenge, AcmeConfig, Config, Dur, TenantTlsConfig};
 use outpost_testkit::{free_port, wait_port, Proc, RouteSpec, TestOrigin};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("outpost-acme-{}", std::process::id()));
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("outpost-acme-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -78,18 +78,28 @@ fn issuer(tls: std::net::SocketAddr, sni: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
+/// An edge with one ACME tenant (shop.test, no certificate yet), pebble-challtestsrv's DNS
+/// (every name → 127.0.0.1) and pebble validating against the edge's listeners.
+struct World {
+    dir: PathBuf,
+    edge: outpost_proxy::RunningNode,
+    tls: std::net::SocketAddr,
+    _origin: TestOrigin,
+    _dns: Proc,
+    pebble: Option<Proc>,
+}
+
+async fn world(name: &str, challenge: AcmeChallenge) -> World {
     assert!(
         Command::new("pebble").arg("-h").output().is_ok(),
         "pebble is missing: scripts/test.sh installs it"
     );
-    let dir = tempdir();
+    let dir = tempdir(name);
     let (pcert, pkey, ca) = pebble_pki(&dir);
     let (acme_port, mgmt_port, dns_port, chall_mgmt) =
         (free_port(), free_port(), free_port(), free_port());
 
-    // The edge first: pebble must know its HTTP port.
+    // The edge first: pebble must know its ports.
     let origin = TestOrigin::start().await.unwrap();
     origin.route("/", RouteSpec::ok("shop home", "max-age=60"));
     let mut cfg = Config::single_origin("127.0.0.1:0", &origin.url()).unwrap();
@@ -102,6 +112,7 @@ async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
         state_dir: dir.join("acme").display().to_string(),
         min_backoff: Dur(Duration::from_millis(500)),
         max_backoff: Dur(Duration::from_secs(2)),
+        challenge,
         ..AcmeConfig::default()
     });
     cfg.tenants[0].name = "shop".into();
@@ -118,7 +129,7 @@ async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
     // No certificate yet: the handshake for shop.test fails.
     assert!(served(tls, "shop.test").is_none());
 
-    let _dns = Proc(
+    let dns = Proc(
         Command::new("pebble-challtestsrv")
             .args([
                 "-defaultIPv4",
@@ -150,8 +161,10 @@ async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
             "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
             "certificate": pcert,
             "privateKey": pkey,
-            "httpPort": edge.addr.port(),
-            "tlsPort": free_port(),
+            // With TLS-ALPN-01 pebble's HTTP validation port is a closed one: only the
+            // HTTPS listener can prove the name.
+            "httpPort": if challenge == AcmeChallenge::Http01 { edge.addr.port() } else { free_port() },
+            "tlsPort": tls.port(),
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
             "certificateValidityPeriod": 20,
@@ -176,26 +189,45 @@ async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
             .unwrap(),
     );
     wait_port(acme_port);
+    World {
+        dir,
+        edge,
+        tls,
+        _origin: origin,
+        _dns: dns,
+        pebble: Some(pebble),
+    }
+}
 
-    // 1. Issued and served.
+/// Wait for shop.test to be served with a certificate from pebble; returns its PEM.
+async fn issued(w: &World) -> String {
     let t = Instant::now();
     let first = loop {
-        if let Some(c) = served(tls, "shop.test") {
+        if let Some(c) = served(w.tls, "shop.test") {
             break c;
         }
         assert!(
             t.elapsed() < Duration::from_secs(45),
             "no certificate issued; pebble log: {}",
-            std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default()
+            std::fs::read_to_string(w.dir.join("pebble.log")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     eprintln!("issued after {:?}", t.elapsed());
     assert!(
-        issuer(tls, "shop.test").contains("Pebble"),
+        issuer(w.tls, "shop.test").contains("Pebble"),
         "{}",
-        issuer(tls, "shop.test")
+        issuer(w.tls, "shop.test")
     );
+    first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
+    let mut w = world("http01", AcmeChallenge::Http01).await;
+    let (dir, tls) = (w.dir.clone(), w.tls);
+    // 1. Issued (HTTP-01 on the edge's HTTP listener) and served.
+    let first = issued(&w).await;
     assert_eq!(
         first_pem(&dir.join("shop.pem")).as_deref(),
         Some(first.as_str())
@@ -231,13 +263,13 @@ async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     eprintln!("renewed {:?} after the first was served", t.elapsed());
-    assert!(edge.node.acme.issued.load(Ordering::Relaxed) >= 2);
+    assert!(w.edge.node.acme.issued.load(Ordering::Relaxed) >= 2);
 
     // 3. The CA goes away: the next renewal fails and the last certificate keeps serving.
-    drop(pebble);
-    let failed_before = edge.node.acme.failed.load(Ordering::Relaxed);
+    drop(w.pebble.take());
+    let failed_before = w.edge.node.acme.failed.load(Ordering::Relaxed);
     let t = Instant::now();
-    while edge.node.acme.failed.load(Ordering::Relaxed) == failed_before {
+    while w.edge.node.acme.failed.load(Ordering::Relaxed) == failed_before {
         assert!(
             t.elapsed() < Duration::from_secs(40),
             "no renewal was attempted"
@@ -258,4 +290,28 @@ async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
+/// TLS-ALPN-01 (RFC 8737): pebble connects to the edge's HTTPS listener offering only
+/// `acme-tls/1` and checks the validation certificate; the tenant's certificate is then issued
+/// and served. Outside a pending order, an `acme-tls/1` connection gets no certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_01_is_answered_by_the_https_listener() {
+    let w = world("alpn", AcmeChallenge::TlsAlpn01).await;
+    let first = issued(&w).await;
+    assert_eq!(
+        first_pem(&w.dir.join("shop.pem")).as_deref(),
+        Some(first.as_str())
+    );
+    assert!(w.edge.node.acme.issued.load(Ordering::Relaxed) >= 1);
+    // No order pending: acme-tls/1 gets no certificate (never the tenant's).
+    let out = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(w.tls.to_string())
+        .args(["-servername", "shop.test", "-alpn", "acme-tls/1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
 }
