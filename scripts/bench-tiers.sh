@@ -9,7 +9,8 @@
 #
 # Env: BENCH_DURATION (10), BENCH_ROUNDS (3), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
 #      BENCH_COLD_N (300), OUTPOST_BIN (target/release/outpost).
-# The forwarded hit runs twice: HTTP/2 between the boxes (the default peer_protocol) and HTTP/1.1.
+# The forwarded hit runs three times: pipelined asks to the owner (the default), HTTP/2 only and
+# HTTP/1.1 only (topology.forward_pipeline = false).
 # Method (shared/BENCHMARKING.md): every process runs at once; the cases interleave round by
 # round; CPU is utime+stime from /proc of all node processes of the topology in use; wrk shares
 # the two cores. Targets (issue 9): forwarded <= 2x a local hit's CPU, hot replica = local.
@@ -55,10 +56,10 @@ wait_port "$ORIGIN_PORT" "$SPAWNED_PID" origin 30 || exit 2
 # shields, PROTOCOL between the nodes.
 declare -A PORT PID
 world() {
-  local w="$1" hot="$2" proto="$3" f="$WORK/$1.toml" n
+  local w="$1" hot="$2" proto="$3" pipe="${4:-true}" f="$WORK/$1.toml" n
   {
     printf '[node]\nname = "%s-a"\n[store]\nram_bytes = "256M"\n' "$w"
-    printf '[topology]\nhot_key_rps = %s\nramp_up = "1s"\npeer_protocol = "%s"\n' "$hot" "$proto"
+    printf '[topology]\nhot_key_rps = %s\nramp_up = "1s"\npeer_protocol = "%s"\nforward_pipeline = %s\n' "$hot" "$proto" "$pipe"
     printf '[[topology.pop]]\nname = "%s-pop"\nregion = "r1"\n' "$w"
     for n in a b; do
       PORT[$w-$n]=$(free_port); PORT[$w-$n-m]=$(free_port)
@@ -80,8 +81,9 @@ world() {
   done
   for n in s1 s2 a b; do wait_port "${PORT[$w-$n]}" "${PID[$w-$n]}" "$w-$n" 30 || exit 2; done
 }
-world t 0 http2   # owner-local and forwarded hits (nothing is ever hot)
-world u 0 http1   # forwarded hits over HTTP/1.1
+world t 0 http2         # owner-local and forwarded hits (pipelined asks, the default)
+world v 0 http2 false   # forwarded hits over HTTP/2 only (no pipelined ask)
+world u 0 http1 false   # forwarded hits over HTTP/1.1 only
 world h 1 http2   # hot-key replicas (every key is hot)
 SINGLE_PORT=$(free_port)
 spawn single "$WORK/single.log" "$OUTPOST_BIN" node --listen "127.0.0.1:$SINGLE_PORT" \
@@ -98,9 +100,10 @@ owner_of() {
 read -r T_OWNER T_OTHER <<<"$(owner_of t)"
 read -r H_OWNER H_OTHER <<<"$(owner_of h)"
 read -r U_OWNER U_OTHER <<<"$(owner_of u)"
+read -r V_OWNER V_OTHER <<<"$(owner_of v)"
 log "world t: owner box $T_OWNER, forwarding box $T_OTHER; world h: owner $H_OWNER, replica box $H_OTHER"
 for _ in 1 2 3; do
-  for p in "${PORT[t-$T_OWNER]}" "${PORT[t-$T_OTHER]}" "${PORT[u-$U_OTHER]}" "${PORT[h-$H_OTHER]}"; do
+  for p in "${PORT[t-$T_OWNER]}" "${PORT[t-$T_OTHER]}" "${PORT[u-$U_OTHER]}" "${PORT[v-$V_OTHER]}" "${PORT[h-$H_OTHER]}"; do
     curl -s -o /dev/null "http://127.0.0.1:$p/f1k"
   done
 done
@@ -126,7 +129,8 @@ run_case() { # CASE ROUND WORLD PORT
 }
 for ((r = 1; r <= ROUNDS; r++)); do
   run_case local "$r" t "${PORT[t-$T_OWNER]}"
-  run_case forwarded-http2 "$r" t "${PORT[t-$T_OTHER]}"
+  run_case forwarded-pipelined "$r" t "${PORT[t-$T_OTHER]}"
+  run_case forwarded-http2 "$r" v "${PORT[v-$V_OTHER]}"
   run_case forwarded-http1 "$r" u "${PORT[u-$U_OTHER]}"
   run_case hot-replica "$r" h "${PORT[h-$H_OTHER]}"
 done
@@ -145,7 +149,7 @@ C_SINGLE=$(cold single "$SINGLE_PORT")
 C_OWNER=$(cold cdn "${PORT[t-$T_OWNER]}")
 
 med() { awk -F'\t' -v c="$1" -v k="$2" 'NR > 1 && $1 == c { print $k }' "$RUNS" | median; }
-L=$(med local 7); F=$(med forwarded-http2 7); H=$(med hot-replica 7)
+L=$(med local 7); F=$(med forwarded-pipelined 7); H=$(med hot-replica 7)
 {
   echo "# Outpost tiers bench — $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
@@ -153,7 +157,7 @@ L=$(med local 7); F=$(med forwarded-http2 7); H=$(med hot-replica 7)
   echo
   echo "| case | req/s | p99 ms | req per node CPU-s | CPU per hit vs local |"
   echo "|---|---|---|---|---|"
-  for c in local forwarded-http2 forwarded-http1 hot-replica; do
+  for c in local forwarded-pipelined forwarded-http2 forwarded-http1 hot-replica; do
     v=$(med "$c" 7)
     printf '| %s | %s | %s | %s | %s |\n' "$c" "$(med "$c" 3)" "$(med "$c" 4)" "$v" \
       "$(awk -v l="$L" -v v="$v" 'BEGIN { if (v > 0) printf "%.2fx", l / v; else print "n/a" }')"

@@ -229,6 +229,10 @@ pub struct TopologyConfig {
     /// Protocol between nodes: `http2` (one multiplexed connection per peer, prior knowledge)
     /// or `http1` (a keep-alive pool).
     pub peer_protocol: String,
+    /// A box forwarding a GET/HEAD to the key's owner asks first over a pipelined HTTP/1.1
+    /// connection for a cached answer of up to 256 KiB (requests from many clients share one
+    /// write and one read); a miss or a larger object then takes `peer_protocol`.
+    pub forward_pipeline: bool,
     /// Simulated latency per link (zero in production).
     pub latency: LatencyConfig,
     /// Regions: where they are, for steering users to the nearest PoP (`outpost dns`).
@@ -252,6 +256,7 @@ impl Default for TopologyConfig {
             health_fall: 3,
             health_rise: 2,
             peer_protocol: "http2".into(),
+            forward_pipeline: true,
             latency: LatencyConfig::default(),
             regions: Vec::new(),
             pops: Vec::new(),

@@ -28,17 +28,21 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// The field names a message's `Connection` header lists (hop-by-hop for this message).
+pub fn connection_listed(h: &HeaderMap) -> Vec<HeaderName> {
+    lex::split_all(h.get_all(CONNECTION))
+        .into_iter()
+        .filter_map(|m| HeaderName::from_bytes(m).ok())
+        .collect()
+}
+
 /// Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Authenticate/Authorization, plus every field named in Connection (RFC 9110 §7.6.1).
 ///
 /// Also Proxy-Authentication-Info (RFC 9110 §11.7.3; RFC 9111 §3.1 forbids
 /// storing it). Call this on inbound requests *before* adding any header of
 /// your own, or a client could name it in `Connection` to have it removed.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = lex::split_all(h.get_all(CONNECTION))
-        .into_iter()
-        .filter_map(|m| HeaderName::from_bytes(m).ok())
-        .collect();
-    for name in listed {
+    for name in connection_listed(h) {
         h.remove(name);
     }
     for name in HOP_BY_HOP {

@@ -141,6 +141,9 @@ pub async fn run(req: CacheRequest, log: &mut RequestLog) -> Response<RespBody> 
 /// Serve a stored response the flow allowed.
 fn serve(req: &CacheRequest, s: Serve<Obj>, log: &mut RequestLog) -> Response<RespBody> {
     let (obj, eval, freshness) = s.into_parts();
+    if req.pipe_max.is_some_and(|m| obj.body.len() as u64 > m) {
+        return too_big_for_pipe(req, log);
+    }
     let (outcome, detail) = match freshness {
         Freshness::Fresh => (Outcome::Hit, None),
         Freshness::StaleAccepted => (Outcome::HitStale, None),
@@ -148,6 +151,14 @@ fn serve(req: &CacheRequest, s: Serve<Obj>, log: &mut RequestLog) -> Response<Re
         Freshness::StaleOnError => (Outcome::StaleOnError, Some("stale-if-error")),
     };
     respond::hit(req, &obj, &eval, detail, outcome, log)
+}
+
+/// A pipelined ask from a PoP peer for an object larger than its pipe carries: 504, and the
+/// peer asks again on its ordinary connection.
+#[cold]
+fn too_big_for_pipe(req: &CacheRequest, log: &mut RequestLog) -> Response<RespBody> {
+    let e = ProxyError::client(ErrorClass::NotCached, "too large for a pipelined answer");
+    respond::error(&req.node, &e, log)
 }
 
 /// Serve a stale copy because the fill failed (`why` goes into `Cache-Status; detail=`).
@@ -647,6 +658,9 @@ async fn chunked_hit(
         Lookup::Serve(s) if s.freshness() == Freshness::Fresh => *s.eval(),
         _ => return None,
     };
+    if req.pipe_max.is_some_and(|m| hit.body_len > m) {
+        return Some(too_big_for_pipe(req, log));
+    }
     let (status, headers, plan) =
         respond::shape_for(req, hit.status, &hit.headers, Some(hit.body_len), eval.age);
     let range = match plan {

@@ -194,6 +194,51 @@ impl HopHeaders<'_> {
 
     /// `Via`, `X-Forwarded-For` and `CDN-Loop` (RFC 8586 §2: each CDN adds its own member, so a
     /// request that comes back to a node that already handled it can be recognised).
+    /// [`HopHeaders::pass`] for `client`, written as field lines through `emit` instead of
+    /// into a new `HeaderMap` (a pipelined ask to the owner box writes them straight into its
+    /// request head); `log` is this node's control-log position (`Outpost-Log`), if any.
+    pub fn pass_fields(
+        &self,
+        client: &HeaderMap,
+        log: Option<u64>,
+        mut emit: impl FnMut(&[u8], &[u8]),
+    ) {
+        let listed = outpost_http::headers::connection_listed(client);
+        let log = log.filter(|&s| s > 0);
+        let mut prev_xff: Option<&[u8]> = None;
+        for (name, value) in client {
+            if outpost_http::headers::is_hop_by_hop(name)
+                || listed.contains(name)
+                || (log.is_some() && name == crate::log_position::OUTPOST_LOG)
+            {
+                continue;
+            }
+            if name == X_FORWARDED_FOR {
+                if prev_xff.is_none() {
+                    prev_xff = Some(value.as_bytes());
+                }
+                continue;
+            }
+            emit(name.as_str().as_bytes(), value.as_bytes());
+        }
+        emit(b"via", format!("1.1 {}", self.node).as_bytes());
+        let ip = self.peer.ip().to_string();
+        match prev_xff {
+            Some(prev) => {
+                let mut v = prev.to_vec();
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip.as_bytes());
+                emit(b"x-forwarded-for", &v);
+            }
+            None => emit(b"x-forwarded-for", ip.as_bytes()),
+        }
+        emit(b"cdn-loop", self.node.as_bytes());
+        if let Some(seq) = log {
+            let mut buf = itoa::Buffer::new();
+            emit(b"outpost-log", buf.format(seq).as_bytes());
+        }
+    }
+
     fn forwarding(&self, h: &mut HeaderMap) {
         if let Ok(v) = HeaderValue::from_str(&format!("1.1 {}", self.node)) {
             h.append(header::VIA, v);
@@ -267,6 +312,45 @@ mod tests {
         };
         assert!(other.check_loop(&h).is_ok());
         assert!(hh().check_loop(&HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn pass_fields_write_what_pass_builds() {
+        let mut c = HeaderMap::new();
+        c.insert("host", HeaderValue::from_static("a.test"));
+        c.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        c.append("x-forwarded-for", HeaderValue::from_static("198.51.100.2"));
+        c.insert("cdn-loop", HeaderValue::from_static("other-cdn"));
+        c.insert("via", HeaderValue::from_static("1.1 client-proxy"));
+        c.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        c.insert("x-secret", HeaderValue::from_static("1"));
+        c.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        c.insert("te", HeaderValue::from_static("trailers"));
+        c.insert("accept-encoding", HeaderValue::from_static("gzip"));
+        c.append("accept", HeaderValue::from_static("a/b"));
+        c.append("accept", HeaderValue::from_static("c/d"));
+        for log in [None, Some(0), Some(42)] {
+            c.insert("outpost-log", HeaderValue::from_static("7"));
+            let mut built = hh().pass(c.clone());
+            if let Some(seq) = log.filter(|&s| s > 0) {
+                built.insert("outpost-log", HeaderValue::from(seq));
+            }
+            let mut want: Vec<(String, Vec<u8>)> = built
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            let mut got = Vec::new();
+            hh().pass_fields(&c, log, |n, v| {
+                got.push((String::from_utf8(n.to_vec()).unwrap(), v.to_vec()))
+            });
+            // Same fields, same order within each name.
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(got, want, "log {log:?}");
+        }
     }
 
     #[test]

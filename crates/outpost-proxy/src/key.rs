@@ -104,6 +104,9 @@ pub struct CacheRequest {
     /// The request came from another tier of this CDN: responses keep the object's surrogate
     /// keys, so the tier that stores them can purge by tag too.
     pub to_member: bool,
+    /// A PoP peer's pipelined ask (`owner::PIPE_MAX`): only a cached answer with a body up to
+    /// this many bytes; anything else is 504 and the peer takes its ordinary path.
+    pub pipe_max: Option<u64>,
 }
 
 impl CacheRequest {
@@ -122,6 +125,7 @@ impl CacheRequest {
             keep_cookie: self.keep_cookie,
             via_owner: self.via_owner.clone(),
             to_member: false,
+            pipe_max: None,
         }
     }
 

@@ -582,8 +582,10 @@ async fn serve_h1<S>(
         async move { Ok::<_, Infallible>(request::handle(node, req, peer, flagged).await) }
     });
     let mut b = http1::Builder::new();
+    // Answers to pipelined requests (a PoP peer's pipelined asks, owner.rs) leave in one write.
     b.max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
+        .keep_alive(true)
+        .pipeline_flush(true);
     let conn = b.serve_connection(TokioIo::new(stream), svc);
     match conn::Watched::new(conn, watch).await {
         Some(Err(e)) => tracing::debug!(error = %e, %peer, "connection ended with error"),

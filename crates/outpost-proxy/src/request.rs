@@ -213,7 +213,7 @@ async fn serve(
                     node,
                     &pop,
                     &parts.method,
-                    parts.headers.clone(),
+                    &parts.headers,
                     &path,
                     primary.hash64(),
                     owner_wait,
@@ -230,8 +230,16 @@ async fn serve(
     // 5. The cache flow.
     // Decided once, when the request's record was started.
     let to_member = log.internal;
+    let mut parts = parts;
+    // A PoP peer's pipelined ask: a cached answer or 504 (owner.rs).
+    let pipe_max = if to_member {
+        owner::pipe_max(&mut parts.headers)
+    } else {
+        None
+    };
     let mut cc = RequestCacheControl::from_headers(&parts.headers);
     cc.no_cache |= behind_peer;
+    cc.only_if_cached |= pipe_max.is_some();
     let cache_request = CacheRequest {
         node: node.clone(),
         cc,
@@ -245,6 +253,7 @@ async fn serve(
         keep_cookie,
         via_owner,
         to_member,
+        pipe_max,
     };
     flow::run(cache_request, log).await
 }

@@ -57,6 +57,8 @@ pub struct Tier {
     pub mid_tier: Option<String>,
     /// Whether this shield is part of a PoP's mid-tier (its misses go on to the shield set).
     pub is_mid_tier: bool,
+    /// Forwarded GET/HEADs ask the owner over a pipelined connection first (`owner.rs`).
+    pub pipeline: bool,
     /// Per-key request rates on this box.
     pub hot: HotKeys,
     /// Simulated client → PoP latency (edges add it before answering).
@@ -65,6 +67,8 @@ pub struct Tier {
     pub origin_latency: Duration,
     /// Requests forwarded to their owner box.
     pub forwarded: AtomicU64,
+    /// Of those, answered by a pipelined ask (`owner.rs`).
+    pub pipelined: AtomicU64,
     /// Requests a PoP peer forwarded here (this box answered as the owner).
     pub served_as_owner: AtomicU64,
     /// Requests for hot keys this box answered from its own copy or filled through the owner.
@@ -182,6 +186,7 @@ impl Tier {
             mid_tier,
             is_mid_tier,
             hot: HotKeys::new(topo.hot_key_rps),
+            pipeline: topo.forward_pipeline,
             client_latency: if role == Role::Edge {
                 topo.latency.client.0
             } else {
@@ -189,6 +194,7 @@ impl Tier {
             },
             origin_latency: topo.latency.shield_to_origin.0,
             forwarded: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
             served_as_owner: AtomicU64::new(0),
             hot_replica: AtomicU64::new(0),
             log,
@@ -289,6 +295,11 @@ impl Tier {
                 "outpost_tier_forwarded_to_owner_total",
                 "Requests forwarded to their owner box in the PoP.",
                 self.forwarded.load(Relaxed),
+            ),
+            (
+                "outpost_tier_forwarded_pipelined_total",
+                "Forwarded requests the owner answered on the pipelined connection (cached, up to 256 KiB).",
+                self.pipelined.load(Relaxed),
             ),
             (
                 "outpost_tier_served_as_owner_total",

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub mod limit;
 pub mod peers;
+pub mod pipe;
 pub mod ring;
 
 /// Boxed error for bodies.

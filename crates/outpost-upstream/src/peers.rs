@@ -89,6 +89,9 @@ pub struct PeerSet {
     failovers: AtomicU64,
     /// HTTP/2 (prior knowledge) to the peers: one multiplexed connection each.
     h2: Option<Vec<tokio::sync::Mutex<Option<Http2Sender>>>>,
+    /// Pipelined HTTP/1.1 connections for small whole answers ([`PeerSet::probe`]), made on
+    /// first use.
+    pipes: Vec<std::sync::OnceLock<crate::pipe::Pipe>>,
 }
 
 type Http2Sender = hyper::client::conn::http2::SendRequest<ReqBody>;
@@ -151,6 +154,7 @@ impl PeerSet {
             policy,
             delay,
             failovers: AtomicU64::new(0),
+            pipes: peers.iter().map(|_| std::sync::OnceLock::new()).collect(),
             h2: (protocol == PeerProtocol::Http2).then(|| {
                 peers
                     .iter()
@@ -315,6 +319,26 @@ impl PeerSet {
             skip,
         )
         .await
+    }
+
+    /// Send a bodiless request to member `i` over its pipelined connection (`crate::pipe`);
+    /// the whole answer within `within`, or an error (the
+    /// connection's one timer: `within` must be the same on every call). For answers that are
+    /// small and quick (a cached object): anything else fails, and the caller takes its
+    /// ordinary path. Failures do not count against the member's health (the ordinary path
+    /// that follows does).
+    pub async fn pipelined(
+        &self,
+        i: usize,
+        within: Duration,
+        head: crate::pipe::Head,
+    ) -> Result<crate::pipe::PipeResponse, crate::pipe::PipeError> {
+        let peer = &self.peers[i];
+        let pipe = self.pipes[i]
+            .get_or_init(|| crate::pipe::Pipe::new(&peer.http, self.timeouts.connect, within));
+        let r = pipe.send(head).await?;
+        self.state[i].requests.fetch_add(1, Ordering::Relaxed);
+        Ok(r)
     }
 
     /// [`PeerSet::send`] waiting at most `first_byte` for each member's response head (what is

@@ -841,3 +841,109 @@ async fn an_edge_waits_for_a_hung_shield_only_as_long_as_the_tenant_allows() {
         h.abort();
     }
 }
+
+/// A box that does not own a key asks the owner over the pipelined connection first
+/// (`topology.forward_pipeline`): cached answers up to 256 KiB come back that way (200, HEAD,
+/// 304, 206, byte-exact); a miss, an object too large for the pipe and an uncacheable answer
+/// take the ordinary path, and the client gets the same answer either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_hits_take_the_pipelined_ask_and_the_rest_the_ordinary_path() {
+    let origin = TestOrigin::start().await.unwrap();
+    let small = pseudo_random_body(1024);
+    let big = pseudo_random_body(600 * 1024);
+    for i in 0..8 {
+        origin.route(
+            &format!("/small{i}"),
+            RouteSpec::ok("", "max-age=600")
+                .body(small.clone())
+                .etag("\"s1\"")
+                .count_header(false),
+        );
+        origin.route(
+            &format!("/big{i}"),
+            RouteSpec::ok("", "max-age=600")
+                .body(big.clone())
+                .count_header(false),
+        );
+        origin.route(
+            &format!("/private{i}"),
+            RouteSpec::ok("fresh each time", "no-store").count_header(false),
+        );
+    }
+    let mut world = World::new("pipe", &[2], 0, &origin.url());
+    world.start_all().await;
+    let boxes = world.boxes();
+    let names = ["pop0-box0", "pop0-box1"];
+    // The box that forwards `path` (its answer names the owner), and its name.
+    let forwarder = |r: &outpost_testkit::SimpleResponse| {
+        r.header("cache-status")
+            .is_some_and(|c| c.contains("detail=\"owner "))
+    };
+    let mut checked = 0;
+    for i in 0..8 {
+        let path = format!("/small{i}");
+        // A miss through box 0: whoever owns it fetches it once.
+        let r = http_get(boxes[0], "site.test", &path, &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        let fwd = if forwarder(&r) { 0 } else { 1 };
+        let (addr, name) = (boxes[fwd], names[fwd]);
+        let before = world
+            .metric(name, "outpost_tier_forwarded_pipelined_total", "")
+            .await
+            .unwrap();
+        // A hit through the forwarding box: pipelined.
+        let r = http_get(addr, "site.test", &path, &[]).await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &small[..]));
+        assert!(forwarder(&r), "{:?}", r.header("cache-status"));
+        let h = outpost_testkit::http_request(addr, "HEAD", "site.test", &path, &[], b"")
+            .await
+            .unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(h.header("content-length"), Some("1024"));
+        assert!(h.body.is_empty());
+        let c = http_get(addr, "site.test", &path, &[("if-none-match", "\"s1\"")])
+            .await
+            .unwrap();
+        assert_eq!(c.status, 304);
+        let p = http_get(addr, "site.test", &path, &[("range", "bytes=100-199")])
+            .await
+            .unwrap();
+        assert_eq!((p.status, &p.body[..]), (206, &small[100..200]));
+        let after = world
+            .metric(name, "outpost_tier_forwarded_pipelined_total", "")
+            .await
+            .unwrap();
+        assert_eq!(after - before, 4.0, "200, HEAD, 304 and 206 were pipelined");
+
+        // Too large for the pipe: the ordinary path, byte-exact, still one origin fetch.
+        let bpath = format!("/big{i}");
+        for _ in 0..2 {
+            for a in &boxes {
+                let r = http_get(*a, "site.test", &bpath, &[]).await.unwrap();
+                assert_eq!(r.status, 200);
+                assert!(r.body == big, "{bpath}");
+            }
+        }
+        assert_eq!(origin.hits(&bpath), 1);
+        // Never cached: forwarded on the ordinary path every time.
+        let ppath = format!("/private{i}");
+        for _ in 0..2 {
+            for a in &boxes {
+                let r = http_get(*a, "site.test", &ppath, &[]).await.unwrap();
+                assert_eq!(r.text(), "fresh each time");
+            }
+        }
+        assert_eq!(origin.hits(&ppath), 4);
+        let end = world
+            .metric(name, "outpost_tier_forwarded_pipelined_total", "")
+            .await
+            .unwrap();
+        assert_eq!(
+            end, after,
+            "large and uncacheable answers were not pipelined"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 8);
+    assert_eq!(origin.hits("/small0"), 1);
+}
