@@ -107,6 +107,9 @@ pub async fn run(req: CacheRequest, log: &mut RequestLog) -> Response<RespBody> 
                 spawn_refresh(&req, found.key, refresh);
                 return serve(&req, s, log);
             }
+            Lookup::Unavailable(_) if req.pipe_max.is_some() => {
+                return respond::pipe_declined("not cached here", log);
+            }
             Lookup::Unavailable(_) => {
                 let e = ProxyError::client(ErrorClass::NotCached, "not in cache");
                 return respond::error(node, &e, log);
@@ -153,12 +156,11 @@ fn serve(req: &CacheRequest, s: Serve<Obj>, log: &mut RequestLog) -> Response<Re
     respond::hit(req, &obj, &eval, detail, outcome, log)
 }
 
-/// A pipelined ask from a PoP peer for an object larger than its pipe carries: 504, and the
-/// peer asks again on its ordinary connection.
+/// A pipelined ask from a PoP peer for an object larger than its pipe carries: declined, and
+/// the peer asks again on its ordinary connection.
 #[cold]
-fn too_big_for_pipe(req: &CacheRequest, log: &mut RequestLog) -> Response<RespBody> {
-    let e = ProxyError::client(ErrorClass::NotCached, "too large for a pipelined answer");
-    respond::error(&req.node, &e, log)
+fn too_big_for_pipe(_req: &CacheRequest, log: &mut RequestLog) -> Response<RespBody> {
+    respond::pipe_declined("too large for a pipelined answer", log)
 }
 
 /// Serve a stale copy because the fill failed (`why` goes into `Cache-Status; detail=`).

@@ -26,6 +26,10 @@ pub struct RequestLog {
     pub internal: bool,
     /// `Strict-Transport-Security` for the answer (an HTTPS request of a tenant that sets it).
     pub hsts: Option<http::HeaderValue>,
+    /// A PoP peer's pipelined ask this node declined (not cached here, too large, behind the
+    /// peer's control log): not a request of its own (the peer's ordinary request follows and
+    /// is counted), so it is neither counted nor logged.
+    pub declined: bool,
     started: Instant,
     method: Method,
     host: String,
@@ -67,6 +71,7 @@ impl RequestLog {
             started: Instant::now(),
             internal: node.tier.as_ref().is_some_and(|t| t.from_member(headers)),
             hsts: None,
+            declined: false,
             method: method.clone(),
             host,
             path,
@@ -87,6 +92,7 @@ impl RequestLog {
             // Not a client's request: not in client analytics.
             internal: true,
             hsts: None,
+            declined: false,
             started: Instant::now(),
             method: Method::GET,
             host: String::new(),
@@ -117,6 +123,9 @@ impl RequestLog {
     }
 
     pub fn finish(self, node: &Node, status: u16, headers: &HeaderMap) {
+        if self.declined {
+            return;
+        }
         let micros = self.started.elapsed().as_micros() as u64;
         let bytes = if self.method == Method::HEAD {
             0

@@ -150,6 +150,15 @@ async fn serve(
     if log.detailed {
         log.url = url.to_string();
     }
+    // A PoP peer's pipelined ask (owner.rs): a cached answer, or a quick decline.
+    let pipe_max = if log.internal {
+        owner::pipe_max(req.headers_mut())
+    } else {
+        None
+    };
+    if pipe_max.is_some() && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return respond::pipe_declined("only GET and HEAD are pipelined", log);
+    }
     if req.method().as_str() == "PURGE" {
         let target = url.path_and_query();
         let purge =
@@ -161,6 +170,9 @@ async fn serve(
         return Box::pin(pass::forward_unsafe(node, &tenant, req, &url, peer, log)).await;
     }
     let (primary, policy, keep_cookie) = match key::decide(&tenant, &url, req.headers()) {
+        Keyed::Bypass { .. } if pipe_max.is_some() => {
+            return respond::pipe_declined("not cached here", log);
+        }
         Keyed::Bypass { fwd, detail } => {
             let fwd = pass::forward(node, &tenant, req, &url, peer, fwd, Some(detail), log);
             return Box::pin(fwd).await;
@@ -182,6 +194,10 @@ async fn serve(
     if let Some(tier) = &node.tier {
         if let Some(want) = crate::log_position::wanted(&parts.headers) {
             if want > node.log_position.get() && log.internal {
+                if pipe_max.is_some() {
+                    // Never hold the pipelined connection: the ordinary request waits.
+                    return respond::pipe_declined("behind the peer's control log", log);
+                }
                 behind_peer = !node
                     .log_position
                     .wait_for(want, crate::log_position::CATCH_UP_WAIT)
@@ -230,13 +246,6 @@ async fn serve(
     // 5. The cache flow.
     // Decided once, when the request's record was started.
     let to_member = log.internal;
-    let mut parts = parts;
-    // A PoP peer's pipelined ask: a cached answer or 504 (owner.rs).
-    let pipe_max = if to_member {
-        owner::pipe_max(&mut parts.headers)
-    } else {
-        None
-    };
     let mut cc = RequestCacheControl::from_headers(&parts.headers);
     cc.no_cache |= behind_peer;
     cc.only_if_cached |= pipe_max.is_some();

@@ -206,6 +206,18 @@ pub fn acme_challenge(key_auth: String, log: &mut RequestLog) -> Response<RespBo
 /// wrong with the request), `Cache-Control: no-store`. Upstream failures are logged as
 /// rate-limited warnings with their cause; the client never sees origin addresses or library
 /// error text.
+/// A PoP peer's pipelined ask declined (`owner.rs`): 504, uncounted; the peer takes its
+/// ordinary path.
+#[cold]
+pub fn pipe_declined(why: &'static str, log: &mut RequestLog) -> Response<RespBody> {
+    log.declined = true;
+    let mut resp = Response::new(full(Bytes::from_static(why.as_bytes())));
+    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 pub fn error(node: &Node, err: &ProxyError, log: &mut RequestLog) -> Response<RespBody> {
     let id = log.id(node);
     let class = err.class;

@@ -946,4 +946,15 @@ async fn forwarded_hits_take_the_pipelined_ask_and_the_rest_the_ordinary_path() 
     }
     assert_eq!(checked, 8);
     assert_eq!(origin.hits("/small0"), 1);
+    // Declined asks (misses, large objects) are not requests of their own: no box counts a
+    // 5xx, and nothing else was an error either.
+    for name in names {
+        let text = world.metrics(name).await;
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("outpost_requests_total") && l.contains("status=\"5xx\""))
+            .filter(|l| !l.ends_with(" 0"))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
 }
