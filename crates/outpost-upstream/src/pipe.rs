@@ -383,6 +383,37 @@ mod tests {
     }
 
     #[test]
+    fn junk_and_mutated_answers_never_panic() {
+        let valid = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncache-status: a; hit\r\n\r\nhello";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut bytes = valid.to_vec();
+            if round % 2 == 0 {
+                for _ in 0..(next() % 6) {
+                    let i = (next() as usize) % bytes.len();
+                    bytes[i] = next() as u8;
+                }
+                bytes.truncate((next() as usize) % (bytes.len() + 1));
+            } else {
+                bytes = (0..(next() % 200)).map(|_| next() as u8).collect();
+            }
+            let mut b = BytesMut::from(&bytes[..]);
+            let mut in_flight: InFlight = VecDeque::new();
+            for _ in 0..3 {
+                let (tx, _rx) = oneshot::channel();
+                in_flight.push_back((round % 3 == 0, Instant::now(), tx));
+            }
+            let _ = parse_answers(&mut b, &mut in_flight);
+        }
+    }
+
+    #[test]
     fn head_answers_have_no_body() {
         let r = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\n", true)
             .unwrap()
