@@ -454,7 +454,7 @@ async fn serve_tls(
             if is_h2(conn) {
                 serve_h2(tls, peer, node, limits, watch, Some(info)).await;
             } else {
-                serve_h1(tls, peer, node, limits, watch, Some(info)).await;
+                serve_h1(tls, peer, node, limits, watch, Some(info), false).await;
             }
         }
         Handshake::Early(cfg) => {
@@ -475,7 +475,7 @@ async fn serve_tls(
             if is_h2(conn) {
                 serve_h2(tls, peer, node, limits, watch, Some(info)).await;
             } else {
-                serve_h1(tls, peer, node, limits, watch, Some(info)).await;
+                serve_h1(tls, peer, node, limits, watch, Some(info), false).await;
             }
         }
     }
@@ -488,19 +488,50 @@ fn handshake_failed(peer: SocketAddr, error: Option<std::io::Error>) {
     }
 }
 
-/// Whether the connection opens with the HTTP/2 preface (waits for its first bytes; the caller
-/// bounds the wait by the header read timeout).
-async fn is_h2_preface(stream: &tokio::net::TcpStream) -> bool {
-    let mut buf = [0u8; 4];
+/// How a plain connection opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// The HTTP/2 preface ("PRI "): a peer node, or a client with prior knowledge (h2c).
+    H2,
+    /// HTTP/1.1 whose first field is `outpost-pipe`: a PoP peer's pipelined asks (owner.rs),
+    /// answered with aggregated writes.
+    PeerPipe,
+    /// Any other HTTP/1.1 (or garbage, which HTTP/1.1 answers with 400).
+    Http1,
+}
+
+/// How the connection opens (waits for its first bytes; the caller bounds the wait by the
+/// header read timeout). Only a node in a topology looks for pipelined asks.
+async fn opening(stream: &tokio::net::TcpStream, topology: bool) -> Opening {
+    const PIPE: &[u8] = b"outpost-pipe:";
+    let mut buf = [0u8; 512];
     for _ in 0..3 {
-        match stream.peek(&mut buf).await {
-            Ok(n) if n >= 4 => return &buf == b"PRI ",
-            Ok(n) if n == 0 || !b"PRI ".starts_with(&buf[..n]) => return false,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-            Err(_) => return false,
+        let n = match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return Opening::Http1,
+            Ok(n) => n,
+        };
+        let seen = &buf[..n];
+        if n >= 4 && seen.starts_with(b"PRI ") {
+            return Opening::H2;
         }
+        if !b"PRI ".starts_with(&seen[..n.min(4)]) && !topology {
+            return Opening::Http1;
+        }
+        if let Some(eol) = seen.windows(2).position(|w| w == b"\r\n") {
+            let rest = &seen[eol + 2..];
+            if rest.len() >= PIPE.len() || n == buf.len() {
+                return if rest.starts_with(PIPE) {
+                    Opening::PeerPipe
+                } else {
+                    Opening::Http1
+                };
+            }
+        } else if n == buf.len() {
+            return Opening::Http1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    false
+    Opening::Http1
 }
 
 /// An HTTP/2 connection: from a peer node (prior knowledge), a client with prior knowledge
@@ -568,6 +599,7 @@ async fn serve_h1<S>(
     limits: Limits,
     watch: Arc<conn::ConnWatch>,
     tls: Option<tls::TlsInfo>,
+    pipelined: bool,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -582,10 +614,11 @@ async fn serve_h1<S>(
         async move { Ok::<_, Infallible>(request::handle(node, req, peer, flagged).await) }
     });
     let mut b = http1::Builder::new();
-    // Answers to pipelined requests (a PoP peer's pipelined asks, owner.rs) leave in one write.
+    // A PoP peer's pipelined asks (owner.rs): the answers to one batch leave in one write.
+    // Only there: with it, hyper does not flush the 400 for a garbage request before closing.
     b.max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true)
-        .pipeline_flush(true);
+        .pipeline_flush(pipelined);
     let conn = b.serve_connection(TokioIo::new(stream), svc);
     match conn::Watched::new(conn, watch).await {
         Some(Err(e)) => tracing::debug!(error = %e, %peer, "connection ended with error"),
@@ -613,9 +646,11 @@ async fn serve_connection(
     // HTTP/2 with prior knowledge (the connection preface starts "PRI "): peers of a CDN
     // send every request between two nodes on one such connection; clients may use h2c.
     // Bounded like any first read: a client that sends nothing is closed.
-    match tokio::time::timeout(watch.header_timeout(), is_h2_preface(&stream)).await {
-        Ok(true) => serve_h2(stream, peer, node, limits, watch, None).await,
-        Ok(false) => serve_h1(stream, peer, node, limits, watch, None).await,
+    let topology = node.tier.is_some();
+    match tokio::time::timeout(watch.header_timeout(), opening(&stream, topology)).await {
+        Ok(Opening::H2) => serve_h2(stream, peer, node, limits, watch, None).await,
+        Ok(Opening::PeerPipe) => serve_h1(stream, peer, node, limits, watch, None, true).await,
+        Ok(Opening::Http1) => serve_h1(stream, peer, node, limits, watch, None, false).await,
         Err(_) => {}
     }
 }

@@ -54,10 +54,11 @@ async fn pipelined(
 ) -> Option<Response<RespBody>> {
     let owner = pop.owner(key).filter(|&i| Some(i) != pop.local())?;
     let mut head = Head::new(method, path_and_query);
+    // First: the owner recognises a pipelined connection by it (lib.rs `opening`).
+    head.field(PIPE_HEADER.as_bytes(), PIPE_MAX.as_bytes());
     hop.pass_fields(client, Some(node.log_position.get()), |n, v| {
         head.field(n, v)
     });
-    head.field(PIPE_HEADER.as_bytes(), PIPE_MAX.as_bytes());
     let r = match pop.pipelined(owner, PIPE_WAIT, head.finish()).await {
         Ok(r) if r.status != http::StatusCode::GATEWAY_TIMEOUT => r,
         Ok(_) => return None,

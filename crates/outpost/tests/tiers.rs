@@ -946,6 +946,17 @@ async fn forwarded_hits_take_the_pipelined_ask_and_the_rest_the_ordinary_path() 
     }
     assert_eq!(checked, 8);
     assert_eq!(origin.hits("/small0"), 1);
+    // A node of a topology tells a pipelined connection by its first field; anything else is
+    // ordinary HTTP/1.1, where garbage still gets its 400.
+    let r =
+        outpost_testkit::raw_request(boxes[0], b"NOT HTTP AT ALL\r\n\r\n", Duration::from_secs(2))
+            .await
+            .unwrap();
+    assert!(
+        String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
     // Declined asks (misses, large objects) are not requests of their own: no box counts a
     // 5xx, and nothing else was an error either.
     for name in names {
