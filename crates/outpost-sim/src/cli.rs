@@ -25,7 +25,8 @@ use crate::trace::Trace;
 /// `outpost sim` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum SimCommand {
-    /// Generate a synthetic trace (Zipf + one-hit wonders + scan bursts) as `time,key,size` CSV.
+    /// Generate a synthetic trace (Zipf objects or video titles, one-hit wonders, scan bursts,
+    /// churn, a loop) as `time,key,size` CSV.
     Gen {
         /// Zipf exponent α of the catalogue's popularity.
         #[arg(long, default_value_t = 0.8)]
@@ -61,6 +62,22 @@ pub enum SimCommand {
         /// Ranks the popularity ranking moves per churn shift.
         #[arg(long, default_value_t = 1_000)]
         churn_step: u64,
+        /// Video: titles (popularity by title, Zipf --zipf); viewers fetch each title's
+        /// segments in order (0: plain objects).
+        #[arg(long, default_value_t = 0)]
+        video_titles: u64,
+        /// Video: segments per title.
+        #[arg(long, default_value_t = 150)]
+        segments: u64,
+        /// Video: concurrent viewing sessions.
+        #[arg(long, default_value_t = 100)]
+        viewers: u64,
+        /// Share of requests walking a fixed loop of --loop-keys objects, over and over.
+        #[arg(long, default_value_t = 0.0)]
+        loop_fraction: f64,
+        /// Objects in the loop.
+        #[arg(long, default_value_t = 0)]
+        loop_keys: u64,
         /// Output CSV file.
         #[arg(long)]
         out: PathBuf,
@@ -191,6 +208,11 @@ fn run_command(cmd: SimCommand) -> Result<(), SimError> {
             rate,
             churn_every,
             churn_step,
+            video_titles,
+            segments,
+            viewers,
+            loop_fraction,
+            loop_keys,
             out,
         } => {
             let cfg = GenConfig {
@@ -205,6 +227,11 @@ fn run_command(cmd: SimCommand) -> Result<(), SimError> {
                 rate,
                 churn_every,
                 churn_step,
+                video_titles,
+                segments,
+                viewers,
+                loop_fraction,
+                loop_keys,
             };
             let trace = generate(&cfg)?;
             trace.write_csv(&out)?;

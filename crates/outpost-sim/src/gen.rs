@@ -17,8 +17,18 @@
 //! decays, as on a real site. Rank `r` in churn epoch `e` (of `E` in the trace) is id
 //! `r + (E − e) × churn_step`; without churn, id = rank.
 //!
+//! **Video** (optional, `video_titles` > 0): the Zipf part picks *titles*, not objects. Each of
+//! `viewers` concurrent sessions watches one title from its first segment on, in order, for a
+//! geometric number of segments (mean a third of the title's `segments`: most viewers leave
+//! early), then starts another title; requests interleave across sessions at random. Segment
+//! `s` of title rank `t` is id `t × segments + s`.
+//!
+//! **Loop** (optional, `loop_fraction` > 0): that share of requests walks `loop_keys` objects
+//! in a fixed cycle, over and over (a periodic job or a playlist slightly larger than a cache:
+//! the case where LRU gets nothing), spread uniformly through the trace.
+//!
 //! Fresh ids (one-hit and scan) count up from the first id above the catalogue (and its churn
-//! range). Each id's size is a pure function of the id
+//! range, or the video catalogue) and the loop's ids. Each id's size is a pure function of the id
 //! and the seed ([`SizeProfile`]), so an object has one size for the whole trace. Timestamps are
 //! `request index / rate` in whole seconds.
 
@@ -137,6 +147,16 @@ pub struct GenConfig {
     pub churn_every: u64,
     /// Ranks the popularity ranking moves per shift (new objects entering at the top).
     pub churn_step: u64,
+    /// Video: titles in the catalogue (0: objects are requested directly).
+    pub video_titles: u64,
+    /// Video: segments per title.
+    pub segments: u64,
+    /// Video: concurrent viewing sessions.
+    pub viewers: u64,
+    /// Share of requests walking the loop (0: none).
+    pub loop_fraction: f64,
+    /// Objects in the loop.
+    pub loop_keys: u64,
 }
 
 impl Default for GenConfig {
@@ -153,6 +173,11 @@ impl Default for GenConfig {
             rate: 1_000.0,
             churn_every: 0,
             churn_step: 0,
+            video_titles: 0,
+            segments: 150,
+            viewers: 100,
+            loop_fraction: 0.0,
+            loop_keys: 0,
         }
     }
 }
@@ -174,10 +199,34 @@ impl GenConfig {
                 return Err(SimError::invalid(what, format!("{v} is not in [0, 1)")));
             }
         }
-        if self.scan_fraction + self.one_hit_fraction >= 1.0 {
+        if !(0.0..1.0).contains(&self.loop_fraction) {
             return Err(SimError::invalid(
-                "--scan-fraction/--one-hit",
-                "scan and one-hit shares must leave room for Zipf requests (sum < 1)",
+                "--loop-fraction",
+                format!("{} is not in [0, 1)", self.loop_fraction),
+            ));
+        }
+        if self.scan_fraction + self.one_hit_fraction + self.loop_fraction >= 1.0 {
+            return Err(SimError::invalid(
+                "--scan-fraction/--one-hit/--loop-fraction",
+                "scan, one-hit and loop shares must leave room for Zipf requests (sum < 1)",
+            ));
+        }
+        if self.loop_fraction > 0.0 && self.loop_keys == 0 {
+            return Err(SimError::invalid(
+                "--loop-keys",
+                "a loop needs at least 1 key",
+            ));
+        }
+        if self.video_titles > 0 && (self.segments == 0 || self.viewers == 0) {
+            return Err(SimError::invalid(
+                "--segments/--viewers",
+                "video needs at least 1 segment per title and 1 viewer",
+            ));
+        }
+        if self.video_titles > 0 && self.churn_every > 0 {
+            return Err(SimError::invalid(
+                "--churn-every",
+                "churn and video titles do not combine (yet)",
             ));
         }
         if self.scan_burst == 0 {
@@ -266,7 +315,8 @@ fn helper2(x: f64) -> f64 {
 pub fn generate(cfg: &GenConfig) -> Result<Trace, SimError> {
     cfg.validate()?;
     let mut rng = Rng::new(cfg.seed);
-    let zipf = Zipf::new(cfg.keys, cfg.zipf);
+    let video = cfg.video_titles > 0;
+    let zipf = Zipf::new(if video { cfg.video_titles } else { cfg.keys }, cfg.zipf);
     let f = cfg.scan_fraction;
     let scan_total = ((f * cfg.requests as f64).round() as u64).min(cfg.requests);
     let others = cfg.requests - scan_total;
@@ -278,7 +328,8 @@ pub fn generate(cfg: &GenConfig) -> Result<Trace, SimError> {
     let mut next_burst = 0usize;
     let mut scan_left = scan_total;
     let mut emitted_others = 0u64;
-    // Among non-scan requests, this share are one-hit wonders.
+    // Among non-scan requests, these shares are loop steps and one-hit wonders.
+    let p_loop = cfg.loop_fraction / (1.0 - f);
     let p_one_hit = cfg.one_hit_fraction / (1.0 - f);
     let capacity = usize::try_from(cfg.requests).unwrap_or(0);
     let mut requests = Vec::with_capacity(capacity);
@@ -289,7 +340,21 @@ pub fn generate(cfg: &GenConfig) -> Result<Trace, SimError> {
         .checked_div(cfg.churn_every)
         .unwrap_or(0);
     let churn_span = epochs.saturating_mul(cfg.churn_step);
-    let mut fresh = cfg.keys.saturating_add(churn_span);
+    let catalogue = if video {
+        cfg.video_titles.saturating_mul(cfg.segments)
+    } else {
+        cfg.keys.saturating_add(churn_span)
+    };
+    let loop_base = catalogue;
+    let mut loop_pos = 0u64;
+    let mut fresh = catalogue.saturating_add(if p_loop > 0.0 { cfg.loop_keys } else { 0 });
+    // Video sessions: (title rank, next segment, segments left to watch); 0 left: idle.
+    let mut sessions: Vec<(u64, u64, u64)> = if video {
+        vec![(0, 0, 0); usize::try_from(cfg.viewers).unwrap_or(1)]
+    } else {
+        Vec::new()
+    };
+    let watch_mean = (cfg.segments as f64 / 3.0).max(1.0);
     let mut burst_left = 0u64;
     for i in 0..cfg.requests {
         while burst_left == 0 && starts.get(next_burst) == Some(&emitted_others) {
@@ -303,9 +368,30 @@ pub fn generate(cfg: &GenConfig) -> Result<Trace, SimError> {
             fresh - 1
         } else {
             emitted_others += 1;
-            if p_one_hit > 0.0 && rng.next_f64() < p_one_hit {
+            let u = if p_loop > 0.0 || p_one_hit > 0.0 {
+                rng.next_f64()
+            } else {
+                1.0
+            };
+            if u < p_loop {
+                loop_pos += 1;
+                loop_base + (loop_pos - 1) % cfg.loop_keys
+            } else if u < p_loop + p_one_hit {
                 fresh += 1;
                 fresh - 1
+            } else if video {
+                let s = &mut sessions[rng.below(cfg.viewers) as usize];
+                if s.2 == 0 {
+                    // A new viewer: a title by popularity, from its first segment, for a
+                    // geometric number of segments.
+                    let title = zipf.sample(&mut rng) - 1;
+                    let watch = (-watch_mean * (1.0 - rng.next_f64()).ln()).ceil() as u64;
+                    *s = (title, 0, watch.clamp(1, cfg.segments));
+                }
+                let key = s.0 * cfg.segments + s.1;
+                s.1 += 1;
+                s.2 -= 1;
+                key
             } else {
                 let epoch = i.checked_div(cfg.churn_every).unwrap_or(0);
                 zipf.sample(&mut rng) - 1 + (epochs - epoch) * cfg.churn_step
@@ -507,6 +593,69 @@ mod tests {
         ];
         for cfg in bad {
             assert!(generate(&cfg).is_err(), "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn video_viewers_watch_titles_in_order_and_popular_titles_most() {
+        let cfg = GenConfig {
+            zipf: 0.9,
+            video_titles: 200,
+            segments: 60,
+            viewers: 20,
+            requests: 200_000,
+            sizes: SizeProfile::Video,
+            ..GenConfig::default()
+        };
+        let t = generate(&cfg).unwrap();
+        let mut per_segment = vec![0u64; 60];
+        let mut per_title = vec![0u64; 200];
+        for r in &t.requests {
+            assert!(r.key < 200 * 60, "only segments: {}", r.key);
+            per_title[(r.key / 60) as usize] += 1;
+            per_segment[(r.key % 60) as usize] += 1;
+        }
+        // Viewers start at the first segment and leave along the way.
+        assert!(per_segment[0] > per_segment[10] && per_segment[10] > per_segment[40]);
+        assert!(per_segment[0] as f64 > 2.5 * per_segment[40] as f64);
+        // Title popularity follows the Zipf ranking.
+        assert!(per_title[0] > per_title[10] && per_title[10] > per_title[150]);
+        // Segments of one session come in order: each request for segment s > 0 of a title
+        // follows an earlier request for segment s - 1 of that title.
+        let mut seen = std::collections::HashSet::new();
+        for r in &t.requests {
+            if r.key % 60 > 0 {
+                assert!(
+                    seen.contains(&(r.key - 1)),
+                    "segment {} before its predecessor",
+                    r.key
+                );
+            }
+            seen.insert(r.key);
+        }
+    }
+
+    #[test]
+    fn the_loop_walks_its_keys_in_a_fixed_cycle() {
+        let cfg = GenConfig {
+            keys: 1_000,
+            requests: 100_000,
+            loop_fraction: 0.5,
+            loop_keys: 300,
+            sizes: SizeProfile::Unit,
+            ..GenConfig::default()
+        };
+        let t = generate(&cfg).unwrap();
+        let looped: Vec<u64> = t
+            .requests
+            .iter()
+            .filter(|r| (1_000..1_300).contains(&r.key))
+            .map(|r| r.key - 1_000)
+            .collect();
+        let share = looped.len() as f64 / t.len() as f64;
+        assert!((share - 0.5).abs() < 0.01, "{share}");
+        for (i, k) in looped.iter().enumerate() {
+            assert_eq!(*k, i as u64 % 300);
         }
     }
 }
