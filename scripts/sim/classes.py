@@ -27,6 +27,8 @@ except ImportError as e:  # pragma: no cover
     print(f"classes: cannot import libcachesim: {e}", file=sys.stderr)
     sys.exit(2)
 
+from crosscheck import csv_reader  # noqa: E402  (same directory)
+
 ONLINE = [
     ("LRU", lambda c: lcs.LRU(c)),
     ("FIFO", lambda c: lcs.FIFO(c)),
@@ -45,18 +47,7 @@ ONLINE = [
 
 
 def reader(path, ignore_size):
-    p = lcs.ReaderInitParam(
-        has_header=True,
-        has_header_set=True,
-        delimiter=",",
-        obj_id_is_num=True,
-        obj_id_is_num_set=True,
-        ignore_obj_size=ignore_size,
-    )
-    p.time_field = 1
-    p.obj_id_field = 2
-    p.obj_size_field = 3
-    return lcs.TraceReader(path, lcs.TraceType.CSV_TRACE, p)
+    return csv_reader(path, ignore_size)
 
 
 def simulate(trace, mode, pname, cap, out):

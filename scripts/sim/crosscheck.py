@@ -57,15 +57,16 @@ def lcs_version():
         return getattr(lcs, "__version__", "unknown")
 
 
-def csv_reader(path):
-    """libCacheSim's own CSV reader over our `time,key,size` file, sizes ignored (weight 1)."""
+def csv_reader(path, ignore_size=True):
+    """libCacheSim's own CSV reader over our `time,key,size` file; with `ignore_size` every
+    request weighs 1 (object mode), else its size in bytes (byte mode)."""
     p = lcs.ReaderInitParam(
         has_header=True,
         has_header_set=True,
         delimiter=",",
         obj_id_is_num=True,
         obj_id_is_num_set=True,
-        ignore_obj_size=True,
+        ignore_obj_size=ignore_size,
     )
     # libCacheSim's CSV fields are 1-based column numbers.
     p.time_field = 1
