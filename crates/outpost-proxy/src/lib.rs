@@ -428,13 +428,6 @@ async fn serve_tls(
     limits: Limits,
     watch: Arc<conn::ConnWatch>,
 ) {
-    let sni_of = |c: &rustls::ServerConnection| {
-        c.server_name()
-            .map(|s| Arc::<str>::from(s.to_ascii_lowercase()))
-    };
-    let is_h2 = |c: &rustls::ServerConnection| c.alpn_protocol() == Some(b"h2".as_slice());
-    // A TLS-ALPN-01 validation connection ends with its handshake (RFC 8737 §3).
-    let is_acme = |c: &rustls::ServerConnection| c.alpn_protocol() == Some(acme::ACME_TLS_ALPN);
     let deadline = watch.header_timeout();
     match acceptor {
         Handshake::Complete(acceptor) => {
@@ -443,19 +436,9 @@ async fn serve_tls(
                 Ok(Err(e)) => return handshake_failed(peer, Some(e)),
                 Err(_) => return handshake_failed(peer, None),
             };
-            let (_, conn) = tls.get_ref();
-            if is_acme(conn) {
-                return;
-            }
-            let info = tls::TlsInfo {
-                sni: sni_of(conn),
-                early: None,
-            };
-            if is_h2(conn) {
-                serve_h2(tls, peer, node, limits, watch, Some(info)).await;
-            } else {
-                serve_h1(tls, peer, node, limits, watch, Some(info), false).await;
-            }
+            let conn = tls.get_ref().1;
+            let (h2, info) = negotiated(conn, None);
+            serve_negotiated(tls, h2, info, peer, node, limits, watch).await;
         }
         Handshake::Early(cfg) => {
             let tls =
@@ -464,20 +447,49 @@ async fn serve_tls(
                     Ok(Err(e)) => return handshake_failed(peer, Some(e)),
                     Err(_) => return handshake_failed(peer, None),
                 };
-            let conn = tls.connection();
-            if is_acme(conn) {
-                return;
-            }
-            let info = tls::TlsInfo {
-                sni: sni_of(conn),
-                early: Some(tls.flag()),
-            };
-            if is_h2(conn) {
-                serve_h2(tls, peer, node, limits, watch, Some(info)).await;
-            } else {
-                serve_h1(tls, peer, node, limits, watch, Some(info), false).await;
-            }
+            let (h2, info) = negotiated(tls.connection(), Some(tls.flag()));
+            serve_negotiated(tls, h2, info, peer, node, limits, watch).await;
         }
+    }
+}
+
+/// What the handshake settled: whether ALPN chose h2, and what the request path learns (the
+/// SNI name, and with 0-RTT the early-data flag). `None` for a TLS-ALPN-01 validation
+/// connection, which ends with its handshake (RFC 8737 §3).
+fn negotiated(
+    conn: &rustls::ServerConnection,
+    early: Option<Arc<AtomicBool>>,
+) -> (bool, Option<tls::TlsInfo>) {
+    let alpn = conn.alpn_protocol();
+    if alpn == Some(acme::ACME_TLS_ALPN) {
+        return (false, None);
+    }
+    let info = tls::TlsInfo {
+        sni: conn
+            .server_name()
+            .map(|s| Arc::<str>::from(s.to_ascii_lowercase())),
+        early,
+    };
+    (alpn == Some(b"h2".as_slice()), Some(info))
+}
+
+/// Serve a TLS connection with the protocol ALPN chose (nothing for a validation connection).
+async fn serve_negotiated<S>(
+    stream: S,
+    h2: bool,
+    info: Option<tls::TlsInfo>,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    limits: Limits,
+    watch: Arc<conn::ConnWatch>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(info) = info else { return };
+    if h2 {
+        serve_h2(stream, peer, node, limits, watch, Some(info)).await;
+    } else {
+        serve_h1(stream, peer, node, limits, watch, Some(info), false).await;
     }
 }
 
