@@ -6,7 +6,8 @@
 #   scripts/sim-classes.sh                    # every class, 1,000,000 requests each
 #   SIM_REQUESTS=200000 scripts/sim-classes.sh
 #   SIM_CLASSES="churn video" scripts/sim-classes.sh
-#   SIM_CHECK=1 scripts/sim-classes.sh        # exit 1 when the default is below the bar
+#   SIM_CHECK=1 scripts/sim-classes.sh        # exit 1 when the default is below the bar in a
+#                                             # cell not listed in SIM_KNOWN_GAPS (or worse)
 #
 # Classes (`outpost sim gen` flags in class_flags below; docs/simulator.md explains them):
 #   scan     Zipf 0.8 with 20% scan bursts (the class the default policy was tuned on)
@@ -16,7 +17,10 @@
 #   loop     Zipf 0.8 over 100,000 objects plus a loop of 12,000 objects (50% of requests)
 #
 # Env: SIM_REQUESTS (1000000), SIM_SIZES (0.1%,1%,10%), SIM_CLASSES (all), SIM_SEED (1),
-#      SIM_BAR (0.5 points), SIM_CHECK (0), SIM_BIN (prebuilt outpost-sim), SIM_JOBS (2).
+#      SIM_BAR (0.5 points), SIM_CHECK (0), SIM_BIN (prebuilt outpost-sim), SIM_JOBS (2),
+#      SIM_TIMEOUT (300 s per libCacheSim run; a run past it is left out of the best),
+#      SIM_KNOWN_GAPS (file of the gaps still open, see scripts/sim/classes.py; CI passes
+#      scripts/sim/known-gaps-ci.txt, measured at the CI size).
 # Output: .scratch/sim-classes/{CLASS.csv,CLASS-objects.csv,CLASS-bytes.csv,table.md}
 set -uo pipefail
 
@@ -65,10 +69,10 @@ for c in $CLASSES; do
   "$BIN" gen $(class_flags "$c") --requests "$REQUESTS" --seed "$SEED" --out "$OUT/$c.csv" >"$OUT/$c.gen.txt" \
     || die "generating $c failed"
   log "$c: $(cat "$OUT/$c.gen.txt")"
-  "$BIN" run --trace "$OUT/$c.csv" --sizes "$SIZES" --policies lru,s3-fifo,w-tinylfu,belady \
+  "$BIN" run --trace "$OUT/$c.csv" --sizes "$SIZES" --policies lru,s3-fifo,w-tinylfu,size-aware,s3-tinylfu,belady \
     --jobs "$JOBS" --csv "$OUT/$c-objects.csv" --svg "$OUT/$c-objects.svg" \
     --title "$c: object hit ratio vs cache size (objects)" >"$OUT/$c-objects.txt" || die "run $c failed"
-  "$BIN" run --trace "$OUT/$c.csv" --sizes "$SIZES" --policies lru,s3-fifo,w-tinylfu,belady --bytes \
+  "$BIN" run --trace "$OUT/$c.csv" --sizes "$SIZES" --policies lru,s3-fifo,w-tinylfu,size-aware,s3-tinylfu,belady --bytes \
     --jobs "$JOBS" --csv "$OUT/$c-bytes.csv" --svg "$OUT/$c-bytes.svg" \
     --title "$c: byte hit ratio vs cache size (bytes)" >"$OUT/$c-bytes.txt" || die "run $c --bytes failed"
   ARGS+=(--class "$c" "$OUT/$c.csv" "$OUT/$c-objects.csv" "$OUT/$c-bytes.csv")
@@ -76,4 +80,5 @@ done
 
 CHECK=()
 [ "${SIM_CHECK:-0}" = 1 ] && CHECK=(--check)
-"$PY" "$HERE/sim/classes.py" "${ARGS[@]}" --bar "$BAR" --markdown "$OUT/table.md" "${CHECK[@]}"
+[ -n "${SIM_KNOWN_GAPS:-}" ] && CHECK+=(--known-gaps "$SIM_KNOWN_GAPS")
+"$PY" "$HERE/sim/classes.py" "${ARGS[@]}" --bar "$BAR" --timeout "${SIM_TIMEOUT:-300}" --markdown "$OUT/table.md" "${CHECK[@]}"

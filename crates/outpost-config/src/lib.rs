@@ -792,7 +792,8 @@ impl Default for NodeConfig {
 pub struct StoreConfig {
     /// RAM tier budget.
     pub ram_bytes: ByteSize,
-    /// Admission/eviction policy: `w-tinylfu` (default), `s3-fifo`, `lru`.
+    /// Admission/eviction policy: `s3-tinylfu` (default), `w-tinylfu`, `s3-fifo`, `size-aware`
+    /// (object hit ratio first, for operators who pay per origin request), `lru`.
     pub policy: String,
     /// Directory of the SSD tier's segment files; empty = RAM only.
     pub dir: String,
@@ -812,7 +813,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             ram_bytes: ByteSize(512 << 20),
-            policy: "w-tinylfu".into(),
+            policy: "s3-tinylfu".into(),
             dir: String::new(),
             disk_bytes: ByteSize(10 << 30),
             segment_bytes: ByteSize(256 << 20),
@@ -1190,11 +1191,13 @@ impl Config {
                 ));
             }
         }
-        if !["w-tinylfu", "s3-fifo", "lru"].contains(&self.store.policy.as_str()) {
+        if !["s3-tinylfu", "w-tinylfu", "s3-fifo", "size-aware", "lru"]
+            .contains(&self.store.policy.as_str())
+        {
             return Err(ConfigError::new(
                 "store.policy",
                 format!(
-                    "unknown policy {:?} (w-tinylfu, s3-fifo, lru)",
+                    "unknown policy {:?} (s3-tinylfu, w-tinylfu, s3-fifo, size-aware, lru)",
                     self.store.policy
                 ),
             ));

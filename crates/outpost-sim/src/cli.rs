@@ -91,9 +91,10 @@ pub enum SimCommand {
         /// with a K/M/G/T suffix.
         #[arg(long, default_value = "0.1%,1%,10%")]
         sizes: String,
-        /// Policies: lru, s3-fifo, w-tinylfu (the store's own code), belady (offline optimum),
-        /// belady-admit (Belady that admits every miss, as libCacheSim does).
-        #[arg(long, default_value = "lru,s3-fifo,w-tinylfu,belady")]
+        /// Policies: lru, s3-fifo, s3-tinylfu (the default), w-tinylfu, size-aware (the store's own
+        /// code), belady (offline optimum), belady-admit (Belady that admits every miss, as
+        /// libCacheSim does).
+        #[arg(long, default_value = "lru,s3-fifo,w-tinylfu,s3-tinylfu,belady")]
         policies: String,
         /// Weigh objects by their size in bytes (default: every object weighs 1).
         #[arg(long)]
@@ -128,8 +129,8 @@ pub enum SimCommand {
         /// Client requests per second, for the capacity maths.
         #[arg(long, default_value_t = 10_000_000.0)]
         rps: f64,
-        /// Policy of both tiers (w-tinylfu, s3-fifo, lru).
-        #[arg(long, default_value = "w-tinylfu")]
+        /// Policy of both tiers (s3-tinylfu, w-tinylfu, s3-fifo, size-aware, lru).
+        #[arg(long, default_value = "s3-tinylfu")]
         policy: String,
         /// Edge policy (overrides --policy for edges).
         #[arg(long)]
@@ -410,7 +411,7 @@ mod tests {
         ]))
         .unwrap();
         let csv = std::fs::read_to_string(&out_csv).unwrap();
-        assert_eq!(csv.lines().count(), 1 + 4 * 2);
+        assert_eq!(csv.lines().count(), 1 + 5 * 2);
         assert!(std::fs::read_to_string(&out_svg)
             .unwrap()
             .contains("w-tinylfu"));

@@ -115,7 +115,7 @@ impl FromStr for SimPolicy {
                     .map_err(|_| {
                         SimError::invalid(
                     "policy",
-                    format!("{other:?} (expected lru, s3-fifo, w-tinylfu, belady or belady-admit)"),
+                    format!("{other:?} (expected lru, s3-fifo, s3-tinylfu, w-tinylfu, size-aware, belady or belady-admit)"),
                 )
                     })
             }

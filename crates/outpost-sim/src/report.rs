@@ -109,7 +109,9 @@ fn colour(policy: SimPolicy) -> (&'static str, &'static str) {
     match policy {
         SimPolicy::Online(PolicyKind::Lru) => ("#7f7f7f", ""),
         SimPolicy::Online(PolicyKind::S3Fifo) => ("#1f77b4", ""),
-        SimPolicy::Online(PolicyKind::WTinyLfu) => ("#d62728", ""),
+        SimPolicy::Online(PolicyKind::WTinyLfu) => ("#ff7f0e", ""),
+        SimPolicy::Online(PolicyKind::S3TinyLfu) => ("#d62728", ""),
+        SimPolicy::Online(PolicyKind::SizeAware) => ("#9467bd", ""),
         SimPolicy::Belady => ("#000000", "6,4"),
         SimPolicy::BeladyAdmitAll => ("#2ca02c", "2,3"),
     }

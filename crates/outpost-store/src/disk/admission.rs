@@ -19,7 +19,7 @@ impl DiskAdmission {
     /// The filter `kind` asks for.
     pub(crate) fn new(kind: PolicyKind) -> Self {
         Self {
-            sketch: (kind == PolicyKind::WTinyLfu).then(|| FrequencySketch::new(0)),
+            sketch: kind.uses_frequency().then(|| FrequencySketch::new(0)),
         }
     }
 

@@ -4,10 +4,17 @@
 //! the trace simulator drives the very same types to compare hit ratios, so nothing here knows
 //! about objects, clocks or locks. Policies:
 //!
-//! - [`WTinyLfu`] (default): window LRU + segmented LRU main, admission by TinyLFU frequency.
-//! - [`S3Fifo`]: small FIFO + main FIFO + ghost queue, 2-bit frequencies.
+//! - `s3-tinylfu` (default, [`S3Fifo::tinylfu`]): S3-FIFO with a TinyLFU second chance for
+//!   objects leaving the small queue and a size filter for objects far above the mean.
+//! - `s3-fifo` ([`S3Fifo::new`]): small FIFO + main FIFO + ghost queue, 2-bit frequencies.
+//! - [`WTinyLfu`]: window LRU + segmented LRU main, admission by TinyLFU frequency, adaptive
+//!   window (the default until issue 11: it trails on byte budgets and popularity churn).
+//! - [`SizeAware`]: GDSF over TinyLFU frequencies, for object hit ratio over byte hit ratio.
 //! - [`Lru`]: plain least-recently-used, the baseline.
+//!
+//! docs/simulator.md has the measurements behind the default.
 
+mod gdsf;
 mod ghost;
 mod list;
 mod lru;
@@ -18,6 +25,7 @@ mod wtinylfu;
 use std::fmt;
 use std::str::FromStr;
 
+pub use gdsf::SizeAware;
 pub use lru::Lru;
 pub use s3fifo::S3Fifo;
 pub use wtinylfu::WTinyLfu;
@@ -62,24 +70,36 @@ pub trait EvictionPolicy: Send + 'static {
 /// The available policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PolicyKind {
-    /// W-TinyLFU (window LRU + SLRU main + count-min sketch admission).
+    /// S3-FIFO with a TinyLFU second chance and a size filter (the default).
     #[default]
+    S3TinyLfu,
+    /// W-TinyLFU (window LRU + SLRU main + count-min sketch admission, adaptive window).
     WTinyLfu,
     /// S3-FIFO (small + main FIFO, ghost queue).
     S3Fifo,
+    /// GDSF over TinyLFU frequencies: object hit ratio first.
+    SizeAware,
     /// Plain LRU.
     Lru,
 }
 
 impl PolicyKind {
     /// Every policy, for simulators and tests.
-    pub const ALL: [PolicyKind; 3] = [PolicyKind::WTinyLfu, PolicyKind::S3Fifo, PolicyKind::Lru];
+    pub const ALL: [PolicyKind; 5] = [
+        PolicyKind::S3TinyLfu,
+        PolicyKind::WTinyLfu,
+        PolicyKind::S3Fifo,
+        PolicyKind::SizeAware,
+        PolicyKind::Lru,
+    ];
 
-    /// The config/CLI name: `w-tinylfu`, `s3-fifo` or `lru`.
+    /// The config/CLI name: `s3-tinylfu`, `w-tinylfu`, `s3-fifo`, `size-aware` or `lru`.
     pub fn as_str(&self) -> &'static str {
         match self {
+            PolicyKind::S3TinyLfu => "s3-tinylfu",
             PolicyKind::WTinyLfu => "w-tinylfu",
             PolicyKind::S3Fifo => "s3-fifo",
+            PolicyKind::SizeAware => "size-aware",
             PolicyKind::Lru => "lru",
         }
     }
@@ -87,10 +107,17 @@ impl PolicyKind {
     /// A fresh policy of this kind with a byte budget of `capacity`.
     pub fn build(self, capacity: u64) -> Box<dyn EvictionPolicy> {
         match self {
+            PolicyKind::S3TinyLfu => Box::new(S3Fifo::tinylfu(capacity)),
             PolicyKind::WTinyLfu => Box::new(WTinyLfu::new(capacity)),
             PolicyKind::S3Fifo => Box::new(S3Fifo::new(capacity)),
+            PolicyKind::SizeAware => Box::new(SizeAware::new(capacity)),
             PolicyKind::Lru => Box::new(Lru::new(capacity)),
         }
+    }
+
+    /// Whether the policy keeps TinyLFU frequencies (the SSD tier's admission then uses them).
+    pub fn uses_frequency(self) -> bool {
+        !matches!(self, PolicyKind::S3Fifo | PolicyKind::Lru)
     }
 }
 
@@ -102,7 +129,9 @@ impl fmt::Display for PolicyKind {
 
 /// An unknown policy name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown cache policy {0:?} (expected \"w-tinylfu\", \"s3-fifo\" or \"lru\")")]
+#[error(
+    "unknown cache policy {0:?} (expected \"s3-tinylfu\", \"w-tinylfu\", \"s3-fifo\", \"size-aware\" or \"lru\")"
+)]
 pub struct UnknownPolicy(pub String);
 
 impl FromStr for PolicyKind {
@@ -110,7 +139,9 @@ impl FromStr for PolicyKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
+            "s3-tinylfu" | "s3tinylfu" => Ok(PolicyKind::S3TinyLfu),
             "w-tinylfu" | "wtinylfu" | "tinylfu" => Ok(PolicyKind::WTinyLfu),
+            "size-aware" | "sizeaware" | "gdsf" => Ok(PolicyKind::SizeAware),
             "s3-fifo" | "s3fifo" => Ok(PolicyKind::S3Fifo),
             "lru" => Ok(PolicyKind::Lru),
             _ => Err(UnknownPolicy(s.to_owned())),

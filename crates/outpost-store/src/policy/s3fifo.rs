@@ -2,8 +2,22 @@
 //! one-hit wonders, a main FIFO (90%) with 2-bit frequencies reinserts accessed objects, and a
 //! ghost FIFO of recently filtered keys (no data, up to the main budget in bytes) sends a key
 //! that returns soon straight to main.
+//!
+//! [`S3Fifo::tinylfu`] is the default policy (`s3-tinylfu`), S3-FIFO with two additions measured
+//! in docs/simulator.md (issue 11):
+//!
+//! - **a TinyLFU second chance**: an object leaving small without a hit there is not dropped at
+//!   once when its long-term frequency (count-min sketch, aged, as W-TinyLFU's) is at least
+//!   [`SECOND_CHANCE_MIN`]; it contests main's CLOCK victims and enters main only by out-counting
+//!   each object it displaces. This keeps a stable part of a loop larger than the cache, which
+//!   plain S3-FIFO (a FIFO of FIFOs) loses entirely;
+//! - **a size filter**: an object larger than [`SIZE_FILTER_MEAN`] times the mean resident object
+//!   goes to the ghost first and is admitted when it returns, so one large object does not flush
+//!   many small ones on its first request (object hit ratio under a byte budget). With every
+//!   object weighing the same, the filter never fires.
 
 use super::list::{Arena, Queue};
+use super::sketch::FrequencySketch;
 use super::{percent_of, EvictionPolicy, InsertOutcome, PolicyKind};
 
 const SMALL: u8 = 0;
@@ -13,8 +27,19 @@ const GHOST: u8 = 2;
 const FREQ_MAX: u8 = 3;
 /// Percent of the budget for the small FIFO.
 pub const SMALL_PERCENT: u64 = 10;
+/// `s3-tinylfu`: smallest sketch frequency for an unaccessed object leaving small to contest main.
+pub const SECOND_CHANCE_MIN: u64 = 3;
+/// `s3-tinylfu`: objects above this many times the mean resident size wait in the ghost first.
+pub const SIZE_FILTER_MEAN: u64 = 2;
+/// The size filter needs a mean over at least this many resident objects.
+const SIZE_FILTER_MIN_OBJECTS: usize = 16;
+/// A candidate at least this frequent wins a lost contest with probability 1/128 (Caffeine's
+/// hash-flooding guard, as in W-TinyLFU).
+const ADMIT_HASHDOS_THRESHOLD: u64 = 6;
+/// Assumed mean object size, to size the sketch before the cache has filled (it grows later).
+const NOMINAL_OBJECT_BYTES: u64 = 8 * 1024;
 
-/// Byte-weighted S3-FIFO.
+/// Byte-weighted S3-FIFO, plain or with the `s3-tinylfu` additions.
 #[derive(Debug, Clone)]
 pub struct S3Fifo {
     arena: Arena,
@@ -24,10 +49,13 @@ pub struct S3Fifo {
     capacity: u64,
     small_capacity: u64,
     ghost_capacity: u64,
+    /// `Some` for `s3-tinylfu`: long-term frequencies for the second chance.
+    sketch: Option<FrequencySketch>,
+    rng: u64,
 }
 
 impl S3Fifo {
-    /// An empty S3-FIFO with a byte budget of `capacity`.
+    /// An empty, plain S3-FIFO with a byte budget of `capacity`.
     pub fn new(capacity: u64) -> Self {
         let small_capacity = percent_of(capacity, SMALL_PERCENT).max(1);
         let ghost_capacity = capacity.saturating_sub(small_capacity).max(1);
@@ -39,7 +67,107 @@ impl S3Fifo {
             capacity,
             small_capacity,
             ghost_capacity,
+            sketch: None,
+            rng: 0x2545_f491_4f6c_dd1d,
         }
+    }
+
+    /// An empty `s3-tinylfu` (the default policy): S3-FIFO with the TinyLFU second chance and the
+    /// size filter.
+    pub fn tinylfu(capacity: u64) -> Self {
+        let nominal = usize::try_from(capacity / NOMINAL_OBJECT_BYTES).unwrap_or(usize::MAX);
+        Self {
+            sketch: Some(FrequencySketch::new(nominal)),
+            ..Self::new(capacity)
+        }
+    }
+
+    /// The sketch's frequency estimate (0 for plain S3-FIFO).
+    pub fn frequency(&self, hash: u64) -> u64 {
+        self.sketch.as_ref().map_or(0, |s| s.frequency(hash))
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: deterministic, so simulations are reproducible.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Rotates main's CLOCK (accessed objects go round again with their count decremented) until
+    /// its tail is an unaccessed object other than `protect`: the next victim, not yet evicted.
+    fn main_victim(&mut self, protect: Option<u64>) -> Option<u32> {
+        let mut rotations = self.main.len() * (FREQ_MAX as usize + 1) + 1;
+        while let Some(idx) = self.main.tail() {
+            if rotations == 0 {
+                return None;
+            }
+            rotations -= 1;
+            let node = self.arena.node(idx);
+            if Some(node.hash) == protect {
+                if self.main.len() == 1 {
+                    return None;
+                }
+                self.arena.move_to_head(&mut self.main, idx);
+                continue;
+            }
+            if node.freq > 0 {
+                self.arena.node_mut(idx).freq -= 1;
+                self.arena.move_to_head(&mut self.main, idx);
+                continue;
+            }
+            return Some(idx);
+        }
+        None
+    }
+
+    /// The TinyLFU second chance for a detached, unaccessed object leaving small: it enters main
+    /// if main has room or it out-counts every victim it displaces. False (nothing placed) when it
+    /// is not frequent enough or loses; victims it beat before losing stay evicted, and their room
+    /// goes to the next object.
+    fn second_chance(&mut self, idx: u32, protect: Option<u64>, evicted: &mut Vec<u64>) -> bool {
+        let (hash, weight) = {
+            let node = self.arena.node(idx);
+            (node.hash, node.weight)
+        };
+        let candidate = self.frequency(hash);
+        let main_capacity = self.capacity - self.small_capacity;
+        if self.sketch.is_none() || candidate < SECOND_CHANCE_MIN || weight > main_capacity {
+            return false;
+        }
+        loop {
+            if self.main.bytes() + weight <= main_capacity {
+                self.arena.push_head(&mut self.main, idx);
+                return true;
+            }
+            let Some(victim) = self.main_victim(protect) else {
+                return false;
+            };
+            let victim_hash = self.arena.node(victim).hash;
+            let wins = candidate > self.frequency(victim_hash)
+                || (candidate >= ADMIT_HASHDOS_THRESHOLD && self.next_random() & 127 == 0);
+            if !wins {
+                return false;
+            }
+            evicted.push(victim_hash);
+            self.arena.unlink(&mut self.main, victim);
+            self.arena.release(victim);
+        }
+    }
+
+    /// `s3-tinylfu`'s size filter: is `weight` too large to enter before it returns?
+    fn oversized(&self, weight: u64) -> bool {
+        if weight > self.small_capacity {
+            return true;
+        }
+        let objects = self.small.len() + self.main.len();
+        self.sketch.is_some()
+            && objects >= SIZE_FILTER_MIN_OBJECTS
+            && u128::from(weight) * objects as u128
+                > u128::from(SIZE_FILTER_MEAN) * u128::from(self.resident_bytes())
     }
 
     fn resident_bytes(&self) -> u64 {
@@ -79,7 +207,7 @@ impl S3Fifo {
         if self.arena.node(idx).freq >= 1 {
             self.arena.node_mut(idx).freq = 0;
             self.arena.push_head(&mut self.main, idx);
-        } else {
+        } else if !self.second_chance(idx, protect, evicted) {
             evicted.push(self.arena.node(idx).hash);
             self.remember_ghost(idx);
         }
@@ -89,31 +217,13 @@ impl S3Fifo {
     /// Evicts one object from main, reinserting accessed ones with their frequency decremented
     /// (2-bit CLOCK). False if main holds nothing evictable.
     fn evict_main(&mut self, protect: Option<u64>, evicted: &mut Vec<u64>) -> bool {
-        let mut rotations = self.main.len() * (FREQ_MAX as usize + 1) + 1;
-        while let Some(idx) = self.main.tail() {
-            if rotations == 0 {
-                return false;
-            }
-            rotations -= 1;
-            let node = self.arena.node(idx);
-            if Some(node.hash) == protect {
-                if self.main.len() == 1 {
-                    return false;
-                }
-                self.arena.move_to_head(&mut self.main, idx);
-                continue;
-            }
-            if node.freq > 0 {
-                self.arena.node_mut(idx).freq -= 1;
-                self.arena.move_to_head(&mut self.main, idx);
-                continue;
-            }
-            evicted.push(node.hash);
-            self.arena.unlink(&mut self.main, idx);
-            self.arena.release(idx);
-            return true;
-        }
-        false
+        let Some(idx) = self.main_victim(protect) else {
+            return false;
+        };
+        evicted.push(self.arena.node(idx).hash);
+        self.arena.unlink(&mut self.main, idx);
+        self.arena.release(idx);
+        true
     }
 
     fn evict_over_budget(&mut self, protect: Option<u64>, evicted: &mut Vec<u64>) {
@@ -161,11 +271,18 @@ impl S3Fifo {
 
 impl EvictionPolicy for S3Fifo {
     fn kind(&self) -> PolicyKind {
-        PolicyKind::S3Fifo
+        if self.sketch.is_some() {
+            PolicyKind::S3TinyLfu
+        } else {
+            PolicyKind::S3Fifo
+        }
     }
 
     fn on_hit(&mut self, hash: u64) {
         if let Some(idx) = self.resident_index(hash) {
+            if let Some(sketch) = self.sketch.as_mut() {
+                sketch.increment(hash);
+            }
             let node = self.arena.node_mut(idx);
             node.freq = (node.freq + 1).min(FREQ_MAX);
         }
@@ -199,14 +316,20 @@ impl EvictionPolicy for S3Fifo {
                 evicted,
             };
         }
+        let resident = self.small.len() + self.main.len() + 1;
+        if let Some(sketch) = self.sketch.as_mut() {
+            sketch.ensure_capacity(resident);
+            sketch.increment(hash);
+        }
         if let Some(ghost) = self.arena.find(hash) {
             // Seen recently and filtered out: it has proved itself, straight to main.
             self.arena.unlink(&mut self.ghost, ghost);
             self.arena.release(ghost);
             let idx = self.arena.alloc(hash, weight);
             self.arena.push_head(&mut self.main, idx);
-        } else if weight > self.small_capacity {
-            // Too big for the filter queue: remember it, admit it when it comes back.
+        } else if self.oversized(weight) {
+            // Too big for the filter queue (or, for s3-tinylfu, far above the mean object):
+            // remember it, admit it when it comes back.
             let idx = self.arena.alloc(hash, weight);
             self.remember_ghost(idx);
             return InsertOutcome {

@@ -28,6 +28,11 @@ impl Checked for WTinyLfu {
         self.check();
     }
 }
+impl Checked for SizeAware {
+    fn check_all(&self) {
+        self.check();
+    }
+}
 
 #[test]
 fn policy_kind_names_round_trip() {
@@ -35,7 +40,8 @@ fn policy_kind_names_round_trip() {
         assert_eq!(kind.as_str().parse::<PolicyKind>().unwrap(), kind);
         assert_eq!(kind.build(100).kind(), kind);
     }
-    assert_eq!(PolicyKind::default(), PolicyKind::WTinyLfu);
+    assert_eq!(PolicyKind::default(), PolicyKind::S3TinyLfu);
+    assert_eq!("gdsf".parse::<PolicyKind>().unwrap(), PolicyKind::SizeAware);
     assert!("arc".parse::<PolicyKind>().is_err());
 }
 
@@ -409,9 +415,112 @@ fn wtinylfu_beats_lru_on_weighted_zipf_with_scan() {
         let mut policy = kind.build(capacity);
         let ratio = replay(policy.as_mut(), &trace);
         eprintln!("weighted, capacity {capacity} units: {kind} hit ratio {ratio:.4}");
-        results.push(ratio);
+        results.push((kind, ratio));
     }
-    assert!(results[0] > results[2] + 0.03, "{results:?}");
+    let ratio = |k: PolicyKind| results.iter().find(|(kind, _)| *kind == k).unwrap().1;
+    let lru = ratio(PolicyKind::Lru);
+    for kind in [
+        PolicyKind::S3TinyLfu,
+        PolicyKind::WTinyLfu,
+        PolicyKind::SizeAware,
+    ] {
+        assert!(ratio(kind) > lru + 0.03, "{kind} vs lru: {results:?}");
+    }
+}
+
+/// A loop over `loop_keys` keys (larger than the cache) mixed with Zipf traffic over `keys`.
+fn zipf_with_loop_trace() -> Vec<(u64, u64)> {
+    let mut rng = StdRng::seed_from_u64(11);
+    let zipf = Zipf::new(20_000, 0.8);
+    let mut trace = Vec::new();
+    let mut next_loop = 0u64;
+    for _ in 0..200_000 {
+        if rng.gen_bool(0.5) {
+            trace.push((crate::hashing::mix64(1_000_000 + next_loop), 1));
+            next_loop = (next_loop + 1) % 3_000;
+        } else {
+            trace.push((crate::hashing::mix64(zipf.sample(&mut rng)), 1));
+        }
+    }
+    trace
+}
+
+#[test]
+fn s3tinylfu_keeps_part_of_a_loop_larger_than_the_cache() {
+    // Cache 1,000 objects; the loop has 3,000. Plain S3-FIFO (FIFO order) cycles the loop through
+    // and keeps none of it; the TinyLFU second chance keeps a stable part.
+    let trace = zipf_with_loop_trace();
+    let plain = replay(&mut S3Fifo::new(1_000), &trace);
+    let mut tinylfu = S3Fifo::tinylfu(1_000);
+    let ratio = replay(&mut tinylfu, &trace);
+    tinylfu.check();
+    eprintln!("loop: s3-fifo {plain:.4}, s3-tinylfu {ratio:.4}");
+    assert!(
+        ratio > plain + 0.02,
+        "s3-tinylfu {ratio:.4} vs s3-fifo {plain:.4}"
+    );
+}
+
+#[test]
+fn s3tinylfu_size_filter_holds_back_objects_far_above_the_mean() {
+    let mut s = S3Fifo::tinylfu(100_000); // small FIFO 10,000
+    for h in 0..20 {
+        assert!(s.on_insert(h, 100).admitted, "small objects enter small");
+    }
+    // Mean 100: 5,000 is below the small FIFO but 50x the mean.
+    assert!(
+        !s.on_insert(999, 5_000).admitted,
+        "first request: ghost only"
+    );
+    assert!(s.on_insert(999, 5_000).admitted, "it returned: admitted");
+    // Plain S3-FIFO admits it at once (it fits the small FIFO).
+    let mut plain = S3Fifo::new(100_000);
+    for h in 0..20 {
+        plain.on_insert(h, 100);
+    }
+    assert!(plain.on_insert(999, 5_000).admitted);
+    s.check();
+    // With equal weights the filter never fires.
+    let mut unit = S3Fifo::tinylfu(100);
+    for h in 0..200 {
+        unit.on_insert(h, 1);
+        assert!(unit.contains(h) || h < 10, "key {h}");
+    }
+}
+
+#[test]
+fn size_aware_prefers_small_objects_and_ages_out_idle_ones() {
+    let mut g = SizeAware::new(1_000);
+    assert!(g.on_insert(1, 600).admitted);
+    for h in 10..14 {
+        assert!(g.on_insert(h, 100).admitted);
+    }
+    // Full (1,000). A small newcomer displaces the large object (lowest frequency per byte),
+    // not the small ones.
+    let out = g.on_insert(20, 100);
+    assert!(out.admitted);
+    assert_eq!(out.evicted, vec![1]);
+    for h in 14..19 {
+        assert!(g.on_insert(h, 100).admitted);
+    }
+    assert_eq!(g.bytes(), 1_000);
+    g.check();
+    // Hits raise a key's priority: the small key that is never hit leaves before hot ones.
+    for _ in 0..5 {
+        for h in [11, 12, 13, 20] {
+            g.on_hit(h);
+        }
+    }
+    let out = g.on_insert(30, 100);
+    assert!(out.admitted);
+    assert_eq!(out.evicted, vec![10], "the oldest idle small key");
+    // A large one-off outranks only idle keys: it is not admitted, and the hot keys stay.
+    let out = g.on_insert(40, 900);
+    assert!(!out.admitted, "{out:?}");
+    for h in [11, 12, 13, 20, 30] {
+        assert!(g.contains(h), "key {h}");
+    }
+    g.check();
 }
 
 #[derive(Debug, Clone)]
@@ -479,6 +588,16 @@ proptest! {
     #[test]
     fn s3fifo_keeps_invariants(capacity in 1u64..200, ops in proptest::collection::vec(op(), 1..300)) {
         check_against_model(S3Fifo::new(capacity), &ops);
+    }
+
+    #[test]
+    fn s3tinylfu_keeps_invariants(capacity in 1u64..200, ops in proptest::collection::vec(op(), 1..300)) {
+        check_against_model(S3Fifo::tinylfu(capacity), &ops);
+    }
+
+    #[test]
+    fn size_aware_keeps_invariants(capacity in 1u64..200, ops in proptest::collection::vec(op(), 1..300)) {
+        check_against_model(SizeAware::new(capacity), &ops);
     }
 
     #[test]
