@@ -148,6 +148,28 @@ pub enum SimCommand {
         #[arg(long)]
         bytes: bool,
     },
+    /// Replay a trace through one node's two tiers, the store's own RAM tier in front of its SSD
+    /// tier (segment files in a scratch directory); per-tier hit ratios.
+    Node {
+        /// Trace CSV (`time,key,size`).
+        #[arg(long)]
+        trace: PathBuf,
+        /// RAM tier budget: N% of the trace's unique bytes, or bytes (K/M/G/T suffix).
+        #[arg(long, default_value = "1%")]
+        ram: String,
+        /// SSD tier budget, as --ram.
+        #[arg(long, default_value = "10%")]
+        ssd: String,
+        /// Policy of both tiers (s3-tinylfu, w-tinylfu, s3-fifo, size-aware, lru).
+        #[arg(long, default_value = "s3-tinylfu")]
+        policy: String,
+        /// Divide object sizes and budgets by this; `auto` brings the working set to ~256 MiB.
+        #[arg(long, default_value = "auto")]
+        scale: String,
+        /// Scratch directory for the segment files (emptied first, removed after).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Capacity maths only: requests per second reaching each tier of a chain of hit ratios.
     Capacity {
         /// Client requests per second.
@@ -281,6 +303,49 @@ fn run_command(cmd: SimCommand) -> Result<(), SimError> {
                 report::write_file(&path, &report::svg(&results, &title))?;
                 eprintln!("wrote {}", path.display());
             }
+            Ok(())
+        }
+        SimCommand::Node {
+            trace,
+            ram,
+            ssd,
+            policy,
+            scale,
+            dir,
+        } => {
+            let policy = parse_kind("--policy", &policy)?;
+            let ram_spec: SizeSpec = ram.parse()?;
+            let ssd_spec: SizeSpec = ssd.parse()?;
+            let t = load(&trace)?;
+            let unique = t.stats().unique_bytes;
+            let scale = if scale == "auto" {
+                crate::node::auto_scale(unique)
+            } else {
+                scale
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s >= 1)
+                    .ok_or_else(|| {
+                        SimError::invalid(
+                            "--scale",
+                            format!("{scale:?}: expected auto or an integer >= 1"),
+                        )
+                    })?
+            };
+            let dir = dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("outpost-sim-node-{}", std::process::id()))
+            });
+            let report = crate::node::replay_node(
+                &t,
+                &crate::node::NodeConfig {
+                    ram_bytes: ram_spec.resolve(unique),
+                    ssd_bytes: ssd_spec.resolve(unique),
+                    policy,
+                    scale,
+                    dir,
+                },
+            )?;
+            print!("{}", report.render());
             Ok(())
         }
         SimCommand::Hierarchy {

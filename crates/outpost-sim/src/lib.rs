@@ -20,6 +20,7 @@ pub mod cli;
 pub mod error;
 pub mod gen;
 pub mod hierarchy;
+pub mod node;
 pub mod replay;
 pub mod report;
 pub mod rng;

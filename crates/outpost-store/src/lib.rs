@@ -1,7 +1,7 @@
 //! outpost-store: the storage engine. The RAM tier [`MemoryStore`] and the SSD tier
 //! [`DiskStore`] (append-only segments, in-RAM index, tombstones, checksums, recovery: see
 //! [`disk`]), combined by [`HybridStore`] behind the [`Store`] trait, with byte-weighted,
-//! scan-resistant admission and eviction ([`policy`]: W-TinyLFU by default, S3-FIFO, LRU).
+//! scan-resistant admission and eviction ([`policy`]: S3-FIFO with a TinyLFU second chance by default, W-TinyLFU, S3-FIFO, size-aware GDSF, LRU).
 //! No network, no clock reads (`now` is passed in). The SSD tier does its file I/O on threads of
 //! its own behind bounded queues; async callers use the `_async` forms of [`Store`] and await a
 //! [`Completion`] (no runtime needed), the blocking forms stay for tests and tools.

@@ -1,10 +1,12 @@
 //! Admission to the SSD tier. Eviction there is the log's own: whole segments are reclaimed oldest
 //! first and records hit since they were written are re-appended (a CLOCK over segments), so no
-//! per-object policy node is kept. With W-TinyLFU (the default), a fill that needs room competes
-//! with the records reclamation would drop next, by TinyLFU frequency (the same count-min sketch
-//! and doorkeeper as the RAM tier, sized at about half an entry per object): a key seen once
-//! cannot displace records seen more often, so crawler scans cannot flush the tier. S3-FIFO and LRU admit every fill (their FIFO/recency order
-//! is what the log does already).
+//! per-object policy node is kept. With the policies that keep TinyLFU frequencies (`s3-tinylfu`,
+//! the default, `w-tinylfu` and `size-aware`), a fill that needs room competes with the records
+//! reclamation would drop next, by TinyLFU frequency (the same count-min sketch and doorkeeper as
+//! the RAM tier, sized at about half an entry per object): a key seen once cannot displace records
+//! seen more often, so crawler scans cannot flush the tier. S3-FIFO and LRU admit every fill (their
+//! FIFO/recency order is what the log does already). `outpost sim node` replays a trace through
+//! both tiers; docs/simulator.md has what this filter gains and costs per workload class.
 
 use crate::policy::sketch::FrequencySketch;
 use crate::policy::PolicyKind;

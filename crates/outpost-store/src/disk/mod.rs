@@ -181,8 +181,8 @@ pub struct DiskConfig {
     pub segment_bytes: u64,
     /// Body chunk size.
     pub chunk_bytes: u32,
-    /// Admission policy (W-TinyLFU filters fills by frequency when the tier is full; the
-    /// others admit every fill).
+    /// Admission policy (the TinyLFU policies, `s3-tinylfu` by default, filter fills by frequency
+    /// when the tier is full; `s3-fifo` and `lru` admit every fill).
     pub policy: PolicyKind,
     /// Threads that serve lookups and chunk reads that would wait for the device
     /// (`ssd-read-N`).
@@ -199,7 +199,7 @@ pub struct DiskConfig {
 }
 
 impl DiskConfig {
-    /// Defaults: 256 MiB segments, 1 MiB chunks, W-TinyLFU, [`DEFAULT_READ_THREADS`] read
+    /// Defaults: 256 MiB segments, 1 MiB chunks, the default policy, [`DEFAULT_READ_THREADS`] read
     /// threads behind the page-cache fast path, queues of 1024 lookups and 1024 appends.
     pub fn new(dir: impl Into<PathBuf>, disk_bytes: u64) -> Self {
         Self {
