@@ -7,6 +7,7 @@
 #   scripts/bench/hit-instructions.sh target/release/outpost [OTHER_OUTPOST_BIN]
 #   BODY_BYTES=102400 scripts/bench/hit-instructions.sh ...     # 100 KiB bodies (default 1024)
 #   HIT_SSD=1 scripts/bench/hit-instructions.sh ...              # hits read from the SSD tier
+#   HIT_ARGS="--policy w-tinylfu" scripts/bench/hit-instructions.sh ...   # extra `outpost node` flags
 #
 # Prints one line per binary: requests, total instructions, instructions per request.
 # Needs valgrind, wrk, curl and python3 (installed from Debian when missing).
@@ -50,7 +51,7 @@ for bin in "$@"; do
   [ "${HIT_SSD:-0}" = 1 ] && ssd_args=(--ram-bytes 1M --store-dir "$W/store.$port" --disk-bytes 1G)
   out="$W/cg.$port"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" node --listen "127.0.0.1:$port" \
-    --origin "http://127.0.0.1:$ORIGIN_PORT" --name cg "${ssd_args[@]}" >/dev/null 2>"$W/err.$port" &
+    --origin "http://127.0.0.1:$ORIGIN_PORT" --name cg "${ssd_args[@]}" ${HIT_ARGS:-} >/dev/null 2>"$W/err.$port" &
   vpid=$!
   for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
   for k in $(seq 0 999); do echo "url = \"http://127.0.0.1:$port/k/$k\""; done >"$W/warm.cfg"

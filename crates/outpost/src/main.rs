@@ -108,6 +108,9 @@ enum Cmd {
         /// SSD tier budget (e.g. 10G).
         #[arg(long)]
         disk_bytes: Option<String>,
+        /// Cache policy of both tiers: s3-tinylfu (default), w-tinylfu, s3-fifo, size-aware, lru.
+        #[arg(long)]
+        policy: Option<String>,
         /// Dedicated serving threads, each with its own event loop (default 0: the shared
         /// work-stealing runtime, one thread per core).
         #[arg(long)]
@@ -267,6 +270,7 @@ fn main() -> ExitCode {
                 ram_bytes,
                 store_dir,
                 disk_bytes,
+                policy,
                 workers,
                 access_log,
                 bus,
@@ -280,6 +284,7 @@ fn main() -> ExitCode {
                     ram: ram_bytes,
                     dir: store_dir,
                     disk: disk_bytes,
+                    policy,
                     workers,
                 };
                 node(config, origin, listen, metrics, name, store, access_log).await
@@ -629,6 +634,7 @@ struct NodeFlags {
     ram: Option<String>,
     dir: Option<String>,
     disk: Option<String>,
+    policy: Option<String>,
     workers: Option<usize>,
 }
 
@@ -677,6 +683,10 @@ async fn node(
     }
     if let Some(d) = store.disk {
         cfg.store.disk_bytes = ByteSize::parse(&d).map_err(|e| format!("--disk-bytes: {e}"))?;
+    }
+    if let Some(p) = store.policy {
+        // Checked by `cfg.validate()` below, with the list of known policies.
+        cfg.store.policy = p;
     }
     if let Some(w) = store.workers {
         cfg.node.workers = w;
