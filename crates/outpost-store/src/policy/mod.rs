@@ -149,6 +149,29 @@ impl FromStr for PolicyKind {
     }
 }
 
+/// A candidate at least this frequent wins a lost TinyLFU contest with probability 1/128, so an
+/// attacker who inflates a victim's sketch counters cannot pin it forever (Caffeine's
+/// hash-flooding guard).
+const ADMIT_HASHDOS_THRESHOLD: u64 = 6;
+
+/// TinyLFU's contest: does a candidate seen `candidate` times deserve the place of a victim seen
+/// `victim` times? Strictly more frequent wins; a frequent loser still wins with probability
+/// 1/128, drawn from `rng` (xorshift64*, deterministic so simulations are reproducible).
+pub(crate) fn tinylfu_admits(candidate: u64, victim: u64, rng: &mut u64) -> bool {
+    if candidate > victim {
+        return true;
+    }
+    if candidate < ADMIT_HASHDOS_THRESHOLD {
+        return false;
+    }
+    let mut x = *rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *rng = x;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d) & 127 == 0
+}
+
 /// `percent`% of `value`, without overflow.
 pub(crate) fn percent_of(value: u64, percent: u64) -> u64 {
     let scaled = u128::from(value) * u128::from(percent) / 100;

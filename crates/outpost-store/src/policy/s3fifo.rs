@@ -18,7 +18,7 @@
 
 use super::list::{Arena, Queue};
 use super::sketch::FrequencySketch;
-use super::{percent_of, EvictionPolicy, InsertOutcome, PolicyKind};
+use super::{percent_of, tinylfu_admits, EvictionPolicy, InsertOutcome, PolicyKind};
 
 const SMALL: u8 = 0;
 const MAIN: u8 = 1;
@@ -33,9 +33,6 @@ pub const SECOND_CHANCE_MIN: u64 = 3;
 pub const SIZE_FILTER_MEAN: u64 = 2;
 /// The size filter needs a mean over at least this many resident objects.
 const SIZE_FILTER_MIN_OBJECTS: usize = 16;
-/// A candidate at least this frequent wins a lost contest with probability 1/128 (Caffeine's
-/// hash-flooding guard, as in W-TinyLFU).
-const ADMIT_HASHDOS_THRESHOLD: u64 = 6;
 /// Assumed mean object size, to size the sketch before the cache has filled (it grows later).
 const NOMINAL_OBJECT_BYTES: u64 = 8 * 1024;
 
@@ -85,16 +82,6 @@ impl S3Fifo {
     /// The sketch's frequency estimate (0 for plain S3-FIFO).
     pub fn frequency(&self, hash: u64) -> u64 {
         self.sketch.as_ref().map_or(0, |s| s.frequency(hash))
-    }
-
-    fn next_random(&mut self) -> u64 {
-        // xorshift64*: deterministic, so simulations are reproducible.
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     /// Rotates main's CLOCK (accessed objects go round again with their count decremented) until
@@ -147,9 +134,8 @@ impl S3Fifo {
                 return false;
             };
             let victim_hash = self.arena.node(victim).hash;
-            let wins = candidate > self.frequency(victim_hash)
-                || (candidate >= ADMIT_HASHDOS_THRESHOLD && self.next_random() & 127 == 0);
-            if !wins {
+            let victim_frequency = self.frequency(victim_hash);
+            if !tinylfu_admits(candidate, victim_frequency, &mut self.rng) {
                 return false;
             }
             evicted.push(victim_hash);

@@ -21,7 +21,7 @@
 use super::ghost::Ghosts;
 use super::list::{Arena, Queue};
 use super::sketch::FrequencySketch;
-use super::{percent_of, EvictionPolicy, InsertOutcome, PolicyKind};
+use super::{percent_of, tinylfu_admits, EvictionPolicy, InsertOutcome, PolicyKind};
 
 const WINDOW: u8 = 0;
 const PROBATION: u8 = 1;
@@ -37,9 +37,6 @@ pub const PROTECTED_PERCENT: u64 = 90;
 /// candidate's ghost grows it by one): frequency evidence counts more than recency evidence, which
 /// keeps static workloads near the floor (measured in docs/simulator.md).
 const SHRINK_FACTOR: i64 = 4;
-/// A candidate at least this frequent wins a lost contest with probability 1/128, so an attacker
-/// who inflates a victim's sketch counters cannot pin it forever (Caffeine's hash-flooding guard).
-const ADMIT_HASHDOS_THRESHOLD: u64 = 6;
 /// Assumed mean object size, to size the sketch before the cache has filled (it grows later).
 const NOMINAL_OBJECT_BYTES: u64 = 8 * 1024;
 
@@ -148,27 +145,11 @@ impl WTinyLfu {
         self.window.bytes() + self.main_bytes()
     }
 
-    fn next_random(&mut self) -> u64 {
-        // xorshift64*: deterministic, so simulations are reproducible.
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     /// TinyLFU admission: does `candidate` deserve `victim`'s place?
     fn admit(&mut self, candidate: u64, victim: u64) -> bool {
         let candidate_freq = self.sketch.frequency(candidate);
         let victim_freq = self.sketch.frequency(victim);
-        if candidate_freq > victim_freq {
-            true
-        } else if candidate_freq >= ADMIT_HASHDOS_THRESHOLD {
-            self.next_random() & 127 == 0
-        } else {
-            false
-        }
+        tinylfu_admits(candidate_freq, victim_freq, &mut self.rng)
     }
 
     fn unlink_any(&mut self, idx: u32) {
