@@ -104,7 +104,8 @@ log "timings: ours (gen + run) $((T1 - T0)) s, libCacheSim $((T2 - T1)) s, total
 
 # Issue 11: every workload class at every size, the default policy against libCacheSim's best
 # online policy in object hit ratio and (byte budget) byte hit ratio; the cells still open are
-# listed with their floors in scripts/sim/known-gaps-ci.txt (~2 min on 2 cores).
+# listed with their floors in scripts/sim/known-gaps-ci.txt; and size-aware at least GDSF and LHD
+# in object hit ratio on onehit and video (~2 min on 2 cores).
 log "workload classes at ${SIM_CLASS_REQUESTS:-50000} requests (scripts/sim-classes.sh)"
 SIM_REQUESTS="${SIM_CLASS_REQUESTS:-50000}" SIM_SIZES="0.1%,1%,10%" SIM_CHECK=1 SIM_TIMEOUT=20 \
   SIM_KNOWN_GAPS="$HERE/sim/known-gaps-ci.txt" SIM_BIN="$BIN" SIM_JOBS="$JOBS" \

@@ -15,7 +15,8 @@ the gap, and our simulator's Belady as the bound (in byte mode our `belady` is s
 Cells: object hit ratio in object mode; object hit ratio AND byte hit ratio in byte mode (each
 against the best libCacheSim policy for that metric). `--check` exits 1 when the default falls
 more than `--bar` points below the best in a cell, unless `--known-gaps` lists that cell
-(`class mode size metric floor`, e.g. `loop objects 10% ohr -7.0`) and the gap is no worse than
+(`class mode size metric floor`, e.g. `loop objects 10% ohr -7.0`; metric `size-aware-ohr` is
+`size-aware`'s object hit ratio against the better of GDSF and LHD) and the gap is no worse than
 its floor: the file is the list of gaps still open, so CI catches regressions and any new gap,
 and an entry whose cell now meets the bar is reported as stale. Exit 2 on setup errors.
 """
@@ -50,6 +51,13 @@ ONLINE = [
     ("WTinyLFU", lambda c: lcs.WTinyLFU(c)),
 ]
 
+# The size-aware bar (issue 11): `size-aware`'s object hit ratio under a byte budget at least
+# these policies' on the size-aware classes.
+SIZE_AWARE = [
+    ("GDSF", lambda c: lcs.GDSF(c)),
+    ("LHD", lambda c: lcs.LHD(c)),
+]
+
 
 def reader(path, ignore_size):
     return csv_reader(path, ignore_size)
@@ -58,7 +66,7 @@ def reader(path, ignore_size):
 def simulate(trace, mode, pname, cap, out):
     """One libCacheSim run (in its own process: some policies never finish on caches smaller
     than an object, e.g. LIRS in byte mode at 0.1%)."""
-    make = dict(ONLINE)[pname]
+    make = dict(ONLINE + SIZE_AWARE)[pname]
     obj_miss, byte_miss = make(cap).process_trace(reader(trace, ignore_size=(mode == "objects")))
     out.put((100.0 * (1.0 - obj_miss), 100.0 * (1.0 - byte_miss)))
 
@@ -133,6 +141,8 @@ def main():
     ap.add_argument("--default", default="s3-tinylfu")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--known-gaps")
+    ap.add_argument("--size-aware-classes", default="onehit,video",
+                    help="classes on which size-aware must reach GDSF and LHD (object hit ratio, byte budget)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per libCacheSim run")
     ap.add_argument("--parallel", type=int, default=2)
     args = ap.parse_args()
@@ -182,7 +192,41 @@ def main():
                         f"| {others} | {bound:.2f} | {every} |"
                     )
                     print(lines[-1], flush=True)
+    # The size-aware mode against GDSF and LHD.
+    sa_classes = set(filter(None, args.size_aware_classes.split(",")))
+    sa_lines = [
+        "| class | size | size-aware ohr | GDSF ohr | LHD ohr | size-aware bhr | GDSF bhr | LHD bhr |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, trace, _ours_obj, ours_bytes in args.classes:
+        if name not in sa_classes:
+            continue
+        sizes, mine = ours(ours_bytes)
+        jobs = [((label, cap, pname), (trace, "bytes", pname, cap)) for label, cap in sizes for pname, _ in SIZE_AWARE]
+        got = run_all(jobs, args.timeout, args.parallel)
+        for label, cap in sizes:
+            sa = mine.get(("size-aware", cap), (float("nan"),) * 2)
+            g = got[(label, cap, "GDSF")] or (float("nan"),) * 2
+            l = got[(label, cap, "LHD")] or (float("nan"),) * 2  # noqa: E741
+            ref = max(x for x in (g[0], l[0]) if x == x) if (g[0] == g[0] or l[0] == l[0]) else float("nan")
+            verdict = ""
+            cell = (name, "bytes", label, "size-aware-ohr")
+            gap = sa[0] - ref
+            if ref == ref and gap < 0:
+                floor = allowed.get(cell)
+                if floor is not None and gap >= floor - args.bar:
+                    open_gaps.append(f"{' '.join(cell)}: {gap:+.2f} (known, floor {floor:+.2f})")
+                    verdict = " (known gap)"
+                else:
+                    failures.append(f"{' '.join(cell)}: size-aware {sa[0]:.2f} < GDSF/LHD {ref:.2f} ({gap:+.2f})")
+                    verdict = " **below**"
+            elif cell in allowed:
+                stale.append(" ".join(cell))
+            sa_lines.append(f"| {name} | {label} | {sa[0]:.2f}{verdict} | {g[0]:.2f} | {l[0]:.2f} | {sa[1]:.2f} | {g[1]:.2f} | {l[1]:.2f} |")
+            print(sa_lines[-1], flush=True)
     table = "\n".join(lines)
+    if len(sa_lines) > 2:
+        table += "\n\nsize-aware against GDSF and LHD (byte budget):\n\n" + "\n".join(sa_lines)
     elapsed = time.time() - started
     if args.markdown:
         with open(args.markdown, "w") as f:
