@@ -78,7 +78,10 @@ impl NodeReport {
             ));
         }
         if let Some(d) = &self.disk {
-            out.push_str(&format!("ssd counters: {d:?}\n"));
+            out.push_str(&format!(
+                "ssd: {} objects, {} fills appended, {} refused by admission, {} evicted, {} segments reclaimed, {} hot records re-appended\n",
+                d.objects, d.inserts, d.rejected, d.evictions, d.reclaimed_segments, d.reappended
+            ));
         }
         out
     }
