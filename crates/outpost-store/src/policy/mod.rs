@@ -27,7 +27,7 @@ use std::str::FromStr;
 
 pub use gdsf::SizeAware;
 pub use lru::Lru;
-pub use s3fifo::S3Fifo;
+pub use s3fifo::{Mode, S3Fifo};
 pub use wtinylfu::WTinyLfu;
 
 /// What happened to an insert.

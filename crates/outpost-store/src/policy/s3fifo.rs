@@ -3,18 +3,29 @@
 //! ghost FIFO of recently filtered keys (no data, up to the main budget in bytes) sends a key
 //! that returns soon straight to main.
 //!
-//! [`S3Fifo::tinylfu`] is the default policy (`s3-tinylfu`), S3-FIFO with two additions measured
-//! in docs/simulator.md (issue 11):
+//! [`S3Fifo::tinylfu`] is the default policy (`s3-tinylfu`), S3-FIFO with these additions, each
+//! measured in docs/simulator.md (issue 11):
 //!
 //! - **a TinyLFU second chance**: an object leaving small without a hit there is not dropped at
 //!   once when its long-term frequency (count-min sketch, aged, as W-TinyLFU's) is at least
 //!   [`SECOND_CHANCE_MIN`]; it contests main's CLOCK victims and enters main only by out-counting
-//!   each object it displaces. This keeps a stable part of a loop larger than the cache, which
-//!   plain S3-FIFO (a FIFO of FIFOs) loses entirely;
+//!   each object it displaces by more than [`INCUMBENT_MARGIN`] (counts a step apart are noise,
+//!   and a resident that wins ties keeps a stable part of a loop larger than the cache, which
+//!   plain S3-FIFO, a FIFO of FIFOs, loses entirely);
 //! - **a size filter**: an object larger than [`SIZE_FILTER_MEAN`] times the mean resident object
-//!   goes to the ghost first and is admitted when it returns, so one large object does not flush
-//!   many small ones on its first request (object hit ratio under a byte budget). With every
-//!   object weighing the same, the filter never fires.
+//!   (and above [`SIZE_FILTER_FLOOR_PPM`] of the budget) goes to the ghost first and is admitted
+//!   when it returns, so one large object does not flush many small ones on its first request;
+//!   an object above the mean and above [`LARGE_OBJECT_PPM`] of the budget is admitted only once
+//!   the sketch has seen it [`SECOND_CHANCE_MIN`] times (a big download must prove itself before
+//!   it displaces a share of a small cache). With every object weighing the same, neither fires;
+//! - **two modes chosen by miniature simulation**: [`Mode::Recency`] is the above (small FIFO
+//!   [`SMALL_PERCENT`]% of the budget; hit-in-small and ghost hits enter main freely: new content
+//!   gets in fast). [`Mode::Frequency`] shrinks small to [`FREQUENCY_SMALL_PERCENT`]% and makes
+//!   those entries contest main's victims too, as W-TinyLFU admits (a loop or a stable
+//!   frequency ranking stays). Two shadow caches, one per mode, run on 1 key in [`SHADOW_RATE`]
+//!   (by hash) with 1/[`SHADOW_RATE`] of the budget; every few shadow lifetimes the cache takes
+//!   the mode whose shadow hit more (Waldspurger et al., "Cache Modeling and Optimization using
+//!   Miniature Simulations", USENIX ATC 2017).
 
 use super::list::{Arena, Queue};
 use super::sketch::FrequencySketch;
@@ -25,8 +36,31 @@ const MAIN: u8 = 1;
 const GHOST: u8 = 2;
 /// 2-bit frequency.
 const FREQ_MAX: u8 = 3;
-/// Percent of the budget for the small FIFO.
+/// Percent of the budget for the small FIFO ([`Mode::Recency`], and plain S3-FIFO).
 pub const SMALL_PERCENT: u64 = 10;
+/// Percent of the budget for the small FIFO in [`Mode::Frequency`].
+pub const FREQUENCY_SMALL_PERCENT: u64 = 1;
+/// `s3-tinylfu`: a second-chance candidate must out-count a victim by more than this.
+pub const INCUMBENT_MARGIN: u64 = 1;
+/// `s3-tinylfu`: objects above this share of the budget (parts per million) and above the mean
+/// resident object are admitted only once the sketch has seen them [`SECOND_CHANCE_MIN`] times.
+pub const LARGE_OBJECT_PPM: u64 = 5_000;
+/// `s3-tinylfu`: the size filter leaves objects at or below this share of the budget (parts per
+/// million) alone, however far above the mean: they are small next to the cache.
+pub const SIZE_FILTER_FLOOR_PPM: u64 = 200;
+/// `s3-tinylfu`: the shadow caches see 1 key in this many (a power of two) with this fraction of
+/// the budget.
+pub const SHADOW_RATE: u64 = 32;
+/// The shadows decide only once they hold this many objects (a smaller cache keeps its mode).
+const SHADOW_MIN_OBJECTS: usize = 32;
+/// The shadows compare their hits every this many shadow-resident objects' worth of sampled
+/// requests (at least [`SHADOW_PERIOD_MIN`]), then halve the counts.
+const SHADOW_PERIOD_FACTOR: u64 = 4;
+const SHADOW_PERIOD_MIN: u64 = 256;
+/// The other mode's shadow must hit this many percent more to switch.
+const SHADOW_SWITCH_PERCENT: u64 = 2;
+/// Odd multiplier for the shadow sample (its top bits pick the sample).
+const SHADOW_SAMPLE_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 /// `s3-tinylfu`: smallest sketch frequency for an unaccessed object leaving small to contest main.
 pub const SECOND_CHANCE_MIN: u64 = 3;
 /// `s3-tinylfu`: objects above this many times the mean resident size wait in the ghost first.
@@ -35,6 +69,28 @@ pub const SIZE_FILTER_MEAN: u64 = 2;
 const SIZE_FILTER_MIN_OBJECTS: usize = 16;
 /// Assumed mean object size, to size the sketch before the cache has filled (it grows later).
 const NOMINAL_OBJECT_BYTES: u64 = 8 * 1024;
+
+/// How objects enter main (`s3-tinylfu`; plain S3-FIFO is always [`Mode::Recency`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// S3-FIFO's entries: a hit in small or a ghost hit enters main at once.
+    Recency,
+    /// Every entry into main contests main's victims by sketch frequency; small FIFO 1%.
+    Frequency,
+}
+
+/// The miniature simulations that pick the mode.
+#[derive(Debug, Clone)]
+struct Shadows {
+    /// One cache per mode, `[Recency, Frequency]`, with a fixed mode and no shadows of their own.
+    minis: [S3Fifo; 2],
+    /// Hits of each since the last halving.
+    hits: [u64; 2],
+    /// Sampled requests since the last comparison.
+    samples: u64,
+    /// Mode switches so far.
+    switches: u64,
+}
 
 /// Byte-weighted S3-FIFO, plain or with the `s3-tinylfu` additions.
 #[derive(Debug, Clone)]
@@ -49,6 +105,11 @@ pub struct S3Fifo {
     /// `Some` for `s3-tinylfu`: long-term frequencies for the second chance.
     sketch: Option<FrequencySketch>,
     rng: u64,
+    mode: Mode,
+    /// `s3-tinylfu`: the mode's miniature simulations (`None` in plain S3-FIFO and in shadows).
+    shadows: Option<Box<Shadows>>,
+    /// The budget the share rules refer to is `capacity × scale` (a shadow's is the real one).
+    scale: u64,
 }
 
 impl S3Fifo {
@@ -66,16 +127,102 @@ impl S3Fifo {
             ghost_capacity,
             sketch: None,
             rng: 0x2545_f491_4f6c_dd1d,
+            mode: Mode::Recency,
+            shadows: None,
+            scale: 1,
         }
     }
 
     /// An empty `s3-tinylfu` (the default policy): S3-FIFO with the TinyLFU second chance and the
     /// size filter.
     pub fn tinylfu(capacity: u64) -> Self {
-        let nominal = usize::try_from(capacity / NOMINAL_OBJECT_BYTES).unwrap_or(usize::MAX);
+        let shadow = |mode| {
+            let mut mini = Self::tinylfu_fixed(capacity / SHADOW_RATE, mode);
+            mini.scale = SHADOW_RATE;
+            mini
+        };
+        let minis = [shadow(Mode::Recency), shadow(Mode::Frequency)];
         Self {
+            shadows: Some(Box::new(Shadows {
+                minis,
+                hits: [0; 2],
+                samples: 0,
+                switches: 0,
+            })),
+            ..Self::tinylfu_fixed(capacity, Mode::Recency)
+        }
+    }
+
+    /// `s3-tinylfu` held in one mode (no shadows).
+    pub fn tinylfu_fixed(capacity: u64, mode: Mode) -> Self {
+        let nominal = usize::try_from(capacity / NOMINAL_OBJECT_BYTES).unwrap_or(usize::MAX);
+        let mut policy = Self {
             sketch: Some(FrequencySketch::new(nominal)),
             ..Self::new(capacity)
+        };
+        policy.set_mode(mode);
+        policy
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How often the shadows have switched the mode.
+    pub fn mode_switches(&self) -> u64 {
+        self.shadows.as_ref().map_or(0, |s| s.switches)
+    }
+
+    fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        let percent = match mode {
+            Mode::Recency => SMALL_PERCENT,
+            Mode::Frequency => FREQUENCY_SMALL_PERCENT,
+        };
+        self.small_capacity = percent_of(self.capacity, percent).max(1);
+    }
+
+    /// Whether `hash` is in the shadows' sample.
+    fn sampled(hash: u64) -> bool {
+        hash.wrapping_mul(SHADOW_SAMPLE_MULTIPLIER) >> (64 - SHADOW_RATE.trailing_zeros()) == 0
+    }
+
+    /// Replays one sampled request through both shadows; every period, takes the better mode.
+    fn observe(&mut self, hash: u64, weight: u64) {
+        let Some(shadows) = self.shadows.as_deref_mut() else {
+            return;
+        };
+        for (mini, hits) in shadows.minis.iter_mut().zip(shadows.hits.iter_mut()) {
+            if mini.contains(hash) {
+                mini.on_hit(hash);
+                *hits += 1;
+            } else {
+                mini.on_insert(hash, weight);
+            }
+        }
+        shadows.samples += 1;
+        let resident = shadows.minis.iter().map(|m| m.len()).max().unwrap_or(0);
+        let period = (resident as u64 * SHADOW_PERIOD_FACTOR).max(SHADOW_PERIOD_MIN);
+        if shadows.samples < period {
+            return;
+        }
+        shadows.samples = 0;
+        let (current, other) = match self.mode {
+            Mode::Recency => (0, 1),
+            Mode::Frequency => (1, 0),
+        };
+        let switch = resident >= SHADOW_MIN_OBJECTS
+            && u128::from(shadows.hits[other]) * 100
+                > u128::from(shadows.hits[current]) * u128::from(100 + SHADOW_SWITCH_PERCENT);
+        shadows.hits = shadows.hits.map(|h| h / 2);
+        if switch {
+            shadows.switches += 1;
+            let mode = match self.mode {
+                Mode::Recency => Mode::Frequency,
+                Mode::Frequency => Mode::Recency,
+            };
+            self.set_mode(mode);
         }
     }
 
@@ -111,18 +258,30 @@ impl S3Fifo {
         None
     }
 
-    /// The TinyLFU second chance for a detached, unaccessed object leaving small: it enters main
-    /// if main has room or it out-counts every victim it displaces. False (nothing placed) when it
-    /// is not frequent enough or loses; victims it beat before losing stay evicted, and their room
-    /// goes to the next object.
+    /// The TinyLFU second chance for a detached, unaccessed object leaving small: a contest for
+    /// main if it is frequent enough. False (nothing placed) when it is not or loses.
     fn second_chance(&mut self, idx: u32, protect: Option<u64>, evicted: &mut Vec<u64>) -> bool {
+        let candidate = self.frequency(self.arena.node(idx).hash);
+        candidate >= SECOND_CHANCE_MIN && self.contest(idx, protect, evicted, INCUMBENT_MARGIN)
+    }
+
+    /// A detached object's contest for main (`s3-tinylfu`): it enters if main has room or it
+    /// out-counts every victim it displaces by more than `margin`. False (nothing placed) when it
+    /// loses; victims it beat before losing stay evicted, and their room goes to the next object.
+    fn contest(
+        &mut self,
+        idx: u32,
+        protect: Option<u64>,
+        evicted: &mut Vec<u64>,
+        margin: u64,
+    ) -> bool {
         let (hash, weight) = {
             let node = self.arena.node(idx);
             (node.hash, node.weight)
         };
         let candidate = self.frequency(hash);
         let main_capacity = self.capacity - self.small_capacity;
-        if self.sketch.is_none() || candidate < SECOND_CHANCE_MIN || weight > main_capacity {
+        if self.sketch.is_none() || weight > main_capacity {
             return false;
         }
         loop {
@@ -135,7 +294,7 @@ impl S3Fifo {
             };
             let victim_hash = self.arena.node(victim).hash;
             let victim_frequency = self.frequency(victim_hash);
-            if !tinylfu_admits(candidate, victim_frequency, &mut self.rng) {
+            if !tinylfu_admits(candidate, victim_frequency + margin, &mut self.rng) {
                 return false;
             }
             evicted.push(victim_hash);
@@ -146,14 +305,31 @@ impl S3Fifo {
 
     /// `s3-tinylfu`'s size filter: is `weight` too large to enter before it returns?
     fn oversized(&self, weight: u64) -> bool {
-        if weight > self.small_capacity {
-            return true;
-        }
+        weight > self.small_capacity
+            || (self.above_mean(weight, SIZE_FILTER_MEAN)
+                && self.above_share(weight, SIZE_FILTER_FLOOR_PPM))
+    }
+
+    /// `s3-tinylfu`: is this a large object the sketch has not seen often enough to admit?
+    fn held_back(&self, hash: u64, weight: u64) -> bool {
+        self.above_share(weight, LARGE_OBJECT_PPM)
+            && self.above_mean(weight, 1)
+            && self.frequency(hash) < SECOND_CHANCE_MIN
+    }
+
+    /// `s3-tinylfu`: is `weight` above `multiple` times the mean resident object?
+    fn above_mean(&self, weight: u64, multiple: u64) -> bool {
         let objects = self.small.len() + self.main.len();
         self.sketch.is_some()
             && objects >= SIZE_FILTER_MIN_OBJECTS
             && u128::from(weight) * objects as u128
-                > u128::from(SIZE_FILTER_MEAN) * u128::from(self.resident_bytes())
+                > u128::from(multiple) * u128::from(self.resident_bytes())
+    }
+
+    /// Is `weight` above `ppm` parts per million of the budget?
+    fn above_share(&self, weight: u64, ppm: u64) -> bool {
+        u128::from(weight) * 1_000_000
+            > u128::from(ppm) * u128::from(self.capacity) * u128::from(self.scale)
     }
 
     fn resident_bytes(&self) -> u64 {
@@ -190,14 +366,31 @@ impl S3Fifo {
             return false;
         };
         self.arena.unlink(&mut self.small, idx);
-        if self.arena.node(idx).freq >= 1 {
+        let hit = self.arena.node(idx).freq >= 1;
+        let placed = if hit {
             self.arena.node_mut(idx).freq = 0;
-            self.arena.push_head(&mut self.main, idx);
-        } else if !self.second_chance(idx, protect, evicted) {
+            self.enter_main(idx, protect, evicted)
+        } else {
+            self.second_chance(idx, protect, evicted)
+        };
+        if !placed {
             evicted.push(self.arena.node(idx).hash);
             self.remember_ghost(idx);
         }
         true
+    }
+
+    /// A detached object that has earned main (a hit in small, a ghost hit): in
+    /// [`Mode::Recency`] it enters; in [`Mode::Frequency`] it contests main's victims. False if
+    /// it lost (nothing placed).
+    fn enter_main(&mut self, idx: u32, protect: Option<u64>, evicted: &mut Vec<u64>) -> bool {
+        match self.mode {
+            Mode::Recency => {
+                self.arena.push_head(&mut self.main, idx);
+                true
+            }
+            Mode::Frequency => self.contest(idx, protect, evicted, 0),
+        }
     }
 
     /// Evicts one object from main, reinserting accessed ones with their frequency decremented
@@ -265,12 +458,17 @@ impl EvictionPolicy for S3Fifo {
     }
 
     fn on_hit(&mut self, hash: u64) {
-        if let Some(idx) = self.resident_index(hash) {
-            if let Some(sketch) = self.sketch.as_mut() {
-                sketch.increment(hash);
-            }
-            let node = self.arena.node_mut(idx);
-            node.freq = (node.freq + 1).min(FREQ_MAX);
+        let Some(idx) = self.resident_index(hash) else {
+            return;
+        };
+        if let Some(sketch) = self.sketch.as_mut() {
+            sketch.increment(hash);
+        }
+        let node = self.arena.node_mut(idx);
+        node.freq = (node.freq + 1).min(FREQ_MAX);
+        let weight = node.weight;
+        if self.shadows.is_some() && Self::sampled(hash) {
+            self.observe(hash, weight);
         }
     }
 
@@ -296,6 +494,9 @@ impl EvictionPolicy for S3Fifo {
                 evicted,
             };
         }
+        if self.shadows.is_some() && Self::sampled(hash) {
+            self.observe(hash, weight);
+        }
         if weight > self.capacity {
             return InsertOutcome {
                 admitted: false,
@@ -307,12 +508,27 @@ impl EvictionPolicy for S3Fifo {
             sketch.ensure_capacity(resident);
             sketch.increment(hash);
         }
-        if let Some(ghost) = self.arena.find(hash) {
-            // Seen recently and filtered out: it has proved itself, straight to main.
+        let ghost = self.arena.find(hash);
+        if let Some(ghost) = ghost {
             self.arena.unlink(&mut self.ghost, ghost);
             self.arena.release(ghost);
+        }
+        if self.held_back(hash, weight) {
+            // Large next to the budget and not yet frequent: remembered (again), not admitted.
             let idx = self.arena.alloc(hash, weight);
-            self.arena.push_head(&mut self.main, idx);
+            self.remember_ghost(idx);
+            return InsertOutcome {
+                admitted: false,
+                evicted,
+            };
+        }
+        if ghost.is_some() {
+            // Seen recently and filtered out: it has proved itself, on to main (in
+            // Mode::Frequency by contest, else through small again).
+            let idx = self.arena.alloc(hash, weight);
+            if !self.enter_main(idx, None, &mut evicted) {
+                self.arena.push_head(&mut self.small, idx);
+            }
         } else if self.oversized(weight) {
             // Too big for the filter queue (or, for s3-tinylfu, far above the mean object):
             // remember it, admit it when it comes back.

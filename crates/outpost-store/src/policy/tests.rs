@@ -463,22 +463,25 @@ fn s3tinylfu_keeps_part_of_a_loop_larger_than_the_cache() {
 
 #[test]
 fn s3tinylfu_size_filter_holds_back_objects_far_above_the_mean() {
-    let mut s = S3Fifo::tinylfu(100_000); // small FIFO 10,000
+    let mut s = S3Fifo::tinylfu(1_000_000); // small FIFO 100,000
     for h in 0..20 {
         assert!(s.on_insert(h, 100).admitted, "small objects enter small");
     }
-    // Mean 100: 5,000 is below the small FIFO but 50x the mean.
+    // Mean 100: 1,000 is 10x the mean, 0.1% of the budget (above the 0.02% floor, below the
+    // 0.5% large-object bound).
     assert!(
-        !s.on_insert(999, 5_000).admitted,
+        !s.on_insert(999, 1_000).admitted,
         "first request: ghost only"
     );
-    assert!(s.on_insert(999, 5_000).admitted, "it returned: admitted");
+    assert!(s.on_insert(999, 1_000).admitted, "it returned: admitted");
+    // At or below the floor (200 = 0.02%) the filter leaves even a 2x-mean object alone.
+    assert!(s.on_insert(998, 200).admitted);
     // Plain S3-FIFO admits it at once (it fits the small FIFO).
-    let mut plain = S3Fifo::new(100_000);
+    let mut plain = S3Fifo::new(1_000_000);
     for h in 0..20 {
         plain.on_insert(h, 100);
     }
-    assert!(plain.on_insert(999, 5_000).admitted);
+    assert!(plain.on_insert(999, 1_000).admitted);
     s.check();
     // With equal weights the filter never fires.
     let mut unit = S3Fifo::tinylfu(100);
@@ -486,6 +489,95 @@ fn s3tinylfu_size_filter_holds_back_objects_far_above_the_mean() {
         unit.on_insert(h, 1);
         assert!(unit.contains(h) || h < 10, "key {h}");
     }
+}
+
+#[test]
+fn s3tinylfu_large_object_needs_three_requests() {
+    let mut s = S3Fifo::tinylfu(100_000); // small FIFO 10,000
+    for h in 0..20 {
+        assert!(s.on_insert(h, 100).admitted);
+    }
+    // 5,000 is 5% of the budget (above 0.5%) and far above the mean: the sketch must have seen
+    // it three times.
+    assert!(!s.on_insert(999, 5_000).admitted, "first request");
+    assert!(!s.on_insert(999, 5_000).admitted, "second request");
+    assert!(s.on_insert(999, 5_000).admitted, "third request");
+    assert!(s.contains(999));
+    s.check();
+}
+
+/// Zipf over `keys` ids from `offset`, the offset moving by `step` every `every` requests
+/// (popularity churn: new objects take the top), unit weights.
+fn churn_trace(keys: usize, every: usize, step: u64, requests: usize) -> Vec<(u64, u64)> {
+    let mut rng = StdRng::seed_from_u64(5);
+    let zipf = Zipf::new(keys, 0.8);
+    (0..requests)
+        .map(|i| {
+            let offset = (i / every) as u64 * step;
+            let rank = zipf.sample(&mut rng);
+            // New objects take the top ranks: rank r maps to id offset + keys - r.
+            (crate::hashing::mix64(offset + keys as u64 - rank), 1)
+        })
+        .collect()
+}
+
+/// A loop over `loop_keys` ids (half the requests) mixed with Zipf 0.8 over `keys`, unit weights.
+fn loop_trace(keys: usize, loop_keys: u64, requests: usize) -> Vec<(u64, u64)> {
+    let mut rng = StdRng::seed_from_u64(3);
+    let zipf = Zipf::new(keys, 0.8);
+    let mut next = 0;
+    (0..requests)
+        .map(|_| {
+            if rng.gen_bool(0.5) {
+                next = (next + 1) % loop_keys;
+                (crate::hashing::mix64(10_000_000 + next), 1)
+            } else {
+                (crate::hashing::mix64(zipf.sample(&mut rng)), 1)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn s3tinylfu_shadows_pick_frequency_mode_for_a_loop_and_recency_for_churn() {
+    // A loop of 12,000 objects, cache 8,000: frequency keeps most of it, recency much less. The
+    // shadows (1/32: 250 objects each) must find that, and the adaptive policy get most of the gain.
+    let trace = loop_trace(100_000, 12_000, 600_000);
+    let mut adaptive = S3Fifo::tinylfu(8_000);
+    let ratio = replay(&mut adaptive, &trace);
+    adaptive.check();
+    let recency = replay(&mut S3Fifo::tinylfu_fixed(8_000, Mode::Recency), &trace);
+    let frequency = replay(&mut S3Fifo::tinylfu_fixed(8_000, Mode::Frequency), &trace);
+    eprintln!(
+        "loop: adaptive {ratio:.4} ({:?}, {} switches), recency {recency:.4}, frequency {frequency:.4}",
+        adaptive.mode(),
+        adaptive.mode_switches()
+    );
+    assert!(
+        frequency > recency + 0.02,
+        "the trace must separate the modes"
+    );
+    assert_eq!(adaptive.mode(), Mode::Frequency);
+    assert!(ratio > recency + 0.6 * (frequency - recency));
+
+    // Popularity churn: 1,000 new objects take the top every 20,000 requests. Recency wins.
+    let trace = churn_trace(50_000, 20_000, 1_000, 400_000);
+    let mut adaptive = S3Fifo::tinylfu(4_000);
+    let ratio = replay(&mut adaptive, &trace);
+    adaptive.check();
+    let recency = replay(&mut S3Fifo::tinylfu_fixed(4_000, Mode::Recency), &trace);
+    let frequency = replay(&mut S3Fifo::tinylfu_fixed(4_000, Mode::Frequency), &trace);
+    eprintln!(
+        "churn: adaptive {ratio:.4} ({:?}, {} switches), recency {recency:.4}, frequency {frequency:.4}",
+        adaptive.mode(),
+        adaptive.mode_switches()
+    );
+    assert!(
+        recency > frequency + 0.02,
+        "the trace must separate the modes"
+    );
+    assert_eq!(adaptive.mode(), Mode::Recency);
+    assert!(ratio > frequency + 0.6 * (recency - frequency));
 }
 
 #[test]
