@@ -23,9 +23,10 @@
 //!   gets in fast). [`Mode::Frequency`] shrinks small to [`FREQUENCY_SMALL_PERCENT`]% and makes
 //!   those entries contest main's victims too, as W-TinyLFU admits (a loop or a stable
 //!   frequency ranking stays). Two shadow caches, one per mode, run on 1 key in [`SHADOW_RATE`]
-//!   (by hash) with 1/[`SHADOW_RATE`] of the budget; every few shadow lifetimes the cache takes
-//!   the mode whose shadow hit more (Waldspurger et al., "Cache Modeling and Optimization using
-//!   Miniature Simulations", USENIX ATC 2017).
+//!   (by hash) with 1/[`SHADOW_RATE`] of the budget (Waldspurger et al., "Cache Modeling and
+//!   Optimization using Miniature Simulations", USENIX ATC 2017); every few shadow lifetimes
+//!   the cache takes the other mode if its shadow hit significantly more often (McNemar's test,
+//!   two standard deviations, so a short or noisy sample keeps the current mode).
 
 use super::list::{Arena, Queue};
 use super::sketch::FrequencySketch;
@@ -53,12 +54,13 @@ pub const SIZE_FILTER_FLOOR_PPM: u64 = 200;
 pub const SHADOW_RATE: u64 = 32;
 /// The shadows decide only once they hold this many objects (a smaller cache keeps its mode).
 const SHADOW_MIN_OBJECTS: usize = 32;
-/// The shadows compare their hits every this many shadow-resident objects' worth of sampled
-/// requests (at least [`SHADOW_PERIOD_MIN`]), then halve the counts.
+/// The shadows are compared every this many shadow-resident objects' worth of sampled requests
+/// (at least [`SHADOW_PERIOD_MIN`]), then their counts halve.
 const SHADOW_PERIOD_FACTOR: u64 = 4;
 const SHADOW_PERIOD_MIN: u64 = 256;
-/// The other mode's shadow must hit this many percent more to switch.
-const SHADOW_SWITCH_PERCENT: u64 = 2;
+/// The switch needs the other mode to win by this many standard deviations (McNemar's test on
+/// the requests exactly one shadow hit: a paired test, as both see the same requests).
+const SHADOW_SIGMAS: u64 = 2;
 /// Odd multiplier for the shadow sample (its top bits pick the sample).
 const SHADOW_SAMPLE_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 /// `s3-tinylfu`: smallest sketch frequency for an unaccessed object leaving small to contest main.
@@ -84,8 +86,8 @@ pub enum Mode {
 struct Shadows {
     /// One cache per mode, `[Recency, Frequency]`, with a fixed mode and no shadows of their own.
     minis: [S3Fifo; 2],
-    /// Hits of each since the last halving.
-    hits: [u64; 2],
+    /// Sampled requests that only this shadow hit, since the last halving (the discordant pairs).
+    wins: [u64; 2],
     /// Sampled requests since the last comparison.
     samples: u64,
     /// Mode switches so far.
@@ -145,7 +147,7 @@ impl S3Fifo {
         Self {
             shadows: Some(Box::new(Shadows {
                 minis,
-                hits: [0; 2],
+                wins: [0; 2],
                 samples: 0,
                 switches: 0,
             })),
@@ -193,13 +195,17 @@ impl S3Fifo {
         let Some(shadows) = self.shadows.as_deref_mut() else {
             return;
         };
-        for (mini, hits) in shadows.minis.iter_mut().zip(shadows.hits.iter_mut()) {
-            if mini.contains(hash) {
+        let mut hit = [false; 2];
+        for (mini, hit) in shadows.minis.iter_mut().zip(hit.iter_mut()) {
+            *hit = mini.contains(hash);
+            if *hit {
                 mini.on_hit(hash);
-                *hits += 1;
             } else {
                 mini.on_insert(hash, weight);
             }
+        }
+        if hit[0] != hit[1] {
+            shadows.wins[usize::from(hit[1])] += 1;
         }
         shadows.samples += 1;
         let resident = shadows.minis.iter().map(|m| m.len()).max().unwrap_or(0);
@@ -212,10 +218,13 @@ impl S3Fifo {
             Mode::Recency => (0, 1),
             Mode::Frequency => (1, 0),
         };
+        let (ahead, behind) = (shadows.wins[other], shadows.wins[current]);
+        // ahead - behind > SIGMAS × sqrt(ahead + behind), in integers.
         let switch = resident >= SHADOW_MIN_OBJECTS
-            && u128::from(shadows.hits[other]) * 100
-                > u128::from(shadows.hits[current]) * u128::from(100 + SHADOW_SWITCH_PERCENT);
-        shadows.hits = shadows.hits.map(|h| h / 2);
+            && ahead > behind
+            && u128::from(ahead - behind).pow(2)
+                > u128::from(SHADOW_SIGMAS * SHADOW_SIGMAS) * u128::from(ahead + behind);
+        shadows.wins = shadows.wins.map(|w| w / 2);
         if switch {
             shadows.switches += 1;
             let mode = match self.mode {
