@@ -5,7 +5,8 @@
 //! about objects, clocks or locks. Policies:
 //!
 //! - `s3-tinylfu` (default, [`S3Fifo::tinylfu`]): S3-FIFO with a TinyLFU second chance for
-//!   objects leaving the small queue and a size filter for objects far above the mean.
+//!   objects leaving the small queue, size rules for large objects, and a recency or frequency
+//!   [`Mode`] for entries into main, picked by two miniature simulations on sampled keys.
 //! - `s3-fifo` ([`S3Fifo::new`]): small FIFO + main FIFO + ghost queue, 2-bit frequencies.
 //! - [`WTinyLfu`]: window LRU + segmented LRU main, admission by TinyLFU frequency, adaptive
 //!   window (the default until issue 11: it trails on byte budgets and popularity churn).
