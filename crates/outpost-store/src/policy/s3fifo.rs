@@ -135,8 +135,8 @@ impl S3Fifo {
         }
     }
 
-    /// An empty `s3-tinylfu` (the default policy): S3-FIFO with the TinyLFU second chance and the
-    /// size filter.
+    /// An empty `s3-tinylfu` (the default policy): S3-FIFO with the TinyLFU second chance, the
+    /// size rules, and its mode picked by two shadow caches (starting in [`Mode::Recency`]).
     pub fn tinylfu(capacity: u64) -> Self {
         let shadow = |mode| {
             let mut mini = Self::tinylfu_fixed(capacity / SHADOW_RATE, mode);
@@ -289,7 +289,7 @@ impl S3Fifo {
             (node.hash, node.weight)
         };
         let candidate = self.frequency(hash);
-        let main_capacity = self.capacity - self.small_capacity;
+        let main_capacity = self.capacity.saturating_sub(self.small_capacity);
         if self.sketch.is_none() || weight > main_capacity {
             return false;
         }

@@ -492,6 +492,29 @@ fn s3tinylfu_size_filter_holds_back_objects_far_above_the_mean() {
 }
 
 #[test]
+fn s3tinylfu_survives_empty_budgets_and_weightless_objects() {
+    for mode in [Mode::Recency, Mode::Frequency] {
+        for capacity in 0..4 {
+            let mut s = S3Fifo::tinylfu_fixed(capacity, mode);
+            for round in 0..3 {
+                for h in 0..40 {
+                    s.on_insert(h, round % 2);
+                    s.on_hit(h);
+                }
+            }
+            s.check();
+        }
+    }
+    // The shadows of a tiny cache have a budget of 0.
+    let mut s = S3Fifo::tinylfu(5);
+    for h in 0..10_000u64 {
+        s.on_insert(crate::hashing::mix64(h % 300), h % 2);
+    }
+    s.check();
+    assert_eq!(s.mode(), Mode::Recency, "too small to decide");
+}
+
+#[test]
 fn s3tinylfu_large_object_needs_three_requests() {
     let mut s = S3Fifo::tinylfu(100_000); // small FIFO 10,000
     for h in 0..20 {
@@ -685,6 +708,11 @@ proptest! {
     #[test]
     fn s3tinylfu_keeps_invariants(capacity in 1u64..200, ops in proptest::collection::vec(op(), 1..300)) {
         check_against_model(S3Fifo::tinylfu(capacity), &ops);
+    }
+
+    #[test]
+    fn s3tinylfu_frequency_mode_keeps_invariants(capacity in 1u64..200, ops in proptest::collection::vec(op(), 1..300)) {
+        check_against_model(S3Fifo::tinylfu_fixed(capacity, Mode::Frequency), &ops);
     }
 
     #[test]
