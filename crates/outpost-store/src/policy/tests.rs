@@ -561,46 +561,49 @@ fn loop_trace(keys: usize, loop_keys: u64, requests: usize) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Replays `trace` through the adaptive `s3-tinylfu` and both fixed modes at `capacity`; checks
+/// that the modes differ by 2 points, that the shadows end in the better one, and that the
+/// adaptive policy gets at least 60% of the difference.
+fn check_shadows_pick(name: &str, trace: &[(u64, u64)], capacity: u64, better: Mode) {
+    let mut adaptive = S3Fifo::tinylfu(capacity);
+    let ratio = replay(&mut adaptive, trace);
+    adaptive.check();
+    let recency = replay(&mut S3Fifo::tinylfu_fixed(capacity, Mode::Recency), trace);
+    let frequency = replay(&mut S3Fifo::tinylfu_fixed(capacity, Mode::Frequency), trace);
+    eprintln!(
+        "{name}: adaptive {ratio:.4} ({:?}, {} switches), recency {recency:.4}, frequency {frequency:.4}",
+        adaptive.mode(),
+        adaptive.mode_switches()
+    );
+    let (best, worst) = match better {
+        Mode::Recency => (recency, frequency),
+        Mode::Frequency => (frequency, recency),
+    };
+    assert!(
+        best > worst + 0.02,
+        "{name}: the trace must separate the modes"
+    );
+    assert_eq!(adaptive.mode(), better, "{name}");
+    assert!(ratio > worst + 0.6 * (best - worst), "{name}");
+}
+
 #[test]
 fn s3tinylfu_shadows_pick_frequency_mode_for_a_loop_and_recency_for_churn() {
     // A loop of 12,000 objects, cache 8,000: frequency keeps most of it, recency much less. The
-    // shadows (1/32: 250 objects each) must find that, and the adaptive policy get most of the gain.
-    let trace = loop_trace(100_000, 12_000, 600_000);
-    let mut adaptive = S3Fifo::tinylfu(8_000);
-    let ratio = replay(&mut adaptive, &trace);
-    adaptive.check();
-    let recency = replay(&mut S3Fifo::tinylfu_fixed(8_000, Mode::Recency), &trace);
-    let frequency = replay(&mut S3Fifo::tinylfu_fixed(8_000, Mode::Frequency), &trace);
-    eprintln!(
-        "loop: adaptive {ratio:.4} ({:?}, {} switches), recency {recency:.4}, frequency {frequency:.4}",
-        adaptive.mode(),
-        adaptive.mode_switches()
+    // shadows (1/32: 250 objects each) must find that.
+    check_shadows_pick(
+        "loop",
+        &loop_trace(100_000, 12_000, 600_000),
+        8_000,
+        Mode::Frequency,
     );
-    assert!(
-        frequency > recency + 0.02,
-        "the trace must separate the modes"
-    );
-    assert_eq!(adaptive.mode(), Mode::Frequency);
-    assert!(ratio > recency + 0.6 * (frequency - recency));
-
     // Popularity churn: 1,000 new objects take the top every 20,000 requests. Recency wins.
-    let trace = churn_trace(50_000, 20_000, 1_000, 400_000);
-    let mut adaptive = S3Fifo::tinylfu(4_000);
-    let ratio = replay(&mut adaptive, &trace);
-    adaptive.check();
-    let recency = replay(&mut S3Fifo::tinylfu_fixed(4_000, Mode::Recency), &trace);
-    let frequency = replay(&mut S3Fifo::tinylfu_fixed(4_000, Mode::Frequency), &trace);
-    eprintln!(
-        "churn: adaptive {ratio:.4} ({:?}, {} switches), recency {recency:.4}, frequency {frequency:.4}",
-        adaptive.mode(),
-        adaptive.mode_switches()
+    check_shadows_pick(
+        "churn",
+        &churn_trace(50_000, 20_000, 1_000, 400_000),
+        4_000,
+        Mode::Recency,
     );
-    assert!(
-        recency > frequency + 0.02,
-        "the trace must separate the modes"
-    );
-    assert_eq!(adaptive.mode(), Mode::Recency);
-    assert!(ratio > frequency + 0.6 * (recency - frequency));
 }
 
 #[test]
