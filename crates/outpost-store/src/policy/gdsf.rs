@@ -23,8 +23,6 @@ use super::{EvictionPolicy, InsertOutcome, PolicyKind};
 
 /// Exponent of the size in the priority.
 pub const SIZE_EXPONENT: f64 = 1.4;
-/// Assumed mean object size, to size the sketch before the cache has filled (it grows later).
-const NOMINAL_OBJECT_BYTES: u64 = 8 * 1024;
 /// Rebuild the heap when it holds this many times more entries than resident objects (plus slack).
 const HEAP_SLACK_FACTOR: usize = 2;
 const HEAP_SLACK_MIN: usize = 1024;
@@ -61,11 +59,10 @@ pub struct SizeAware {
 impl SizeAware {
     /// An empty size-aware policy with a byte budget of `capacity`.
     pub fn new(capacity: u64) -> Self {
-        let nominal = usize::try_from(capacity / NOMINAL_OBJECT_BYTES).unwrap_or(usize::MAX);
         Self {
             residents: HashMap::new(),
             heap: BinaryHeap::new(),
-            sketch: FrequencySketch::new(nominal),
+            sketch: FrequencySketch::for_budget(capacity),
             bytes: 0,
             capacity,
             inflation: 0.0,

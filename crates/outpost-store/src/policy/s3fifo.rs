@@ -69,8 +69,6 @@ pub const SECOND_CHANCE_MIN: u64 = 3;
 pub const SIZE_FILTER_MEAN: u64 = 2;
 /// The size filter needs a mean over at least this many resident objects.
 const SIZE_FILTER_MIN_OBJECTS: usize = 16;
-/// Assumed mean object size, to size the sketch before the cache has filled (it grows later).
-const NOMINAL_OBJECT_BYTES: u64 = 8 * 1024;
 
 /// How objects enter main (`s3-tinylfu`; plain S3-FIFO is always [`Mode::Recency`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,9 +155,8 @@ impl S3Fifo {
 
     /// `s3-tinylfu` held in one mode (no shadows).
     pub fn tinylfu_fixed(capacity: u64, mode: Mode) -> Self {
-        let nominal = usize::try_from(capacity / NOMINAL_OBJECT_BYTES).unwrap_or(usize::MAX);
         let mut policy = Self {
-            sketch: Some(FrequencySketch::new(nominal)),
+            sketch: Some(FrequencySketch::for_budget(capacity)),
             ..Self::new(capacity)
         };
         policy.set_mode(mode);

@@ -17,6 +17,8 @@ const DOORKEEPER_HASHES: u64 = 3;
 pub(crate) const SAMPLE_FACTOR: u64 = 20;
 /// Smallest nominal size.
 const MIN_ENTRIES: usize = 64;
+/// Assumed mean object size, to size a policy's sketch before the cache has filled.
+pub(crate) const NOMINAL_OBJECT_BYTES: u64 = 8 * 1024;
 /// Largest nominal size (keeps the sketch below ~256 MiB of counters).
 const MAX_ENTRIES: usize = 1 << 26;
 
@@ -48,6 +50,12 @@ pub(crate) struct FrequencySketch {
 }
 
 impl FrequencySketch {
+    /// A sketch for a policy with a byte budget of `capacity`, sized for objects of
+    /// [`NOMINAL_OBJECT_BYTES`] until the resident count is known (it grows later).
+    pub(crate) fn for_budget(capacity: u64) -> Self {
+        Self::new(usize::try_from(capacity / NOMINAL_OBJECT_BYTES).unwrap_or(usize::MAX))
+    }
+
     /// A sketch sized for about `entries` resident objects.
     pub(crate) fn new(entries: usize) -> Self {
         let entries = entries.clamp(MIN_ENTRIES, MAX_ENTRIES).next_power_of_two();

@@ -20,7 +20,7 @@
 
 use super::ghost::Ghosts;
 use super::list::{Arena, Queue};
-use super::sketch::FrequencySketch;
+use super::sketch::{FrequencySketch, NOMINAL_OBJECT_BYTES};
 use super::{percent_of, tinylfu_admits, EvictionPolicy, InsertOutcome, PolicyKind};
 
 const WINDOW: u8 = 0;
@@ -37,8 +37,6 @@ pub const PROTECTED_PERCENT: u64 = 90;
 /// candidate's ghost grows it by one): frequency evidence counts more than recency evidence, which
 /// keeps static workloads near the floor (measured in docs/simulator.md).
 const SHRINK_FACTOR: i64 = 4;
-/// Assumed mean object size, to size the sketch before the cache has filled (it grows later).
-const NOMINAL_OBJECT_BYTES: u64 = 8 * 1024;
 
 /// Byte-weighted W-TinyLFU.
 #[derive(Debug, Clone)]
@@ -79,9 +77,9 @@ impl WTinyLfu {
             .max(1)
             .min(capacity);
         let main_capacity = capacity - window_capacity;
+        let nominal = usize::try_from(capacity / NOMINAL_OBJECT_BYTES).unwrap_or(usize::MAX);
         let protected_percent = protected_percent.min(100);
         let protected_capacity = percent_of(main_capacity, protected_percent);
-        let nominal = usize::try_from(capacity / NOMINAL_OBJECT_BYTES).unwrap_or(usize::MAX);
         Self {
             arena: Arena::default(),
             window: Queue::new(WINDOW),
