@@ -153,6 +153,21 @@ def main():
         "|---|---|---|---|---:|---|---:|---|---:|---|",
     ]
     failures, open_gaps, stale = [], [], []
+
+    def judge(cell, gap, below, failure):
+        """Files a cell as failing, a known gap within its floor, or a stale known gap; returns the
+        table's verdict suffix."""
+        if not below:
+            if cell in allowed:
+                stale.append(" ".join(cell))
+            return ""
+        floor = allowed.get(cell)
+        if floor is not None and gap >= floor - args.bar:
+            open_gaps.append(f"{' '.join(cell)}: {gap:+.2f} (known, floor {floor:+.2f})")
+            return " (known gap)"
+        failures.append(f"{' '.join(cell)}: {failure}")
+        return " **below**"
+
     started = time.time()
     for name, trace, ours_obj, ours_bytes in args.classes:
         for mode, path in (("objects", ours_obj), ("bytes", ours_bytes)):
@@ -169,19 +184,8 @@ def main():
                     mine_of = lambda p: mine.get((p, cap), (float("nan"),) * 2)[idx]  # noqa: E731
                     d = mine_of(args.default)
                     gap = d - best
-                    ok = gap >= -args.bar
-                    cell = (name, mode, label, metric)
-                    verdict = ""
-                    if not ok:
-                        floor = allowed.get(cell)
-                        if floor is not None and gap >= floor - args.bar:
-                            open_gaps.append(f"{' '.join(cell)}: {gap:+.2f} (known, floor {floor:+.2f})")
-                            verdict = " (known gap)"
-                        else:
-                            failures.append(f"{' '.join(cell)}: {args.default} {d:.2f} vs {best_name} {best:.2f} ({gap:+.2f})")
-                            verdict = " **below**"
-                    elif cell in allowed:
-                        stale.append(" ".join(cell))
+                    verdict = judge((name, mode, label, metric), gap, gap < -args.bar,
+                                    f"{args.default} {d:.2f} vs {best_name} {best:.2f} ({gap:+.2f})")
                     others = " / ".join(f"{mine_of(p):.2f}" for p in ("lru", "s3-fifo", "w-tinylfu", "size-aware"))
                     bound = mine_of("belady")
                     every = ", ".join(f"{k} {v:.1f}" for k, v in sorted(theirs.items(), key=lambda t: -t[1]))
@@ -209,19 +213,9 @@ def main():
             g = got[(label, cap, "GDSF")] or (float("nan"),) * 2
             l = got[(label, cap, "LHD")] or (float("nan"),) * 2  # noqa: E741
             ref = max(x for x in (g[0], l[0]) if x == x) if (g[0] == g[0] or l[0] == l[0]) else float("nan")
-            verdict = ""
-            cell = (name, "bytes", label, "size-aware-ohr")
             gap = sa[0] - ref
-            if ref == ref and gap < 0:
-                floor = allowed.get(cell)
-                if floor is not None and gap >= floor - args.bar:
-                    open_gaps.append(f"{' '.join(cell)}: {gap:+.2f} (known, floor {floor:+.2f})")
-                    verdict = " (known gap)"
-                else:
-                    failures.append(f"{' '.join(cell)}: size-aware {sa[0]:.2f} < GDSF/LHD {ref:.2f} ({gap:+.2f})")
-                    verdict = " **below**"
-            elif cell in allowed:
-                stale.append(" ".join(cell))
+            verdict = judge((name, "bytes", label, "size-aware-ohr"), gap, ref == ref and gap < 0,
+                            f"size-aware {sa[0]:.2f} < GDSF/LHD {ref:.2f} ({gap:+.2f})")
             sa_lines.append(f"| {name} | {label} | {sa[0]:.2f}{verdict} | {g[0]:.2f} | {l[0]:.2f} | {sa[1]:.2f} | {g[1]:.2f} | {l[1]:.2f} |")
             print(sa_lines[-1], flush=True)
     table = "\n".join(lines)
