@@ -51,7 +51,7 @@ pub const LARGE_OBJECT_PPM: u64 = 5_000;
 pub const SIZE_FILTER_FLOOR_PPM: u64 = 200;
 /// `s3-tinylfu`: the shadow caches see 1 key in this many (a power of two) with this fraction of
 /// the budget.
-pub const SHADOW_RATE: u64 = 32;
+pub const SHADOW_RATE: u64 = 64;
 /// The shadows decide only once they hold this many objects (a smaller cache keeps its mode).
 const SHADOW_MIN_OBJECTS: usize = 32;
 /// The shadows are compared every this many shadow-resident objects' worth of sampled requests
@@ -182,8 +182,8 @@ impl S3Fifo {
         self.small_capacity = percent_of(self.capacity, percent).max(1);
     }
 
-    /// Whether `hash` is in the shadows' sample.
-    fn sampled(hash: u64) -> bool {
+    /// Whether `hash` is in the shadows' sample (its hits and misses also replay through them).
+    pub fn in_shadow_sample(hash: u64) -> bool {
         hash.wrapping_mul(SHADOW_SAMPLE_MULTIPLIER) >> (64 - SHADOW_RATE.trailing_zeros()) == 0
     }
 
@@ -473,7 +473,7 @@ impl EvictionPolicy for S3Fifo {
         let node = self.arena.node_mut(idx);
         node.freq = (node.freq + 1).min(FREQ_MAX);
         let weight = node.weight;
-        if self.shadows.is_some() && Self::sampled(hash) {
+        if self.shadows.is_some() && Self::in_shadow_sample(hash) {
             self.observe(hash, weight);
         }
     }
@@ -500,7 +500,7 @@ impl EvictionPolicy for S3Fifo {
                 evicted,
             };
         }
-        if self.shadows.is_some() && Self::sampled(hash) {
+        if self.shadows.is_some() && Self::in_shadow_sample(hash) {
             self.observe(hash, weight);
         }
         if weight > self.capacity {

@@ -590,7 +590,7 @@ fn check_shadows_pick(name: &str, trace: &[(u64, u64)], capacity: u64, better: M
 #[test]
 fn s3tinylfu_shadows_pick_frequency_mode_for_a_loop_and_recency_for_churn() {
     // A loop of 12,000 objects, cache 8,000: frequency keeps most of it, recency much less. The
-    // shadows (1/32: 250 objects each) must find that.
+    // shadows (1/64: 125 objects each) must find that.
     check_shadows_pick(
         "loop",
         &loop_trace(100_000, 12_000, 600_000),
