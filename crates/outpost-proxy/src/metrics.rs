@@ -596,8 +596,13 @@ fn write_singles(s: &mut String, kind: &str, node: &str, rows: &[(&str, &str, u6
 /// The SSD tier's gauges and counters in the Prometheus text format.
 pub fn render_disk(node: &str, d: &DiskStats) -> String {
     let mut s = String::with_capacity(2048);
-    let gauges: [(&str, &str, u64); 4] = [
+    let gauges: [(&str, &str, u64); 5] = [
         ("outpost_disk_objects", "Objects indexed on SSD.", d.objects),
+        (
+            "outpost_disk_admit_every_fill",
+            "1 while the SSD admission admits every fill (s3-tinylfu's shadows chose recency), 0 while fills contest the next victims by frequency.",
+            u64::from(d.admit_every_fill),
+        ),
         (
             "outpost_disk_live_bytes",
             "Bytes of indexed SSD records.",
@@ -615,7 +620,7 @@ pub fn render_disk(node: &str, d: &DiskStats) -> String {
         ),
     ];
     write_singles(&mut s, "gauge", node, &gauges);
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 12] = [
         (
             "outpost_disk_hits_total",
             "SSD reads that returned an object.",
@@ -670,6 +675,11 @@ pub fn render_disk(node: &str, d: &DiskStats) -> String {
             "outpost_disk_stream_follower_bytes_total",
             "Bytes clients read from fills while they were written to SSD.",
             d.stream_tap_bytes,
+        ),
+        (
+            "outpost_disk_admission_switches_total",
+            "Times s3-tinylfu's shadows switched the SSD admission between every fill and the frequency contest.",
+            d.admission_switches,
         ),
     ];
     write_singles(&mut s, "counter", node, &counters);

@@ -82,6 +82,15 @@ impl NodeReport {
                 "ssd: {} objects, {} fills appended, {} refused by admission, {} evicted, {} segments reclaimed, {} hot records re-appended\n",
                 d.objects, d.inserts, d.rejected, d.evictions, d.reclaimed_segments, d.reappended
             ));
+            out.push_str(&format!(
+                "ssd admission at the end: {} ({} switches)\n",
+                if d.admit_every_fill {
+                    "every fill"
+                } else {
+                    "frequency contest"
+                },
+                d.admission_switches
+            ));
         }
         out
     }

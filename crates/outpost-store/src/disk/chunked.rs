@@ -127,8 +127,9 @@ impl ChunkedHit {
             if let Some(e) = ix.index.entries.get_mut(&src.hash) {
                 if e.location() == src.entry.location() {
                     e.flags |= super::index::FLAG_HOT;
+                    let len = u64::from(e.len);
                     let resident = ix.index.len();
-                    ix.admission.record(src.hash, resident);
+                    ix.admission.record(src.hash, len, resident);
                 }
             }
         }

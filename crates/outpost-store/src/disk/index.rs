@@ -306,10 +306,11 @@ impl IndexFootprint {
 pub fn index_footprint(objects: u64) -> IndexFootprint {
     let objects = objects.max(1);
     let mut table = EntryTable::default();
-    let mut admission = super::admission::DiskAdmission::new(crate::policy::PolicyKind::WTinyLfu);
+    let mut admission =
+        super::admission::DiskAdmission::new(crate::policy::PolicyKind::WTinyLfu, 0);
     for i in 0..objects {
         let hash = crate::hashing::mix64(i);
-        admission.record(hash, table.len());
+        admission.record(hash, 0, table.len());
         table.insert(
             hash,
             IndexEntry {

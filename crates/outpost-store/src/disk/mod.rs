@@ -239,6 +239,11 @@ pub struct DiskStats {
     pub inserts: u64,
     /// Inserts the admission policy refused.
     pub rejected: u64,
+    /// `s3-tinylfu`: whether the admission's shadows have the tier admitting every fill now
+    /// (otherwise fills contest the next victims by TinyLFU frequency).
+    pub admit_every_fill: bool,
+    /// `s3-tinylfu`: how often the admission's shadows switched sides.
+    pub admission_switches: u64,
     /// Inserts too large for a segment.
     pub too_large: u64,
     /// Objects dropped by the policy or by segment reclamation.
@@ -710,7 +715,7 @@ impl DiskStore {
             .store(recovered.tombstones.len() as u64, Ordering::Relaxed);
         let mut ix = IndexState {
             index: recovered.index,
-            admission: DiskAdmission::new(cfg.policy),
+            admission: DiskAdmission::new(cfg.policy, cfg.disk_bytes),
             victims: std::collections::VecDeque::new(),
             victims_segment: None,
             segments: recovered.segments,
@@ -1107,6 +1112,8 @@ impl DiskStore {
             misses: load(&c.misses),
             inserts: load(&c.inserts),
             rejected: load(&c.rejected),
+            admit_every_fill: ix.admission.admits_every_fill(),
+            admission_switches: ix.admission.switches(),
             too_large: load(&c.too_large),
             evictions: load(&c.evictions),
             expired: load(&c.expired),
@@ -1370,11 +1377,13 @@ impl Tier {
                     return None;
                 }
                 if same(&ix) {
+                    let mut len = 0;
                     if let Some(e) = ix.index.entries.get_mut(&hash) {
                         e.flags |= FLAG_HOT;
+                        len = u64::from(e.len);
                     }
                     let resident = ix.index.len();
-                    ix.admission.record(hash, resident);
+                    ix.admission.record(hash, len, resident);
                 }
                 bump(&self.c.hits);
                 Some(obj)
@@ -1550,7 +1559,7 @@ impl Tier {
         let replacing = ix.index.entries.contains_key(&hash);
         if record {
             let resident = ix.index.len();
-            ix.admission.record(hash, resident);
+            ix.admission.record(hash, bytes, resident);
         }
         if replacing || !ix.full() {
             return true;
@@ -1701,7 +1710,7 @@ impl Tier {
         {
             let mut ix = this.index();
             let resident = ix.index.len();
-            ix.admission.record(hash, resident);
+            ix.admission.record(hash, layout.total, resident);
         }
         let seq = w.next_seq;
         let reserved = encode_pending(seq, hash, &meta, layout)

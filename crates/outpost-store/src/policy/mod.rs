@@ -15,11 +15,12 @@
 //!
 //! docs/simulator.md has the measurements behind the default.
 
+pub(crate) mod duel;
 mod gdsf;
 mod ghost;
 mod list;
 mod lru;
-mod s3fifo;
+pub(crate) mod s3fifo;
 pub(crate) mod sketch;
 mod wtinylfu;
 

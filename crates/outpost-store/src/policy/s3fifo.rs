@@ -28,6 +28,7 @@
 //!   the cache takes the other mode if its shadow hit significantly more often (McNemar's test,
 //!   two standard deviations, so a short or noisy sample keeps the current mode).
 
+use super::duel::Duel;
 use super::list::{Arena, Queue};
 use super::sketch::FrequencySketch;
 use super::{percent_of, tinylfu_admits, EvictionPolicy, InsertOutcome, PolicyKind};
@@ -52,14 +53,7 @@ pub const SIZE_FILTER_FLOOR_PPM: u64 = 200;
 /// `s3-tinylfu`: the shadow caches see 1 key in this many (a power of two) with this fraction of
 /// the budget.
 pub const SHADOW_RATE: u64 = 64;
-/// The shadows decide only once they hold this many objects (a smaller cache keeps its mode).
-const SHADOW_MIN_OBJECTS: usize = 32;
-/// The shadows are compared every this many shadow-resident objects' worth of sampled requests
-/// (at least [`SHADOW_PERIOD_MIN`]), then their counts halve.
-const SHADOW_PERIOD_FACTOR: u64 = 4;
-const SHADOW_PERIOD_MIN: u64 = 256;
-/// The switch needs the other mode to win by this many standard deviations (McNemar's test on
-/// the requests exactly one shadow hit: a paired test, as both see the same requests).
+/// The mode switches when the other mode's shadow leads by this many standard deviations.
 const SHADOW_SIGMAS: u64 = 2;
 /// Odd multiplier for the shadow sample (its top bits pick the sample).
 const SHADOW_SAMPLE_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -84,12 +78,8 @@ pub enum Mode {
 struct Shadows {
     /// One cache per mode, `[Recency, Frequency]`, with a fixed mode and no shadows of their own.
     minis: [S3Fifo; 2],
-    /// Sampled requests that only this shadow hit, since the last halving (the discordant pairs).
-    wins: [u64; 2],
-    /// Sampled requests since the last comparison.
-    samples: u64,
-    /// Mode switches so far.
-    switches: u64,
+    /// Their score.
+    duel: Duel,
 }
 
 /// Byte-weighted S3-FIFO, plain or with the `s3-tinylfu` additions.
@@ -145,9 +135,7 @@ impl S3Fifo {
         Self {
             shadows: Some(Box::new(Shadows {
                 minis,
-                wins: [0; 2],
-                samples: 0,
-                switches: 0,
+                duel: Duel::new(SHADOW_SIGMAS),
             })),
             ..Self::tinylfu_fixed(capacity, Mode::Recency)
         }
@@ -170,7 +158,7 @@ impl S3Fifo {
 
     /// How often the shadows have switched the mode.
     pub fn mode_switches(&self) -> u64 {
-        self.shadows.as_ref().map_or(0, |s| s.switches)
+        self.shadows.as_ref().map_or(0, |s| s.duel.switches())
     }
 
     fn set_mode(&mut self, mode: Mode) {
@@ -201,29 +189,12 @@ impl S3Fifo {
                 mini.on_insert(hash, weight);
             }
         }
-        if hit[0] != hit[1] {
-            shadows.wins[usize::from(hit[1])] += 1;
-        }
-        shadows.samples += 1;
         let resident = shadows.minis.iter().map(|m| m.len()).max().unwrap_or(0);
-        let period = (resident as u64 * SHADOW_PERIOD_FACTOR).max(SHADOW_PERIOD_MIN);
-        if shadows.samples < period {
-            return;
-        }
-        shadows.samples = 0;
-        let (current, other) = match self.mode {
-            Mode::Recency => (0, 1),
-            Mode::Frequency => (1, 0),
+        let current = match self.mode {
+            Mode::Recency => 0,
+            Mode::Frequency => 1,
         };
-        let (ahead, behind) = (shadows.wins[other], shadows.wins[current]);
-        // ahead - behind > SIGMAS × sqrt(ahead + behind), in integers.
-        let switch = resident >= SHADOW_MIN_OBJECTS
-            && ahead > behind
-            && u128::from(ahead - behind).pow(2)
-                > u128::from(SHADOW_SIGMAS * SHADOW_SIGMAS) * u128::from(ahead + behind);
-        shadows.wins = shadows.wins.map(|w| w / 2);
-        if switch {
-            shadows.switches += 1;
+        if shadows.duel.score(hit, resident, current) {
             let mode = match self.mode {
                 Mode::Recency => Mode::Frequency,
                 Mode::Frequency => Mode::Recency,
