@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use outpost_store::{
-    CacheKey, DiskStats, HybridStore, ObjectMeta, PolicyKind, Store, StoredObject,
+    policy::Mode, CacheKey, DiskStats, HybridStore, ObjectMeta, PolicyKind, Store, StoredObject,
 };
 
 use crate::error::SimError;
@@ -55,6 +55,8 @@ pub struct NodeReport {
     pub node: TierStats,
     /// The SSD tier's own counters at the end (admission refusals, reclamation).
     pub disk: Option<DiskStats>,
+    /// `s3-tinylfu`: the RAM tier's mode at the end and how often it switched.
+    pub ram_mode: Option<(Mode, u64)>,
     /// Wall time of the replay.
     pub elapsed: Duration,
 }
@@ -75,6 +77,11 @@ impl NodeReport {
                 t.hits,
                 t.hit_ratio(),
                 t.byte_hit_ratio()
+            ));
+        }
+        if let Some((mode, switches)) = self.ram_mode {
+            out.push_str(&format!(
+                "ram mode at the end: {mode:?} ({switches} switches)\n"
             ));
         }
         if let Some(d) = &self.disk {
@@ -161,6 +168,10 @@ pub fn replay_node(trace: &Trace, config: &NodeConfig) -> Result<NodeReport, Sim
     }
     let elapsed = started.elapsed();
     let disk = store.stats_disk();
+    let ram_mode = store
+        .ram()
+        .mode()
+        .map(|mode| (mode, store.ram().mode_switches()));
     drop(store);
     let _ = std::fs::remove_dir_all(&config.dir);
     let node = TierStats {
@@ -175,6 +186,7 @@ pub fn replay_node(trace: &Trace, config: &NodeConfig) -> Result<NodeReport, Sim
         ssd: ssd_t,
         node,
         disk,
+        ram_mode,
         elapsed,
     })
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use crate::hashing::{U64Map, U64Set};
-use crate::policy::{EvictionPolicy, PolicyKind};
+use crate::policy::{EvictionPolicy, Mode, ModeShadows, PolicyKind, S3Fifo};
 use crate::store::{Admission, Store, StoreStats};
 use crate::{CacheKey, StoredObject};
 
@@ -45,10 +45,10 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(capacity: u64, kind: PolicyKind) -> Self {
+    fn new(policy: Box<dyn EvictionPolicy>) -> Self {
         Self {
             entries: U64Map::default(),
-            policy: kind.build(capacity),
+            policy,
             tags: HashMap::new(),
             bytes: 0,
             counters: Counters::default(),
@@ -173,6 +173,16 @@ pub struct MemoryStore {
     shard_capacity: u64,
     max_object_bytes: u64,
     kind: PolicyKind,
+    /// `s3-tinylfu`: the tier's mode and its shadows, one sample across all shards (a shard's
+    /// own would be too small to decide). Taken with `try_lock` after the shard lock is
+    /// released: a busy lock drops that sample, so a hit never waits for it.
+    modes: Option<Mutex<TierMode>>,
+}
+
+/// The RAM tier's `s3-tinylfu` mode and the shadows that pick it.
+struct TierMode {
+    shadows: ModeShadows,
+    mode: Mode,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -182,6 +192,7 @@ impl std::fmt::Debug for MemoryStore {
             .field("capacity", &self.capacity)
             .field("max_object_bytes", &self.max_object_bytes)
             .field("policy", &self.kind)
+            .field("mode", &self.mode())
             .finish()
     }
 }
@@ -208,15 +219,68 @@ impl MemoryStore {
     pub fn with_shards(capacity_bytes: u64, policy: PolicyKind, shards: usize) -> Self {
         let shards = shards.clamp(1, MAX_SHARDS).next_power_of_two();
         let shard_capacity = capacity_bytes / shards as u64;
+        let adaptive = policy == PolicyKind::S3TinyLfu;
+        let build = |capacity| -> Box<dyn EvictionPolicy> {
+            if adaptive {
+                Box::new(S3Fifo::tinylfu_fixed(capacity, Mode::Recency))
+            } else {
+                policy.build(capacity)
+            }
+        };
         Self {
             shards: (0..shards)
-                .map(|_| Mutex::new(Shard::new(shard_capacity, policy)))
+                .map(|_| Mutex::new(Shard::new(build(shard_capacity))))
                 .collect(),
             shard_mask: shards as u64 - 1,
             capacity: capacity_bytes,
             shard_capacity,
             max_object_bytes: shard_capacity / MAX_OBJECT_SHARE,
             kind: policy,
+            modes: adaptive.then(|| {
+                Mutex::new(TierMode {
+                    shadows: ModeShadows::new(shard_capacity * shards as u64),
+                    mode: Mode::Recency,
+                })
+            }),
+        }
+    }
+
+    /// `s3-tinylfu`: the tier's current mode (`None` for the other policies).
+    pub fn mode(&self) -> Option<Mode> {
+        let modes = self.modes.as_ref()?;
+        Some(modes.lock().unwrap_or_else(PoisonError::into_inner).mode)
+    }
+
+    /// `s3-tinylfu`: how often the tier's shadows switched its mode.
+    pub fn mode_switches(&self) -> u64 {
+        self.modes.as_ref().map_or(0, |m| {
+            m.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .shadows
+                .switches()
+        })
+    }
+
+    /// Replays a sampled request (a hit, or an insert of `charge`) through the tier's shadows,
+    /// unless another thread holds them; a switch sets every shard's mode. Called with no shard
+    /// lock held (the order is shadows, then shard).
+    fn observe(&self, hash: u64, charge: u64) {
+        let Some(modes) = &self.modes else {
+            return;
+        };
+        if !S3Fifo::in_shadow_sample(hash) {
+            return;
+        }
+        let Ok(mut tier) = modes.try_lock() else {
+            return;
+        };
+        let current = tier.mode;
+        if let Some(mode) = tier.shadows.observe(hash, charge, current) {
+            tier.mode = mode;
+            for shard in self.shards.iter() {
+                let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                shard.policy.switch_mode(mode);
+            }
         }
     }
 
@@ -339,7 +403,14 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<StoredObject>> {
-        self.shard(key.hash64()).get(key, now)
+        let hash = key.hash64();
+        let found = self.shard(hash).get(key, now);
+        if let Some(obj) = &found {
+            if self.modes.is_some() && S3Fifo::in_shadow_sample(hash) {
+                self.observe(hash, Self::charge(key, obj));
+            }
+        }
+        found
     }
 
     fn insert(&self, key: CacheKey, obj: Arc<StoredObject>, _now: SystemTime) -> Admission {
@@ -358,7 +429,11 @@ impl Store for MemoryStore {
             shard.counters.too_large += 1;
             return Admission::TooLarge;
         }
-        shard.insert(key, obj, charge)
+        let hash = key.hash64();
+        let admission = shard.insert(key, obj, charge);
+        drop(shard);
+        self.observe(hash, charge);
+        admission
     }
 
     fn remove(&self, key: &CacheKey) -> bool {

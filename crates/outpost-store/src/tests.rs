@@ -388,3 +388,41 @@ proptest! {
         }
     }
 }
+
+/// Replays a trace of ids through `store` as a cache does (a get, and an insert on a miss) with
+/// equal 64-byte bodies; returns the hit ratio.
+fn replay_ids(store: &MemoryStore, trace: &[(u64, u64)]) -> f64 {
+    let mut hits = 0usize;
+    for &(id, _) in trace {
+        let k = key(&format!("https://t.example/{id:016x}"));
+        if store.get(&k, t(1)).is_some() {
+            hits += 1;
+        } else {
+            store.insert(k, object(&[0; 64], &[], t(1_000_000)), t(1));
+        }
+    }
+    hits as f64 / trace.len().max(1) as f64
+}
+
+#[test]
+fn sharded_ram_tier_picks_its_mode_from_one_sample_across_its_shards() {
+    use crate::policy::tests::{churn_trace, loop_trace};
+    use crate::policy::Mode;
+    let charge = MemoryStore::charge(
+        &key("https://t.example/0123456789abcdef"),
+        &object(&[0; 64], &[], t(0)),
+    );
+    // A loop of 12,000 objects in 8,000 objects' room over 16 shards: a shard's own shadows
+    // (1/64 of 500 objects) could never decide; the tier's (125 objects) pick Frequency.
+    let looped = MemoryStore::with_shards(8_000 * charge, PolicyKind::S3TinyLfu, 16);
+    assert_eq!(looped.mode(), Some(Mode::Recency));
+    let ratio = replay_ids(&looped, &loop_trace(100_000, 12_000, 600_000));
+    assert_eq!(looped.mode(), Some(Mode::Frequency), "hit ratio {ratio:.3}");
+    assert!(looped.mode_switches() >= 1);
+    // Popularity churn keeps Recency.
+    let churn = MemoryStore::with_shards(4_000 * charge, PolicyKind::S3TinyLfu, 16);
+    replay_ids(&churn, &churn_trace(50_000, 20_000, 1_000, 400_000));
+    assert_eq!(churn.mode(), Some(Mode::Recency));
+    // Other policies have no mode.
+    assert_eq!(MemoryStore::new(1 << 20, PolicyKind::WTinyLfu).mode(), None);
+}

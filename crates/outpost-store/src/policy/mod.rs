@@ -29,7 +29,7 @@ use std::str::FromStr;
 
 pub use gdsf::SizeAware;
 pub use lru::Lru;
-pub use s3fifo::{Mode, S3Fifo};
+pub use s3fifo::{Mode, ModeShadows, S3Fifo};
 pub use wtinylfu::WTinyLfu;
 
 /// What happened to an insert.
@@ -67,6 +67,9 @@ pub trait EvictionPolicy: Send + 'static {
     fn bytes(&self) -> u64;
     /// The byte budget.
     fn capacity(&self) -> u64;
+    /// Takes `mode` (`s3-tinylfu`, whose shadows are the RAM tier's rather than its own); a
+    /// no-op for the other policies.
+    fn switch_mode(&mut self, _mode: Mode) {}
 }
 
 /// The available policies.
@@ -181,4 +184,4 @@ pub(crate) fn percent_of(value: u64, percent: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -73,13 +73,61 @@ pub enum Mode {
     Frequency,
 }
 
-/// The miniature simulations that pick the mode.
+/// The miniature simulations that pick the mode: one `s3-tinylfu` per mode at 1/[`SHADOW_RATE`]
+/// of the budget, fed the sampled keys ([`S3Fifo::in_shadow_sample`]). Inside one policy, or
+/// shared by the shards of a RAM tier (`MemoryStore`), so that the sample covers the whole tier.
 #[derive(Debug, Clone)]
-struct Shadows {
+pub struct ModeShadows {
     /// One cache per mode, `[Recency, Frequency]`, with a fixed mode and no shadows of their own.
     minis: [S3Fifo; 2],
     /// Their score.
     duel: Duel,
+}
+
+impl ModeShadows {
+    /// The shadows of a cache of `capacity`.
+    pub fn new(capacity: u64) -> Self {
+        let shadow = |mode| {
+            let mut mini = S3Fifo::tinylfu_fixed(capacity / SHADOW_RATE, mode);
+            mini.scale = SHADOW_RATE;
+            mini
+        };
+        Self {
+            minis: [shadow(Mode::Recency), shadow(Mode::Frequency)],
+            duel: Duel::new(SHADOW_SIGMAS),
+        }
+    }
+
+    /// Replays one sampled request (a hit, or a miss offering `weight`) through both shadows;
+    /// returns the mode to take when, at the end of a period, the other one than `current` won
+    /// significantly.
+    pub fn observe(&mut self, hash: u64, weight: u64, current: Mode) -> Option<Mode> {
+        let mut hit = [false; 2];
+        for (mini, hit) in self.minis.iter_mut().zip(hit.iter_mut()) {
+            *hit = mini.contains(hash);
+            if *hit {
+                mini.on_hit(hash);
+            } else {
+                mini.on_insert(hash, weight);
+            }
+        }
+        let resident = self.minis.iter().map(|m| m.len()).max().unwrap_or(0);
+        let side = |mode| match mode {
+            Mode::Recency => 0,
+            Mode::Frequency => 1,
+        };
+        self.duel
+            .score(hit, resident, side(current))
+            .then_some(match current {
+                Mode::Recency => Mode::Frequency,
+                Mode::Frequency => Mode::Recency,
+            })
+    }
+
+    /// How often [`ModeShadows::observe`] said to switch.
+    pub fn switches(&self) -> u64 {
+        self.duel.switches()
+    }
 }
 
 /// Byte-weighted S3-FIFO, plain or with the `s3-tinylfu` additions.
@@ -97,7 +145,7 @@ pub struct S3Fifo {
     rng: u64,
     mode: Mode,
     /// `s3-tinylfu`: the mode's miniature simulations (`None` in plain S3-FIFO and in shadows).
-    shadows: Option<Box<Shadows>>,
+    shadows: Option<Box<ModeShadows>>,
     /// The budget the share rules refer to is `capacity × scale` (a shadow's is the real one).
     scale: u64,
 }
@@ -126,22 +174,14 @@ impl S3Fifo {
     /// An empty `s3-tinylfu` (the default policy): S3-FIFO with the TinyLFU second chance, the
     /// size rules, and its mode picked by two shadow caches (starting in [`Mode::Recency`]).
     pub fn tinylfu(capacity: u64) -> Self {
-        let shadow = |mode| {
-            let mut mini = Self::tinylfu_fixed(capacity / SHADOW_RATE, mode);
-            mini.scale = SHADOW_RATE;
-            mini
-        };
-        let minis = [shadow(Mode::Recency), shadow(Mode::Frequency)];
         Self {
-            shadows: Some(Box::new(Shadows {
-                minis,
-                duel: Duel::new(SHADOW_SIGMAS),
-            })),
+            shadows: Some(Box::new(ModeShadows::new(capacity))),
             ..Self::tinylfu_fixed(capacity, Mode::Recency)
         }
     }
 
-    /// `s3-tinylfu` held in one mode (no shadows).
+    /// `s3-tinylfu` in one mode (no shadows of its own; [`EvictionPolicy::switch_mode`] changes
+    /// it, as the RAM tier does for its shards).
     pub fn tinylfu_fixed(capacity: u64, mode: Mode) -> Self {
         let mut policy = Self {
             sketch: Some(FrequencySketch::for_budget(capacity)),
@@ -158,7 +198,7 @@ impl S3Fifo {
 
     /// How often the shadows have switched the mode.
     pub fn mode_switches(&self) -> u64 {
-        self.shadows.as_ref().map_or(0, |s| s.duel.switches())
+        self.shadows.as_ref().map_or(0, |s| s.switches())
     }
 
     fn set_mode(&mut self, mode: Mode) {
@@ -175,30 +215,12 @@ impl S3Fifo {
         hash.wrapping_mul(SHADOW_SAMPLE_MULTIPLIER) >> (64 - SHADOW_RATE.trailing_zeros()) == 0
     }
 
-    /// Replays one sampled request through both shadows; every period, takes the better mode.
+    /// Replays one sampled request through the shadows; every period, takes the better mode.
     fn observe(&mut self, hash: u64, weight: u64) {
         let Some(shadows) = self.shadows.as_deref_mut() else {
             return;
         };
-        let mut hit = [false; 2];
-        for (mini, hit) in shadows.minis.iter_mut().zip(hit.iter_mut()) {
-            *hit = mini.contains(hash);
-            if *hit {
-                mini.on_hit(hash);
-            } else {
-                mini.on_insert(hash, weight);
-            }
-        }
-        let resident = shadows.minis.iter().map(|m| m.len()).max().unwrap_or(0);
-        let current = match self.mode {
-            Mode::Recency => 0,
-            Mode::Frequency => 1,
-        };
-        if shadows.duel.score(hit, resident, current) {
-            let mode = match self.mode {
-                Mode::Recency => Mode::Frequency,
-                Mode::Frequency => Mode::Recency,
-            };
+        if let Some(mode) = shadows.observe(hash, weight, self.mode) {
             self.set_mode(mode);
         }
     }
@@ -426,6 +448,12 @@ impl S3Fifo {
 }
 
 impl EvictionPolicy for S3Fifo {
+    fn switch_mode(&mut self, mode: Mode) {
+        if self.sketch.is_some() {
+            self.set_mode(mode);
+        }
+    }
+
     fn kind(&self) -> PolicyKind {
         if self.sketch.is_some() {
             PolicyKind::S3TinyLfu

@@ -531,7 +531,12 @@ fn s3tinylfu_large_object_needs_three_requests() {
 
 /// Zipf over `keys` ids from `offset`, the offset moving by `step` every `every` requests
 /// (popularity churn: new objects take the top), unit weights.
-fn churn_trace(keys: usize, every: usize, step: u64, requests: usize) -> Vec<(u64, u64)> {
+pub(crate) fn churn_trace(
+    keys: usize,
+    every: usize,
+    step: u64,
+    requests: usize,
+) -> Vec<(u64, u64)> {
     let mut rng = StdRng::seed_from_u64(5);
     let zipf = Zipf::new(keys, 0.8);
     (0..requests)
@@ -545,7 +550,7 @@ fn churn_trace(keys: usize, every: usize, step: u64, requests: usize) -> Vec<(u6
 }
 
 /// A loop over `loop_keys` ids (half the requests) mixed with Zipf 0.8 over `keys`, unit weights.
-fn loop_trace(keys: usize, loop_keys: u64, requests: usize) -> Vec<(u64, u64)> {
+pub(crate) fn loop_trace(keys: usize, loop_keys: u64, requests: usize) -> Vec<(u64, u64)> {
     let mut rng = StdRng::seed_from_u64(3);
     let zipf = Zipf::new(keys, 0.8);
     let mut next = 0;
