@@ -1,6 +1,8 @@
 //! [`MemoryStore`]: the RAM tier. A fixed number of shards, each a mutex over a hash map keyed by
 //! the key hash, its own eviction policy instance with an equal share of the byte budget, and
-//! its share of the surrogate-key tag index. Pure and synchronous; the clock is passed in.
+//! its share of the surrogate-key tag index. With `s3-tinylfu` the tier also owns the shadow
+//! caches that pick the shards' mode (one sample across all shards). Pure and synchronous; the
+//! clock is passed in.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
