@@ -263,10 +263,10 @@ impl MemoryStore {
         })
     }
 
-    /// Replays a sampled request (a hit, or an insert of `charge`) through the tier's shadows,
-    /// unless another thread holds them; a switch sets every shard's mode. Called with no shard
-    /// lock held (the order is shadows, then shard).
-    fn observe(&self, hash: u64, charge: u64) {
+    /// Replays a request (a hit, or an insert) of a sampled key through the tier's shadows,
+    /// unless another thread holds them; a switch sets every shard's mode. `charge` is asked only
+    /// for a sampled key. Called with no shard lock held (the order is shadows, then shard).
+    fn observe(&self, hash: u64, charge: impl FnOnce() -> u64) {
         let Some(modes) = &self.modes else {
             return;
         };
@@ -277,7 +277,7 @@ impl MemoryStore {
             return;
         };
         let current = tier.mode;
-        if let Some(mode) = tier.shadows.observe(hash, charge, current) {
+        if let Some(mode) = tier.shadows.observe(hash, charge(), current) {
             tier.mode = mode;
             for shard in self.shards.iter() {
                 let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -408,9 +408,7 @@ impl Store for MemoryStore {
         let hash = key.hash64();
         let found = self.shard(hash).get(key, now);
         if let Some(obj) = &found {
-            if self.modes.is_some() && S3Fifo::in_shadow_sample(hash) {
-                self.observe(hash, Self::charge(key, obj));
-            }
+            self.observe(hash, || Self::charge(key, obj));
         }
         found
     }
@@ -434,7 +432,7 @@ impl Store for MemoryStore {
         let hash = key.hash64();
         let admission = shard.insert(key, obj, charge);
         drop(shard);
-        self.observe(hash, charge);
+        self.observe(hash, || charge);
         admission
     }
 

@@ -35,8 +35,15 @@ pub(crate) struct DiskAdmission {
     sketch: Option<FrequencySketch>,
     /// Admit every fill (the sketch still counts): the side the shadows picked.
     every_fill: bool,
-    /// `s3-tinylfu`: the miniature logs, `[EVERY_FILL, CONTEST]`, and their score.
-    shadows: Option<Box<([LogShadow; 2], Duel)>>,
+    /// `s3-tinylfu`: the miniature logs and their score.
+    shadows: Option<Box<LogShadows>>,
+}
+
+/// The SSD tier's two miniature logs, `[EVERY_FILL, CONTEST]`, and their score.
+#[derive(Debug)]
+struct LogShadows {
+    logs: [LogShadow; 2],
+    duel: Duel,
 }
 
 impl DiskAdmission {
@@ -48,7 +55,10 @@ impl DiskAdmission {
             every_fill: false,
             shadows: adaptive.then(|| {
                 let log = || LogShadow::new(capacity / SHADOW_RATE);
-                Box::new(([log(), log()], Duel::new(SIGMAS)))
+                Box::new(LogShadows {
+                    logs: [log(), log()],
+                    duel: Duel::new(SIGMAS),
+                })
             }),
         }
     }
@@ -67,7 +77,7 @@ impl DiskAdmission {
         if !S3Fifo::in_shadow_sample(hash) {
             return;
         }
-        let (logs, duel) = shadows;
+        let LogShadows { logs, duel } = shadows;
         let hit = [
             logs[EVERY_FILL].access(hash, bytes, None),
             logs[CONTEST].access(hash, bytes, Some(sketch)),
@@ -86,7 +96,7 @@ impl DiskAdmission {
 
     /// How often the shadows switched sides.
     pub(crate) fn switches(&self) -> u64 {
-        self.shadows.as_ref().map_or(0, |s| s.1.switches())
+        self.shadows.as_ref().map_or(0, |s| s.duel.switches())
     }
 
     /// Whether a fill of `candidate` may displace `victim` (the next record reclamation would
@@ -117,7 +127,7 @@ impl DiskAdmission {
     /// RAM of the filter (the shadows' fixed-size part included).
     pub(crate) fn bytes(&self) -> usize {
         let shadows = self.shadows.as_ref().map_or(0, |s| {
-            s.0.iter().map(LogShadow::bytes).sum::<usize>() + std::mem::size_of_val(&**s)
+            s.logs.iter().map(LogShadow::bytes).sum::<usize>() + std::mem::size_of_val(&**s)
         });
         self.sketch.as_ref().map_or(0, FrequencySketch::bytes) + shadows
     }
