@@ -17,13 +17,17 @@ use std::collections::VecDeque;
 
 use crate::hashing::U64Map;
 use crate::policy::duel::Duel;
-use crate::policy::s3fifo::SHADOW_RATE;
 use crate::policy::sketch::FrequencySketch;
 use crate::policy::{PolicyKind, S3Fifo};
 
 /// The side switches when the other side's shadow leads by this many standard deviations: more
 /// than the RAM tier's 2, as a wrong switch costs the SSD tier a refill, which takes long.
 const SIGMAS: u64 = 3;
+/// The shadows see 1 key in this many (a power of two) with this fraction of the tier: denser
+/// than the RAM tier's 1 in 64, as they run only on SSD accesses (RAM misses), off the hit path,
+/// and an SSD tier sees fewer requests than RAM in front of it (at 1 in 64, the loop and churn
+/// classes at 1M requests decided one way or the other from run to run).
+const SHADOW_RATE: u64 = 16;
 /// Side 0 of the duel: admit every fill.
 const EVERY_FILL: usize = 0;
 /// Side 1 of the duel: the TinyLFU contest (where the tier starts).
@@ -74,7 +78,7 @@ impl DiskAdmission {
         let Some(shadows) = self.shadows.as_deref_mut() else {
             return;
         };
-        if !S3Fifo::in_shadow_sample(hash) {
+        if !S3Fifo::in_sample(hash, SHADOW_RATE) {
             return;
         }
         let LogShadows { logs, duel } = shadows;

@@ -18,11 +18,14 @@
 //!   an object above the mean and above [`LARGE_OBJECT_PPM`] of the budget is admitted only once
 //!   the sketch has seen it [`SECOND_CHANCE_MIN`] times (a big download must prove itself before
 //!   it displaces a share of a small cache). With every object weighing the same, neither fires;
+//! - **a ghost sized in keys**: it remembers [`GHOST_PERCENT_OF_RESIDENT`] keys per 100 resident
+//!   objects, whatever their sizes, so a large object the size filter sent there is still
+//!   remembered when it returns;
 //! - **two modes chosen by miniature simulation**: [`Mode::Recency`] is the above (small FIFO
 //!   [`SMALL_PERCENT`]% of the budget; hit-in-small and ghost hits enter main freely: new content
 //!   gets in fast). [`Mode::Frequency`] shrinks small to [`FREQUENCY_SMALL_PERCENT`]% and makes
 //!   those entries contest main's victims too, as W-TinyLFU admits (a loop or a stable
-//!   frequency ranking stays). Two shadow caches, one per mode, run on 1 key in [`SHADOW_RATE`]
+//!   frequency ranking stays); its second chance starts at [`FREQUENCY_SECOND_CHANCE_MIN`]. Two shadow caches, one per mode, run on 1 key in [`SHADOW_RATE`]
 //!   (by hash) with 1/[`SHADOW_RATE`] of the budget (Waldspurger et al., "Cache Modeling and
 //!   Optimization using Miniature Simulations", USENIX ATC 2017); every few shadow lifetimes
 //!   the cache takes the other mode if its shadow hit significantly more often (McNemar's test,
@@ -59,6 +62,15 @@ const SHADOW_SIGMAS: u64 = 2;
 const SHADOW_SAMPLE_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 /// `s3-tinylfu`: smallest sketch frequency for an unaccessed object leaving small to contest main.
 pub const SECOND_CHANCE_MIN: u64 = 3;
+/// `s3-tinylfu` in [`Mode::Frequency`]: the second chance starts at this sketch frequency, so an
+/// object seen twice (a loop's second pass) can fill a main that has room, as W-TinyLFU's window
+/// victims fill its main.
+pub const FREQUENCY_SECOND_CHANCE_MIN: u64 = 2;
+/// `s3-tinylfu`: the ghost remembers this many keys per 100 resident objects (plain S3-FIFO's
+/// ghost is a byte budget, main's). A ghost entry costs the same whatever the object's size, and
+/// a large object the size filter sent there must still be remembered when it returns; a ghost
+/// as long as the cache would let a loop slightly longer than the cache cycle through it.
+pub const GHOST_PERCENT_OF_RESIDENT: u64 = 70;
 /// `s3-tinylfu`: objects above this many times the mean resident size wait in the ghost first.
 pub const SIZE_FILTER_MEAN: u64 = 2;
 /// The size filter needs a mean over at least this many resident objects.
@@ -212,7 +224,13 @@ impl S3Fifo {
 
     /// Whether `hash` is in the shadows' sample (its hits and misses also replay through them).
     pub fn in_shadow_sample(hash: u64) -> bool {
-        hash.wrapping_mul(SHADOW_SAMPLE_MULTIPLIER) >> (64 - SHADOW_RATE.trailing_zeros()) == 0
+        Self::in_sample(hash, SHADOW_RATE)
+    }
+
+    /// Whether `hash` is in a sample of 1 key in `rate` (a power of two), the sample of
+    /// [`S3Fifo::in_shadow_sample`] and of every denser rate included.
+    pub fn in_sample(hash: u64, rate: u64) -> bool {
+        hash.wrapping_mul(SHADOW_SAMPLE_MULTIPLIER) >> (64 - rate.trailing_zeros()) == 0
     }
 
     /// Replays one sampled request through the shadows; every period, takes the better mode.
@@ -258,10 +276,15 @@ impl S3Fifo {
     }
 
     /// The TinyLFU second chance for a detached, unaccessed object leaving small: a contest for
-    /// main if it is frequent enough. False (nothing placed) when it is not or loses.
+    /// main if it is frequent enough ([`SECOND_CHANCE_MIN`], or [`FREQUENCY_SECOND_CHANCE_MIN`]
+    /// in [`Mode::Frequency`]). False (nothing placed) when it is not or loses.
     fn second_chance(&mut self, idx: u32, protect: Option<u64>, evicted: &mut Vec<u64>) -> bool {
         let candidate = self.frequency(self.arena.node(idx).hash);
-        candidate >= SECOND_CHANCE_MIN && self.contest(idx, protect, evicted, INCUMBENT_MARGIN)
+        let min = match self.mode {
+            Mode::Recency => SECOND_CHANCE_MIN,
+            Mode::Frequency => FREQUENCY_SECOND_CHANCE_MIN,
+        };
+        candidate >= min && self.contest(idx, protect, evicted, INCUMBENT_MARGIN)
     }
 
     /// A detached object's contest for main (`s3-tinylfu`): it enters if main has room or it
@@ -331,6 +354,17 @@ impl S3Fifo {
             > u128::from(ppm) * u128::from(self.capacity) * u128::from(self.scale)
     }
 
+    /// Is the ghost over its budget: keys per resident object for `s3-tinylfu`
+    /// ([`GHOST_PERCENT_OF_RESIDENT`]), bytes for plain S3-FIFO?
+    fn ghost_full(&self) -> bool {
+        if self.sketch.is_some() {
+            let resident = (self.small.len() + self.main.len()).max(1) as u64;
+            self.ghost.len() as u64 * 100 > resident * GHOST_PERCENT_OF_RESIDENT
+        } else {
+            self.ghost.bytes() > self.ghost_capacity
+        }
+    }
+
     fn resident_bytes(&self) -> u64 {
         self.small.bytes() + self.main.bytes()
     }
@@ -352,7 +386,7 @@ impl S3Fifo {
 
     fn remember_ghost(&mut self, idx: u32) {
         self.arena.push_head(&mut self.ghost, idx);
-        while self.ghost.bytes() > self.ghost_capacity {
+        while self.ghost_full() {
             let Some(old) = self.ghost.tail() else { break };
             self.arena.unlink(&mut self.ghost, old);
             self.arena.release(old);
@@ -443,7 +477,11 @@ impl S3Fifo {
             self.small.len() + self.main.len() + self.ghost.len()
         );
         assert!(self.resident_bytes() <= self.capacity);
-        assert!(self.ghost.bytes() <= self.ghost_capacity);
+        if self.sketch.is_none() {
+            // (s3-tinylfu's ghost is trimmed to the resident count on its next entry: removals
+            // and large insertions shrink that count in between.)
+            assert!(self.ghost.bytes() <= self.ghost_capacity);
+        }
     }
 }
 

@@ -462,6 +462,37 @@ fn s3tinylfu_keeps_part_of_a_loop_larger_than_the_cache() {
 }
 
 #[test]
+fn s3tinylfu_frequency_mode_fills_main_from_a_second_sighting() {
+    // Budget 100 (small 10 in Recency, 1 in Frequency), a loop of 250 keys. Pass 1: every key is
+    // seen once and leaves small without a hit, below either mode's second-chance frequency: main
+    // stays empty and the ghost keeps 70 keys (70 per 100 resident objects), too few to bridge
+    // the loop. Pass 2: each key leaves small seen twice, which in Frequency mode is enough to
+    // contest main, and main has room: main fills from the loop's second pass. In Recency mode
+    // they need a third sighting, and main stays empty.
+    let mut recency = S3Fifo::tinylfu_fixed(100, Mode::Recency);
+    let mut frequency = S3Fifo::tinylfu_fixed(100, Mode::Frequency);
+    for policy in [&mut recency, &mut frequency] {
+        for h in 1..=250 {
+            policy.on_insert(h, 1);
+        }
+        let (_, main, ghost) = policy.queues();
+        assert!(main.is_empty());
+        assert_eq!(ghost.len(), 70, "70 keys per 100 resident objects");
+        for h in 1..=250 {
+            if policy.contains(h) {
+                policy.on_hit(h);
+            } else {
+                policy.on_insert(h, 1);
+            }
+        }
+        policy.check();
+    }
+    let (recency_main, frequency_main) = (recency.queues().1.len(), frequency.queues().1.len());
+    assert_eq!(frequency_main, 99, "main (99) full");
+    assert_eq!(recency_main, 0);
+}
+
+#[test]
 fn s3tinylfu_size_filter_holds_back_objects_far_above_the_mean() {
     let mut s = S3Fifo::tinylfu(1_000_000); // small FIFO 100,000
     for h in 0..20 {
