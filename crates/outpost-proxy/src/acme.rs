@@ -455,9 +455,15 @@ mod tests {
     }
 
     fn due_pem(pem: &str, now: SystemTime) -> bool {
-        let d = std::env::temp_dir().join(format!("acme-due-{}.pem", std::process::id()));
-        std::fs::write(&d, pem).unwrap();
-        due(&d, 2.0 / 3.0, now)
+        let d = outpost_testkit::ScratchDir::new(&format!(
+            "outpost-acme-due-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ))
+        .unwrap();
+        let file = d.join("cert.pem");
+        std::fs::write(&file, pem).unwrap();
+        due(&file, 2.0 / 3.0, now)
     }
 
     #[test]

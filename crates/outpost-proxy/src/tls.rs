@@ -412,15 +412,13 @@ mod tests {
         }
     }
 
-    fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
+    fn dir() -> outpost_testkit::ScratchDir {
+        outpost_testkit::ScratchDir::new(&format!(
             "outpost-tls-unit-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -8,17 +8,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use outpost_config::{AcmeChallenge, AcmeConfig, Config, Dur, TenantTlsConfig};
-use outpost_testkit::{free_port, wait_port, Proc, RouteSpec, TestOrigin};
+use outpost_testkit::{free_port, wait_port, Proc, RouteSpec, ScratchDir, TestOrigin};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("outpost-acme-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tempdir(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("outpost-acme-{name}-{}", std::process::id())).unwrap()
 }
 
 /// A CA and pebble's HTTPS certificate (localhost, 127.0.0.1) signed by it.
@@ -81,7 +78,7 @@ fn issuer(tls: std::net::SocketAddr, sni: &str) -> String {
 /// An edge with one ACME tenant (shop.test, no certificate yet), pebble-challtestsrv's DNS
 /// (every name → 127.0.0.1) and pebble validating against the edge's listeners.
 struct World {
-    dir: PathBuf,
+    dir: ScratchDir,
     edge: outpost_proxy::RunningNode,
     tls: std::net::SocketAddr,
     _origin: TestOrigin,
@@ -225,7 +222,7 @@ async fn issued(w: &World) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_is_issued_renewed_and_kept_when_the_ca_is_gone() {
     let mut w = world("http01", AcmeChallenge::Http01).await;
-    let (dir, tls) = (w.dir.clone(), w.tls);
+    let (dir, tls) = (w.dir.to_path_buf(), w.tls);
     // 1. Issued (HTTP-01 on the edge's HTTP listener) and served.
     let first = issued(&w).await;
     assert_eq!(

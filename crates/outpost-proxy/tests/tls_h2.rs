@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use outpost_config::{Config, Dur, TenantConfig, TenantTlsConfig};
-use outpost_testkit::{http_get, RouteSpec, TestOrigin};
+use outpost_testkit::{http_get, RouteSpec, ScratchDir, TestOrigin};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,11 +51,8 @@ impl Ca {
     }
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("outpost-tls-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tempdir(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("outpost-tls-{name}-{}", std::process::id())).unwrap()
 }
 
 fn tenant(base: &TenantConfig, name: &str, hosts: &[&str], tls: (String, String)) -> TenantConfig {
@@ -77,7 +74,7 @@ struct Edge {
     _node: outpost_proxy::RunningNode,
     origin: TestOrigin,
     ca: PathBuf,
-    dir: PathBuf,
+    dir: ScratchDir,
     ca_issuer: Ca,
 }
 

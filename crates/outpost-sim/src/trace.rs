@@ -172,10 +172,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    /// A file of the system temp dir, named for this process (each test removes its own).
     fn temp_path(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("outpost-sim-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+        std::env::temp_dir().join(format!("outpost-sim-test-{}-{name}", std::process::id()))
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   PoP within one probe interval (measured); restarted, the answer comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use outpost_testkit::{free_port, wait_port, Proc, RouteSpec, TestOrigin};
+use outpost_testkit::{free_port, wait_port, Proc, RouteSpec, ScratchDir, TestOrigin};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -429,12 +429,11 @@ async fn http_text(port: u16, path: &str) -> String {
     String::from_utf8_lossy(&b).to_string()
 }
 
-fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
+fn tempdir() -> ScratchDir {
+    ScratchDir::new(&format!(
         "outpost-dns-world-{}-{}",
         std::process::id(),
         free_port()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    ))
+    .unwrap()
 }
