@@ -25,11 +25,12 @@
 //!   [`SMALL_PERCENT`]% of the budget; hit-in-small and ghost hits enter main freely: new content
 //!   gets in fast). [`Mode::Frequency`] shrinks small to [`FREQUENCY_SMALL_PERCENT`]% and makes
 //!   those entries contest main's victims too, as W-TinyLFU admits (a loop or a stable
-//!   frequency ranking stays); its second chance starts at [`FREQUENCY_SECOND_CHANCE_MIN`]. Two shadow caches, one per mode, run on 1 key in [`SHADOW_RATE`]
-//!   (by hash) with 1/[`SHADOW_RATE`] of the budget (Waldspurger et al., "Cache Modeling and
-//!   Optimization using Miniature Simulations", USENIX ATC 2017); every few shadow lifetimes
-//!   the cache takes the other mode if its shadow hit significantly more often (McNemar's test,
-//!   two standard deviations, so a short or noisy sample keeps the current mode).
+//!   frequency ranking stays); its second chance starts at [`FREQUENCY_SECOND_CHANCE_MIN`].
+//!   Two shadow caches, one per mode, run on 1 key in [`SHADOW_RATE`] (by hash) with
+//!   1/[`SHADOW_RATE`] of the budget (Waldspurger et al., "Cache Modeling and Optimization
+//!   using Miniature Simulations", USENIX ATC 2017); every few shadow lifetimes the cache takes
+//!   the other mode if its shadow hit significantly more often (McNemar's test, two standard
+//!   deviations, so a short or noisy sample keeps the current mode).
 
 use super::duel::Duel;
 use super::list::{Arena, Queue};
