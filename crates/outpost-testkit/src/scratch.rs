@@ -17,11 +17,6 @@ impl ScratchDir {
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
 }
 
 impl Deref for ScratchDir {
@@ -57,7 +52,7 @@ mod tests {
             std::fs::write(dir.join("f"), b"x").expect("write");
             let again = ScratchDir::new(&name).expect("recreate");
             assert!(!again.join("f").exists(), "a new one starts empty");
-            again.path().to_path_buf()
+            again.to_path_buf()
         };
         assert!(!path.exists(), "removed on drop");
     }
