@@ -7,7 +7,6 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
-use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 pub mod limit;
 pub mod peers;
 pub mod pipe;
+pub mod replay;
 pub mod ring;
 
 /// Boxed error for bodies.
@@ -357,10 +357,13 @@ impl OriginPool {
         });
     }
 
-    /// Send a request. `key` picks the origin when the pool is weighted. `body` is `None` for
-    /// bodiless requests, which are retried on the next origin when a connection cannot be
-    /// made; a request with a body goes to one origin only. Each attempt first takes a slot of
-    /// the origin's concurrency limit (waiting for one within the first-byte timeout).
+    /// Send a request. `key` picks the origin when the pool is weighted. A request whose body
+    /// can be sent again ([`replay::Payload`]: bodiless, or small with a declared length) goes
+    /// to the next origin when a connection cannot be made; an idempotent one is also sent
+    /// again, on a new connection to the same origin, when the connection closed before a
+    /// response (a keep-alive connection the origin closed as it was reused: RFC 9110 §9.2.2).
+    /// A larger body streams to one attempt only. Each attempt first takes a slot of the
+    /// origin's concurrency limit (waiting for one within the first-byte timeout).
     pub async fn send(
         &self,
         key: u64,
@@ -369,63 +372,76 @@ impl OriginPool {
         headers: &HeaderMap,
         body: Option<ReqBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let order = self.order(key);
+        let mut payload = replay::Payload::read(body).await.map_err(|e| {
+            let authority = order
+                .first()
+                .map(|&i| self.origins[i].authority.as_str())
+                .unwrap_or_default();
+            UpstreamError::new(UpstreamErrorKind::Protocol, authority, Some(e))
+        })?;
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let order = self.order(key);
-        let mut body = body;
+        let idempotent = replay::idempotent(method);
         let mut last_err = None;
         let deadline = tokio::time::Instant::now() + self.timeouts.first_byte;
-        for idx in &order {
+        'origins: for idx in &order {
             let origin = &self.origins[*idx];
-            let b = body.take().unwrap_or_else(empty_body);
-            let had_body = !b.is_end_stream();
-            let req = build_uri(
-                origin.scheme(),
-                method,
-                &origin.authority,
-                path_and_query,
-                headers,
-                b,
-            )
-            .map_err(|e| {
-                UpstreamError::new(
-                    UpstreamErrorKind::Protocol,
-                    origin.authority.clone(),
-                    Some(Box::new(e)),
+            for attempt in 0..=STALE_RETRIES {
+                let replayable = payload.replayable();
+                let req = build_uri(
+                    origin.scheme(),
+                    method,
+                    &origin.authority,
+                    path_and_query,
+                    headers,
+                    payload.attempt_body(),
                 )
-            })?;
-            let attempt = async {
-                let _slot = match &origin.limit {
-                    Some(l) => Some(l.acquire(&self.tenant).await),
-                    None => None,
+                .map_err(|e| {
+                    UpstreamError::new(
+                        UpstreamErrorKind::Protocol,
+                        origin.authority.clone(),
+                        Some(Box::new(e)),
+                    )
+                })?;
+                let sent = async {
+                    let _slot = match &origin.limit {
+                        Some(l) => Some(l.acquire(&self.tenant).await),
+                        None => None,
+                    };
+                    self.client.request(req).await
                 };
-                self.client.request(req).await
-            };
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(resp)) => {
-                    origin.fails.store(0, Ordering::Relaxed);
-                    return Ok(resp);
-                }
-                Ok(Err(e)) => {
-                    let err = classify(e, &origin.authority);
-                    let connect = err.kind.is_connect();
-                    let retryable = connect && !had_body;
-                    if connect {
-                        self.failed(origin);
+                let err = match tokio::time::timeout_at(deadline, sent).await {
+                    Ok(Ok(resp)) => {
+                        origin.fails.store(0, Ordering::Relaxed);
+                        return Ok(resp);
                     }
-                    tracing::debug!(origin = %origin.authority, error = %err, "upstream request failed");
-                    if !retryable {
+                    Ok(Err(e)) => classify(e, &origin.authority),
+                    Err(_) => {
+                        return Err(first_byte_timeout(
+                            &origin.authority,
+                            self.timeouts.first_byte,
+                        ))
+                    }
+                };
+                tracing::debug!(origin = %origin.authority, error = %err.detail(), attempt, "upstream request failed");
+                if err.kind.is_connect() {
+                    self.failed(origin);
+                    if !replayable {
                         return Err(err);
                     }
                     last_err = Some(err);
+                    continue 'origins;
                 }
-                Err(_) => {
-                    return Err(first_byte_timeout(
-                        &origin.authority,
-                        self.timeouts.first_byte,
-                    ))
+                let again = replayable
+                    && idempotent
+                    && attempt < STALE_RETRIES
+                    && replay::closed_before_response(&err);
+                if !again {
+                    return Err(err);
                 }
+                last_err = Some(err);
             }
         }
         Err(last_err.unwrap_or_else(|| {
@@ -437,6 +453,10 @@ impl OriginPool {
         }))
     }
 }
+
+/// How many times an idempotent request is sent again to the same origin after its connection
+/// closed before a response (each time on another connection: a stale keep-alive one, or new).
+const STALE_RETRIES: usize = 2;
 
 /// No response head within the first-byte timeout.
 fn first_byte_timeout(authority: &str, after: Duration) -> UpstreamError {
@@ -698,6 +718,136 @@ mod tests {
         assert_eq!(r.status(), 200);
         // The dead origin is now marked down and skipped first.
         assert_eq!(pool.order(0)[0], 1);
+    }
+
+    /// Reads one request (head, then a body of its content-length); `None` at end of stream.
+    async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let method = head.split(' ').next().unwrap_or_default().to_string();
+        Some((method, buf[head_end..head_end + len].to_vec()))
+    }
+
+    /// An origin whose first connection answers one request, then reads the next one and
+    /// resets the connection without answering (a keep-alive connection closed as it was
+    /// reused); every other connection echoes each request's body. Returns its address and
+    /// the bodies it answered.
+    async fn resetting_origin() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let answered = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = answered.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((mut s, _)) = l.accept().await {
+                let resets = std::mem::take(&mut first);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let mut served = 0;
+                    while let Some((_, body)) = read_request(&mut s).await {
+                        if resets && served == 1 {
+                            // Linger 0 resets at once (the deprecation is about blocking
+                            // on drop with a non-zero linger).
+                            #[allow(deprecated)]
+                            s.set_linger(Some(Duration::ZERO)).unwrap();
+                            return; // dropped with linger 0: RST
+                        }
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                        let _ = s.write_all(head.as_bytes()).await;
+                        let _ = s.write_all(&body).await;
+                        seen.lock().unwrap().push(body);
+                        served += 1;
+                    }
+                });
+            }
+        });
+        (addr, answered)
+    }
+
+    /// A first request through `pool`, read to its end so its connection goes back to the pool.
+    async fn warm(pool: &OriginPool) {
+        let r = pool
+            .send(0, &Method::GET, "/", &HeaderMap::new(), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fn body(s: &'static str) -> Option<ReqBody> {
+        Some(
+            http_body_util::Full::new(Bytes::from_static(s.as_bytes()))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+    }
+
+    const T: Timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        first_byte: Duration::from_secs(5),
+    };
+
+    #[tokio::test]
+    async fn idempotent_request_is_sent_again_when_a_reused_connection_resets() {
+        let (addr, answered) = resetting_origin().await;
+        let pool = OriginPool::new(vec![addr.to_string()], T);
+        warm(&pool).await;
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        let r = pool
+            .send(0, &Method::PUT, "/config", &h, body("payload"))
+            .await
+            .expect("the PUT is sent again on a new connection");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "payload");
+        assert_eq!(answered.lock().unwrap().last().unwrap(), b"payload");
+    }
+
+    #[tokio::test]
+    async fn non_idempotent_request_is_not_sent_again() {
+        let (addr, answered) = resetting_origin().await;
+        let pool = OriginPool::new(vec![addr.to_string()], T);
+        warm(&pool).await;
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let e = pool
+            .send(0, &Method::POST, "/order", &h, body("order"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, UpstreamErrorKind::Protocol, "{}", e.detail());
+        assert_eq!(e.kind.status(), 502);
+        assert_eq!(
+            answered.lock().unwrap().len(),
+            1,
+            "only the warm-up was answered"
+        );
     }
 
     #[tokio::test]

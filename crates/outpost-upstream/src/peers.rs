@@ -1,7 +1,7 @@
 //! A set of Outpost peers a node sends requests to by key: the other boxes of its PoP (to reach
 //! a key's owner) or an origin's shield set. The member for a key is chosen by consistent hashing
 //! ([`crate::ring`]); on a connection failure, a broken response or a failed health state the
-//! request goes to the next member in the key's order (only bodiless requests are retried). A
+//! request goes to the next member in the key's order (when it may be sent again: see [`PeerSet::send`]). A
 //! first-byte timeout is not failed over: the peer may be waiting on a slow origin, and asking
 //! its sibling would double the origin's load. It counts as a failure, though, so a hung peer
 //! (which also fails its health probes) goes down and its keys move on.
@@ -295,8 +295,10 @@ impl PeerSet {
         }
     }
 
-    /// Send a request for `key` to its owner. A bodiless request (`body` is `None`) goes to the
-    /// next member when one fails to answer; one with a body is sent once. `skip` is this node:
+    /// Send a request for `key` to its owner. When a member fails to answer, the request goes
+    /// to the next member if its body was kept ([`crate::replay::Payload`]: bodiless, or small
+    /// with a declared length) and either the member could not be reached or the method is
+    /// idempotent; a larger body is sent once. `skip` is this node:
     /// when it comes next in the key's order, the request is not sent further (an error: this
     /// node answers the key itself, as every node will once the failed member is marked down).
     /// Returns the response and the member that answered.
@@ -358,9 +360,12 @@ impl PeerSet {
             tokio::time::sleep(self.delay).await;
         }
         let order = self.order(key);
-        let retry = body.is_none();
-        let mut body = body;
+        let mut payload = crate::replay::Payload::read(body)
+            .await
+            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Protocol, &self.name, Some(e)))?;
+        let idempotent = crate::replay::idempotent(method);
         let mut last: Option<UpstreamError> = None;
+        let mut replayable = true;
         for (tries, i) in order.into_iter().enumerate() {
             if Some(i) == skip {
                 // This node is next in the key's order: it answers the key itself now.
@@ -373,13 +378,18 @@ impl PeerSet {
                 }));
             }
             if tries > 0 {
-                if !retry {
+                // Sent again only when it may be (RFC 9110 §9.2.2): its body was kept, and
+                // nothing reached the member or the method is idempotent.
+                let again = replayable
+                    && (idempotent || last.as_ref().is_some_and(|e| e.kind.is_connect()));
+                if !again {
                     break;
                 }
                 self.failovers.fetch_add(1, Ordering::Relaxed);
             }
             let peer = &self.peers[i];
-            let b = body.take().unwrap_or_else(empty_body);
+            replayable = payload.replayable();
+            let b = payload.attempt_body();
             if self.h2.is_some() {
                 match self
                     .send_h2(i, first_byte, method, path_and_query, headers, b)
