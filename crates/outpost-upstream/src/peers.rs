@@ -698,6 +698,57 @@ mod tests {
         );
     }
 
+    /// A member that reads each request and resets the connection without answering.
+    async fn resetter() -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                // Linger 0 resets at once (the deprecation is about blocking on drop).
+                #[allow(deprecated)]
+                let _ = s.set_linger(Some(Duration::ZERO));
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_kept_body_fails_over_only_when_the_method_is_idempotent() {
+        use http_body_util::BodyExt;
+        let set = PeerSet::new(
+            "shields",
+            vec![spec("s1", resetter().await), spec("s2", server("b").await)],
+            None,
+            timeouts(),
+            policy(),
+            Duration::ZERO,
+        );
+        let key = (0u64..)
+            .map(crate::ring::mix64)
+            .find(|k| set.owner(*k) == Some(0))
+            .unwrap();
+        let body = || {
+            Some(
+                http_body_util::Full::new(bytes::Bytes::from_static(b"put"))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        };
+        let (resp, who) = set
+            .send(key, &Method::PUT, "/", &HeaderMap::new(), body(), None)
+            .await
+            .unwrap();
+        assert_eq!((resp.status().as_u16(), who), (200, 1));
+        let e = set
+            .send(key, &Method::POST, "/", &HeaderMap::new(), body(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, UpstreamErrorKind::Protocol, "{}", e.detail());
+    }
+
     #[tokio::test]
     async fn probes_bring_a_member_back_with_ramp_up() {
         // The member's port is closed, then a server appears on it.
