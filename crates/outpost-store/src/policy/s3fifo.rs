@@ -16,8 +16,9 @@
 //!   (and above [`SIZE_FILTER_FLOOR_PPM`] of the budget) goes to the ghost first and is admitted
 //!   when it returns, so one large object does not flush many small ones on its first request;
 //!   an object above the mean and above [`LARGE_OBJECT_PPM`] of the budget is admitted only once
-//!   the sketch has seen it [`SECOND_CHANCE_MIN`] times (a big download must prove itself before
-//!   it displaces a share of a small cache). With every object weighing the same, neither fires;
+//!   the sketch has seen it [`SECOND_CHANCE_MIN`] times, once more above
+//!   [`LARGE_OBJECT_STEP_PPM`] and again for each doubling of its share past that (a big
+//!   download must prove itself before it displaces a share of a small cache). With every object weighing the same, neither fires;
 //! - **a ghost sized in keys**: it remembers [`GHOST_PERCENT_OF_RESIDENT`] keys per 100 resident
 //!   objects, whatever their sizes, so a large object the size filter sent there is still
 //!   remembered when it returns;
@@ -49,8 +50,14 @@ pub const FREQUENCY_SMALL_PERCENT: u64 = 1;
 /// `s3-tinylfu`: a second-chance candidate must out-count a victim by more than this.
 pub const INCUMBENT_MARGIN: u64 = 1;
 /// `s3-tinylfu`: objects above this share of the budget (parts per million) and above the mean
-/// resident object are admitted only once the sketch has seen them [`SECOND_CHANCE_MIN`] times.
+/// resident object are admitted only once the sketch has seen them [`SECOND_CHANCE_MIN`] times
+/// (more above [`LARGE_OBJECT_STEP_PPM`]).
 pub const LARGE_OBJECT_PPM: u64 = 5_000;
+/// `s3-tinylfu`: a large object above this share of the budget (parts per million) needs one
+/// sighting more than [`SECOND_CHANCE_MIN`], and one more for each doubling of its share (above
+/// 2%: 4, 4%: 5, 8%: 6, 16%: 7, ...): the larger its share of a small cache, the more small
+/// objects, and object hits, it displaces, so the hotter it must be.
+pub const LARGE_OBJECT_STEP_PPM: u64 = 20_000;
 /// `s3-tinylfu`: the size filter leaves objects at or below this share of the budget (parts per
 /// million) alone, however far above the mean: they are small next to the cache.
 pub const SIZE_FILTER_FLOOR_PPM: u64 = 200;
@@ -337,7 +344,20 @@ impl S3Fifo {
     fn held_back(&self, hash: u64, weight: u64) -> bool {
         self.above_share(weight, LARGE_OBJECT_PPM)
             && self.above_mean(weight, 1)
-            && self.frequency(hash) < SECOND_CHANCE_MIN
+            && self.frequency(hash) < self.large_object_frequency(weight)
+    }
+
+    /// The sketch frequency a large object of `weight` needs: [`SECOND_CHANCE_MIN`], one more
+    /// above [`LARGE_OBJECT_STEP_PPM`] of the budget and one more for each doubling of its share
+    /// past that.
+    fn large_object_frequency(&self, weight: u64) -> u64 {
+        let mut need = SECOND_CHANCE_MIN;
+        let mut share = LARGE_OBJECT_STEP_PPM;
+        while share <= 1_000_000 && self.above_share(weight, share) {
+            need += 1;
+            share *= 2;
+        }
+        need
     }
 
     /// `s3-tinylfu`: is `weight` above `multiple` times the mean resident object?

@@ -546,18 +546,31 @@ fn s3tinylfu_survives_empty_budgets_and_weightless_objects() {
 }
 
 #[test]
-fn s3tinylfu_large_object_needs_three_requests() {
-    let mut s = S3Fifo::tinylfu(100_000); // small FIFO 10,000
-    for h in 0..20 {
-        assert!(s.on_insert(h, 100).admitted);
+fn s3tinylfu_large_objects_need_more_requests_the_larger_their_share() {
+    // (weight, share of the 100,000 budget, requests the sketch must have seen)
+    for (key, weight, needed) in [
+        (901, 1_000, 3),  // 1%: above 0.5%, below the first step at 2%
+        (902, 3_000, 4),  // 3%: one step
+        (903, 5_000, 5),  // 5%: above 2% and 4%
+        (904, 20_000, 7), // 20%: above 2%, 4%, 8% and 16%
+    ] {
+        let mut s = S3Fifo::tinylfu(100_000); // small FIFO 10,000
+        for h in 0..20 {
+            assert!(s.on_insert(h, 100).admitted);
+        }
+        for request in 1..needed {
+            assert!(
+                !s.on_insert(key, weight).admitted,
+                "{weight}: request {request} of {needed}"
+            );
+        }
+        assert!(
+            s.on_insert(key, weight).admitted,
+            "{weight}: request {needed}"
+        );
+        assert!(s.contains(key));
+        s.check();
     }
-    // 5,000 is 5% of the budget (above 0.5%) and far above the mean: the sketch must have seen
-    // it three times.
-    assert!(!s.on_insert(999, 5_000).admitted, "first request");
-    assert!(!s.on_insert(999, 5_000).admitted, "second request");
-    assert!(s.on_insert(999, 5_000).admitted, "third request");
-    assert!(s.contains(999));
-    s.check();
 }
 
 /// Zipf over `keys` ids from `offset`, the offset moving by `step` every `every` requests
