@@ -667,20 +667,8 @@ mod tests {
     #[tokio::test]
     async fn fails_over_to_the_next_member_and_marks_the_dead_one_down() {
         let a = server("a").await;
-        let dead = closed_port();
-        let set = PeerSet::new(
-            "shields",
-            vec![spec("s1", dead), spec("s2", a)],
-            None,
-            timeouts(),
-            policy(),
-            Duration::ZERO,
-        );
         // A key owned by the dead member.
-        let key = (0u64..)
-            .map(crate::ring::mix64)
-            .find(|k| set.owner(*k) == Some(0))
-            .unwrap();
+        let (set, key) = two_shields(closed_port(), a);
         for _ in 0..3 {
             let (resp, who) = set
                 .send(key, &Method::GET, "/", &HeaderMap::new(), None, None)
@@ -696,6 +684,23 @@ mod tests {
             2,
             "once down, the dead member is not tried first"
         );
+    }
+
+    /// A shield set of `first` and `second`, and a key `first` owns.
+    fn two_shields(first: String, second: String) -> (PeerSet, u64) {
+        let set = PeerSet::new(
+            "shields",
+            vec![spec("s1", first), spec("s2", second)],
+            None,
+            timeouts(),
+            policy(),
+            Duration::ZERO,
+        );
+        let key = (0u64..)
+            .map(crate::ring::mix64)
+            .find(|k| set.owner(*k) == Some(0))
+            .unwrap();
+        (set, key)
     }
 
     /// A member that reads each request and resets the connection without answering.
@@ -718,18 +723,7 @@ mod tests {
     #[tokio::test]
     async fn a_kept_body_fails_over_only_when_the_method_is_idempotent() {
         use http_body_util::BodyExt;
-        let set = PeerSet::new(
-            "shields",
-            vec![spec("s1", resetter().await), spec("s2", server("b").await)],
-            None,
-            timeouts(),
-            policy(),
-            Duration::ZERO,
-        );
-        let key = (0u64..)
-            .map(crate::ring::mix64)
-            .find(|k| set.owner(*k) == Some(0))
-            .unwrap();
+        let (set, key) = two_shields(resetter().await, server("b").await);
         let body = || {
             Some(
                 http_body_util::Full::new(bytes::Bytes::from_static(b"put"))
