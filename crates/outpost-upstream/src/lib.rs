@@ -373,13 +373,12 @@ impl OriginPool {
         body: Option<ReqBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let order = self.order(key);
-        let mut payload = replay::Payload::read(body).await.map_err(|e| {
-            let authority = order
-                .first()
-                .map(|&i| self.origins[i].authority.as_str())
-                .unwrap_or_default();
-            UpstreamError::new(UpstreamErrorKind::Protocol, authority, Some(e))
-        })?;
+        let authority = order
+            .first()
+            .map(|&i| self.origins[i].authority.as_str())
+            .unwrap_or_default();
+        let mut payload =
+            replay::Payload::read_within(body, self.timeouts.first_byte, authority).await?;
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }

@@ -360,9 +360,7 @@ impl PeerSet {
             tokio::time::sleep(self.delay).await;
         }
         let order = self.order(key);
-        let mut payload = crate::replay::Payload::read(body)
-            .await
-            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Protocol, &self.name, Some(e)))?;
+        let mut payload = crate::replay::Payload::read_within(body, first_byte, &self.name).await?;
         let idempotent = crate::replay::idempotent(method);
         let mut last: Option<UpstreamError> = None;
         let mut replayable = true;

@@ -4,7 +4,7 @@
 //! kept so it can be sent more than once (small bodies of declared length are read first;
 //! larger or unsized ones stream, once).
 
-use crate::{empty_body, BoxError, ReqBody};
+use crate::{empty_body, BoxError, ReqBody, UpstreamError, UpstreamErrorKind};
 use bytes::Bytes;
 use http::Method;
 use http_body::Body as _;
@@ -37,6 +37,30 @@ impl Payload {
                 Ok(Payload::Replay(body.collect().await?.to_bytes()))
             }
             _ => Ok(Payload::Stream(Some(body))),
+        }
+    }
+
+    /// [`Payload::read`] within `within` (the request's first-byte timeout: a client that stalls
+    /// mid-body gets the 504 it got when its body streamed to the origin). Errors name `upstream`:
+    /// a body that failed while being read is a protocol error, one that did not arrive a
+    /// timeout.
+    pub async fn read_within(
+        body: Option<ReqBody>,
+        within: std::time::Duration,
+        upstream: &str,
+    ) -> Result<Self, UpstreamError> {
+        match tokio::time::timeout(within, Self::read(body)).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(UpstreamError::new(
+                UpstreamErrorKind::Protocol,
+                upstream,
+                Some(format!("reading the request body: {e}").into()),
+            )),
+            Err(_) => Err(UpstreamError::new(
+                UpstreamErrorKind::Timeout,
+                upstream,
+                Some(format!("request body not received within {within:?}").into()),
+            )),
         }
     }
 
@@ -164,6 +188,34 @@ mod tests {
 
     fn unsized_chunks() -> ReqBody {
         Chunks(vec![b"ab", b"cd"]).boxed()
+    }
+
+    /// A body that declares 5 bytes and never sends them (a stalled client).
+    struct Stalled;
+
+    impl http_body::Body for Stalled {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            std::task::Poll::Pending
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(5)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_is_a_timeout() {
+        let within = std::time::Duration::from_millis(50);
+        let e = match Payload::read_within(Some(Stalled.boxed()), within, "origin:1").await {
+            Err(e) => e,
+            Ok(_) => panic!("a body that never arrives cannot be read"),
+        };
+        assert_eq!(e.kind, UpstreamErrorKind::Timeout, "{}", e.detail());
+        assert_eq!(e.kind.status(), 504);
     }
 
     #[test]
