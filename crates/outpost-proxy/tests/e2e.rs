@@ -421,6 +421,30 @@ async fn unsafe_methods_invalidate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_reach_the_origin_whole_kept_or_streamed() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.route("/upload", RouteSpec::ok("stored", ""));
+    let edge = node_for(&origin).await;
+    // A small body is kept by the origin pool (so it can be sent again), a large one streams.
+    let small = b"name=outpost".to_vec();
+    let large: Vec<u8> = (0..200 * 1024u32).map(|i| (i % 251) as u8).collect();
+    for (method, body) in [("PUT", &small), ("POST", &large)] {
+        let r = http_request(edge, method, "site.test", "/upload", &[], body)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{method}");
+        let seen = origin.requests();
+        let last = seen.last().unwrap();
+        assert_eq!(last.method, method);
+        assert_eq!(last.body.len(), body.len(), "{method}");
+        assert!(
+            last.body[..] == body[..],
+            "{method}: the body arrived intact"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_responses_are_cached_with_the_tenant_default() {
     let origin = TestOrigin::start().await.unwrap();
     origin.route("/missing", RouteSpec::ok("", "").status(404));
