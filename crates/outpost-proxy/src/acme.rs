@@ -455,12 +455,7 @@ mod tests {
     }
 
     fn due_pem(pem: &str, now: SystemTime) -> bool {
-        let d = outpost_testkit::ScratchDir::new(&format!(
-            "outpost-acme-due-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ))
-        .unwrap();
+        let d = outpost_testkit::ScratchDir::for_thread("outpost-acme-due").unwrap();
         let file = d.join("cert.pem");
         std::fs::write(&file, pem).unwrap();
         due(&file, 2.0 / 3.0, now)

@@ -413,12 +413,7 @@ mod tests {
     }
 
     fn dir() -> outpost_testkit::ScratchDir {
-        outpost_testkit::ScratchDir::new(&format!(
-            "outpost-tls-unit-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ))
-        .unwrap()
+        outpost_testkit::ScratchDir::for_thread("outpost-tls-unit").unwrap()
     }
 
     #[test]

@@ -17,6 +17,16 @@ impl ScratchDir {
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }
+
+    /// [`ScratchDir::new`] named `<prefix>-<process id>-<thread id>`: one per test thread, for
+    /// unit tests that share a process.
+    pub fn for_thread(prefix: &str) -> std::io::Result<Self> {
+        Self::new(&format!(
+            "{prefix}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ))
+    }
 }
 
 impl Deref for ScratchDir {

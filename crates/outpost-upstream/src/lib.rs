@@ -627,7 +627,6 @@ fn classify(e: hyper_util::client::legacy::Error, origin: &str) -> UpstreamError
     UpstreamError::new(kind, origin, Some(Box::new(e)))
 }
 
-/// The kind of the first `io::Error` in an error's source chain.
 /// The rustls error in the chain, if any (a failed handshake with an HTTPS origin). An
 /// `io::Error` wrapping one hides it from `source()`: look inside with `get_ref`.
 fn find_tls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
@@ -652,15 +651,16 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
     find_tls(e).is_some()
 }
 
+/// An error and its sources, outermost first.
+fn sources<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |err| err.source())
+}
+
+/// The kind of the first `io::Error` in an error's source chain.
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        cur = err.source();
-    }
-    None
+    sources(e).find_map(|err| err.downcast_ref::<std::io::Error>().map(|io| io.kind()))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -801,11 +801,7 @@ mod tests {
     }
 
     fn body(s: &'static str) -> Option<ReqBody> {
-        Some(
-            http_body_util::Full::new(Bytes::from_static(s.as_bytes()))
-                .map_err(|never| match never {})
-                .boxed(),
-        )
+        Some(replay::bytes_body(Bytes::from_static(s.as_bytes())))
     }
 
     const T: Timeouts = Timeouts {
@@ -813,15 +809,27 @@ mod tests {
         first_byte: Duration::from_secs(5),
     };
 
-    #[tokio::test]
-    async fn idempotent_request_is_sent_again_when_a_reused_connection_resets() {
+    /// A pool in front of a [`resetting_origin`] whose first connection has answered once and
+    /// is back in the pool, and the bodies the origin answered.
+    async fn warmed_pool() -> (OriginPool, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
         let (addr, answered) = resetting_origin().await;
         let pool = OriginPool::new(vec![addr.to_string()], T);
         warm(&pool).await;
+        (pool, answered)
+    }
+
+    /// Request headers declaring a body of `len` bytes.
+    fn length(len: usize) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+        h
+    }
+
+    #[tokio::test]
+    async fn idempotent_request_is_sent_again_when_a_reused_connection_resets() {
+        let (pool, answered) = warmed_pool().await;
         let r = pool
-            .send(0, &Method::PUT, "/config", &h, body("payload"))
+            .send(0, &Method::PUT, "/config", &length(7), body("payload"))
             .await
             .expect("the PUT is sent again on a new connection");
         assert_eq!(r.status(), 200);
@@ -831,13 +839,9 @@ mod tests {
 
     #[tokio::test]
     async fn non_idempotent_request_is_not_sent_again() {
-        let (addr, answered) = resetting_origin().await;
-        let pool = OriginPool::new(vec![addr.to_string()], T);
-        warm(&pool).await;
-        let mut h = HeaderMap::new();
-        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let (pool, answered) = warmed_pool().await;
         let e = pool
-            .send(0, &Method::POST, "/order", &h, body("order"))
+            .send(0, &Method::POST, "/order", &length(5), body("order"))
             .await
             .unwrap_err();
         assert_eq!(e.kind, UpstreamErrorKind::Protocol, "{}", e.detail());

@@ -1,9 +1,9 @@
 //! A set of Outpost peers a node sends requests to by key: the other boxes of its PoP (to reach
 //! a key's owner) or an origin's shield set. The member for a key is chosen by consistent hashing
 //! ([`crate::ring`]); on a connection failure, a broken response or a failed health state the
-//! request goes to the next member in the key's order (when it may be sent again: see [`PeerSet::send`]). A
-//! first-byte timeout is not failed over: the peer may be waiting on a slow origin, and asking
-//! its sibling would double the origin's load. It counts as a failure, though, so a hung peer
+//! request goes to the next member in the key's order (when it may be sent again: see
+//! [`PeerSet::send`]). A first-byte timeout is not failed over: the peer may be waiting on a slow
+//! origin, and asking its sibling would double the origin's load. It counts as a failure, though, so a hung peer
 //! (which also fails its health probes) goes down and its keys move on.
 //!
 //! Health: passive (consecutive failures of real requests) and active (`GET /healthz` on each
@@ -720,15 +720,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_kept_body_fails_over_only_when_the_method_is_idempotent() {
-        use http_body_util::BodyExt;
         let (set, key) = two_shields(resetter().await, server("b").await);
-        let body = || {
-            Some(
-                http_body_util::Full::new(bytes::Bytes::from_static(b"put"))
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-        };
+        let body = || Some(crate::replay::bytes_body(bytes::Bytes::from_static(b"put")));
         let (resp, who) = set
             .send(key, &Method::PUT, "/", &HeaderMap::new(), body(), None)
             .await

@@ -49,6 +49,10 @@ impl Payload {
         within: std::time::Duration,
         upstream: &str,
     ) -> Result<Self, UpstreamError> {
+        if body.as_ref().is_none_or(|b| b.is_end_stream()) {
+            // Nothing to read (every cache fill): no timer.
+            return Ok(Payload::Replay(Bytes::new()));
+        }
         match tokio::time::timeout(within, Self::read(body)).await {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(e)) => Err(UpstreamError::new(
@@ -78,10 +82,15 @@ impl Payload {
     pub fn attempt_body(&mut self) -> ReqBody {
         match self {
             Payload::Replay(b) if b.is_empty() => empty_body(),
-            Payload::Replay(b) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
+            Payload::Replay(b) => bytes_body(b.clone()),
             Payload::Stream(b) => b.take().unwrap_or_else(empty_body),
         }
     }
+}
+
+/// A request body of `bytes`, in one frame.
+pub fn bytes_body(bytes: Bytes) -> ReqBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 /// Whether `method` is idempotent (RFC 9110 §9.2.2), so that a request whose connection failed
@@ -97,25 +106,19 @@ pub fn idempotent(method: &Method) -> bool {
 /// complete response head arrived: what a keep-alive connection the server closed as it was
 /// reused looks like. Read from error types and I/O kinds in the source chain, never from text.
 pub fn closed_before_response(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_canceled() {
-                return true;
-            }
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
+    let hyper_closed = crate::sources(e)
+        .filter_map(|err| err.downcast_ref::<hyper::Error>())
+        .any(|h| h.is_incomplete_message() || h.is_canceled());
+    hyper_closed
+        || matches!(
+            crate::io_kind(e),
+            Some(
                 std::io::ErrorKind::ConnectionReset
                     | std::io::ErrorKind::ConnectionAborted
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        cur = err.source();
-    }
-    false
+            )
+        )
 }
 
 #[cfg(test)]
@@ -124,9 +127,7 @@ mod tests {
     use super::*;
 
     fn full(s: &'static [u8]) -> ReqBody {
-        Full::new(Bytes::from_static(s))
-            .map_err(|never| match never {})
-            .boxed()
+        bytes_body(Bytes::from_static(s))
     }
 
     async fn bytes_of(b: ReqBody) -> Bytes {

@@ -18,7 +18,8 @@
 //!   an object above the mean and above [`LARGE_OBJECT_PPM`] of the budget is admitted only once
 //!   the sketch has seen it [`SECOND_CHANCE_MIN`] times, once more above
 //!   [`LARGE_OBJECT_STEP_PPM`] and again for each doubling of its share past that (a big
-//!   download must prove itself before it displaces a share of a small cache). With every object weighing the same, neither fires;
+//!   download must prove itself before it displaces a share of a small cache). With every
+//!   object weighing the same, neither fires;
 //! - **a ghost sized in keys**: it remembers [`GHOST_PERCENT_OF_RESIDENT`] keys per 100 resident
 //!   objects, whatever their sizes, so a large object the size filter sent there is still
 //!   remembered when it returns;
