@@ -15,7 +15,8 @@ pub(crate) struct Node {
     next: u32,
     /// Which queue the node is linked into (policy-defined ids), or `DETACHED`.
     pub(crate) queue: u8,
-    /// Policy-defined small counter (S3-FIFO's 2-bit frequency).
+    /// Policy-defined small counter (S3-FIFO's 2-bit frequency; in `s3-tinylfu`'s ghost, how
+    /// often a held-back large object has come back).
     pub(crate) freq: u8,
 }
 

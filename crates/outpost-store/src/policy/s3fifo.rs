@@ -18,8 +18,10 @@
 //!   an object above the mean and above [`LARGE_OBJECT_PPM`] of the budget is admitted only once
 //!   the sketch has seen it [`SECOND_CHANCE_MIN`] times, once more above
 //!   [`LARGE_OBJECT_STEP_PPM`] and again for each doubling of its share past that (a big
-//!   download must prove itself before it displaces a share of a small cache). With every
-//!   object weighing the same, neither fires;
+//!   download must prove itself before it displaces a share of a small cache); above
+//!   [`LARGE_OBJECT_RETURN_PPM`] it must also have come back while the ghost remembered it,
+//!   once per that share (an inter-arrival test: the aged sketch also counts requests spread
+//!   over a long period). With every object weighing the same, none of these fires;
 //! - **a ghost sized in keys**: it remembers [`GHOST_PERCENT_OF_RESIDENT`] keys per 100 resident
 //!   objects, whatever their sizes, so a large object the size filter sent there is still
 //!   remembered when it returns;
@@ -59,6 +61,13 @@ pub const LARGE_OBJECT_PPM: u64 = 5_000;
 /// 2%: 4, 4%: 5, 8%: 6, 16%: 7, ...): the larger its share of a small cache, the more small
 /// objects, and object hits, it displaces, so the hotter it must be.
 pub const LARGE_OBJECT_STEP_PPM: u64 = 20_000;
+/// `s3-tinylfu`: a large object must also have come back while the ghost remembered it once for
+/// each this many parts per million of the budget it takes (5%: once, 10%: twice, 20%: four
+/// times). The ghost entry of a held-back object counts its returns; one that drops out of the
+/// ghost starts again. The sketch's count is aged over many cache lifetimes, so a large object
+/// requested now and then has the count of a hot one; its returns do not come within a ghost
+/// lifetime, and a large share of a small cache is too much to give it.
+pub const LARGE_OBJECT_RETURN_PPM: u64 = 50_000;
 /// `s3-tinylfu`: the size filter leaves objects at or below this share of the budget (parts per
 /// million) alone, however far above the mean: they are small next to the cache.
 pub const SIZE_FILTER_FLOOR_PPM: u64 = 200;
@@ -341,11 +350,21 @@ impl S3Fifo {
                 && self.above_share(weight, SIZE_FILTER_FLOOR_PPM))
     }
 
-    /// `s3-tinylfu`: is this a large object the sketch has not seen often enough to admit?
-    fn held_back(&self, hash: u64, weight: u64) -> bool {
+    /// `s3-tinylfu`: is this a large object the sketch has not seen often enough to admit, or
+    /// one that has come back through the ghost (`returns` times in a row) too seldom?
+    fn held_back(&self, hash: u64, weight: u64, returns: u64) -> bool {
         self.above_share(weight, LARGE_OBJECT_PPM)
             && self.above_mean(weight, 1)
-            && self.frequency(hash) < self.large_object_frequency(weight)
+            && (self.frequency(hash) < self.large_object_frequency(weight)
+                || returns < self.large_object_returns(weight))
+    }
+
+    /// The returns through the ghost a large object of `weight` needs: one per
+    /// [`LARGE_OBJECT_RETURN_PPM`] of the budget.
+    fn large_object_returns(&self, weight: u64) -> u64 {
+        let budget = u128::from(self.capacity) * u128::from(self.scale);
+        let share_ppm = u128::from(weight) * 1_000_000 / budget.max(1);
+        u64::try_from(share_ppm / u128::from(LARGE_OBJECT_RETURN_PPM)).unwrap_or(u64::MAX)
     }
 
     /// The sketch frequency a large object of `weight` needs: [`SECOND_CHANCE_MIN`], one more
@@ -574,13 +593,17 @@ impl EvictionPolicy for S3Fifo {
             sketch.increment(hash);
         }
         let ghost = self.arena.find(hash);
+        // In the ghost, `freq` counts a held-back object's returns so far; this is one more.
+        let mut returns = 0;
         if let Some(ghost) = ghost {
+            returns = self.arena.node(ghost).freq.saturating_add(1);
             self.arena.unlink(&mut self.ghost, ghost);
             self.arena.release(ghost);
         }
-        if self.held_back(hash, weight) {
+        if self.held_back(hash, weight, u64::from(returns)) {
             // Large next to the budget and not yet frequent: remembered (again), not admitted.
             let idx = self.arena.alloc(hash, weight);
+            self.arena.node_mut(idx).freq = returns;
             self.remember_ghost(idx);
             return InsertOutcome {
                 admitted: false,

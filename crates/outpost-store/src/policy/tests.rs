@@ -573,6 +573,35 @@ fn s3tinylfu_large_objects_need_more_requests_the_larger_their_share() {
     }
 }
 
+#[test]
+fn s3tinylfu_large_objects_must_come_back_while_the_ghost_remembers_them() {
+    // 12% of the 100,000 budget: the sketch must have seen it 6 times, and it must have come
+    // back through the ghost twice in a row (once per 5% of the budget).
+    const BIG: u64 = 999;
+    let mut s = S3Fifo::tinylfu(100_000);
+    for h in 0..20 {
+        assert!(s.on_insert(h, 100).admitted);
+    }
+    // Requested 8 times, each time after 20 other large one-off objects have pushed it out of
+    // the ghost (14 keys for 20 resident objects): its sketch count passes 6, its returns do not.
+    let mut other = 10_000;
+    for round in 0..8 {
+        assert!(!s.on_insert(BIG, 12_000).admitted, "round {round}");
+        for _ in 0..20 {
+            other += 1;
+            assert!(!s.on_insert(other, 12_000).admitted);
+        }
+    }
+    assert!(s.frequency(BIG) >= 6);
+    // Now it comes back twice in a row: admitted on the second return (with the sketch alone it
+    // would have been on the first).
+    assert!(!s.on_insert(BIG, 12_000).admitted);
+    assert!(!s.on_insert(BIG, 12_000).admitted);
+    assert!(s.on_insert(BIG, 12_000).admitted);
+    assert!(s.contains(BIG));
+    s.check();
+}
+
 /// Zipf over `keys` ids from `offset`, the offset moving by `step` every `every` requests
 /// (popularity churn: new objects take the top), unit weights.
 pub(crate) fn churn_trace(
