@@ -218,6 +218,13 @@ async fn follow(
                     return Followed2::Pass(state.released());
                 }
             }
+            // A response stale for this request (stale on arrival, such as an Expires in the
+            // past; or outlived by a slow fill) is the leader's answer, not one to
+            // reuse without validation (RFC 9111 §4): this follower asks upstream itself. A
+            // request that joins just after the leader's client got its answer lands here too.
+            if head.age(req.node.clock.now()) >= head.timing().lifetime {
+                return Followed2::Pass(state.released());
+            }
             let mut cs = CacheStatus::fwd(&req.node.name, Fwd::UriMiss);
             cs.fwd_status = Some(head.status().as_u16());
             cs.collapsed = true;

@@ -134,6 +134,33 @@ async fn followers_stream_a_slow_fill_before_it_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_stale_on_arrival_is_not_shared_with_followers() {
+    let origin = TestOrigin::start().await.unwrap();
+    // An Expires in the past (http-cache-tests' stale template): storable, and stored for
+    // revalidation, but stale from the start; about 1 s of body.
+    origin.route(
+        "/zero",
+        RouteSpec::ok(&"z".repeat(10_000), "")
+            .header("Expires", "Thu, 01 Jan 2015 00:00:00 GMT")
+            .header("Last-Modified", "Thu, 01 Jan 2015 00:00:00 GMT")
+            .trickle(1_000, Duration::from_millis(100)),
+    );
+    let edge = node_for(&origin).await;
+    let leader = tokio::spawn(async move { get(edge, "/zero", &[]).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let follower = get(edge, "/zero", &[]).await;
+    assert_eq!(follower.status, 200);
+    assert_eq!(follower.body.len(), 10_000);
+    assert!(!cs(&follower).contains("collapsed"), "{}", cs(&follower));
+    assert_eq!(leader.await.unwrap().body.len(), 10_000);
+    assert_eq!(
+        origin.hits("/zero"),
+        2,
+        "the follower asked the origin itself"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_while_revalidate_serves_stale_then_refreshes_once() {
     let origin = TestOrigin::start().await.unwrap();
     origin.route(
