@@ -223,7 +223,7 @@ async fn follow(
             // reuse without validation (RFC 9111 §4): this follower asks upstream itself. A
             // request that joins just after the leader's client got its answer lands here too.
             if head.age(req.node.clock.now()) >= head.timing().lifetime {
-                return Followed2::Pass(state.released());
+                return Followed2::Pass(state.stale_fill());
             }
             let mut cs = CacheStatus::fwd(&req.node.name, Fwd::UriMiss);
             cs.fwd_status = Some(head.status().as_u16());

@@ -152,6 +152,11 @@ async fn a_response_stale_on_arrival_is_not_shared_with_followers() {
     assert_eq!(follower.status, 200);
     assert_eq!(follower.body.len(), 10_000);
     assert!(!cs(&follower).contains("collapsed"), "{}", cs(&follower));
+    assert!(
+        cs(&follower).contains(r#"detail="stale-fill""#),
+        "{}",
+        cs(&follower)
+    );
     assert_eq!(leader.await.unwrap().body.len(), 10_000);
     assert_eq!(
         origin.hits("/zero"),

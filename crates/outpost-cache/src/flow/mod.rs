@@ -331,6 +331,14 @@ impl<O> Follow<O> {
             reason: PassReason::Released,
         }
     }
+
+    /// The fill's response is already stale for this request (stale on arrival, or outlived by
+    /// a slow fill; RFC 9111 §4 forbids reusing it unvalidated): forward on its own.
+    pub fn stale_fill(self) -> Pass {
+        Pass {
+            reason: PassReason::StaleFill,
+        }
+    }
 }
 
 /// Forward without storing.
@@ -346,6 +354,8 @@ pub enum PassReason {
     HitForPass,
     /// The fill this request followed turned out not to be shareable with it.
     Released,
+    /// The fill this request followed had a response already stale for it.
+    StaleFill,
     /// The fills this request followed kept losing their leader.
     LeadersGone,
 }
@@ -363,6 +373,7 @@ impl PassReason {
         match self {
             PassReason::HitForPass => "hit-for-pass",
             PassReason::Released => "uncacheable",
+            PassReason::StaleFill => "stale-fill",
             PassReason::LeadersGone => "fill-leaders-gone",
         }
     }

@@ -414,6 +414,9 @@ fn followers() {
     ));
     let f = validate_fill(sie, 100).follow();
     assert_eq!(f.released().reason(), PassReason::Released);
+    let f = validate_fill(sie, 100).follow();
+    assert_eq!(f.stale_fill().reason(), PassReason::StaleFill);
+    assert_eq!(PassReason::StaleFill.as_str(), "stale-fill");
 }
 
 #[test]
