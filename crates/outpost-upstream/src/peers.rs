@@ -3,8 +3,8 @@
 //! ([`crate::ring`]); on a connection failure, a broken response or a failed health state the
 //! request goes to the next member in the key's order (when it may be sent again: see
 //! [`PeerSet::send`]). A first-byte timeout is not failed over: the peer may be waiting on a slow
-//! origin, and asking its sibling would double the origin's load. It counts as a failure, though, so a hung peer
-//! (which also fails its health probes) goes down and its keys move on.
+//! origin, and asking its sibling would double the origin's load. It counts as a failure,
+//! though, so a hung peer (which also fails its health probes) goes down and its keys move on.
 //!
 //! Health: passive (consecutive failures of real requests) and active (`GET /healthz` on each
 //! peer's admin address every `interval`), with `fall` failures to go down and `rise` successes
